@@ -1,0 +1,698 @@
+"""The emulator as a raw ASGI application (no web framework, so the wire behaviour is explicit).
+
+Routes under ``/v1`` follow platform-subset.openapi.json and need the bearer key; ``/__stats``
+and ``/__control`` are the test harness's view and steering wheel and need no key.
+
+Check order on API routes: fault injection, 401 (key), 422 (parameters), 403 (workspace), then
+the operation's own answers (400 filename, 503 not configured, 404, 202 archived, 403 link).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import math
+import random
+import re
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote
+
+import trio
+
+from amigofs.emulator.config import BODY_FAULT_KINDS, EmulatorConfig
+from amigofs.emulator.data import METADATA_FILENAME, Dataset, StoredObject, parse_date
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+CHUNK_BYTES = 1024 * 1024
+"""Body chunk handed to send(). Big enough for GB/s through hypercorn, small enough that the byte
+counters track what a client consumed (send() returns once the chunk is in the socket buffer)."""
+
+LOG_LIMIT = 100_000
+FAULT_CUT_MAX = 1024 * 1024
+"""A dropped or stalled body stops within its first MiB."""
+
+ARCHIVE_TIER = "warm"
+ARCHIVE_RESTORE = timedelta(hours=3)
+"""The vendor restores warm-tier recordings within 3 hours."""
+
+OPS = (
+    "list-workspaces",
+    "list-calls",
+    "get-recording-urls",
+    "get-recording-metadata",
+    "download-recording-file",
+)
+CONTROL_KNOBS = (
+    "fault_rate",
+    "fault_kinds",
+    "latency",
+    "bandwidth",
+    "url_ttl",
+    "retry_after",
+    "stall_seconds",
+)
+"""Config fields POST /__control may change at run time."""
+
+_FILENAME = re.compile(r"[A-Za-z0-9._-]+")
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+class _Stop(Exception):
+    """An error answer; raised by checks so each handler reads as its happy path."""
+
+    def __init__(self, status: int, body: object, headers: Iterable[tuple[str, str]] = ()) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+        self.headers = list(headers)
+
+
+def _detail(status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> _Stop:
+    return _Stop(status, {"detail": message}, headers)
+
+
+def _invalid(loc: list[str | int], kind: str, msg: str, value: str, **ctx: object) -> _Stop:
+    error: dict[str, object] = {"type": kind, "loc": loc, "msg": msg, "input": value}
+    if ctx:
+        error["ctx"] = ctx
+    return _Stop(422, {"detail": [error]})
+
+
+def _json_bytes(body: object) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+@dataclass(slots=True)
+class Stats:
+    """What the emulator served; counted as requests arrive and as bytes are sent."""
+
+    requests: Counter[str] = field(default_factory=Counter)
+    audio_bytes: int = 0
+    download_bytes: Counter[str] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
+    log: deque[dict[str, object]] = field(default_factory=lambda: deque(maxlen=LOG_LIMIT))
+
+    def arrival(self, op: str, path: str, range_header: str | None) -> dict[str, object]:
+        """Count a request and return its log entry, whose status is filled in when known."""
+        if op in OPS:
+            self.requests[op] += 1
+        entry: dict[str, object] = {
+            "time": time.time(),
+            "op": op,
+            "path": path,
+            "status": None,
+            "range": range_header,
+        }
+        self.log.append(entry)
+        return entry
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "requests": dict(self.requests),
+            "audio_bytes": self.audio_bytes,
+            "download_bytes": dict(self.download_bytes),
+            "faults": dict(self.faults),
+            "log": list(self.log),
+        }
+
+    def reset(self) -> None:
+        self.requests.clear()
+        self.audio_bytes = 0
+        self.download_bytes.clear()
+        self.faults.clear()
+        self.log.clear()
+
+
+@dataclass(slots=True)
+class _Request:
+    method: str
+    path: str
+    segments: list[str]
+    query: dict[str, str]
+    headers: dict[str, str]
+
+    @classmethod
+    def from_scope(cls, scope: Scope) -> _Request:
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        path = raw_path.decode("latin-1")
+        # Split before unquoting so an encoded slash stays inside its segment.
+        segments = [unquote(part) for part in path.strip("/").split("/")]
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        headers = {
+            name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in scope.get("headers", [])
+        }
+        return cls(scope["method"], path, segments, query, headers)
+
+
+class EmulatorApp:
+    """The ASGI application. ``config`` holds the run-time knobs; ``data`` is fixed at start."""
+
+    def __init__(self, config: EmulatorConfig, data: Dataset | None = None) -> None:
+        self.config = config
+        self.data = data if data is not None else Dataset(config)
+        self.stats = Stats()
+        self.archived: set[str] = {r.call_sid for r in self.data.recordings() if r.archived}
+        self._owned = {ws.id for ws in self.data.workspaces}
+        self._fault_rng = random.Random(f"amigofs-emulator:{config.seed}:faults")
+        self._link_secret = hashlib.sha256(f"{config.seed}:{config.api_key}".encode()).digest()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = _Request.from_scope(scope)
+        try:
+            if request.segments[0] == "v1":
+                await self._api(request, receive, send)
+            elif request.path in ("/__stats", "/__stats/reset", "/__control"):
+                await self._harness(request, receive, send)
+            else:
+                raise _detail(404, "Not Found")
+        except _Stop as stop:
+            await _respond_json(send, stop.status, stop.body, stop.headers)
+
+    # --- harness routes ---------------------------------------------------------------------
+
+    async def _harness(self, request: _Request, receive: Receive, send: Send) -> None:
+        if request.path == "/__stats" and request.method == "GET":
+            await _respond_json(send, 200, self.stats.to_json())
+        elif request.path == "/__stats/reset" and request.method == "POST":
+            self.stats.reset()
+            await _respond_json(send, 200, {"reset": True})
+        elif request.path == "/__control" and request.method == "GET":
+            await _respond_json(send, 200, self._control_state())
+        elif request.path == "/__control" and request.method == "POST":
+            body = await _read_body(receive)
+            try:
+                changes = json.loads(body or b"{}")
+                if not isinstance(changes, dict):
+                    raise ValueError("expected a JSON object")
+                self._apply_control(changes)
+            except (ValueError, TypeError) as error:
+                raise _detail(400, str(error)) from None
+            log.info("control: %s", changes)
+            await _respond_json(send, 200, self._control_state())
+        else:
+            raise _detail(405, "Method Not Allowed")
+
+    def _control_state(self) -> dict[str, object]:
+        c = self.config
+        return {
+            "fault_rate": c.fault_rate,
+            "fault_kinds": list(c.fault_kinds),
+            "latency": c.latency,
+            "bandwidth": c.bandwidth,
+            "url_ttl": c.url_ttl,
+            "retry_after": c.retry_after,
+            "stall_seconds": c.stall_seconds,
+            "archived": sorted(self.archived),
+        }
+
+    def _apply_control(self, changes: dict[str, Any]) -> None:
+        knobs = CONTROL_KNOBS
+        unknown = sorted(set(changes) - set(knobs) - {"restore", "archive"})
+        if unknown:
+            raise ValueError(f"unknown control keys {unknown}")
+        known_sids = {r.call_sid for r in self.data.recordings()}
+        moves = {key: list(changes.get(key, [])) for key in ("restore", "archive")}
+        for sid in moves["restore"] + moves["archive"]:
+            if sid not in known_sids:
+                raise ValueError(f"no recorded call {sid!r}")
+        previous = {name: getattr(self.config, name) for name in knobs}
+        for name in knobs:
+            if name in changes:
+                value = changes[name]
+                if name == "fault_kinds":
+                    value = tuple(value.split(",") if isinstance(value, str) else value)
+                setattr(self.config, name, value)
+        try:
+            self.config.validate()
+        except ValueError:
+            for name, value in previous.items():
+                setattr(self.config, name, value)
+            raise
+        self.archived.difference_update(moves["restore"])
+        self.archived.update(moves["archive"])
+
+    # --- API routes ---------------------------------------------------------------------------
+
+    async def _api(self, request: _Request, receive: Receive, send: Send) -> None:
+        op, handler = self._route(request.segments)
+        entry = self.stats.arrival(op, request.path, request.headers.get("range"))
+        send = _status_recorder(send, entry)
+        try:
+            if handler is None:
+                raise _detail(404, "Not Found")
+            if request.method not in ("GET", "HEAD"):
+                raise _detail(405, "Method Not Allowed", [("allow", "GET, HEAD")])
+            if self.config.latency > 0:
+                await trio.sleep(self.config.latency)
+            fault = self._roll_fault(op, request)
+            if fault in ("500", "503", "429"):
+                self.stats.faults[fault] += 1
+                log.debug("fault %s on %s", fault, request.path)
+                if fault == "429":
+                    raise _detail(
+                        429, "Too Many Requests", [("retry-after", str(self.config.retry_after))]
+                    )
+                if fault == "503":
+                    raise _detail(503, "Service temporarily unavailable")
+                raise _detail(500, "Internal Server Error")
+            self._authenticate(request)
+            await handler(request, receive, send, fault)
+        except _Stop as stop:
+            await _respond_json(send, stop.status, stop.body, stop.headers)
+        log.debug("%s %s -> %s", request.method, request.path, entry["status"])
+
+    def _route(
+        self, segments: list[str]
+    ) -> tuple[str, Callable[[_Request, Receive, Send, str | None], Awaitable[None]] | None]:
+        match segments:
+            case ["v1", "workspaces"]:
+                return "list-workspaces", self._list_workspaces
+            case ["v1", _, "calls"]:
+                return "list-calls", self._list_calls
+            case ["v1", _, "recordings", _, "urls"]:
+                return "get-recording-urls", self._recording_urls
+            case ["v1", _, "recordings", _, "metadata"]:
+                return "get-recording-metadata", self._recording_metadata
+            case ["v1", _, "recordings", _, "download", _]:
+                return "download-recording-file", self._download
+        return "unknown", None
+
+    def _roll_fault(self, op: str, request: _Request) -> str | None:
+        if self.config.fault_rate <= 0 or self._fault_rng.random() >= self.config.fault_rate:
+            return None
+        download = op == "download-recording-file"
+        candidates = [
+            kind
+            for kind in self.config.fault_kinds
+            if kind not in BODY_FAULT_KINDS
+            or (download and (kind != "ignore_range" or "range" in request.headers))
+        ]
+        return self._fault_rng.choice(candidates) if candidates else None
+
+    def _authenticate(self, request: _Request) -> None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), self.config.api_key.encode()
+        ):
+            raise _detail(401, "Missing or invalid API key.", [("www-authenticate", "Bearer")])
+
+    def _workspace(self, raw: str) -> str:
+        try:
+            workspace_id = str(uuid.UUID(raw))
+        except ValueError:
+            raise _invalid(
+                ["path", "workspace_id"],
+                "uuid_parsing",
+                "Input should be a valid UUID, unable to parse string as a UUID",
+                raw,
+            ) from None
+        return workspace_id
+
+    def _check_owned(self, workspace_id: str) -> None:
+        if workspace_id not in self._owned:
+            raise _detail(403, "Insufficient permissions for this workspace.")
+
+    async def _list_workspaces(
+        self, request: _Request, receive: Receive, send: Send, fault: str | None
+    ) -> None:
+        limit = _int_param(request.query, "limit", 10, gt=0, le=100)
+        start = _int_param(request.query, "continuation_token", 0, ge=0)
+        items = self.data.workspaces[start : start + limit]
+        more = start + limit < len(self.data.workspaces)
+        await _respond_json(
+            send,
+            200,
+            {
+                "items": [ws.to_json() for ws in items],
+                "has_more": more,
+                "continuation_token": start + limit if more else None,
+                "total": len(self.data.workspaces),
+            },
+        )
+
+    async def _list_calls(
+        self, request: _Request, receive: Receive, send: Send, fault: str | None
+    ) -> None:
+        workspace_id = self._workspace(request.segments[1])
+        query = request.query
+        limit = _int_param(query, "limit", 20, ge=1, le=100)
+        offset = _int_param(query, "offset", 0, ge=0)
+        if query.get("continuation_token", "") != "":
+            offset = _int_param(query, "continuation_token", 0, ge=0)
+        date_from = _date_param(query, "date_from")
+        date_to = _date_param(query, "date_to")
+        self._check_owned(workspace_id)
+        calls = [
+            call.summary
+            for call in self.data.calls(workspace_id)
+            if (date_from is None or call.started_at.date() >= date_from)
+            and (date_to is None or call.started_at.date() <= date_to)
+            and query.get("direction") in (None, "", call.summary["direction"])
+            and query.get("status") in (None, "", call.summary["status"])
+        ]
+        page = calls[offset : offset + limit]
+        more = offset + limit < len(calls)
+        await _respond_json(
+            send,
+            200,
+            {
+                "items": page,
+                "total": len(calls),
+                "has_more": more,
+                "continuation_token": offset + limit if more else None,
+            },
+        )
+
+    def _recording_checks(self, request: _Request) -> tuple[str, str]:
+        """Workspace, configuration, call and archive checks shared by the recording routes."""
+        workspace_id = self._workspace(request.segments[1])
+        self._check_owned(workspace_id)
+        call_sid = request.segments[3]
+        if len(request.segments) == 6:
+            filename = request.segments[5]
+            if not _FILENAME.fullmatch(filename) or ".." in filename:
+                raise _detail(400, "Invalid filename")
+        workspace = self.data.workspace(workspace_id)
+        if workspace is None or not workspace.recording_configured:
+            raise _detail(503, "Call recording not configured for this workspace")
+        if self.data.recording(workspace_id, call_sid) is None:
+            raise _detail(404, "Recording not found")
+        if call_sid in self.archived:
+            eta = datetime.now(UTC) + ARCHIVE_RESTORE
+            raise _Stop(
+                202,
+                {
+                    "call_sid": call_sid,
+                    "status": "archived",
+                    "tier": ARCHIVE_TIER,
+                    "restore_eta": eta.isoformat(timespec="seconds").replace("+00:00", "Z"),
+                },
+                [("retry-after", str(int(ARCHIVE_RESTORE.total_seconds())))],
+            )
+        return workspace_id, call_sid
+
+    async def _recording_urls(
+        self, request: _Request, receive: Receive, send: Send, fault: str | None
+    ) -> None:
+        workspace_id, call_sid = self._recording_checks(request)
+        recording = self.data.recording(workspace_id, call_sid)
+        assert recording is not None
+        inbound, outbound, metadata = (
+            self._download_link(workspace_id, call_sid, name) for name in recording.filenames
+        )
+        await _respond_json(
+            send,
+            200,
+            {
+                "call_sid": call_sid,
+                "status": "available",
+                "inbound_url": inbound,
+                "outbound_url": outbound,
+                "metadata_url": metadata,
+            },
+        )
+
+    def _download_link(self, workspace_id: str, call_sid: str, filename: str) -> str:
+        path = f"/v1/{workspace_id}/recordings/{quote(call_sid)}/download/{filename}"
+        if self.config.url_ttl is None:
+            return path
+        expires = math.ceil(time.time() + self.config.url_ttl)
+        return f"{path}?expires={expires}&sig={self._signature(path, expires)}"
+
+    def _signature(self, path: str, expires: int) -> str:
+        message = f"{path}\n{expires}".encode()
+        return hmac.new(self._link_secret, message, hashlib.sha256).hexdigest()[:32]
+
+    def _check_link(self, request: _Request) -> None:
+        """Download links expire only while url_ttl is set; then a valid, fresh one is needed."""
+        if self.config.url_ttl is None:
+            return
+        try:
+            expires = int(request.query.get("expires", ""))
+        except ValueError:
+            expires = 0
+        signature = request.query.get("sig", "")
+        valid = hmac.compare_digest(signature, self._signature(request.path, expires))
+        if not valid or time.time() > expires:
+            raise _detail(403, "Download link expired or invalid; fetch the recording URLs again")
+
+    async def _recording_metadata(
+        self, request: _Request, receive: Receive, send: Send, fault: str | None
+    ) -> None:
+        workspace_id, call_sid = self._recording_checks(request)
+        recording = self.data.recording(workspace_id, call_sid)
+        assert recording is not None
+        await _respond(send, 200, recording.metadata_bytes, "application/json")
+
+    async def _download(
+        self, request: _Request, receive: Receive, send: Send, fault: str | None
+    ) -> None:
+        workspace_id, call_sid = self._recording_checks(request)
+        filename = request.segments[5]
+        self._check_link(request)
+        try:
+            obj = self.data.open(workspace_id, call_sid, filename)
+        except FileNotFoundError:
+            raise _detail(404, "Recording file not found") from None
+        size = obj.size
+        headers = [
+            ("accept-ranges", "bytes"),
+            ("etag", '"' + hashlib.blake2b(request.path.encode(), digest_size=8).hexdigest() + '"'),
+        ]
+        span = _parse_range(request.headers.get("range"), size)
+        if span is not None and fault == "ignore_range":
+            self.stats.faults[fault] += 1
+            log.debug("fault ignore_range on %s", request.path)
+            span = None
+        if isinstance(span, str):
+            raise _detail(416, "Range Not Satisfiable", [("content-range", f"bytes */{size}")])
+        if span is None:
+            status, start, end = 200, 0, size
+        else:
+            status = 206
+            start, end = span
+            headers.append(("content-range", f"bytes {start}-{end - 1}/{size}"))
+        headers += [("content-type", obj.content_type), ("content-length", str(end - start))]
+        await send({"type": "http.response.start", "status": status, "headers": _encode(headers)})
+        if request.method == "HEAD":
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        body_fault = fault if fault in ("drop", "stall") else None
+        await self._stream(receive, send, obj, start, end, request.path, filename, body_fault)
+
+    async def _stream(
+        self,
+        receive: Receive,
+        send: Send,
+        obj: StoredObject,
+        start: int,
+        end: int,
+        path: str,
+        filename: str,
+        fault: str | None,
+    ) -> None:
+        """Send bytes [start, end) in chunks, paced and faulted as configured.
+
+        hypercorn's send() silently discards data once the client is gone, so a task watches
+        for http.disconnect and cancels the loop; otherwise a client that stops reading early
+        would make us generate (and count) the whole file.
+        """
+        audio = filename != METADATA_FILENAME
+        cut = None
+        if fault is not None:
+            cut = self._fault_rng.randint(0, max(0, min(end - start - 1, FAULT_CUT_MAX)))
+            self.stats.faults[fault] += 1
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
+            bandwidth = self.config.bandwidth
+            chunk_bytes = CHUNK_BYTES
+            if bandwidth is not None:
+                # About ten chunks a second keeps the pacing smooth.
+                chunk_bytes = min(CHUNK_BYTES, max(4096, bandwidth // 10))
+            began = trio.current_time()
+            position = start
+            while position < end:
+                stop = min(end, position + chunk_bytes)
+                if cut is not None:
+                    if position - start == cut:
+                        if fault == "drop":
+                            log.debug("fault drop on %s after %d bytes", path, cut)
+                            # Returning without the final body message makes hypercorn close
+                            # the connection: the client sees a short body.
+                            nursery.cancel_scope.cancel()
+                            return
+                        log.debug("fault stall on %s after %d bytes", path, cut)
+                        await trio.sleep(self.config.stall_seconds)
+                        cut = None
+                        continue
+                    stop = min(stop, start + cut)
+                chunk = obj.read(position, stop)
+                if bandwidth is not None:
+                    await trio.sleep_until(began + (position - start) / bandwidth)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                position = stop
+                self.stats.download_bytes[path] += len(chunk)
+                if audio:
+                    self.stats.audio_bytes += len(chunk)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            nursery.cancel_scope.cancel()
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            scope.cancel()
+            return
+
+
+async def _read_body(receive: Receive) -> bytes:
+    parts = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        parts.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(parts)
+
+
+def _status_recorder(send: Send, entry: dict[str, object]) -> Send:
+    async def recording_send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            entry["status"] = message["status"]
+        await send(message)
+
+    return recording_send
+
+
+def _encode(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+
+
+async def _respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: str,
+    headers: Iterable[tuple[str, str]] = (),
+) -> None:
+    all_headers = [
+        ("content-type", content_type),
+        ("content-length", str(len(body))),
+        *headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": _encode(all_headers)})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _respond_json(
+    send: Send, status: int, body: object, headers: Iterable[tuple[str, str]] = ()
+) -> None:
+    await _respond(send, status, _json_bytes(body), "application/json", headers)
+
+
+def _int_param(
+    query: dict[str, str],
+    name: str,
+    default: int,
+    *,
+    ge: int | None = None,
+    gt: int | None = None,
+    le: int | None = None,
+) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    loc: list[str | int] = ["query", name]
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise _invalid(
+            loc,
+            "int_parsing",
+            "Input should be a valid integer, unable to parse string as an integer",
+            raw,
+        ) from None
+    if ge is not None and value < ge:
+        raise _invalid(
+            loc, "greater_than_equal", f"Input should be greater than or equal to {ge}", raw, ge=ge
+        )
+    if gt is not None and value <= gt:
+        raise _invalid(loc, "greater_than", f"Input should be greater than {gt}", raw, gt=gt)
+    if le is not None and value > le:
+        raise _invalid(
+            loc, "less_than_equal", f"Input should be less than or equal to {le}", raw, le=le
+        )
+    return value
+
+
+def _date_param(query: dict[str, str], name: str) -> date | None:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return parse_date(raw)
+    except ValueError:
+        raise _invalid(
+            ["query", name],
+            "date_from_datetime_parsing",
+            "Input should be a valid date or datetime, expected YYYY-MM-DD",
+            raw,
+        ) from None
+
+
+def _parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
+    """Half-open (start, end) for a single satisfiable range, "unsatisfiable", or None for
+    no Range (or one we ignore, as RFC 9110 allows: malformed or multiple ranges)."""
+    if header is None:
+        return None
+    match = _RANGE.fullmatch(header.strip().replace(" ", ""))
+    if match is None:
+        return None
+    first, last = match.groups()
+    if first == "":
+        if last == "":
+            return None
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            return "unsatisfiable"
+        return max(0, size - suffix), size
+    start = int(first)
+    if last != "" and int(last) < start:
+        return None
+    if start >= size:
+        return "unsatisfiable"
+    end = size if last == "" else min(size, int(last) + 1)
+    return start, end

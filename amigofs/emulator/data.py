@@ -1,0 +1,623 @@
+"""The emulator's synthetic dataset: workspaces, calls and the bytes of their stored files.
+
+Everything is derived from the config's seed (never from the wall clock or the global RNG), so
+two processes with the same config serve byte-identical data and tests can compute the expected
+bytes of any range without asking the server.
+
+Audio is real audio but never materialized as a whole file: an hour of outbound PCM is 115 MB
+and benchmarks pull GB/s through the emulator. Per (call, channel) a short periodic base signal
+(a couple of seconds of tones under a syllable-rate envelope) is generated once; the data region of
+a file is a sequence of fixed-size, sample-aligned blocks, block k being a slice of the periodic
+base starting at a pseudo-random phase derived from (seed, call, channel, k). Any byte range is
+then a few slices of a cached buffer, and every byte depends on its position, so a client that
+reads the wrong offset gets different bytes.
+"""
+
+from __future__ import annotations
+
+import array
+import hashlib
+import json
+import math
+import random
+import struct
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+from typing import Literal, Protocol
+
+from amigofs.emulator.config import EmulatorConfig
+
+INBOUND_RATE = 8000
+OUTBOUND_RATE = 16000
+INBOUND_FORMAT = "mulaw"
+OUTBOUND_FORMAT = "pcm_s16le"
+METADATA_FILENAME = "metadata.json"
+WAV_FILENAMES = ("inbound.wav", "outbound.wav")
+RAW_FILENAMES = ("inbound.ulaw", "outbound.pcm")
+
+BLOCK_BYTES = 64 * 1024
+"""Size of the data-region blocks; even, so blocks are sample-aligned for 8- and 16-bit audio."""
+
+BASE_PERIOD_SECONDS = 2
+"""Length of the periodic base signal. Tone frequencies are multiples of 1/period so it loops."""
+
+HISTORY_DAYS = 10
+"""Calls start within this many days before the dataset's epoch."""
+
+_EPOCH_ORIGIN = datetime(2025, 6, 2, 12, 0, 0, tzinfo=UTC)
+
+Channel = Literal["inbound", "outbound"]
+Storage = Literal["wav", "raw"]
+
+_WORKSPACE_NAMES = (
+    "Acme Health",
+    "Northwind Clinics",
+    "Globex Support",
+    "Initech Billing",
+    "Umbrella Pharmacy",
+    "Stark Dental",
+    "Wayne Care",
+    "Hooli Helpdesk",
+)
+_REGIONS = ("us-east-1", "us-west-2", "eu-west-1")
+_TTS_PROVIDERS = ("elevenlabs", "cartesia", "azure", "openai")
+_FINAL_STATES = ("goodbye", "appointment_booked", "handoff", "faq_answered", "callback_scheduled")
+_COMPLETION_REASONS = ("completed", "caller_hangup", "transferred", "escalated", "voicemail")
+
+
+def _rng(seed: int, *parts: object) -> random.Random:
+    # A str seed is hashed with SHA-512 by random.Random, so it is stable across processes
+    # (unlike hash(), which is randomized per process).
+    return random.Random(":".join(["amigofs-emulator", str(seed), *map(str, parts)]))
+
+
+def _uuid4(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def _iso_z(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def dataset_epoch(seed: int) -> datetime:
+    """The fixed moment the dataset's calls precede; depends on the seed only."""
+    return _EPOCH_ORIGIN + timedelta(days=_rng(seed, "epoch").randrange(60))
+
+
+# --- audio -------------------------------------------------------------------------------------
+
+_ULAW_BIAS = 0x84
+_ULAW_CLIP = 32635
+
+
+def lin2ulaw(sample: int) -> int:
+    """G.711 mu-law encoding of one signed 16-bit sample."""
+    sign = 0
+    if sample < 0:
+        sample = -sample
+        sign = 0x80
+    magnitude = min(sample, _ULAW_CLIP) + _ULAW_BIAS
+    exponent = max(magnitude.bit_length() - 8, 0)
+    mantissa = (magnitude >> (exponent + 3)) & 0x0F
+    return ~(sign | (exponent << 4) | mantissa) & 0xFF
+
+
+def ulaw2lin(code: int) -> int:
+    """G.711 mu-law decoding of one byte to a signed 16-bit sample."""
+    code = ~code & 0xFF
+    magnitude = (((code & 0x0F) << 3) + _ULAW_BIAS) << ((code >> 4) & 0x07)
+    magnitude -= _ULAW_BIAS
+    return -magnitude if code & 0x80 else magnitude
+
+
+def _speech_like(rng: random.Random, rate: int) -> list[int]:
+    """One period of a voiced, syllable-paced signal: harmonics of a pitch, gated into words."""
+    n = rate * BASE_PERIOD_SECONDS
+    step = 1 / BASE_PERIOD_SECONDS  # every frequency is a multiple of this, so the period loops
+    f0 = round(rng.uniform(95, 230) / step) * step
+    harmonics = [(h, rng.uniform(0.4, 1.0) / h) for h in range(1, 6) if f0 * h < rate / 2]
+    norm = sum(weight for _, weight in harmonics)
+    syllable_rate = rng.choice((3.0, 3.5, 4.0, 4.5, 5.0))
+    # Which syllables are voiced: a word pattern with pauses, as speech has.
+    syllables = round(syllable_rate * BASE_PERIOD_SECONDS)
+    voiced = [rng.random() < 0.75 for _ in range(syllables)]
+    voiced[0] = True
+    loudness = rng.uniform(0.35, 0.6) * 32767
+    two_pi = 2 * math.pi
+    samples: list[int] = []
+    for i in range(n):
+        t = i / rate
+        syllable_phase = t * syllable_rate
+        index = int(syllable_phase) % syllables
+        envelope = math.sin(math.pi * (syllable_phase % 1.0)) ** 2 if voiced[index] else 0.0
+        tone = sum(weight * math.sin(two_pi * f0 * h * t) for h, weight in harmonics) / norm
+        noise = rng.uniform(-0.02, 0.02)
+        samples.append(int(loudness * (envelope * tone + noise)))
+    return samples
+
+
+@lru_cache(maxsize=256)
+def _base_buffer(seed: int, workspace_id: str, call_sid: str, channel: Channel) -> bytes:
+    """The periodic base of a channel, repeated so any block-long slice from any phase fits."""
+    rng = _rng(seed, "audio", workspace_id, call_sid, channel)
+    if channel == "inbound":
+        samples = _speech_like(rng, INBOUND_RATE)
+        period = bytes(lin2ulaw(s) for s in samples)
+    else:
+        samples = _speech_like(rng, OUTBOUND_RATE)
+        pcm = array.array("h", samples)
+        if sys.byteorder != "little":
+            pcm.byteswap()
+        period = pcm.tobytes()
+    return period * (BLOCK_BYTES // len(period) + 2)
+
+
+def _pcm_wav_header(data_bytes: int, rate: int) -> bytes:
+    return b"".join(
+        (
+            struct.pack("<4sI4s", b"RIFF", 36 + data_bytes, b"WAVE"),
+            struct.pack("<4sIHHIIHH", b"fmt ", 16, 1, 1, rate, rate * 2, 2, 16),
+            struct.pack("<4sI", b"data", data_bytes),
+        )
+    )
+
+
+def _ulaw_wav_header(samples: int, rate: int) -> bytes:
+    # Non-PCM WAV needs the extended fmt chunk (cbSize) and a fact chunk with the sample count.
+    padded = samples + (samples & 1)
+    return b"".join(
+        (
+            struct.pack("<4sI4s", b"RIFF", 4 + 26 + 12 + 8 + padded, b"WAVE"),
+            struct.pack("<4sIHHIIHHH", b"fmt ", 18, 7, 1, rate, rate, 1, 8, 0),
+            struct.pack("<4sII", b"fact", 4, samples),
+            struct.pack("<4sI", b"data", samples),
+        )
+    )
+
+
+class StoredObject(Protocol):
+    """One stored file of a call, read by byte range."""
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def content_type(self) -> str: ...
+
+    def read(self, start: int, end: int) -> bytes:
+        """Bytes [start, end) clipped to the object."""
+        ...
+
+
+class BytesObject:
+    """A small stored file held in memory (the metadata document)."""
+
+    __slots__ = ("_body", "content_type")
+
+    def __init__(self, body: bytes, content_type: str) -> None:
+        self._body = body
+        self.content_type = content_type
+
+    @property
+    def size(self) -> int:
+        return len(self._body)
+
+    def read(self, start: int, end: int) -> bytes:
+        return self._body[start:end]
+
+
+class AudioObject:
+    """An audio file: optional WAV header, a data region of phase-shifted blocks, RIFF pad byte."""
+
+    __slots__ = (
+        "_data_bytes",
+        "_end_of_data",
+        "_header",
+        "_key",
+        "_period_samples",
+        "_sample_bytes",
+        "_seed",
+        "_source",
+        "content_type",
+        "size",
+    )
+
+    def __init__(
+        self,
+        *,
+        seed: int,
+        workspace_id: str,
+        call_sid: str,
+        channel: Channel,
+        samples: int,
+        wav: bool,
+    ) -> None:
+        self._seed = seed
+        self._source = (seed, workspace_id, call_sid, channel)
+        self._key = f"{seed}:{workspace_id}:{call_sid}:{channel}".encode()
+        if channel == "inbound":
+            self._sample_bytes = 1
+            self._period_samples = INBOUND_RATE * BASE_PERIOD_SECONDS
+            self._header = _ulaw_wav_header(samples, INBOUND_RATE) if wav else b""
+        else:
+            self._sample_bytes = 2
+            self._period_samples = OUTBOUND_RATE * BASE_PERIOD_SECONDS
+            self._header = _pcm_wav_header(samples * 2, OUTBOUND_RATE) if wav else b""
+        self._data_bytes = samples * self._sample_bytes
+        self._end_of_data = len(self._header) + self._data_bytes
+        # RIFF chunks are word-aligned: an odd-sized data chunk is followed by a zero pad byte.
+        pad = self._data_bytes & 1 if wav else 0
+        self.size = self._end_of_data + pad
+        self.content_type = "audio/wav" if wav else "application/octet-stream"
+
+    def _block_phase(self, block: int) -> int:
+        digest = hashlib.blake2b(self._key + block.to_bytes(8, "little"), digest_size=8).digest()
+        return (int.from_bytes(digest, "little") % self._period_samples) * self._sample_bytes
+
+    def pieces(self, start: int, end: int) -> Iterator[bytes | memoryview]:
+        """The bytes [start, end) as consecutive buffers, without copying the base."""
+        start = max(start, 0)
+        end = min(end, self.size)
+        header_len = len(self._header)
+        if start < header_len:
+            yield self._header[start : min(end, header_len)]
+        position = max(start, header_len) - header_len
+        stop = min(end, self._end_of_data) - header_len
+        if position < stop:
+            base = memoryview(_base_buffer(*self._source))
+            while position < stop:
+                block, offset = divmod(position, BLOCK_BYTES)
+                length = min(BLOCK_BYTES - offset, stop - position)
+                begin = self._block_phase(block) + offset
+                yield base[begin : begin + length]
+                position += length
+        if end > self._end_of_data:
+            yield bytes(end - max(start, self._end_of_data))
+
+    def read(self, start: int, end: int) -> bytes:
+        return b"".join(self.pieces(start, end))
+
+
+# --- workspaces and calls ----------------------------------------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class Workspace:
+    id: str
+    slug: str
+    name: str
+    environment: str
+    region: str
+    backend_org_id: str | None
+    connector_type: str | None
+    provisioned_at: str | None
+    created_at: str
+    updated_at: str
+    recording_configured: bool
+
+    def to_json(self) -> dict[str, object]:
+        """The WorkspaceResponse document."""
+        return {
+            "id": self.id,
+            "slug": self.slug,
+            "name": self.name,
+            "environment": self.environment,
+            "backend_org_id": self.backend_org_id,
+            "region": self.region,
+            "connector_type": self.connector_type,
+            "provisioned_at": self.provisioned_at,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(slots=True, frozen=True)
+class Recording:
+    """The stored files of one recorded call."""
+
+    workspace_id: str
+    call_sid: str
+    storage: Storage
+    inbound_filename: str
+    outbound_filename: str
+    inbound_samples: int
+    outbound_samples: int
+    metadata: dict[str, object]
+    metadata_bytes: bytes
+    """The metadata document exactly as served, both by the endpoint and as metadata.json."""
+    archived: bool
+    """Whether the call starts in the archive (the app can restore or archive at run time)."""
+
+    @property
+    def filenames(self) -> tuple[str, str, str]:
+        return (self.inbound_filename, self.outbound_filename, METADATA_FILENAME)
+
+
+@dataclass(slots=True, frozen=True)
+class Call:
+    workspace_id: str
+    call_sid: str | None
+    started_at: datetime
+    duration_seconds: float
+    summary: dict[str, object]
+    """The CallSummary document."""
+    recording: Recording | None
+
+
+class Dataset:
+    """All workspaces and calls of an emulator config, and the bytes of every stored file."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.seed = config.seed
+        self.epoch = dataset_epoch(config.seed)
+        rng = _rng(config.seed, "workspaces")
+        self.workspaces: list[Workspace] = [
+            self._make_workspace(
+                rng, index, configured=index < config.workspaces - config.not_configured_workspaces
+            )
+            for index in range(config.workspaces)
+        ]
+        self.foreign_workspace_id: str = _uuid4(_rng(config.seed, "foreign"))
+        """A workspace that exists but that the emulator's key does not own (403)."""
+        self._workspaces = {ws.id: ws for ws in self.workspaces}
+        self._calls: dict[str, list[Call]] = {}
+        self._by_sid: dict[tuple[str, str], Call] = {}
+        for ws in self.workspaces:
+            calls = self._make_calls(config, ws)
+            self._calls[ws.id] = calls
+            for call in calls:
+                if call.call_sid is not None:
+                    self._by_sid[ws.id, call.call_sid] = call
+
+    # workspaces and calls
+
+    def workspace(self, workspace_id: str) -> Workspace | None:
+        return self._workspaces.get(workspace_id)
+
+    def calls(self, workspace_id: str) -> list[Call]:
+        """Every call of a workspace, newest first (the listing order)."""
+        return self._calls.get(workspace_id, [])
+
+    def call(self, workspace_id: str, call_sid: str) -> Call | None:
+        return self._by_sid.get((workspace_id, call_sid))
+
+    def recording(self, workspace_id: str, call_sid: str) -> Recording | None:
+        call = self.call(workspace_id, call_sid)
+        return None if call is None else call.recording
+
+    def recordings(self) -> Iterator[Recording]:
+        for calls in self._calls.values():
+            for call in calls:
+                if call.recording is not None:
+                    yield call.recording
+
+    # stored files
+
+    def open(self, workspace_id: str, call_sid: str, filename: str) -> StoredObject:
+        """The stored file of a call; FileNotFoundError if the call or file does not exist."""
+        rec = self.recording(workspace_id, call_sid)
+        if rec is None or filename not in rec.filenames:
+            raise FileNotFoundError(f"{workspace_id}/{call_sid}/{filename}")
+        if filename == METADATA_FILENAME:
+            return BytesObject(rec.metadata_bytes, "application/json")
+        channel: Channel = "inbound" if filename == rec.inbound_filename else "outbound"
+        return AudioObject(
+            seed=self.seed,
+            workspace_id=workspace_id,
+            call_sid=call_sid,
+            channel=channel,
+            samples=rec.inbound_samples if channel == "inbound" else rec.outbound_samples,
+            wav=rec.storage == "wav",
+        )
+
+    def file_size(self, workspace_id: str, call_sid: str, filename: str) -> int:
+        return self.open(workspace_id, call_sid, filename).size
+
+    def read_range(
+        self, workspace_id: str, call_sid: str, filename: str, start: int, end: int
+    ) -> bytes:
+        """Bytes [start, end) of a stored file (end exclusive, clipped to the size)."""
+        return self.open(workspace_id, call_sid, filename).read(start, end)
+
+    def iter_range(
+        self,
+        workspace_id: str,
+        call_sid: str,
+        filename: str,
+        start: int,
+        end: int,
+        chunk_size: int = 1024 * 1024,
+    ) -> Iterator[bytes]:
+        """Bytes [start, end) of a stored file as chunks of at most chunk_size bytes."""
+        obj = self.open(workspace_id, call_sid, filename)
+        end = min(end, obj.size)
+        for position in range(start, end, chunk_size):
+            yield obj.read(position, min(position + chunk_size, end))
+
+    # generation
+
+    def _make_workspace(self, rng: random.Random, index: int, *, configured: bool) -> Workspace:
+        name = _WORKSPACE_NAMES[index % len(_WORKSPACE_NAMES)]
+        if index >= len(_WORKSPACE_NAMES):
+            name = f"{name} {index // len(_WORKSPACE_NAMES) + 1}"
+        created = self.epoch - timedelta(days=rng.randrange(90, 700), seconds=rng.randrange(86400))
+        provisioned = created + timedelta(minutes=rng.randrange(1, 120))
+        updated = self.epoch - timedelta(days=rng.randrange(11, 60), seconds=rng.randrange(86400))
+        return Workspace(
+            id=_uuid4(rng),
+            slug=name.lower().replace(" ", "-"),
+            name=name,
+            environment=rng.choice(("production", "production", "staging")),
+            region=rng.choice(_REGIONS),
+            backend_org_id=f"org_{rng.getrandbits(64):016x}",
+            connector_type=rng.choice(("twilio", "twilio", None)),
+            provisioned_at=_iso_z(provisioned),
+            created_at=_iso_z(created),
+            updated_at=_iso_z(updated),
+            recording_configured=configured,
+        )
+
+    def _make_calls(self, config: EmulatorConfig, ws: Workspace) -> list[Call]:
+        rng = _rng(config.seed, "calls", ws.id)
+        service_ids = [_uuid4(rng) for _ in range(2)]
+        service_number = f"+1415555{rng.randrange(10000):04d}"
+        kinds = (
+            ["recorded"] * config.calls_per_workspace
+            + ["null_sid"] * config.null_sid_calls
+            + ["no_recording"] * config.no_recording_calls
+        )
+        long_indices = set(rng.sample(range(config.calls_per_workspace), config.long_calls))
+        drafts: list[tuple[str, datetime, float]] = []
+        for index, kind in enumerate(kinds):
+            if kind == "recorded" and index in long_indices:
+                duration = config.long_duration
+            else:
+                # Whole milliseconds: sample counts round(duration * rate) are then exact and even.
+                duration = round(rng.uniform(config.min_duration, config.max_duration), 3)
+            latest = HISTORY_DAYS * 86400 - math.ceil(duration) - 60
+            started = self.epoch - timedelta(
+                seconds=HISTORY_DAYS * 86400 - rng.randrange(max(latest, 1))
+            )
+            drafts.append((kind, started, duration))
+        # The oldest recorded calls are the archived ones, as the vendor archives by age.
+        recorded_oldest_first = sorted(
+            (i for i, draft in enumerate(drafts) if draft[0] == "recorded"),
+            key=lambda i: drafts[i][1],
+        )
+        archived = set(recorded_oldest_first[: config.archived_calls])
+        calls = []
+        for index, (kind, started, duration) in enumerate(drafts):
+            call = self._make_call(
+                ws, rng, kind, started, duration, index in archived, service_ids, service_number
+            )
+            calls.append(call)
+        calls.sort(key=lambda c: (c.started_at, c.summary["entity_id"]), reverse=True)
+        return calls
+
+    def _make_call(
+        self,
+        ws: Workspace,
+        rng: random.Random,
+        kind: str,
+        started: datetime,
+        duration: float,
+        archived: bool,
+        service_ids: list[str],
+        service_number: str,
+    ) -> Call:
+        call_sid = None if kind == "null_sid" else f"CA{rng.getrandbits(128):032x}"
+        direction = rng.choice(("inbound", "inbound", "outbound"))
+        service_id = rng.choice(service_ids)
+        caller = f"+1{rng.randrange(200, 999)}{rng.randrange(10**7):07d}"
+        completion = rng.choice(_COMPLETION_REASONS)
+        summary: dict[str, object] = {
+            "entity_id": _uuid4(rng),
+            "call_sid": call_sid,
+            "direction": direction,
+            "phone_number": service_number if direction == "inbound" else caller,
+            "caller_id": caller if direction == "inbound" else service_number,
+            "started_at": _iso_z(started),
+            "duration_seconds": duration,
+            "status": "completed",
+            "escalation_status": "escalated" if completion == "escalated" else None,
+            "turns": max(1, int(duration / rng.uniform(6, 14))),
+            "has_recording": kind == "recorded",
+            "quality_score": round(rng.uniform(0.55, 0.99), 2),
+            "final_state": rng.choice(_FINAL_STATES),
+            "completion_reason": completion,
+            "service_id": service_id,
+            "source": "real",
+            "run_id": None,
+            "parent_session_id": None,
+            "fork_turn_index": None,
+        }
+        recording = None
+        if kind == "recorded" and call_sid is not None:
+            recording = self._make_recording(
+                rng, ws, call_sid, started, duration, direction, service_id, archived
+            )
+        return Call(
+            workspace_id=ws.id,
+            call_sid=call_sid,
+            started_at=started,
+            duration_seconds=duration,
+            summary=summary,
+            recording=recording,
+        )
+
+    def _make_recording(
+        self,
+        rng: random.Random,
+        ws: Workspace,
+        call_sid: str,
+        started: datetime,
+        duration: float,
+        direction: str,
+        service_id: str,
+        archived: bool,
+    ) -> Recording:
+        storage: Storage = "wav" if rng.random() < 0.5 else "raw"
+        inbound_name, outbound_name = WAV_FILENAMES if storage == "wav" else RAW_FILENAMES
+        inbound_samples = round(duration * INBOUND_RATE)
+        outbound_samples = round(duration * OUTBOUND_RATE)
+        wav = storage == "wav"
+        sizes = [
+            AudioObject(
+                seed=self.seed,
+                workspace_id=ws.id,
+                call_sid=call_sid,
+                channel="inbound",
+                samples=inbound_samples,
+                wav=wav,
+            ).size,
+            AudioObject(
+                seed=self.seed,
+                workspace_id=ws.id,
+                call_sid=call_sid,
+                channel="outbound",
+                samples=outbound_samples,
+                wav=wav,
+            ).size,
+        ]
+        ended = started + timedelta(seconds=duration)
+        metadata: dict[str, object] = {
+            "call_sid": call_sid,
+            "workspace_id": ws.id,
+            "service_id": service_id,
+            "direction": direction,
+            "duration_seconds": duration,
+            "inbound_format": INBOUND_FORMAT,
+            "inbound_sample_rate": INBOUND_RATE,
+            "outbound_format": OUTBOUND_FORMAT,
+            "outbound_sample_rate": OUTBOUND_RATE,
+            "tts_provider": rng.choice(_TTS_PROVIDERS),
+            "call_start_iso": started.isoformat(timespec="milliseconds"),
+            "call_end_iso": ended.isoformat(timespec="milliseconds"),
+            "inbound_size_bytes": sizes[0],
+            "outbound_size_bytes": sizes[1],
+            # The media stream starts a moment after the call is set up.
+            "media_start_epoch_ms": int(started.timestamp() * 1000) + rng.randrange(50, 900),
+        }
+        return Recording(
+            workspace_id=ws.id,
+            call_sid=call_sid,
+            storage=storage,
+            inbound_filename=inbound_name,
+            outbound_filename=outbound_name,
+            inbound_samples=inbound_samples,
+            outbound_samples=outbound_samples,
+            metadata=metadata,
+            metadata_bytes=(json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode(),
+            archived=archived,
+        )
+
+
+def parse_date(text: str) -> date:
+    """A YYYY-MM-DD date, as the list-calls filters take; ValueError otherwise."""
+    if len(text) != 10:
+        raise ValueError(text)
+    return date.fromisoformat(text)
