@@ -1,0 +1,5 @@
+import sys
+
+from amigofs.cli import main
+
+sys.exit(main())

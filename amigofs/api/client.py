@@ -1,0 +1,479 @@
+"""The Platform API client: five GET operations over one pooled httpx connection set.
+
+Each operation retries what can succeed on a second try (transport failures, 429,
+5xx) with exponential backoff and jitter, honours Retry-After, and gives up at an
+overall deadline: the policy's own, or the caller's trio deadline if that is
+sooner. What it raises is the tree in `amigofs.api.errors`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+import trio
+
+from amigofs.api import errors
+from amigofs.api.models import (
+    CallSummary,
+    DownloadPath,
+    RecordingMetadata,
+    RecordingUrls,
+    Workspace,
+    is_identifier,
+    parse_archived,
+    parse_call_summary,
+    parse_page,
+    parse_recording_metadata,
+    parse_recording_urls,
+    parse_workspace,
+)
+from amigofs.api.secret import ApiKey, BearerAuth
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_BASE_URL = "https://api.platform.amigo.ai"
+PAGE_LIMIT = 100  # the API's maximum; a larger limit is a 422
+MAX_PAGES = 10_000  # a server whose pages never end is broken, not big
+MAX_SMALL_FILE = 4 << 20  # metadata.json and the like are read whole
+_CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+@dataclass(slots=True, frozen=True)
+class RetryPolicy:
+    max_attempts: int = 8
+    base_delay: float = 0.1
+    max_delay: float = 5.0
+    # Overall time for one operation, retries and Retry-After waits included.
+    deadline: float = 30.0
+    # A 503 may be a passing overload or "call recording not configured"; after
+    # this many 503s in a row it is reported as not configured.
+    unavailable_attempts: int = 3
+
+
+@dataclass(slots=True, frozen=True)
+class ClientConfig:
+    base_url: str = DEFAULT_BASE_URL
+    max_connections: int = 16
+    connect_timeout: float = 10.0
+    # Longest silence while waiting for bytes: a stalled body fails after this.
+    read_timeout: float = 10.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    user_agent: str = "amigofs"
+
+
+class _Retryable(Exception):
+    """Raised inside one attempt: the error to report if retrying stops here."""
+
+    def __init__(self, error: errors.AmigoError, *, wait: float = 0.0, unavailable: bool = False):
+        super().__init__(str(error))
+        self.error = error
+        self.wait = wait
+        self.unavailable = unavailable
+
+
+class PlatformClient:
+    """One per process; use as `async with PlatformClient(config, key) as client`."""
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        api_key: ApiKey,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self.base_url = config.base_url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            auth=BearerAuth(api_key),
+            headers={"User-Agent": config.user_agent},
+            timeout=httpx.Timeout(
+                connect=config.connect_timeout,
+                read=config.read_timeout,
+                write=config.read_timeout,
+                pool=config.retry.deadline,
+            ),
+            limits=httpx.Limits(
+                max_connections=config.max_connections,
+                max_keepalive_connections=config.max_connections,
+            ),
+            follow_redirects=False,  # a redirect could carry the key elsewhere
+            transport=transport,
+        )
+
+    def __repr__(self) -> str:
+        return f"PlatformClient({self.base_url!r})"
+
+    async def __aenter__(self) -> PlatformClient:
+        await self._http.__aenter__()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._http.__aexit__(et, ev, tb)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # --- the five operations ------------------------------------------------------
+
+    async def list_workspaces(self) -> list[Workspace]:
+        found: dict[str, Workspace] = {}
+        for raw in await self._list_all("list-workspaces", "/v1/workspaces"):
+            try:
+                ws = parse_workspace(raw)
+            except errors.ValidationError as exc:
+                log.warning("list-workspaces: skipped an entry: %s", exc)
+                continue
+            if ws.id in found:
+                log.warning("list-workspaces: skipped a duplicate of %s", ws.id)
+                continue
+            found[ws.id] = ws
+        return list(found.values())
+
+    async def list_calls(self, workspace_id: str) -> list[CallSummary]:
+        """Every call of the workspace that has a recording to mount."""
+        _check_identifier(workspace_id, "workspace id")
+        found: dict[str, CallSummary] = {}
+        for raw in await self._list_all("list-calls", f"/v1/{workspace_id}/calls"):
+            try:
+                call = parse_call_summary(raw, workspace_id)
+            except errors.ValidationError as exc:
+                log.warning("list-calls %s: skipped an entry: %s", workspace_id, exc)
+                continue
+            if call is None:
+                continue
+            if call.call_sid in found:
+                log.warning("list-calls %s: skipped a duplicate of %s", workspace_id, call.call_sid)
+                continue
+            found[call.call_sid] = call
+        return list(found.values())
+
+    async def recording_urls(self, workspace_id: str, call_sid: str) -> RecordingUrls:
+        path = _recording_path(workspace_id, call_sid, "urls")
+        body = await self._get_json("get-recording-urls", path)
+        return parse_recording_urls(
+            body, workspace_id=workspace_id, call_sid=call_sid, base_url=self.base_url
+        )
+
+    async def recording_metadata(self, workspace_id: str, call_sid: str) -> RecordingMetadata:
+        path = _recording_path(workspace_id, call_sid, "metadata")
+        body = await self._get_json("get-recording-metadata", path)
+        return parse_recording_metadata(body, workspace_id=workspace_id, call_sid=call_sid)
+
+    async def read_range(
+        self, path: DownloadPath, start: int, end: int, *, total: int | None = None
+    ) -> bytearray:
+        """Exactly bytes [start, end) of a stored file."""
+        buf = bytearray(end - start)
+        await self.download_into(path, start, memoryview(buf), total=total)
+        return buf
+
+    async def download_into(
+        self, path: DownloadPath, start: int, buf: memoryview, *, total: int | None = None
+    ) -> None:
+        """Fills `buf` with the stored file's bytes from `start` on.
+
+        `total` is the file's size as the metadata gives it; an answer that shows
+        another size is a ProtocolError, never silently short or padded data. A body
+        cut short is resumed from where it stopped.
+        """
+        if start < 0 or (total is not None and start + len(buf) > total):
+            raise ValueError(f"range {start}+{len(buf)} outside a file of {total} bytes")
+        if not buf:
+            return
+        done = 0
+
+        async def attempt() -> None:
+            nonlocal done
+            done += await self._fetch_range(path, start + done, buf[done:], total)
+
+        await self._retrying("download-recording-file", attempt, progress=lambda: done)
+
+    async def download_small(self, path: DownloadPath) -> bytes:
+        """A whole small stored file (metadata.json), checked against Content-Length."""
+
+        async def attempt() -> bytes:
+            try:
+                async with self._http.stream("GET", path.target) as resp:
+                    self._check_status("download-recording-file", path.target, resp)
+                    if resp.status_code != 200:
+                        raise errors.ProtocolError(
+                            f"download {path.filename}: HTTP {resp.status_code}"
+                        )
+                    body = bytearray()
+                    async for chunk in resp.aiter_raw():
+                        body += chunk
+                        if len(body) > MAX_SMALL_FILE:
+                            raise errors.ProtocolError(f"download {path.filename}: file too large")
+            except httpx.TransportError as exc:
+                raise _transport_error("download-recording-file", path.target, exc) from None
+            return bytes(body)
+
+        return await self._retrying("download-recording-file", attempt)
+
+    # --- plumbing ------------------------------------------------------------------
+
+    async def _list_all(self, op: str, path: str) -> list[Any]:
+        entries: list[Any] = []
+        token = 0
+        for _ in range(MAX_PAGES):
+            params = {"limit": PAGE_LIMIT, "continuation_token": token}
+            page = parse_page(await self._get_json(op, path, params), op)
+            entries.extend(page.items)
+            if page.next_token is None:
+                return entries
+            if page.next_token <= token:
+                raise errors.ProtocolError(f"{op}: continuation_token did not advance")
+            token = page.next_token
+        raise errors.ProtocolError(f"{op}: more than {MAX_PAGES} pages")
+
+    async def _get_json(self, op: str, path: str, params: dict[str, int] | None = None) -> object:
+        async def attempt() -> object:
+            try:
+                resp = await self._http.get(path, params=params)
+            except httpx.TransportError as exc:
+                raise _transport_error(op, path, exc) from None
+            self._check_status(op, path, resp)
+            try:
+                return resp.json()
+            except ValueError:
+                raise errors.ProtocolError(f"{op} {path}: answer is not JSON") from None
+
+        return await self._retrying(op, attempt)
+
+    async def _fetch_range(
+        self, path: DownloadPath, start: int, buf: memoryview, total: int | None
+    ) -> int:
+        """One GET for bytes [start, start+len(buf)); returns how many it wrote into buf.
+
+        Raises _Retryable for a body cut short, after recording what arrived.
+        """
+        op = "download-recording-file"
+        want = len(buf)
+        headers = {"Range": f"bytes={start}-{start + want - 1}"}
+        got = 0
+        try:
+            async with self._http.stream("GET", path.target, headers=headers) as resp:
+                self._check_status(op, path.target, resp)
+                if resp.status_code == 206:
+                    _check_content_range(path, resp, start, want, total)
+                    skip = 0
+                elif resp.status_code == 200:
+                    # A proxy ignored Range and sends the whole file: skip to the
+                    # wanted bytes and stop reading once they are in.
+                    _check_whole_length(path, resp, total)
+                    skip = start
+                else:
+                    raise errors.ProtocolError(
+                        f"download {path.filename}: unexpected HTTP {resp.status_code}"
+                    )
+                async for chunk in resp.aiter_raw():
+                    if skip:
+                        if len(chunk) <= skip:
+                            skip -= len(chunk)
+                            continue
+                        chunk = chunk[skip:]
+                        skip = 0
+                    room = want - got
+                    if len(chunk) > room:
+                        if resp.status_code == 206:
+                            raise errors.ProtocolError(
+                                f"download {path.filename}: more bytes than Content-Range says"
+                            )
+                        chunk = chunk[:room]
+                    buf[got : got + len(chunk)] = chunk
+                    got += len(chunk)
+                    if got == want and resp.status_code == 200:
+                        break
+        except httpx.TransportError as exc:
+            if got == want:
+                return got  # all wanted bytes arrived; the rest of a 200 body does not matter
+            err = _transport_error(op, path.target, exc)
+            raise _ResumableShort(got, err) from None
+        if got < want:
+            raise _ResumableShort(
+                got, errors.TransportError(f"download {path.filename}: body ended early")
+            )
+        return got
+
+    def _check_status(self, op: str, path: str, resp: httpx.Response) -> None:
+        status = resp.status_code
+        if log.isEnabledFor(logging.DEBUG):
+            # The path without its query: a signed link's signature is not for logs.
+            log.debug(
+                "%s GET %s%s -> %d",
+                op,
+                path.split("?", 1)[0],
+                f" [{resp.request.headers['range']}]" if "range" in resp.request.headers else "",
+                status,
+            )
+        if status in (200, 206):
+            return
+        where = f"{op} {path.split('?', 1)[0]}: HTTP {status}"
+        if status == 202:
+            body = _json_or_none(resp)
+            eta = parse_archived(body)
+            raise errors.Archived(
+                f"{where}: recording is archived"
+                + (f", restore expected at {eta.isoformat()}" if eta else ""),
+                restore_eta=eta,
+                retry_after=_retry_after(resp),
+            )
+        if status in (401, 403):
+            raise errors.AuthError(
+                f"{where}: " + ("API key missing or invalid" if status == 401 else "not permitted"),
+                status=status,
+            )
+        if status == 404:
+            raise errors.NotFound(f"{where}: not found", status=404)
+        if status == 429:
+            wait = _retry_after(resp)
+            raise _Retryable(
+                errors.RateLimited(f"{where}: rate limited", retry_after=wait), wait=wait or 0.0
+            )
+        if status == 503:
+            body = _json_or_none(resp)
+            detail = str(body.get("detail", "")) if isinstance(body, dict) else ""
+            if "not configured" in detail.lower():
+                error: errors.ApiError = errors.NotConfigured(
+                    f"{where}: call recording is not configured for this workspace", status=503
+                )
+            else:
+                error = errors.ServerError(f"{where}: service unavailable", status=503)
+            raise _Retryable(error, wait=_retry_after(resp) or 0.0, unavailable=True)
+        if 500 <= status <= 599:
+            raise _Retryable(errors.ServerError(f"{where}: server error", status=status))
+        if status == 416:
+            raise errors.ProtocolError(f"{where}: the file is shorter than its metadata says")
+        if 400 <= status <= 499:
+            raise errors.RequestRejected(f"{where}: request rejected", status=status)
+        raise errors.ProtocolError(f"{where}: unexpected status")
+
+    async def _retrying(
+        self,
+        op: str,
+        attempt: Callable[[], Awaitable[T]],
+        *,
+        progress: Callable[[], int] = lambda: 0,
+    ) -> T:
+        policy = self.config.retry
+        give_up_at = min(trio.current_time() + policy.deadline, trio.current_effective_deadline())
+        tries = unavailable = 0
+        last_progress = progress()
+        while True:
+            tries += 1
+            with trio.move_on_at(give_up_at) as scope:
+                try:
+                    return await attempt()
+                except _ResumableShort as short:
+                    failure = _Retryable(short.error)
+                except errors.TransportError as exc:
+                    failure = _Retryable(exc)
+                except _Retryable as exc:
+                    failure = exc
+            if scope.cancelled_caught:
+                raise errors.DeadlineExceeded(f"{op}: no answer within the deadline")
+            if progress() != last_progress:
+                # A body cut short after some bytes: resuming is not a failed try.
+                last_progress = progress()
+                tries = 0
+            unavailable = unavailable + 1 if failure.unavailable else 0
+            if tries >= policy.max_attempts or unavailable >= policy.unavailable_attempts:
+                raise failure.error
+            backoff = min(policy.max_delay, policy.base_delay * 2 ** max(tries - 1, 0))
+            wait = max(failure.wait, backoff * random.uniform(0.5, 1.0))
+            if trio.current_time() + wait >= give_up_at:
+                raise failure.error
+            log.debug("%s: %s; retrying in %.2f s", op, failure.error, wait)
+            await trio.sleep(wait)
+
+
+class _ResumableShort(Exception):
+    def __init__(self, got: int, error: errors.AmigoError) -> None:
+        super().__init__(str(error))
+        self.got = got
+        self.error = error
+
+
+def _check_identifier(value: str, what: str) -> None:
+    # A name that cannot be an identifier never becomes part of a request path.
+    if not is_identifier(value):
+        raise errors.NotFound(f"not a valid {what}: {value[:40]!r}", status=404)
+
+
+def _recording_path(workspace_id: str, call_sid: str, leaf: str) -> str:
+    _check_identifier(workspace_id, "workspace id")
+    _check_identifier(call_sid, "call SID")
+    return f"/v1/{workspace_id}/recordings/{call_sid}/{leaf}"
+
+
+def _check_content_range(
+    path: DownloadPath, resp: httpx.Response, start: int, want: int, total: int | None
+) -> None:
+    header = resp.headers.get("content-range", "")
+    match = _CONTENT_RANGE_RE.fullmatch(header.strip())
+    if match is None:
+        raise errors.ProtocolError(f"download {path.filename}: 206 without a valid Content-Range")
+    first, last, size = int(match[1]), int(match[2]), match[3]
+    if total is not None and size != "*" and int(size) != total:
+        raise errors.ProtocolError(
+            f"download {path.filename}: stored file has {size} bytes, metadata says {total}"
+        )
+    if (first, last) != (start, start + want - 1):
+        raise errors.ProtocolError(
+            f"download {path.filename}: asked for bytes {start}-{start + want - 1}, got {first}-{last}"
+        )
+    length = resp.headers.get("content-length")
+    if length is not None and length.strip() != str(want):
+        raise errors.ProtocolError(
+            f"download {path.filename}: Content-Length disagrees with Content-Range"
+        )
+
+
+def _check_whole_length(path: DownloadPath, resp: httpx.Response, total: int | None) -> None:
+    length = resp.headers.get("content-length")
+    if total is not None and length is not None and length.strip() != str(total):
+        raise errors.ProtocolError(
+            f"download {path.filename}: stored file has {length.strip()} bytes, metadata says {total}"
+        )
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("retry-after")
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    import datetime as dt
+
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+
+
+def _json_or_none(resp: httpx.Response) -> object:
+    try:
+        return resp.json()
+    except (ValueError, httpx.ResponseNotRead):
+        return None
+
+
+def _transport_error(op: str, path: str, exc: httpx.TransportError) -> errors.TransportError:
+    # httpx's own message can hold the full URL; say only the operation and path.
+    kind = type(exc).__name__
+    return errors.TransportError(f"{op} {path.split('?', 1)[0]}: {kind}")

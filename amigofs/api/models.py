@@ -1,0 +1,310 @@
+"""The Platform API's answers as frozen dataclasses, and the validation that builds them.
+
+Every parser takes decoded JSON (`object`) and either returns a value whose fields
+are safe to use (identifiers that can become file names and URL segments, sizes
+that are non-negative integers) or raises `ValidationError` naming what is wrong.
+A listing parses entry by entry, so one bad entry never costs the whole listing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from amigofs.api.errors import ValidationError
+
+# Workspace ids are UUIDs and call SIDs are Twilio SIDs ("CA" + 32 hex), but the
+# contract only promises strings: accept any plain identifier that is safe as a
+# file name and as one URL path segment.
+IDENTIFIER_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+# Stored file names (the last segment of a download path).
+FILENAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+# Far beyond any call recording (an hour of PCM16 at 16 kHz is 115 MB), so a size
+# above it is a corrupt answer, not a long call.
+MAX_FILE_SIZE = 1 << 40
+MAX_SAMPLE_RATE = 384_000
+
+
+def is_identifier(name: str) -> bool:
+    return IDENTIFIER_RE.fullmatch(name) is not None
+
+
+@dataclass(slots=True, frozen=True)
+class Workspace:
+    id: str
+    slug: str
+    name: str
+
+
+@dataclass(slots=True, frozen=True)
+class CallSummary:
+    workspace_id: str
+    call_sid: str
+    started_at: dt.datetime | None
+    duration_seconds: float | None
+    direction: str | None
+
+
+@dataclass(slots=True, frozen=True)
+class DownloadPath:
+    """Where one stored file of a call is downloaded from, checked to be under
+    `/v1/{workspace}/recordings/{sid}/download/` of the configured server."""
+
+    workspace_id: str
+    call_sid: str
+    filename: str
+    # Path and query exactly as the server gave them; the query may carry the
+    # signature of a time-limited link.
+    target: str
+
+
+@dataclass(slots=True, frozen=True)
+class RecordingUrls:
+    call_sid: str
+    inbound: DownloadPath | None
+    outbound: DownloadPath | None
+    metadata: DownloadPath | None
+
+
+@dataclass(slots=True, frozen=True)
+class RecordingMetadata:
+    workspace_id: str
+    call_sid: str
+    direction: str
+    duration_seconds: float
+    inbound_format: str
+    inbound_sample_rate: int
+    outbound_format: str
+    outbound_sample_rate: int
+    tts_provider: str
+    call_start: dt.datetime
+    call_end: dt.datetime
+    inbound_size_bytes: int
+    outbound_size_bytes: int
+    media_start_epoch_ms: float
+
+
+@dataclass(slots=True, frozen=True)
+class Page:
+    """One page of a listing: the raw entries and where the next page starts."""
+
+    items: list[Any]
+    next_token: int | None
+
+
+# --- field helpers -------------------------------------------------------------
+
+
+def _obj(value: object, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValidationError(f"{what}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _field(obj: dict[str, Any], key: str, what: str) -> Any:
+    if key not in obj:
+        raise ValidationError(f"{what}: missing required field {key!r}")
+    return obj[key]
+
+
+def _str(obj: dict[str, Any], key: str, what: str, *, max_len: int = 1024) -> str:
+    value = _field(obj, key, what)
+    if not isinstance(value, str):
+        raise ValidationError(f"{what}: {key!r} is not a string")
+    if len(value) > max_len:
+        raise ValidationError(f"{what}: {key!r} is longer than {max_len} characters")
+    return value
+
+
+def _identifier(value: object, key: str, what: str) -> str:
+    if not isinstance(value, str) or not is_identifier(value):
+        raise ValidationError(f"{what}: {key!r} is not a plain identifier: {_show(value)}")
+    return value
+
+
+def _int(obj: dict[str, Any], key: str, what: str, *, low: int, high: int) -> int:
+    value = _field(obj, key, what)
+    # bool is an int in Python but never a size or a rate in JSON.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"{what}: {key!r} is not an integer: {_show(value)}")
+    if not low <= value <= high:
+        raise ValidationError(f"{what}: {key!r} is out of range: {value}")
+    return value
+
+
+def _number(obj: dict[str, Any], key: str, what: str) -> float:
+    value = _field(obj, key, what)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(f"{what}: {key!r} is not a number: {_show(value)}")
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise ValidationError(f"{what}: {key!r} is not a finite non-negative number")
+    return number
+
+
+def _optional_number(obj: dict[str, Any], key: str, what: str) -> float | None:
+    if obj.get(key) is None:
+        return None
+    return _number(obj, key, what)
+
+
+def parse_time(value: object, key: str, what: str) -> dt.datetime:
+    if not isinstance(value, str) or len(value) > 64:
+        raise ValidationError(f"{what}: {key!r} is not an ISO-8601 time: {_show(value)}")
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValidationError(f"{what}: {key!r} is not an ISO-8601 time: {_show(value)}") from None
+    if when.tzinfo is None:
+        # The API speaks UTC; a naive time is taken as UTC rather than local time
+        # so that mtimes do not move with the machine's time zone.
+        when = when.replace(tzinfo=dt.UTC)
+    return when
+
+
+def _show(value: object) -> str:
+    """A short, printable rendering of a bad value for an error message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# --- parsers ---------------------------------------------------------------------
+
+
+def parse_page(value: object, what: str) -> Page:
+    obj = _obj(value, what)
+    items = _field(obj, "items", what)
+    if not isinstance(items, list):
+        raise ValidationError(f"{what}: 'items' is not a list")
+    has_more = _field(obj, "has_more", what)
+    if not isinstance(has_more, bool):
+        raise ValidationError(f"{what}: 'has_more' is not a boolean")
+    token = obj.get("continuation_token")
+    if has_more:
+        if isinstance(token, bool) or not isinstance(token, int) or token < 0:
+            raise ValidationError(f"{what}: has_more without a usable continuation_token")
+        return Page(items, token)
+    return Page(items, None)
+
+
+def parse_workspace(value: object) -> Workspace:
+    what = "workspace"
+    obj = _obj(value, what)
+    ws_id = _identifier(_field(obj, "id", what), "id", what)
+    return Workspace(
+        id=ws_id,
+        slug=_str(obj, "slug", what) if isinstance(obj.get("slug"), str) else "",
+        name=_str(obj, "name", what) if isinstance(obj.get("name"), str) else "",
+    )
+
+
+def parse_call_summary(value: object, workspace_id: str) -> CallSummary | None:
+    """A call to show, or None for a call that has nothing to mount (no SID, no recording)."""
+    what = "call"
+    obj = _obj(value, what)
+    sid = obj.get("call_sid")
+    if sid is None or obj.get("has_recording") is False:
+        return None
+    sid = _identifier(sid, "call_sid", what)
+    started = obj.get("started_at")
+    return CallSummary(
+        workspace_id=workspace_id,
+        call_sid=sid,
+        started_at=None if started is None else parse_time(started, "started_at", what),
+        duration_seconds=_optional_number(obj, "duration_seconds", what),
+        direction=obj["direction"] if isinstance(obj.get("direction"), str) else None,
+    )
+
+
+def parse_download_path(
+    value: object, *, key: str, workspace_id: str, call_sid: str, base_url: str
+) -> DownloadPath | None:
+    """Checks a download path from get-recording-urls.
+
+    The client sends the API key with every request, so a path that points at
+    another host, or anywhere but this call's download folder, is refused.
+    """
+    what = f"recording urls of {call_sid}"
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 2048:
+        raise ValidationError(f"{what}: {key!r} is not a string path")
+    if any(not c.isprintable() or c.isspace() or c == "\\" for c in value):
+        raise ValidationError(f"{what}: {key!r} holds control or space characters")
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc:
+        base = urlsplit(base_url)
+        if (parts.scheme, parts.netloc) != (base.scheme, base.netloc):
+            raise ValidationError(f"{what}: {key!r} points at another server")
+    if parts.fragment:
+        raise ValidationError(f"{what}: {key!r} has a fragment")
+    prefix = f"/v1/{workspace_id}/recordings/{call_sid}/download/"
+    path = parts.path
+    # Percent-escapes could smuggle a '/' or '..' past the prefix check.
+    if not path.startswith(prefix) or "%" in path:
+        raise ValidationError(f"{what}: {key!r} is not under {prefix}")
+    filename = path[len(prefix) :]
+    if FILENAME_RE.fullmatch(filename) is None or ".." in filename:
+        raise ValidationError(f"{what}: {key!r} names an unsafe file: {_show(filename)}")
+    target = path + ("?" + parts.query if parts.query else "")
+    return DownloadPath(workspace_id, call_sid, filename, target)
+
+
+def parse_recording_urls(
+    value: object, *, workspace_id: str, call_sid: str, base_url: str
+) -> RecordingUrls:
+    what = f"recording urls of {call_sid}"
+    obj = _obj(value, what)
+    if obj.get("call_sid") != call_sid:
+        raise ValidationError(f"{what}: answer is for another call: {_show(obj.get('call_sid'))}")
+
+    def path(key: str) -> DownloadPath | None:
+        return parse_download_path(
+            obj.get(key), key=key, workspace_id=workspace_id, call_sid=call_sid, base_url=base_url
+        )
+
+    return RecordingUrls(call_sid, path("inbound_url"), path("outbound_url"), path("metadata_url"))
+
+
+def parse_recording_metadata(
+    value: object, *, workspace_id: str, call_sid: str
+) -> RecordingMetadata:
+    what = f"metadata of {call_sid}"
+    obj = _obj(value, what)
+    if _field(obj, "call_sid", what) != call_sid:
+        raise ValidationError(f"{what}: answer is for another call: {_show(obj.get('call_sid'))}")
+    start = parse_time(_field(obj, "call_start_iso", what), "call_start_iso", what)
+    end = parse_time(_field(obj, "call_end_iso", what), "call_end_iso", what)
+    return RecordingMetadata(
+        workspace_id=workspace_id,
+        call_sid=call_sid,
+        direction=_str(obj, "direction", what, max_len=64),
+        duration_seconds=_number(obj, "duration_seconds", what),
+        inbound_format=_str(obj, "inbound_format", what, max_len=64),
+        inbound_sample_rate=_int(obj, "inbound_sample_rate", what, low=1, high=MAX_SAMPLE_RATE),
+        outbound_format=_str(obj, "outbound_format", what, max_len=64),
+        outbound_sample_rate=_int(obj, "outbound_sample_rate", what, low=1, high=MAX_SAMPLE_RATE),
+        tts_provider=_str(obj, "tts_provider", what, max_len=256),
+        call_start=start,
+        call_end=end,
+        inbound_size_bytes=_int(obj, "inbound_size_bytes", what, low=0, high=MAX_FILE_SIZE),
+        outbound_size_bytes=_int(obj, "outbound_size_bytes", what, low=0, high=MAX_FILE_SIZE),
+        media_start_epoch_ms=_number(obj, "media_start_epoch_ms", what),
+    )
+
+
+def parse_archived(value: object) -> dt.datetime | None:
+    """The restore time of a 202 answer, if the body gives one."""
+    if not isinstance(value, dict):
+        return None
+    for key in ("restore_eta", "estimated_restore_time", "restore_at"):
+        if key in value:
+            try:
+                return parse_time(value[key], key, "archived recording")
+            except ValidationError:
+                return None
+    return None

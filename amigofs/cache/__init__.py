@@ -1,0 +1,1 @@
+"""Caching and fetching of file bytes: the block cache and what fills it."""

@@ -1,0 +1,290 @@
+"""The `amigofs` command: mount, demo and emulator."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from amigofs import __version__
+from amigofs.api.client import DEFAULT_BASE_URL
+from amigofs.api.models import is_identifier
+from amigofs.api.secret import ApiKey, KeyFileError
+
+log = logging.getLogger("amigofs")
+
+KEY_ENV = "AMIGO_API_KEY"
+MOUNT_WAIT_SECONDS = 30.0
+
+
+class UsageError(Exception):
+    """A mistake of the user's: printed as one line, exit status 2, no traceback."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.run(args)
+        return result
+    except UsageError as exc:
+        print(f"amigofs: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="amigofs",
+        description="Mount the call recordings of the Amigo Platform API as a read-only "
+        "filesystem: MOUNT/<workspace_id>/<call_sid>/{inbound.wav,outbound.wav,metadata.json}.",
+    )
+    parser.add_argument("--version", action="version", version=f"amigofs {__version__}")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    mount = commands.add_parser(
+        "mount",
+        help="mount the recordings at a directory",
+        description="Mount the call recordings at MOUNTPOINT (read-only). The API key comes "
+        f"from the environment variable {KEY_ENV} or from --api-key-file, never from the "
+        "command line. Unmount with: fusermount3 -u MOUNTPOINT",
+    )
+    mount.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
+    add_mount_arguments(mount)
+    mount.set_defaults(run=run_mount)
+
+    from amigofs import demo
+
+    demo_parser = commands.add_parser(
+        "demo",
+        help="run the bundled API emulator and mount it, to try amigofs without an account",
+        description="Start the bundled Platform API emulator on a free loopback port with a "
+        "handful of synthetic calls, mount it, and show what to try. Ctrl-C unmounts and stops.",
+    )
+    demo.add_arguments(demo_parser)
+    demo_parser.set_defaults(run=demo.run)
+
+    from amigofs.emulator import cli as emulator_cli
+
+    emulator = commands.add_parser(
+        "emulator",
+        help="serve the bundled emulator of the Platform API (for tests and scripts)",
+        description="Serve a deterministic emulator of the five Platform API operations "
+        "amigofs uses, with synthetic calls and real audio, on loopback.",
+    )
+    emulator_cli.add_arguments(emulator)
+    emulator.set_defaults(run=emulator_cli.run)
+    return parser
+
+
+def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--base-url",
+        default=DEFAULT_BASE_URL,
+        metavar="URL",
+        help=f"the Platform API server (default: {DEFAULT_BASE_URL})",
+    )
+    parser.add_argument(
+        "--workspace",
+        action="append",
+        dest="workspaces",
+        metavar="UUID",
+        help="show only this workspace (repeat for more; default: every workspace the key lists)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="where cached data is kept (default: $XDG_CACHE_HOME/amigofs or ~/.cache/amigofs)",
+    )
+    parser.add_argument(
+        "--api-key-file",
+        type=Path,
+        metavar="FILE",
+        help=f"read the API key from FILE (mode 0600) instead of ${KEY_ENV}",
+    )
+    parser.add_argument(
+        "--foreground", "-f", action="store_true", help="stay in the foreground until unmounted"
+    )
+    parser.add_argument("--debug", action="store_true", help="log every request (never the key)")
+    parser.add_argument(
+        "--allow-other",
+        action="store_true",
+        help="let other users use the mount (needs user_allow_other in /etc/fuse.conf for non-root)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="longest any file operation waits on the network before failing with EIO (default: 30)",
+    )
+    parser.add_argument(
+        "--listing-ttl",
+        type=_positive_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long listings are kept before they are refreshed in the background (default: 60)",
+    )
+    parser.add_argument(
+        "--memory-cache",
+        type=_positive_int,
+        default=256,
+        metavar="MIB",
+        help="bytes of audio kept in memory, in MiB (default: 256)",
+    )
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+    return value
+
+
+def setup_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="amigofs[%(process)d] %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # Their debug output repeats ours with full URLs (signed download links);
+    # amigofs.api logs each request itself, without secrets.
+    for noisy in ("httpx", "httpcore", "hpack", "hypercorn"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "amigofs"
+
+
+def read_api_key(key_file: Path | None) -> ApiKey:
+    if key_file is not None:
+        try:
+            return ApiKey.from_file(key_file)
+        except KeyFileError as exc:
+            raise UsageError(str(exc)) from None
+    value = os.environ.get(KEY_ENV, "")
+    if not value.strip():
+        raise UsageError(f"no API key: set {KEY_ENV} or pass --api-key-file FILE")
+    try:
+        return ApiKey(value)
+    except ValueError as exc:
+        raise UsageError(f"{KEY_ENV}: {exc}") from None
+
+
+def check_base_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"--base-url must be an http(s) URL with a host, not {url!r}")
+    if parts.query or parts.fragment or (parts.path not in ("", "/")):
+        raise UsageError(f"--base-url must be the server's root URL, not {url!r}")
+    return url.rstrip("/")
+
+
+def run_mount(args: argparse.Namespace) -> int:
+    from amigofs.mount import MountOptions, is_mounted
+
+    api_key = read_api_key(args.api_key_file)
+    base_url = check_base_url(args.base_url)
+    workspaces = None
+    if args.workspaces:
+        bad = [w for w in args.workspaces if not is_identifier(w)]
+        if bad:
+            raise UsageError(f"--workspace {bad[0]!r} is not a workspace id")
+        workspaces = tuple(dict.fromkeys(args.workspaces))
+    mountpoint = Path(args.mountpoint).absolute()
+    if not mountpoint.is_dir():
+        raise UsageError(f"mount point {mountpoint} does not exist or is not a directory")
+    if is_mounted(mountpoint):
+        raise UsageError(f"mount point {mountpoint} is already mounted (busy)")
+    cache_dir = args.cache_dir or default_cache_dir()
+    options = MountOptions(
+        mountpoint=mountpoint,
+        base_url=base_url,
+        workspaces=workspaces,
+        cache_dir=Path(cache_dir).absolute(),
+        allow_other=args.allow_other,
+        timeout=args.timeout,
+        listing_ttl=args.listing_ttl,
+        memory_cache_bytes=args.memory_cache << 20,
+    )
+    if not args.foreground:
+        return _detach(mountpoint, options.cache_dir)
+    setup_logging(args.debug)
+    return _mount_foreground(options, api_key)
+
+
+def _mount_foreground(options: object, api_key: ApiKey) -> int:
+    import trio
+
+    from amigofs.mount import MountOptions, serve
+
+    assert isinstance(options, MountOptions)
+    try:
+        trio.run(serve, options, api_key)
+    except RuntimeError as exc:
+        # pyfuse3.init reports a failed mount (no /dev/fuse, no permission) this way.
+        if "mount" in str(exc).lower() or "fuse" in str(exc).lower():
+            raise UsageError(f"cannot mount {options.mountpoint}: {exc}") from None
+        raise
+    return 0
+
+
+def _detach(mountpoint: Path, cache_dir: Path) -> int:
+    """Starts the mount again in the foreground as a new session, returning once it is live.
+
+    trio and pyfuse3 do not survive fork(), so the daemon is a fresh process.
+    Its log goes to mount.log in the cache directory; if it fails to come up,
+    the parent shows why and passes on its exit status.
+    """
+    from amigofs.mount import is_mounted
+
+    cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log_path = cache_dir / "mount.log"
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    argv = [sys.executable, "-m", "amigofs", *sys.argv[1:], "--foreground"]
+    start = os.lseek(log_fd, 0, os.SEEK_END)
+    try:
+        child = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log_fd,
+            start_new_session=True,
+        )
+    finally:
+        os.close(log_fd)
+    deadline = time.monotonic() + MOUNT_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        code = child.poll()
+        if code is not None:
+            with open(log_path, "rb") as log_file:
+                log_file.seek(start)
+                sys.stderr.write(log_file.read().decode("utf-8", "replace"))
+            return code or 1
+        if is_mounted(mountpoint):
+            return 0
+        time.sleep(0.05)
+    child.terminate()
+    raise UsageError(f"the mount at {mountpoint} did not come up within {MOUNT_WAIT_SECONDS:.0f} s")

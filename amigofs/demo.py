@@ -1,0 +1,142 @@
+"""`amigofs demo`: the emulator and a mount of it, started and stopped together."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from amigofs.mount import is_mounted
+
+START_DEADLINE = 30.0
+
+
+class DemoError(Exception):
+    pass
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "mountpoint",
+        nargs="?",
+        type=Path,
+        metavar="MOUNTPOINT",
+        help="where to mount (default: a new temporary directory)",
+    )
+    parser.add_argument("--calls", type=int, default=6, help="calls per workspace (default: 6)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic data")
+
+
+def run(args: argparse.Namespace) -> int:
+    from amigofs.cli import UsageError
+
+    made_dir = args.mountpoint is None
+    mountpoint = Path(tempfile.mkdtemp(prefix="amigofs-demo-")) if made_dir else args.mountpoint
+    if not mountpoint.is_dir():
+        raise UsageError(f"mount point {mountpoint} does not exist or is not a directory")
+    env = dict(os.environ, AMIGO_API_KEY="demo-" + secrets.token_urlsafe(16))
+    cache_dir = Path(tempfile.mkdtemp(prefix="amigofs-demo-cache-"))
+    processes: list[subprocess.Popen[str]] = []
+    stop = _stop_on_signals()
+    try:
+        emulator = subprocess.Popen(
+            [sys.executable, "-m", "amigofs", "emulator", "--host", "127.0.0.1", "--port", "0",
+             "--workspaces", "2", "--calls", str(args.calls), "--seed", str(args.seed)],
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        processes.append(emulator)
+        url = _emulator_url(emulator)
+        mount = subprocess.Popen(
+            [sys.executable, "-m", "amigofs", "mount", str(mountpoint), "--base-url", url,
+             "--cache-dir", str(cache_dir), "--foreground"],
+            env=env, stdin=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        processes.insert(0, mount)
+        _wait_mounted(mountpoint, mount)
+        _print_guide(mountpoint, url)
+        while not stop and mount.poll() is None and emulator.poll() is None:
+            time.sleep(0.2)
+        return 0
+    except DemoError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        for process in processes:  # the mount first, so it unmounts while the server is up
+            _stop(process)
+        if is_mounted(mountpoint):
+            subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        if made_dir:
+            mountpoint.rmdir()
+        print("amigofs demo: unmounted and stopped", file=sys.stderr)
+
+
+def _stop_on_signals() -> list[int]:
+    received: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        received.append(signum)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return received
+
+
+def _emulator_url(emulator: subprocess.Popen[str]) -> str:
+    assert emulator.stdout is not None
+    line = emulator.stdout.readline()  # the emulator prints this one line once it listens
+    match = re.search(r"listening on (http://\S+)", line)
+    if match is None:
+        raise DemoError(f"the emulator did not start: {line.strip() or 'no output'}")
+    return match[1]
+
+
+def _wait_mounted(mountpoint: Path, mount: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + START_DEADLINE
+    while not is_mounted(mountpoint):
+        if mount.poll() is not None:
+            raise DemoError("the mount failed to start (see its message above)")
+        if time.monotonic() > deadline:
+            raise DemoError(f"the mount did not come up within {START_DEADLINE:.0f} s")
+        time.sleep(0.05)
+
+
+def _print_guide(mountpoint: Path, url: str) -> None:
+    workspace = next(iter(sorted(os.listdir(mountpoint))), "WORKSPACE")
+    calls = sorted(os.listdir(mountpoint / workspace)) if workspace != "WORKSPACE" else []
+    call = calls[0] if calls else "CALL"
+    here = mountpoint / workspace / call
+    print(
+        f"""
+amigofs demo: the emulated Platform API at {url} is mounted at {mountpoint}
+
+Try, in another terminal:
+  ls -l {mountpoint}/{workspace}
+  ls -l {here}
+  ffprobe -hide_banner {here}/outbound.wav
+  sox {here}/inbound.wav -n stat
+  cat {here}/metadata.json
+  rsync -a --stats {mountpoint}/{workspace}/ /tmp/amigo-backup/
+
+Press Ctrl-C here to unmount and stop.
+""",
+        flush=True,
+    )
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -1,0 +1,326 @@
+"""The tree: MOUNT/<workspace_id>/<call_sid>/{inbound.wav, outbound.wav, metadata.json}.
+
+Owns inode numbers, cached listings, call records, directory snapshots and open
+files. Knows nothing of pyfuse3: the adapter turns its answers into FUSE replies.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, NewType, TypeVar
+
+import cachetools
+import trio
+
+from amigofs.api import errors as api
+from amigofs.api.client import PlatformClient
+from amigofs.api.models import CallSummary, is_identifier
+from amigofs.cache.singleflight import SingleFlight
+from amigofs.concurrency import gather
+from amigofs.fs.errors import FsError
+from amigofs.fs.records import FILE_NAMES, CallRecord, PresentedFile, RecordingSource
+
+log = logging.getLogger(__name__)
+
+InodeT = NewType("InodeT", int)
+FileHandleT = NewType("FileHandleT", int)
+ROOT_INODE = InodeT(1)
+
+# Recordings never change once stored: the kernel may keep their entries and
+# attributes for a long time.
+IMMUTABLE_TIMEOUT = 24 * 3600.0
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True, frozen=True)
+class NodeKey:
+    workspace_id: str | None = None
+    call_sid: str | None = None
+    file: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Attributes:
+    inode: InodeT
+    is_dir: bool
+    size: int
+    mtime_ns: int
+    nlink: int
+    timeout: float
+
+
+@dataclass(slots=True, frozen=True)
+class DirEntry:
+    name: str
+    attrs: Attributes
+
+
+@dataclass(slots=True, frozen=True)
+class NamespaceConfig:
+    workspaces: Sequence[str] | None = None  # None: every workspace the key can list
+    listing_ttl: float = 60.0
+    negative_ttl: float = 5.0
+    metadata_concurrency: int = 8
+    max_records: int = 100_000
+
+
+class _Listing(Generic[T]):
+    """A listing kept for `ttl` seconds, then served stale while one refresh runs."""
+
+    def __init__(self, load: Callable[[], Awaitable[T]], ttl: float, what: str) -> None:
+        self._load = load
+        self._ttl = ttl
+        self._what = what
+        self._value: T | None = None
+        self._loaded_at = 0.0
+        self._flight: SingleFlight[T] = SingleFlight()
+
+    @property
+    def cached(self) -> T | None:
+        return self._value
+
+    def invalidate(self) -> None:
+        self._loaded_at = -self._ttl - 1.0
+
+    async def get(self, nursery: trio.Nursery) -> T:
+        if self._value is None:
+            return await self._flight.run(None, self._reload)
+        if trio.current_time() - self._loaded_at > self._ttl and None not in self._flight:
+            nursery.start_soon(self._refresh_in_background)
+        return self._value
+
+    async def _reload(self) -> T:
+        value = await self._load()
+        self._value, self._loaded_at = value, trio.current_time()
+        return value
+
+    async def _refresh_in_background(self) -> None:
+        try:
+            await self._flight.run(None, self._reload)
+        except api.AmigoError as exc:
+            log.warning("%s: refresh failed, keeping the cached listing: %s", self._what, exc)
+
+
+class Namespace:
+    def __init__(
+        self,
+        client: PlatformClient,
+        source: RecordingSource,
+        nursery: trio.Nursery,
+        config: NamespaceConfig,
+    ) -> None:
+        self._client = client
+        self._source = source
+        self._nursery = nursery
+        self._config = config
+        self._mount_time_ns = time.time_ns()
+        # Inodes are never reused while mounted: a few per call, cheap to keep,
+        # and stable numbers let rsync and find recognise what they saw.
+        self._inodes: dict[NodeKey, InodeT] = {NodeKey(): ROOT_INODE}
+        self._keys: dict[InodeT, NodeKey] = {ROOT_INODE: NodeKey()}
+        self._workspaces: _Listing[list[str]] = _Listing(
+            self._list_workspaces, config.listing_ttl, "workspace listing"
+        )
+        self._calls: dict[str, _Listing[dict[str, CallSummary]]] = {}
+        self._records: cachetools.LRUCache[tuple[str, str], CallRecord] = cachetools.LRUCache(
+            config.max_records
+        )
+        self._record_flights: SingleFlight[CallRecord] = SingleFlight()
+        self._missing: cachetools.TTLCache[tuple[str, str], bool] = cachetools.TTLCache(
+            maxsize=10_000, ttl=config.negative_ttl, timer=trio.current_time
+        )
+        self._dir_snapshots: dict[FileHandleT, list[DirEntry]] = {}
+        self._open_files: dict[FileHandleT, PresentedFile] = {}
+        self._next_handle = 0
+
+    # --- entry points used by the FUSE adapter -----------------------------------
+
+    async def lookup(self, parent: InodeT, name: str) -> Attributes:
+        key = self._key(parent)
+        if key.file is not None:
+            raise FsError(errno.ENOTDIR)
+        if key.workspace_id is None:
+            if name not in await self._workspace_ids():
+                raise FsError(errno.ENOENT)
+            return await self._workspace_attrs(name)
+        if key.call_sid is None:
+            return await self._call_attrs(key.workspace_id, name)
+        record = await self._record(key.workspace_id, key.call_sid)
+        file = record.files.get(name)
+        if file is None:
+            raise FsError(errno.ENOENT)
+        return self._file_attrs(record, file)
+
+    async def getattr(self, inode: InodeT) -> Attributes:
+        key = self._key(inode)
+        if key.workspace_id is None:
+            return Attributes(ROOT_INODE, True, 0, self._mount_time_ns, 1, self._config.listing_ttl)
+        if key.call_sid is None:
+            return await self._workspace_attrs(key.workspace_id)
+        if key.file is None:
+            return await self._call_attrs(key.workspace_id, key.call_sid)
+        record = await self._record(key.workspace_id, key.call_sid)
+        return self._file_attrs(record, record.files[key.file])
+
+    async def opendir(self, inode: InodeT) -> FileHandleT:
+        key = self._key(inode)
+        if key.file is not None:
+            raise FsError(errno.ENOTDIR)
+        if key.workspace_id is None:
+            ids = await self._workspace_ids()
+            attrs = await gather(*(lambda ws=ws: self._workspace_attrs(ws) for ws in ids))
+            entries = [DirEntry(ws, a) for ws, a in zip(ids, attrs, strict=True)]
+        elif key.call_sid is None:
+            entries = await self._workspace_entries(key.workspace_id)
+        else:
+            record = await self._record(key.workspace_id, key.call_sid)
+            entries = [
+                DirEntry(name, self._file_attrs(record, record.files[name]))
+                for name in FILE_NAMES
+                if name in record.files
+            ]
+        handle = self._new_handle()
+        self._dir_snapshots[handle] = entries
+        return handle
+
+    def readdir(self, handle: FileHandleT, start: int) -> list[DirEntry]:
+        """Entries from offset `start` of the snapshot taken at opendir."""
+        return self._dir_snapshots[handle][start:]
+
+    def releasedir(self, handle: FileHandleT) -> None:
+        self._dir_snapshots.pop(handle, None)
+
+    async def open(self, inode: InodeT) -> FileHandleT:
+        key = self._key(inode)
+        if key.file is None or key.workspace_id is None or key.call_sid is None:
+            raise FsError(errno.EISDIR)
+        record = await self._record(key.workspace_id, key.call_sid)
+        handle = self._new_handle()
+        self._open_files[handle] = record.files[key.file]
+        return handle
+
+    async def read(self, handle: FileHandleT, offset: int, size: int) -> bytes | memoryview:
+        return await self._source.read(self._open_files[handle], offset, size)
+
+    def release(self, handle: FileHandleT) -> None:
+        self._open_files.pop(handle, None)
+
+    def drop_listings(self) -> None:
+        """Makes the next access list workspaces and calls again (SIGHUP)."""
+        self._workspaces.invalidate()
+        for listing in self._calls.values():
+            listing.invalidate()
+        self._missing.clear()
+
+    # --- workspaces ---------------------------------------------------------------
+
+    async def _list_workspaces(self) -> list[str]:
+        if self._config.workspaces is not None:
+            return list(self._config.workspaces)
+        return sorted(ws.id for ws in await self._client.list_workspaces())
+
+    async def _workspace_ids(self) -> list[str]:
+        return await self._workspaces.get(self._nursery)
+
+    async def _workspace_attrs(self, workspace_id: str) -> Attributes:
+        calls = await self._call_listing(workspace_id)
+        starts = [c.started_at for c in calls.values() if c.started_at is not None]
+        # A workspace changes when a call is added: its newest call's time says so,
+        # and stays the same across remounts.
+        mtime_ns = _ns(max(starts)) if starts else self._mount_time_ns
+        inode = self._inode(NodeKey(workspace_id))
+        return Attributes(inode, True, 0, mtime_ns, 1, self._config.listing_ttl)
+
+    # --- calls ---------------------------------------------------------------------
+
+    async def _call_listing(self, workspace_id: str) -> dict[str, CallSummary]:
+        listing = self._calls.get(workspace_id)
+        if listing is None:
+
+            async def load() -> dict[str, CallSummary]:
+                calls = await self._client.list_calls(workspace_id)
+                return {c.call_sid: c for c in calls}
+
+            listing = self._calls[workspace_id] = _Listing(
+                load, self._config.listing_ttl, f"call listing of {workspace_id}"
+            )
+        return await listing.get(self._nursery)
+
+    async def _workspace_entries(self, workspace_id: str) -> list[DirEntry]:
+        calls = await self._call_listing(workspace_id)
+        # Calls listed without a start time need their metadata for an mtime:
+        # fetch those records together, bounded by the source's limiter.
+        undated = [sid for sid, c in calls.items() if c.started_at is None]
+        if undated:
+            await gather(*(lambda sid=sid: self._record(workspace_id, sid) for sid in undated))
+        return [
+            DirEntry(sid, await self._call_attrs(workspace_id, sid))
+            for sid in sorted(calls, key=lambda s: (calls[s].started_at is None, s))
+        ]
+
+    async def _call_attrs(self, workspace_id: str, call_sid: str) -> Attributes:
+        if not is_identifier(call_sid):
+            raise FsError(errno.ENOENT)
+        calls = await self._call_listing(workspace_id)
+        summary = calls.get(call_sid)
+        if summary is not None and summary.started_at is not None:
+            start_ns = _ns(summary.started_at)
+        else:
+            # Not (yet) in the listing, e.g. a call that just ended: its metadata decides.
+            start_ns = _ns((await self._record(workspace_id, call_sid)).start)
+        inode = self._inode(NodeKey(workspace_id, call_sid))
+        return Attributes(inode, True, 0, start_ns, 2, IMMUTABLE_TIMEOUT)
+
+    async def _record(self, workspace_id: str, call_sid: str) -> CallRecord:
+        rkey = (workspace_id, call_sid)
+        record = self._records.get(rkey)
+        if record is not None:
+            return record
+        if rkey in self._missing:
+            raise FsError(errno.ENOENT)
+        listing = self._calls.get(workspace_id)
+        summary = listing.cached.get(call_sid) if listing and listing.cached else None
+
+        async def load() -> CallRecord:
+            try:
+                loaded = await self._source.load(workspace_id, call_sid, summary)
+            except api.NotFound:
+                self._missing[rkey] = True
+                raise
+            self._records[rkey] = loaded
+            return loaded
+
+        return await self._record_flights.run(rkey, load)
+
+    def _file_attrs(self, record: CallRecord, file: PresentedFile) -> Attributes:
+        inode = self._inode(NodeKey(record.workspace_id, record.call_sid, file.name))
+        return Attributes(inode, False, file.size, _ns(record.start), 1, IMMUTABLE_TIMEOUT)
+
+    # --- inodes and handles ---------------------------------------------------------
+
+    def _inode(self, key: NodeKey) -> InodeT:
+        inode = self._inodes.get(key)
+        if inode is None:
+            inode = self._inodes[key] = InodeT(len(self._inodes) + 1)
+            self._keys[inode] = key
+        return inode
+
+    def _key(self, inode: InodeT) -> NodeKey:
+        key = self._keys.get(inode)
+        if key is None:
+            raise FsError(errno.ENOENT)
+        return key
+
+    def _new_handle(self) -> FileHandleT:
+        self._next_handle += 1
+        return FileHandleT(self._next_handle)
+
+
+def _ns(when: dt.datetime) -> int:
+    return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000

@@ -1,0 +1,148 @@
+"""A call's recording as files: which exist, their sizes, and where their bytes come from.
+
+Loading a call costs three small requests (urls and metadata at once, then the
+metadata file itself, which is served as metadata.json); audio bytes are only
+fetched when read, through the block cache.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+
+import trio
+
+from amigofs.api import errors as api
+from amigofs.api.client import PlatformClient
+from amigofs.api.models import CallSummary, DownloadPath, RecordingMetadata, RecordingUrls
+from amigofs.cache.blocks import BlockCache, FetchRange, StoredFile
+from amigofs.cache.singleflight import SingleFlight
+from amigofs.concurrency import gather
+from amigofs.fs.wav import UnknownAudioFormat, audio_layout
+
+log = logging.getLogger(__name__)
+
+INBOUND, OUTBOUND, METADATA = "inbound.wav", "outbound.wav", "metadata.json"
+FILE_NAMES = (INBOUND, OUTBOUND, METADATA)
+
+
+@dataclass(slots=True, frozen=True)
+class PresentedFile:
+    """One file of a call directory: `header` (synthesized) then `stored` bytes,
+    or, for metadata.json, `content` held in memory."""
+
+    name: str
+    size: int
+    header: bytes = b""
+    stored: StoredFile | None = None
+    content: bytes | None = None
+
+
+@dataclass(slots=True)
+class CallRecord:
+    workspace_id: str
+    call_sid: str
+    start: dt.datetime
+    metadata: RecordingMetadata
+    files: dict[str, PresentedFile] = field(default_factory=dict)
+
+
+class RecordingSource:
+    """Loads call records and downloads their audio, refreshing expired links."""
+
+    def __init__(self, client: PlatformClient, blocks: BlockCache, *, concurrency: int = 8) -> None:
+        self._client = client
+        self._blocks = blocks
+        self._limit = trio.CapacityLimiter(concurrency)
+        # Current download path of each stored file; links expire and are replaced.
+        self._paths: dict[tuple[str, str, str], DownloadPath] = {}
+        self._url_refresh: SingleFlight[RecordingUrls] = SingleFlight()
+
+    async def load(
+        self, workspace_id: str, call_sid: str, summary: CallSummary | None
+    ) -> CallRecord:
+        async with self._limit:
+            urls, metadata = await gather(
+                lambda: self._client.recording_urls(workspace_id, call_sid),
+                lambda: self._client.recording_metadata(workspace_id, call_sid),
+            )
+            metadata_file = (
+                await self._client.download_small(urls.metadata) if urls.metadata else None
+            )
+        start = summary.started_at if summary and summary.started_at else metadata.call_start
+        record = CallRecord(workspace_id, call_sid, start, metadata)
+        for name, path, fmt, rate, size in (
+            (INBOUND, urls.inbound, metadata.inbound_format, metadata.inbound_sample_rate,
+             metadata.inbound_size_bytes),
+            (OUTBOUND, urls.outbound, metadata.outbound_format, metadata.outbound_sample_rate,
+             metadata.outbound_size_bytes),
+        ):  # fmt: skip
+            if path is None:
+                continue
+            try:
+                layout = audio_layout(path.filename, fmt, rate, size)
+            except UnknownAudioFormat as exc:
+                log.warning("%s/%s: %s not shown: %s", workspace_id, call_sid, name, exc)
+                continue
+            key = (workspace_id, call_sid, name)
+            self._paths[key] = path
+            stored = StoredFile(
+                key=(workspace_id, call_sid, path.filename, size),
+                size=size,
+                fetch=self._fetcher(key, size),
+            )
+            record.files[name] = PresentedFile(
+                name, layout.size, header=layout.header, stored=stored
+            )
+        if metadata_file is not None:
+            record.files[METADATA] = PresentedFile(
+                METADATA, len(metadata_file), content=metadata_file
+            )
+        return record
+
+    async def read(self, file: PresentedFile, offset: int, size: int) -> bytes | memoryview:
+        """Bytes [offset, offset+size) of a presented file, clipped to its end."""
+        end = min(offset + size, file.size)
+        if offset >= end:
+            return b""
+        if file.content is not None:
+            return memoryview(file.content)[offset:end]
+        header_len = len(file.header)
+        if end <= header_len:
+            return file.header[offset:end]
+        assert file.stored is not None
+        data = await self._blocks.read(
+            file.stored, max(offset, header_len) - header_len, end - header_len
+        )
+        if offset >= header_len:
+            return data
+        return file.header[offset:] + bytes(data)
+
+    def _fetcher(self, key: tuple[str, str, str], size: int) -> FetchRange:
+        async def fetch(start: int, end: int) -> bytearray:
+            path = self._paths[key]
+            try:
+                return await self._client.read_range(path, start, end, total=size)
+            except api.AuthError:
+                # Download links are time-limited: get fresh ones once, then retry.
+                path = await self._refresh_path(key, path)
+                return await self._client.read_range(path, start, end, total=size)
+
+        return fetch
+
+    async def _refresh_path(self, key: tuple[str, str, str], stale: DownloadPath) -> DownloadPath:
+        workspace_id, call_sid, name = key
+        if self._paths[key] != stale:
+            return self._paths[key]  # another reader refreshed it meanwhile
+        urls = await self._url_refresh.run(
+            (workspace_id, call_sid), lambda: self._client.recording_urls(workspace_id, call_sid)
+        )
+        fresh = urls.inbound if name == INBOUND else urls.outbound
+        if fresh is None:
+            raise api.NotFound(f"{workspace_id}/{call_sid}/{name} is no longer offered", status=404)
+        log.info("%s/%s: download links renewed", workspace_id, call_sid)
+        for other, path in ((INBOUND, urls.inbound), (OUTBOUND, urls.outbound)):
+            if path is not None and (workspace_id, call_sid, other) in self._paths:
+                self._paths[(workspace_id, call_sid, other)] = path
+        return fresh

@@ -1,0 +1,126 @@
+"""The pyfuse3 adapter: FUSE requests in, Namespace calls, FUSE replies out.
+
+Thin on purpose. Each handler runs under a deadline, and every failure leaves
+as a FUSEError carrying the errno from `amigofs.fs.errors.to_errno`: any other
+exception would end `pyfuse3.main()` and with it the mount.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar, cast
+
+import pyfuse3
+import trio
+
+from amigofs.fs.errors import to_errno
+from amigofs.fs.namespace import Attributes, FileHandleT, InodeT, Namespace
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DIR_MODE = stat.S_IFDIR | 0o555
+FILE_MODE = stat.S_IFREG | 0o444
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
+
+
+class AmigoOperations(pyfuse3.Operations):
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, namespace: Namespace, *, handler_timeout: float) -> None:
+        super().__init__()
+        self._ns = namespace
+        self._timeout = handler_timeout
+        self._uid = os.getuid()
+        self._gid = os.getgid()
+
+    async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            with trio.fail_after(self._timeout):
+                return await call()
+        except pyfuse3.FUSEError:
+            raise
+        except Exception as exc:
+            raise pyfuse3.FUSEError(to_errno(exc, what)) from None
+
+    def _entry(self, attrs: Attributes) -> pyfuse3.EntryAttributes:
+        entry = pyfuse3.EntryAttributes()
+        entry.st_ino = attrs.inode
+        entry.generation = 0
+        entry.entry_timeout = attrs.timeout
+        entry.attr_timeout = attrs.timeout
+        entry.st_mode = DIR_MODE if attrs.is_dir else FILE_MODE
+        entry.st_nlink = attrs.nlink
+        entry.st_uid = self._uid
+        entry.st_gid = self._gid
+        entry.st_rdev = 0
+        entry.st_size = attrs.size
+        entry.st_blksize = 1 << 17
+        entry.st_blocks = (attrs.size + 511) // 512
+        # A recording's time is its call's start: the same on every mount, so
+        # rsync -a finds nothing to transfer the second time.
+        entry.st_atime_ns = entry.st_mtime_ns = entry.st_ctime_ns = attrs.mtime_ns
+        return entry
+
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        text = os.fsdecode(name)
+        parent = InodeT(parent_inode)
+        attrs = await self._call(f"lookup {text!r}", lambda: self._ns.lookup(parent, text))
+        return self._entry(attrs)
+
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        node = InodeT(inode)
+        return self._entry(await self._call(f"getattr {inode}", lambda: self._ns.getattr(node)))
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        # Nodes are kept for the life of the mount (see Namespace._inodes).
+        return None
+
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        node = InodeT(inode)
+        return await self._call(f"opendir {inode}", lambda: self._ns.opendir(node))
+
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        entries = self._ns.readdir(FileHandleT(fh), start_id)
+        for offset, entry in enumerate(entries, start=start_id + 1):
+            if not pyfuse3.readdir_reply(
+                token, os.fsencode(entry.name), self._entry(entry.attrs), offset
+            ):
+                break
+
+    async def releasedir(self, fh: int) -> None:
+        self._ns.releasedir(FileHandleT(fh))
+
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        if flags & _WRITE_FLAGS:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        node = InodeT(inode)
+        fh = await self._call(f"open {inode}", lambda: self._ns.open(node))
+        # Recordings never change: let the kernel keep pages across opens.
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        handle = FileHandleT(fh)
+        data: bytes | memoryview = await self._call(
+            f"read {fh}@{off}+{size}", lambda: self._ns.read(handle, off, size)
+        )
+        # pyfuse3 takes any bytes-like object; a memoryview spares a copy per read.
+        return cast(bytes, data)
+
+    async def release(self, fh: int) -> None:
+        self._ns.release(FileHandleT(fh))
+
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        data = pyfuse3.StatvfsData()
+        data.f_bsize = data.f_frsize = 1 << 17
+        data.f_namemax = 255
+        return data

@@ -1,0 +1,115 @@
+"""Running a mount: wiring the layers together, signals, and unmounting on the way out."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from amigofs.api.client import ClientConfig, PlatformClient, RetryPolicy
+from amigofs.api.secret import ApiKey
+from amigofs.cache.blocks import DEFAULT_BLOCK_SIZE, BlockCache
+from amigofs.fs.namespace import Namespace, NamespaceConfig
+from amigofs.fs.records import RecordingSource
+from amigofs.fuse_adapter import AmigoOperations
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True, frozen=True)
+class MountOptions:
+    mountpoint: Path
+    base_url: str
+    workspaces: tuple[str, ...] | None
+    cache_dir: Path
+    allow_other: bool = False
+    # Longest any one filesystem request may take before it fails with EIO.
+    timeout: float = 30.0
+    listing_ttl: float = 60.0
+    memory_cache_bytes: int = 256 << 20
+    block_size: int = DEFAULT_BLOCK_SIZE
+    max_connections: int = 16
+    fuse_tasks: int = 64
+    extra_fuse_options: frozenset[str] = field(default_factory=frozenset)
+
+
+def fuse_options(options: MountOptions) -> set[str]:
+    chosen = set(pyfuse3.default_options)  # default_permissions: the kernel checks modes
+    # auto_unmount: fusermount3 removes the mount even if this process is killed.
+    chosen |= {"fsname=amigofs", "subtype=amigofs", "ro", "noatime", "auto_unmount"}
+    if options.allow_other:
+        chosen.add("allow_other")
+    return chosen | set(options.extra_fuse_options)
+
+
+def is_mounted(mountpoint: Path) -> bool:
+    target = os.path.realpath(mountpoint)
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if len(fields) > 1 and _unescape(fields[1]) == target:
+                return True
+    return False
+
+
+def _unescape(path: str) -> str:
+    # /proc/mounts writes space, tab, newline and backslash as octal escapes.
+    for code in ("\\040", "\\011", "\\012", "\\134"):
+        path = path.replace(code, chr(int(code[1:], 8)))
+    return path
+
+
+async def serve(options: MountOptions, api_key: ApiKey) -> None:
+    """Mounts, serves until unmounted or signalled, and always unmounts."""
+    client_config = ClientConfig(
+        base_url=options.base_url,
+        max_connections=options.max_connections,
+        read_timeout=min(10.0, options.timeout),
+        connect_timeout=min(10.0, options.timeout),
+        retry=RetryPolicy(deadline=options.timeout),
+    )
+    async with AsyncExitStack() as stack:
+        client = await stack.enter_async_context(PlatformClient(client_config, api_key))
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        blocks = BlockCache(max_bytes=options.memory_cache_bytes, block_size=options.block_size)
+        source = RecordingSource(client, blocks)
+        namespace = Namespace(
+            client,
+            source,
+            nursery,
+            NamespaceConfig(workspaces=options.workspaces, listing_ttl=options.listing_ttl),
+        )
+        operations = AmigoOperations(namespace, handler_timeout=options.timeout)
+        pyfuse3.init(operations, str(options.mountpoint), fuse_options(options))
+        try:
+            nursery.start_soon(_handle_signals, namespace)
+            log.info("mounted %s at %s", options.base_url, options.mountpoint)
+            await pyfuse3.main(min_tasks=2, max_tasks=options.fuse_tasks)
+        finally:
+            pyfuse3.close(unmount=True)
+            log.info("unmounted %s", options.mountpoint)
+            nursery.cancel_scope.cancel()
+
+
+async def _handle_signals(namespace: Namespace) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        stopping = False
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                log.info("SIGHUP: listings dropped; new calls show on the next look")
+                namespace.drop_listings()
+            elif not stopping:
+                stopping = True
+                log.info("%s: unmounting", signal.Signals(signum).name)
+                pyfuse3.terminate()
+            else:
+                # A second signal while a handler is stuck: leave now; the kernel
+                # drops the mount when /dev/fuse closes with the process.
+                log.warning("%s again: exiting at once", signal.Signals(signum).name)
+                os._exit(1)
