@@ -91,19 +91,25 @@ def dataset_epoch(seed: int) -> datetime:
 # --- audio -------------------------------------------------------------------------------------
 
 _ULAW_BIAS = 0x84
-_ULAW_CLIP = 32635
+_ULAW_CLIP_14BIT = 8159
 
 
 def lin2ulaw(sample: int) -> int:
-    """G.711 mu-law encoding of one signed 16-bit sample."""
-    sign = 0
-    if sample < 0:
-        sample = -sample
-        sign = 0x80
-    magnitude = min(sample, _ULAW_CLIP) + _ULAW_BIAS
-    exponent = max(magnitude.bit_length() - 8, 0)
-    mantissa = (magnitude >> (exponent + 3)) & 0x0F
-    return ~(sign | (exponent << 4) | mantissa) & 0xFF
+    """G.711 mu-law encoding of one signed 16-bit sample.
+
+    Quantizes to 14 bits first, as the reference implementation (and so sox, ffmpeg and
+    Python's old audioop) does, so the bytes match what those tools produce.
+    """
+    value = sample >> 2
+    mask = 0xFF
+    if value < 0:
+        value = -value
+        mask = 0x7F
+    value = min(value, _ULAW_CLIP_14BIT) + (_ULAW_BIAS >> 2)
+    segment = max(value.bit_length() - 6, 0)
+    if segment >= 8:
+        return 0x7F ^ mask
+    return ((segment << 4) | ((value >> (segment + 1)) & 0x0F)) ^ mask
 
 
 def ulaw2lin(code: int) -> int:
@@ -525,7 +531,8 @@ class Dataset:
             "status": "completed",
             "escalation_status": "escalated" if completion == "escalated" else None,
             "turns": max(1, int(duration / rng.uniform(6, 14))),
-            "has_recording": kind == "recorded",
+            # A null-SID call still claims a recording: clients must check the SID too.
+            "has_recording": kind != "no_recording",
             "quality_score": round(rng.uniform(0.55, 0.99), 2),
             "final_state": rng.choice(_FINAL_STATES),
             "completion_reason": completion,

@@ -1,0 +1,168 @@
+"""Run the API emulator in a subprocess for tests.
+
+    with running_emulator(calls_per_workspace=5, fault_rate=0.1) as emu:
+        httpx.get(emu.url + "/v1/workspaces", headers=emu.auth_headers)
+        expected = emu.data.read_range(ws, sid, "outbound.wav", 0, 100)
+
+Knobs are EmulatorConfig field names. The emulator is a real process on loopback (as `amigofs
+demo` and the benchmarks use it), started with ``--port 0``; we read the port from its one
+listening line instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from amigofs.emulator.config import EmulatorConfig
+from amigofs.emulator.data import Dataset
+
+START_DEADLINE = 30.0
+STOP_DEADLINE = 10.0
+LISTENING_PREFIX = "amigofs emulator listening on "
+
+_FLAGS = {
+    "seed": "--seed",
+    "workspaces": "--workspaces",
+    "calls_per_workspace": "--calls",
+    "long_calls": "--long-calls",
+    "long_duration": "--long-duration",
+    "min_duration": "--min-duration",
+    "max_duration": "--max-duration",
+    "null_sid_calls": "--null-sid-calls",
+    "no_recording_calls": "--no-recording-calls",
+    "archived_calls": "--archived",
+    "not_configured_workspaces": "--not-configured",
+    "fault_rate": "--fault-rate",
+    "fault_kinds": "--fault-kinds",
+    "retry_after": "--retry-after",
+    "stall_seconds": "--stall-seconds",
+    "latency": "--latency",
+    "bandwidth": "--bandwidth",
+    "url_ttl": "--url-ttl",
+}
+
+
+class EmulatorProc:
+    """A running emulator subprocess and the ground truth it serves."""
+
+    def __init__(self, process: subprocess.Popen[str], url: str, config: EmulatorConfig) -> None:
+        self.process = process
+        self.url = url
+        self.config = config
+        self.api_key = config.api_key
+        self._data: Dataset | None = None
+        self._client = httpx.Client(base_url=url, timeout=10.0)
+
+    @property
+    def data(self) -> Dataset:
+        """The deterministic dataset the process serves, for ground-truth bytes."""
+        if self._data is None:
+            self._data = Dataset(self.config)
+        return self._data
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    def stats(self) -> dict[str, Any]:
+        response = self._client.get("/__stats")
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def reset_stats(self) -> None:
+        self._client.post("/__stats/reset").raise_for_status()
+
+    def control(self, **changes: Any) -> dict[str, Any]:
+        """Change run-time knobs (fault_rate, fault_kinds, latency, bandwidth, url_ttl,
+        retry_after, stall_seconds) or move calls with restore=[sid] / archive=[sid]."""
+        response = self._client.post("/__control", json=changes)
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def stop(self) -> int:
+        """SIGTERM, then SIGKILL if it does not exit in time; returns the exit code."""
+        self._client.close()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_DEADLINE)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(STOP_DEADLINE)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        return self.process.returncode
+
+
+def _argv(config: EmulatorConfig) -> list[str]:
+    argv = [sys.executable, "-m", "amigofs.emulator", "--host", "127.0.0.1", "--port", "0"]
+    defaults = EmulatorConfig(api_key="x")
+    for name, flag in _FLAGS.items():
+        value = getattr(config, name)
+        if value is None or value == getattr(defaults, name):
+            continue
+        if name == "fault_kinds":
+            value = ",".join(value)
+        argv += [flag, str(value)]
+    return argv
+
+
+def _await_listening(process: subprocess.Popen[str]) -> str:
+    assert process.stdout is not None
+    deadline = time.monotonic() + START_DEADLINE
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("emulator did not report its address in time")
+            if selector.select(remaining):
+                line = process.stdout.readline()
+                if line.startswith(LISTENING_PREFIX):
+                    return line[len(LISTENING_PREFIX) :].strip()
+                if line == "":
+                    raise RuntimeError(f"emulator exited early with status {process.wait()}")
+
+
+def start_emulator(api_key: str = "test-key", **knobs: Any) -> EmulatorProc:
+    """Start an emulator; the caller must stop() it (prefer running_emulator)."""
+    config = EmulatorConfig(api_key=api_key, **knobs)
+    env = {**os.environ, "AMIGO_API_KEY": api_key}
+    process = subprocess.Popen(
+        _argv(config),
+        stdout=subprocess.PIPE,
+        # Inherited: pytest captures it, and a pipe nobody reads could fill and block the server.
+        stderr=None,
+        text=True,
+        env=env,
+    )
+    try:
+        url = _await_listening(process)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return EmulatorProc(process, url, dataclasses.replace(config))
+
+
+@contextlib.contextmanager
+def running_emulator(api_key: str = "test-key", **knobs: Any) -> Iterator[EmulatorProc]:
+    """An emulator subprocess for the duration of the block; always stopped afterwards."""
+    emulator = start_emulator(api_key, **knobs)
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
