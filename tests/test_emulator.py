@@ -20,10 +20,10 @@ from typing import Any
 
 import httpx
 import pytest
-from emulator_proc import EmulatorProc, running_emulator
 
 from amigofs.emulator.config import EmulatorConfig
 from amigofs.emulator.data import Dataset, Recording, lin2ulaw, ulaw2lin
+from tests.emulator_proc import EmulatorProc, running_emulator
 
 WAIT_DEADLINE = 10.0
 
@@ -725,3 +725,22 @@ def test_cli_stops_cleanly_on_sigint() -> None:
     with running_emulator(calls_per_workspace=1) as emu:
         emu.process.send_signal(signal.SIGINT)
         assert emu.process.wait(10) == 0
+
+
+def test_cli_reports_a_busy_port() -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "amigofs.emulator", "--port", str(port), "--api-key", "k"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"amigofs emulator: cannot listen on 127.0.0.1:{port}: [Errno 98] Address already in use"
+    ]

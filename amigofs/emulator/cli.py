@@ -70,23 +70,50 @@ _KNOB_FLAGS: tuple[tuple[str, str, type, str], ...] = (
 )
 
 
+_METAVARS = {
+    "fault_rate": "P",
+    "fault_kinds": "KINDS",
+    "bandwidth": "BYTES",
+    "seed": "N",
+    "retry_after": "S",
+}
+
+
+def _metavar(name: str, kind: type) -> str:
+    return _METAVARS.get(name, "S" if kind is float else "N")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the emulator's options to a (sub)parser."""
-    parser.description = (
-        "Serve an emulator of the Amigo Platform API (the endpoints amigofs uses) with a "
-        "deterministic synthetic dataset of call recordings. Prints one line, "
-        "'amigofs emulator listening on http://HOST:PORT', once it accepts connections. "
-        "Harness endpoints without auth: GET /__stats, POST /__stats/reset, POST /__control."
+    if parser.description is None:
+        parser.description = (
+            "Serve an emulator of the Amigo Platform API (the endpoints amigofs uses) with a "
+            "deterministic synthetic dataset of call recordings."
+        )
+    parser.epilog = (
+        "Once it accepts connections it prints one line, "
+        "'amigofs emulator listening on http://HOST:PORT'. SIGINT or SIGTERM stop it. "
+        "Harness endpoints (no auth): GET /__stats, POST /__stats/reset, "
+        "GET|POST /__control (JSON: fault_rate, fault_kinds, latency, bandwidth, url_ttl, "
+        "retry_after, stall_seconds, restore: [sid], archive: [sid])."
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8080, help="port; 0 picks a free one")
     parser.add_argument(
         "--api-key",
         default=None,
+        metavar="KEY",
         help=f"the bearer key clients must send (default: ${API_KEY_ENV})",
     )
     for flag, name, kind, text in _KNOB_FLAGS:
-        parser.add_argument(flag, dest=f"emulator_{name}", type=kind, default=None, help=text)
+        parser.add_argument(
+            flag,
+            dest=f"emulator_{name}",
+            type=kind,
+            default=None,
+            metavar=_metavar(name, kind),
+            help=text,
+        )
     parser.add_argument(
         "--log-level", default="WARNING", help="logging level, e.g. DEBUG for one line a request"
     )
@@ -109,23 +136,37 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Serve until SIGINT or SIGTERM; 0 on a clean stop, 2 for bad options."""
+    """Serve until SIGINT or SIGTERM; 0 on a clean stop, 2 for bad options, 1 if it can't listen."""
     try:
         config = config_from_args(args)
     except ValueError as error:
         print(f"amigofs emulator: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=str(args.log_level).upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    level = logging.getLevelName(str(args.log_level).upper())
+    if not isinstance(level, int):
+        print(f"amigofs emulator: unknown log level {args.log_level!r}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    failure: OSError | None = None
     try:
         trio.run(_main, config, args.host, args.port)
-    except OSError as error:
+    except* OSError as group:
+        failure = _first_os_error(group)
+    if failure is not None:
         print(
-            f"amigofs emulator: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr
+            f"amigofs emulator: cannot listen on {args.host}:{args.port}: {failure}",
+            file=sys.stderr,
         )
         return 1
     return 0
+
+
+def _first_os_error(group: BaseExceptionGroup[OSError]) -> OSError:
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    assert isinstance(error, OSError)
+    return error
 
 
 async def _main(config: EmulatorConfig, host: str, port: int) -> None:
