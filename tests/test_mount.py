@@ -1,0 +1,346 @@
+"""The mount, through the real command, against the emulator: what file managers,
+ffmpeg, sox and rsync see."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from amigofs.emulator.data import Recording
+from tests.emulator_proc import EmulatorProc, running_emulator
+from tests.mounting import Mount, mounted, public_tempdir, wait_until
+
+pytestmark = pytest.mark.mount
+
+TOOL_TIMEOUT = 120
+
+
+def run(*argv: str, timeout: float = TOOL_TIMEOUT, **kw) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[EmulatorProc]:
+    # 230 recorded calls per workspace: listings take three pages of 100.
+    with running_emulator(workspaces=2, calls_per_workspace=230, max_duration=40.0) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="module")
+def mount(emulator: EmulatorProc) -> Iterator[Mount]:
+    with mounted(emulator.url, emulator.api_key) as mnt:
+        yield mnt
+
+
+def recorded_calls(emulator: EmulatorProc, workspace_id: str) -> list[Recording]:
+    return [c.recording for c in emulator.data.calls(workspace_id) if c.recording is not None]
+
+
+def stored_name(recording: Recording, presented: str) -> str:
+    return {
+        "inbound.wav": recording.inbound_filename,
+        "outbound.wav": recording.outbound_filename,
+        "metadata.json": "metadata.json",
+    }[presented]
+
+
+def some_recordings(emulator: EmulatorProc, storage: str, count: int) -> list[Recording]:
+    found = [r for r in emulator.data.recordings() if r.storage == storage]
+    assert len(found) >= count, f"the dataset has too few {storage} recordings"
+    return found[:count]
+
+
+def test_tree_matches_the_emulator_across_pages(emulator: EmulatorProc, mount: Mount) -> None:
+    workspaces = sorted(ws.id for ws in emulator.data.workspaces)
+    assert sorted(os.listdir(mount.path)) == workspaces
+    for workspace_id in workspaces:
+        expected = sorted(r.call_sid for r in recorded_calls(emulator, workspace_id))
+        # Calls without a SID or a recording are in the listing but must not show.
+        assert len(emulator.data.calls(workspace_id)) > len(expected) > 200
+        assert sorted(os.listdir(mount.path / workspace_id)) == expected
+    recording = next(emulator.data.recordings())
+    files = os.listdir(mount.path / recording.workspace_id / recording.call_sid)
+    assert sorted(files) == ["inbound.wav", "metadata.json", "outbound.wav"]
+
+
+@pytest.mark.parametrize("storage", ["wav", "raw"])
+def test_every_file_has_the_right_size_bytes_and_audio(
+    emulator: EmulatorProc, mount: Mount, storage: str
+) -> None:
+    for recording in some_recordings(emulator, storage, 3):
+        call_dir = mount.path / recording.workspace_id / recording.call_sid
+        metadata = recording.metadata
+        for presented, rate, codec in (
+            ("inbound.wav", 8000, "pcm_mulaw"),
+            ("outbound.wav", 16000, "pcm_s16le"),
+            ("metadata.json", None, None),
+        ):
+            path = call_dir / presented
+            stored = emulator.data.read_range(
+                recording.workspace_id,
+                recording.call_sid,
+                stored_name(recording, presented),
+                0,
+                1 << 40,
+            )
+            content = path.read_bytes()
+            assert os.stat(path).st_size == len(content)
+            if storage == "wav" or presented == "metadata.json":
+                assert content == stored, f"{path} differs from the stored file"
+            else:
+                # A header computed from the metadata, then the stored bytes unchanged.
+                assert content[:4] == b"RIFF" and content[8:12] == b"WAVE"
+                assert content[len(content) - len(stored) :] == stored
+            if codec is None:
+                assert json.loads(content)["call_sid"] == recording.call_sid
+                continue
+            probe = run(
+                "ffprobe", "-v", "error", "-show_entries", "stream=codec_name,sample_rate,channels",
+                "-show_entries", "format=duration", "-of", "json", str(path),
+            )  # fmt: skip
+            assert probe.returncode == 0, probe.stderr
+            info = json.loads(probe.stdout)
+            assert info["streams"][0]["codec_name"] == codec
+            assert int(info["streams"][0]["sample_rate"]) == rate
+            assert info["streams"][0]["channels"] == 1
+            duration = float(metadata["duration_seconds"])  # type: ignore[arg-type]
+            assert abs(float(info["format"]["duration"]) - duration) <= 0.05
+            sox = run("sox", str(path), "-n", "stat")
+            assert sox.returncode == 0, sox.stderr
+            seconds = float(re.search(r"Length \(seconds\):\s+([\d.]+)", sox.stderr)[1])  # type: ignore[index]
+            assert abs(seconds - duration) <= 0.05
+            amplitude = float(re.search(r"Maximum amplitude:\s+([-\d.]+)", sox.stderr)[1])  # type: ignore[index]
+            assert amplitude > 0.01, "sox reads silence"
+
+
+def test_rsync_twice_transfers_nothing_the_second_time(
+    emulator: EmulatorProc, mount: Mount, tmp_path: Path
+) -> None:
+    workspace_id = emulator.data.workspaces[1].id
+    source = f"{mount.path / workspace_id}/"
+    first = run("rsync", "-a", "--stats", source, str(tmp_path / "backup"))
+    assert first.returncode == 0, first.stderr
+    calls = recorded_calls(emulator, workspace_id)
+    assert re.search(rf"Number of regular files transferred: {3 * len(calls):,}\b", first.stdout)
+    for recording in random.Random(7).sample(calls, 5):
+        backup = tmp_path / "backup" / recording.call_sid
+        assert (backup / "metadata.json").read_bytes() == recording.metadata_bytes
+        assert (backup / "outbound.wav").stat().st_mtime == os.stat(
+            mount.path / workspace_id / recording.call_sid / "outbound.wav"
+        ).st_mtime
+    emulator.reset_stats()
+    second = run("rsync", "-a", "--stats", source, str(tmp_path / "backup"))
+    assert second.returncode == 0, second.stderr
+    assert "Number of regular files transferred: 0" in second.stdout
+    assert emulator.stats()["audio_bytes"] == 0
+
+
+def test_mtimes_are_the_call_start_and_stable_across_remounts(
+    emulator: EmulatorProc, mount: Mount
+) -> None:
+    recording = some_recordings(emulator, "raw", 1)[0]
+    call = emulator.data.call(recording.workspace_id, recording.call_sid)
+    assert call is not None
+    relative = Path(recording.workspace_id, recording.call_sid)
+    expected = call.started_at.timestamp()
+    first = {
+        name: os.stat(mount.path / relative / name).st_mtime
+        for name in os.listdir(mount.path / relative)
+    }
+    assert os.stat(mount.path / relative).st_mtime == expected
+    assert set(first.values()) == {expected}
+    newest = max(c.started_at for c in emulator.data.calls(recording.workspace_id))
+    assert os.stat(mount.path / recording.workspace_id).st_mtime == newest.timestamp()
+    with mounted(emulator.url, emulator.api_key) as again:
+        assert {n: os.stat(again.path / relative / n).st_mtime for n in first} == first
+
+
+def test_common_tools_work_and_writes_fail_with_erofs(
+    emulator: EmulatorProc, mount: Mount, tmp_path: Path
+) -> None:
+    recording = some_recordings(emulator, "wav", 1)[0]
+    call_dir = mount.path / recording.workspace_id / recording.call_sid
+    found = run("find", str(call_dir), "-type", "f", "-name", "*.wav")
+    assert sorted(found.stdout.split()) == [
+        str(call_dir / "inbound.wav"),
+        str(call_dir / "outbound.wav"),
+    ]
+    size = run("stat", "-c", "%s %a", str(call_dir / "outbound.wav"))
+    assert size.stdout.split() == [
+        str(
+            emulator.data.file_size(
+                recording.workspace_id, recording.call_sid, recording.outbound_filename
+            )
+        ),
+        "444",
+    ]
+    assert run("stat", "-c", "%a", str(call_dir)).stdout.strip() == "555"
+    cat = subprocess.run(
+        ["cat", str(call_dir / "metadata.json")], capture_output=True, timeout=TOOL_TIMEOUT
+    )
+    assert cat.stdout == recording.metadata_bytes
+    copy = tmp_path / "copy.wav"
+    assert run("cp", str(call_dir / "inbound.wav"), str(copy)).returncode == 0
+    assert run("cmp", str(call_dir / "inbound.wav"), str(copy)).returncode == 0
+    for argv in (("touch", str(call_dir / "new")), ("rm", str(call_dir / "inbound.wav")),
+                 ("touch", str(call_dir / "inbound.wav")), ("mkdir", str(call_dir / "d"))):  # fmt: skip
+        result = run(*argv)
+        assert result.returncode != 0 and "Read-only file system" in result.stderr, argv
+    for flags in (os.O_WRONLY, os.O_RDWR, os.O_WRONLY | os.O_CREAT):
+        with pytest.raises(OSError) as failure:
+            os.open(call_dir / "outbound.wav", flags)
+        assert failure.value.errno == errno.EROFS
+
+
+def test_names_that_cannot_exist_are_enoent_without_a_request(
+    emulator: EmulatorProc, mount: Mount
+) -> None:
+    workspace_id = emulator.data.workspaces[0].id
+    os.listdir(mount.path / workspace_id)  # the listing is cached from here on
+    emulator.reset_stats()
+    for name in ("..x", "not a sid", "CA%2F..", "x" * 200, "a\tb", "ünïcode"):
+        with pytest.raises(FileNotFoundError):
+            os.stat(mount.path / workspace_id / name)
+    with pytest.raises(FileNotFoundError):
+        os.stat(mount.path / "not-a-workspace")
+    assert sum(emulator.stats()["requests"].values()) == 0
+
+
+def test_head_of_each_file_fetches_little() -> None:
+    # Ten-minute calls: 4.8 MB inbound and 19 MB outbound, so fetching whole files would show.
+    with (
+        running_emulator(
+            workspaces=1, calls_per_workspace=6, long_calls=6, long_duration=600.0
+        ) as emulator,
+        mounted(emulator.url, emulator.api_key) as mnt,
+    ):
+        recordings = list(emulator.data.recordings())
+        assert {r.storage for r in recordings} == {"wav", "raw"}
+        emulator.reset_stats()
+        for recording in recordings:
+            for presented in ("inbound.wav", "outbound.wav"):
+                path = mnt.path / recording.workspace_id / recording.call_sid / presented
+                head = subprocess.run(
+                    ["head", "-c", "65536", str(path)], capture_output=True, timeout=TOOL_TIMEOUT
+                )
+                assert len(head.stdout) == 65536
+                assert os.stat(path).st_size > 4_000_000
+        served = emulator.stats()["download_bytes"]
+        audio = {p: n for p, n in served.items() if not p.endswith("metadata.json")}
+        assert len(audio) == 12
+        for path, count in audio.items():
+            assert 0 < count <= 2 << 20, f"{path}: {count} bytes fetched for a 64 KiB head"
+
+
+def test_other_users_cannot_enter_unless_allow_other(emulator: EmulatorProc, mount: Mount) -> None:
+    as_nobody = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "ls")
+    denied = run(*as_nobody, str(mount.path))
+    assert denied.returncode != 0 and "Permission denied" in denied.stderr
+    # The control: the same user can list a mount made with --allow-other, so the
+    # denial above is the mount's doing, not the directory's.
+    with mounted(emulator.url, emulator.api_key, "--allow-other") as shared:
+        allowed = run(*as_nobody, str(shared.path))
+        assert allowed.returncode == 0, allowed.stderr
+        assert sorted(allowed.stdout.split()) == sorted(ws.id for ws in emulator.data.workspaces)
+
+
+def test_ls_l_of_a_workspace_of_1000_calls_fetches_no_audio() -> None:
+    with running_emulator(workspaces=1, calls_per_workspace=1000, null_sid_calls=0,
+                          no_recording_calls=0) as emulator:  # fmt: skip
+        workspace_id = emulator.data.workspaces[0].id
+        with mounted(emulator.url, emulator.api_key, "--workspace", workspace_id) as mnt:
+            listing = run("ls", "-l", str(mnt.path / workspace_id))
+            assert listing.returncode == 0, listing.stderr
+            assert len(listing.stdout.splitlines()) == 1 + 1000
+            stats = emulator.stats()
+            assert stats["audio_bytes"] == 0
+            # The listing has each call's start time: ten pages and nothing per call.
+            assert stats["requests"] == {"list-calls": 10}
+            emulator.reset_stats()
+            deep = run(
+                "ls",
+                "-l",
+                *(
+                    str(mnt.path / workspace_id / r)
+                    for r in sorted(os.listdir(mnt.path / workspace_id))[:200]
+                ),
+            )
+            assert deep.returncode == 0, deep.stderr
+            stats = emulator.stats()
+            assert stats["audio_bytes"] == 0
+            # Each call's files: its urls, its metadata and metadata.json, once each.
+            assert stats["requests"] == {
+                "get-recording-urls": 200,
+                "get-recording-metadata": 200,
+                "download-recording-file": 200,
+            }
+
+
+def test_command_line_contract(emulator: EmulatorProc, tmp_path: Path) -> None:
+    amigofs = [sys.executable, "-m", "amigofs"]
+    env_without_key = {k: v for k, v in os.environ.items() if k != "AMIGO_API_KEY"}
+    mountpoint = public_tempdir("amigofs-cli-")
+    try:
+        cases = [
+            ([str(mountpoint), "--base-url", emulator.url], env_without_key, "no API key"),
+            ([str(tmp_path / "missing"), "--base-url", emulator.url], None, "does not exist"),
+            ([str(mountpoint), "--base-url", "ftp://x"], None, "--base-url"),
+            (
+                [str(mountpoint), "--base-url", emulator.url, "--workspace", "../x"],
+                None,
+                "workspace",
+            ),
+        ]
+        for args, env, message in cases:
+            result = run(*amigofs, "mount", *args, "--foreground",
+                         env=env or {**os.environ, "AMIGO_API_KEY": emulator.api_key})  # fmt: skip
+            assert result.returncode == 2, result
+            assert message in result.stderr and "Traceback" not in result.stderr
+            assert len(result.stderr.strip().splitlines()) == 1
+        key_file = tmp_path / "key"
+        key_file.write_text(emulator.api_key + "\n")
+        key_file.chmod(0o644)
+        loose = run(*amigofs, "mount", str(mountpoint), "--base-url", emulator.url,
+                    "--api-key-file", str(key_file), env=env_without_key)  # fmt: skip
+        assert loose.returncode == 2 and "chmod 600" in loose.stderr
+        key_file.chmod(0o600)
+        # Without --foreground: returns once the mount is live; the daemon runs on.
+        started = run(*amigofs, "mount", str(mountpoint), "--base-url", emulator.url,
+                      "--api-key-file", str(key_file), "--cache-dir", str(tmp_path / "cache"),
+                      env=env_without_key)  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        try:
+            assert sorted(os.listdir(mountpoint)) == sorted(
+                ws.id for ws in emulator.data.workspaces
+            )
+            busy = run(*amigofs, "mount", str(mountpoint), "--base-url", emulator.url,
+                       "--api-key-file", str(key_file), env=env_without_key)  # fmt: skip
+            assert busy.returncode == 2 and "already mounted" in busy.stderr
+            daemon = run("pgrep", "-f", f"amigofs mount {mountpoint}")
+            assert daemon.returncode == 0
+            pid = int(daemon.stdout.split()[0])
+            assert emulator.api_key not in Path(f"/proc/{pid}/cmdline").read_text()
+        finally:
+            subprocess.run(["fusermount3", "-u", str(mountpoint)], check=False, timeout=30)
+        wait_until(
+            lambda: not Path(f"/proc/{pid}").exists(), 15, "the daemon to exit after unmount"
+        )
+    finally:
+        subprocess.run(
+            ["fusermount3", "-u", "-z", str(mountpoint)], check=False, capture_output=True
+        )
+        mountpoint.rmdir()
+
+
+def test_unmount_ends_the_process_with_status_0(emulator: EmulatorProc) -> None:
+    with mounted(emulator.url, emulator.api_key) as mnt:
+        assert mnt.unmount() == 0
