@@ -5,10 +5,11 @@ two processes with the same config serve byte-identical data and tests can compu
 bytes of any range without asking the server.
 
 Audio is real audio but never materialized as a whole file: an hour of outbound PCM is 115 MB
-and benchmarks pull GB/s through the emulator. Per (call, channel) a short periodic base signal
-(a couple of seconds of tones under a syllable-rate envelope) is generated once; the data region of
-a file is a sequence of fixed-size, sample-aligned blocks, block k being a slice of the periodic
-base starting at a pseudo-random phase derived from (seed, call, channel, k). Any byte range is
+and benchmarks pull GB/s through the emulator. A few "voices" per channel (a couple of seconds of
+harmonic tones under a syllable-rate envelope, periodic) are generated once per process; each
+(call, channel) picks one, and the data region of a file is a sequence of fixed-size,
+sample-aligned blocks, block k being a slice of the voice starting at a pseudo-random phase derived
+from (seed, workspace, call, channel, k). Any byte range is
 then a few slices of a cached buffer, and every byte depends on its position, so a client that
 reads the wrong offset gets different bytes.
 """
@@ -123,33 +124,41 @@ def ulaw2lin(code: int) -> int:
 def _speech_like(rng: random.Random, rate: int) -> list[int]:
     """One period of a voiced, syllable-paced signal: harmonics of a pitch, gated into words."""
     n = rate * BASE_PERIOD_SECONDS
-    step = 1 / BASE_PERIOD_SECONDS  # every frequency is a multiple of this, so the period loops
-    f0 = round(rng.uniform(95, 230) / step) * step
-    harmonics = [(h, rng.uniform(0.4, 1.0) / h) for h in range(1, 6) if f0 * h < rate / 2]
+    # Whole cycles per period, so the period loops without a click.
+    cycles = round(rng.uniform(95, 230) * BASE_PERIOD_SECONDS)
+    harmonics = [(h, rng.uniform(0.4, 1.0) / h) for h in range(1, 6) if cycles * h < n / 2]
     norm = sum(weight for _, weight in harmonics)
-    syllable_rate = rng.choice((3.0, 3.5, 4.0, 4.5, 5.0))
+    # One cycle of the harmonic mix, read as a wavetable: far cheaper than sin() per harmonic.
+    table_size = 4096
+    table = [
+        sum(w * math.sin(2 * math.pi * h * k / table_size) for h, w in harmonics) / norm
+        for k in range(table_size)
+    ]
+    syllables = rng.choice((6, 7, 8, 9, 10))  # 3 to 5 syllables a second
     # Which syllables are voiced: a word pattern with pauses, as speech has.
-    syllables = round(syllable_rate * BASE_PERIOD_SECONDS)
     voiced = [rng.random() < 0.75 for _ in range(syllables)]
     voiced[0] = True
     loudness = rng.uniform(0.35, 0.6) * 32767
-    two_pi = 2 * math.pi
+    noise = [rng.uniform(-0.02, 0.02) for _ in range(1024)]
+    samples_per_syllable = n / syllables
     samples: list[int] = []
     for i in range(n):
-        t = i / rate
-        syllable_phase = t * syllable_rate
-        index = int(syllable_phase) % syllables
-        envelope = math.sin(math.pi * (syllable_phase % 1.0)) ** 2 if voiced[index] else 0.0
-        tone = sum(weight * math.sin(two_pi * f0 * h * t) for h, weight in harmonics) / norm
-        noise = rng.uniform(-0.02, 0.02)
-        samples.append(int(loudness * (envelope * tone + noise)))
+        syllable, into = divmod(i / samples_per_syllable, 1.0)
+        envelope = math.sin(math.pi * into) ** 2 if voiced[int(syllable)] else 0.0
+        tone = table[(i * cycles * table_size // n) % table_size]
+        samples.append(int(loudness * (envelope * tone + noise[i % 1021])))
     return samples
 
 
-@lru_cache(maxsize=256)
-def _base_buffer(seed: int, workspace_id: str, call_sid: str, channel: Channel) -> bytes:
-    """The periodic base of a channel, repeated so any block-long slice from any phase fits."""
-    rng = _rng(seed, "audio", workspace_id, call_sid, channel)
+VOICES = 16
+"""Distinct base signals per channel. Calls share them, but each block's phase depends on the
+call, so the bytes at a given offset still differ between calls (and between seeds)."""
+
+
+@lru_cache(maxsize=2 * VOICES)
+def _voice(channel: Channel, voice: int) -> bytes:
+    """The periodic base of a voice, repeated so any block-long slice from any phase fits."""
+    rng = _rng(0, "voice", channel, voice)
     if channel == "inbound":
         samples = _speech_like(rng, INBOUND_RATE)
         period = bytes(lin2ulaw(s) for s in samples)
@@ -243,8 +252,9 @@ class AudioObject:
         wav: bool,
     ) -> None:
         self._seed = seed
-        self._source = (seed, workspace_id, call_sid, channel)
         self._key = f"{seed}:{workspace_id}:{call_sid}:{channel}".encode()
+        voice = hashlib.blake2b(self._key + b":voice", digest_size=8).digest()
+        self._source = (channel, int.from_bytes(voice, "little") % VOICES)
         if channel == "inbound":
             self._sample_bytes = 1
             self._period_samples = INBOUND_RATE * BASE_PERIOD_SECONDS
@@ -274,7 +284,7 @@ class AudioObject:
         position = max(start, header_len) - header_len
         stop = min(end, self._end_of_data) - header_len
         if position < stop:
-            base = memoryview(_base_buffer(*self._source))
+            base = memoryview(_voice(*self._source))
             while position < stop:
                 block, offset = divmod(position, BLOCK_BYTES)
                 length = min(BLOCK_BYTES - offset, stop - position)
