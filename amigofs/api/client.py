@@ -197,7 +197,12 @@ class PlatformClient:
 
         async def attempt() -> None:
             nonlocal done
-            done += await self._fetch_range(path, start + done, buf[done:], total)
+            try:
+                done += await self._fetch_range(path, start + done, buf[done:], total)
+            except _ResumableShort as short:
+                # Keep what arrived, so the next try asks only for the rest.
+                done += short.got
+                raise
 
         await self._retrying("download-recording-file", attempt, progress=lambda: done)
 
@@ -207,6 +212,7 @@ class PlatformClient:
         async def attempt() -> bytes:
             try:
                 async with self._http.stream("GET", path.target) as resp:
+                    await _read_error_body(resp)
                     self._check_status("download-recording-file", path.target, resp)
                     if resp.status_code != 200:
                         raise errors.ProtocolError(
@@ -266,6 +272,7 @@ class PlatformClient:
         got = 0
         try:
             async with self._http.stream("GET", path.target, headers=headers) as resp:
+                await _read_error_body(resp)
                 self._check_status(op, path.target, resp)
                 if resp.status_code == 206:
                     _check_content_range(path, resp, start, want, total)
@@ -464,6 +471,13 @@ def _retry_after(resp: httpx.Response) -> float | None:
     import datetime as dt
 
     return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+
+
+async def _read_error_body(resp: httpx.Response) -> None:
+    """Reads a streamed error answer, so _check_status sees its JSON (a 202's restore time,
+    a 503's "not configured"); a streamed body is otherwise unread and looks empty."""
+    if resp.status_code not in (200, 206):
+        await resp.aread()
 
 
 def _json_or_none(resp: httpx.Response) -> object:

@@ -140,7 +140,10 @@ def _number(obj: dict[str, Any], key: str, what: str) -> float:
     value = _field(obj, key, what)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValidationError(f"{what}: {key!r} is not a number: {_show(value)}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # json decodes integers of any length; a float cannot hold them
+        raise ValidationError(f"{what}: {key!r} is out of range") from None
     if not math.isfinite(number) or number < 0:
         raise ValidationError(f"{what}: {key!r} is not a finite non-negative number")
     return number
@@ -235,7 +238,10 @@ def parse_download_path(
         raise ValidationError(f"{what}: {key!r} is not a string path")
     if any(not c.isprintable() or c.isspace() or c == "\\" for c in value):
         raise ValidationError(f"{what}: {key!r} holds control or space characters")
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # e.g. "http://[::1/..." (an unclosed IPv6 host)
+        raise ValidationError(f"{what}: {key!r} is not a valid URL") from None
     if parts.scheme or parts.netloc:
         base = urlsplit(base_url)
         if (parts.scheme, parts.netloc) != (base.scheme, base.netloc):
