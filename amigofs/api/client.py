@@ -36,6 +36,7 @@ from amigofs.api.models import (
     parse_workspace,
 )
 from amigofs.api.secret import ApiKey, BearerAuth
+from amigofs.api.transport import large_read_transport
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,10 @@ class PlatformClient:
     ) -> None:
         self.config = config
         self.base_url = config.base_url.rstrip("/")
+        limits = httpx.Limits(
+            max_connections=config.max_connections,
+            max_keepalive_connections=config.max_connections,
+        )
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             auth=BearerAuth(api_key),
@@ -103,12 +108,8 @@ class PlatformClient:
                 write=config.read_timeout,
                 pool=config.retry.deadline,
             ),
-            limits=httpx.Limits(
-                max_connections=config.max_connections,
-                max_keepalive_connections=config.max_connections,
-            ),
             follow_redirects=False,  # a redirect could carry the key elsewhere
-            transport=transport,
+            transport=transport or large_read_transport(limits),
         )
 
     def __repr__(self) -> str:
