@@ -133,11 +133,12 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         help="how long listings are kept before they are refreshed in the background (default: 60)",
     )
     parser.add_argument(
-        "--memory-cache",
-        type=_positive_int,
-        default=256,
-        metavar="MIB",
-        help="bytes of audio kept in memory, in MiB (default: 256)",
+        "--cache-size",
+        type=_size,
+        default=4 << 30,
+        metavar="SIZE",
+        help="most bytes of audio kept in --cache-dir, e.g. 500M or 20G (default: 4G); "
+        "least recently used blocks go first",
     )
 
 
@@ -159,6 +160,23 @@ def _positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
     return value
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _size(text: str) -> int:
+    """A size such as 512M, 20G or 1048576 (bytes)."""
+    value = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = value[-1:] if value[-1:] in _SIZE_UNITS else ""
+    number = value[: len(value) - len(unit)]
+    try:
+        size = int(float(number) * _SIZE_UNITS[unit])
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"not a size (like 500M or 20G): {text!r}") from None
+    if size < 16 << 20:
+        raise argparse.ArgumentTypeError(f"must be at least 16M: {text!r}")
+    return size
 
 
 def setup_logging(debug: bool) -> None:
@@ -227,7 +245,7 @@ def run_mount(args: argparse.Namespace) -> int:
         allow_other=args.allow_other,
         timeout=args.timeout,
         listing_ttl=args.listing_ttl,
-        memory_cache_bytes=args.memory_cache << 20,
+        cache_size_bytes=args.cache_size,
     )
     if not args.foreground:
         return _detach(mountpoint, options.cache_dir)

@@ -14,7 +14,9 @@ import trio
 
 from amigofs.api.client import ClientConfig, PlatformClient, RetryPolicy
 from amigofs.api.secret import ApiKey
-from amigofs.cache.blocks import DEFAULT_BLOCK_SIZE, BlockCache
+from amigofs.cache.disk import DiskCache
+from amigofs.cache.store import DEFAULT_BLOCK_SIZE, BlockStore
+from amigofs.cache.worker import FetchWorker, WorkerConfig
 from amigofs.fs.namespace import Namespace, NamespaceConfig
 from amigofs.fs.records import RecordingSource
 from amigofs.fuse_adapter import AmigoOperations
@@ -32,7 +34,7 @@ class MountOptions:
     # Longest any one filesystem request may take before it fails with EIO.
     timeout: float = 30.0
     listing_ttl: float = 60.0
-    memory_cache_bytes: int = 256 << 20
+    cache_size_bytes: int = 4 << 30
     block_size: int = DEFAULT_BLOCK_SIZE
     max_connections: int = 16
     fuse_tasks: int = 64
@@ -74,16 +76,37 @@ async def serve(options: MountOptions, api_key: ApiKey) -> None:
         connect_timeout=min(10.0, options.timeout),
         retry=RetryPolicy(deadline=options.timeout),
     )
+    disk = DiskCache(
+        options.cache_dir, max_bytes=options.cache_size_bytes, block_size=options.block_size
+    )
+    await trio.to_thread.run_sync(disk.open)
+    worker = FetchWorker(
+        WorkerConfig(
+            base_url=options.base_url,
+            max_connections=options.max_connections,
+            connect_timeout=client_config.connect_timeout,
+            read_timeout=client_config.read_timeout,
+            deadline=options.timeout,
+            cache_dir=str(options.cache_dir),
+        ),
+        api_key,
+    )
     async with AsyncExitStack() as stack:
         client = await stack.enter_async_context(PlatformClient(client_config, api_key))
+        stack.push_async_callback(worker.aclose)
+        stack.callback(disk.close)
         nursery = await stack.enter_async_context(trio.open_nursery())
-        blocks = BlockCache(max_bytes=options.memory_cache_bytes, block_size=options.block_size)
-        source = RecordingSource(client, blocks)
+        store = BlockStore(disk, worker, nursery)
+        source = RecordingSource(client, store)
         namespace = Namespace(
             client,
             source,
             nursery,
-            NamespaceConfig(workspaces=options.workspaces, listing_ttl=options.listing_ttl),
+            NamespaceConfig(
+                workspaces=options.workspaces,
+                listing_ttl=options.listing_ttl,
+                max_readahead=min(32 << 20, options.cache_size_bytes // 4),
+            ),
         )
         operations = AmigoOperations(namespace, handler_timeout=options.timeout)
         pyfuse3.init(operations, str(options.mountpoint), fuse_options(options))

@@ -20,6 +20,7 @@ import trio
 from amigofs.api import errors as api
 from amigofs.api.client import PlatformClient
 from amigofs.api.models import CallSummary, is_identifier
+from amigofs.cache.readahead import Readahead
 from amigofs.cache.singleflight import SingleFlight
 from amigofs.concurrency import gather
 from amigofs.fs.errors import FsError
@@ -62,12 +63,21 @@ class DirEntry:
 
 
 @dataclass(slots=True, frozen=True)
+class OpenFile:
+    """Per-open state: the file, and how its reader has been reading."""
+
+    file: PresentedFile
+    readahead: Readahead
+
+
+@dataclass(slots=True, frozen=True)
 class NamespaceConfig:
     workspaces: Sequence[str] | None = None  # None: every workspace the key can list
     listing_ttl: float = 60.0
     negative_ttl: float = 5.0
     metadata_concurrency: int = 8
     max_records: int = 100_000
+    max_readahead: int = 32 << 20
 
 
 class _Listing(Generic[T]):
@@ -136,7 +146,7 @@ class Namespace:
             maxsize=10_000, ttl=config.negative_ttl, timer=trio.current_time
         )
         self._dir_snapshots: dict[FileHandleT, list[DirEntry]] = {}
-        self._open_files: dict[FileHandleT, PresentedFile] = {}
+        self._open_files: dict[FileHandleT, OpenFile] = {}
         self._next_handle = 0
 
     # --- entry points used by the FUSE adapter -----------------------------------
@@ -202,11 +212,16 @@ class Namespace:
             raise FsError(errno.EISDIR)
         record = await self._record(key.workspace_id, key.call_sid)
         handle = self._new_handle()
-        self._open_files[handle] = record.files[key.file]
+        readahead = Readahead(max_window=self._config.max_readahead)
+        self._open_files[handle] = OpenFile(record.files[key.file], readahead)
         return handle
 
     async def read(self, handle: FileHandleT, offset: int, size: int) -> bytes | memoryview:
-        return await self._source.read(self._open_files[handle], offset, size)
+        opened = self._open_files[handle]
+        ahead = opened.readahead.on_read(offset, size, opened.file.size)
+        if ahead is not None:
+            self._source.prefetch(opened.file, *ahead)
+        return await self._source.read(opened.file, offset, size)
 
     def release(self, handle: FileHandleT) -> None:
         self._open_files.pop(handle, None)

@@ -16,8 +16,9 @@ import trio
 from amigofs.api import errors as api
 from amigofs.api.client import PlatformClient
 from amigofs.api.models import CallSummary, DownloadPath, RecordingMetadata, RecordingUrls
-from amigofs.cache.blocks import BlockCache, FetchRange, StoredFile
+from amigofs.cache.disk import FileKey
 from amigofs.cache.singleflight import SingleFlight
+from amigofs.cache.store import BlockStore, StoredFile
 from amigofs.concurrency import gather
 from amigofs.fs.wav import UnknownAudioFormat, audio_layout
 
@@ -48,15 +49,26 @@ class CallRecord:
     files: dict[str, PresentedFile] = field(default_factory=dict)
 
 
-class RecordingSource:
-    """Loads call records and downloads their audio, refreshing expired links."""
+class _Link:
+    """The current download path of one stored file; renewed when it expires."""
 
-    def __init__(self, client: PlatformClient, blocks: BlockCache, *, concurrency: int = 8) -> None:
+    def __init__(self, source: RecordingSource, key: tuple[str, str, str], path: DownloadPath):
+        self._source = source
+        self._key = key
+        self.path = path
+
+    async def renew(self, stale: DownloadPath) -> DownloadPath:
+        return await self._source.renew(self._key, stale)
+
+
+class RecordingSource:
+    """Loads call records and reads their files, renewing expired links."""
+
+    def __init__(self, client: PlatformClient, store: BlockStore, *, concurrency: int = 8) -> None:
         self._client = client
-        self._blocks = blocks
+        self._store = store
         self._limit = trio.CapacityLimiter(concurrency)
-        # Current download path of each stored file; links expire and are replaced.
-        self._paths: dict[tuple[str, str, str], DownloadPath] = {}
+        self._links: dict[tuple[str, str, str], _Link] = {}
         self._url_refresh: SingleFlight[RecordingUrls] = SingleFlight()
 
     async def load(
@@ -85,13 +97,9 @@ class RecordingSource:
             except UnknownAudioFormat as exc:
                 log.warning("%s/%s: %s not shown: %s", workspace_id, call_sid, name, exc)
                 continue
-            key = (workspace_id, call_sid, name)
-            self._paths[key] = path
-            stored = StoredFile(
-                key=(workspace_id, call_sid, path.filename, size),
-                size=size,
-                fetch=self._fetcher(key, size),
-            )
+            link_key = (workspace_id, call_sid, name)
+            link = self._links[link_key] = _Link(self, link_key, path)
+            stored = StoredFile(FileKey(workspace_id, call_sid, path.filename, size), link)
             record.files[name] = PresentedFile(
                 name, layout.size, header=layout.header, stored=stored
             )
@@ -112,37 +120,32 @@ class RecordingSource:
         if end <= header_len:
             return file.header[offset:end]
         assert file.stored is not None
-        data = await self._blocks.read(
+        data = await self._store.read(
             file.stored, max(offset, header_len) - header_len, end - header_len
         )
         if offset >= header_len:
             return data
         return file.header[offset:] + bytes(data)
 
-    def _fetcher(self, key: tuple[str, str, str], size: int) -> FetchRange:
-        async def fetch(start: int, end: int) -> bytearray:
-            path = self._paths[key]
-            try:
-                return await self._client.read_range(path, start, end, total=size)
-            except api.AuthError:
-                # Download links are time-limited: get fresh ones once, then retry.
-                path = await self._refresh_path(key, path)
-                return await self._client.read_range(path, start, end, total=size)
+    def prefetch(self, file: PresentedFile, offset: int, end: int) -> None:
+        """Starts fetching [offset, end) of a presented file ahead of its reader."""
+        if file.stored is not None:
+            header_len = len(file.header)
+            self._store.prefetch(file.stored, max(0, offset - header_len), max(0, end - header_len))
 
-        return fetch
-
-    async def _refresh_path(self, key: tuple[str, str, str], stale: DownloadPath) -> DownloadPath:
+    async def renew(self, key: tuple[str, str, str], stale: DownloadPath) -> DownloadPath:
         workspace_id, call_sid, name = key
-        if self._paths[key] != stale:
-            return self._paths[key]  # another reader refreshed it meanwhile
+        link = self._links[key]
+        if link.path != stale:
+            return link.path  # another reader renewed it meanwhile
         urls = await self._url_refresh.run(
             (workspace_id, call_sid), lambda: self._client.recording_urls(workspace_id, call_sid)
         )
-        fresh = urls.inbound if name == INBOUND else urls.outbound
-        if fresh is None:
-            raise api.NotFound(f"{workspace_id}/{call_sid}/{name} is no longer offered", status=404)
         log.info("%s/%s: download links renewed", workspace_id, call_sid)
         for other, path in ((INBOUND, urls.inbound), (OUTBOUND, urls.outbound)):
-            if path is not None and (workspace_id, call_sid, other) in self._paths:
-                self._paths[(workspace_id, call_sid, other)] = path
-        return fresh
+            other_link = self._links.get((workspace_id, call_sid, other))
+            if path is not None and other_link is not None:
+                other_link.path = path
+        if link.path == stale:
+            raise api.NotFound(f"{workspace_id}/{call_sid}/{name} is no longer offered", status=404)
+        return link.path

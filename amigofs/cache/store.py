@@ -1,0 +1,244 @@
+"""Blocks of stored files: served from the disk cache, fetched into it when missing.
+
+Every byte served comes from the disk cache's data file of the stored file,
+mapped into memory: a read is a slice of that mapping, whatever its size, with
+no copy in Python. A block not yet on disk is downloaded by the fetch worker;
+readers of one block share one download; prefetches of contiguous blocks become
+ranged GETs of up to `chunk_bytes`, several at once, bounded in total. Blocks
+left by an earlier mount are checked against their checksums before first use,
+ahead of the reader and in a thread when prefetching.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Protocol
+
+import trio
+
+from amigofs.api import errors
+from amigofs.api.models import DownloadPath
+from amigofs.cache.disk import DiskCache, FileKey
+from amigofs.cache.singleflight import SingleFlight
+from amigofs.cache.worker import FetchWorker
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BLOCK_SIZE = 256 << 10
+# Pages a reader has left this far behind are unmapped from the mount process.
+_DROP_BEHIND = 8 << 20
+
+
+class DownloadLink(Protocol):
+    """Where a stored file is downloaded from; links expire and can be renewed."""
+
+    @property
+    def path(self) -> DownloadPath: ...
+
+    async def renew(self, stale: DownloadPath) -> DownloadPath: ...
+
+
+@dataclass(slots=True, frozen=True)
+class StoredFile:
+    key: FileKey
+    link: DownloadLink
+
+    @property
+    def size(self) -> int:
+        return self.key.size
+
+
+@dataclass(slots=True)
+class StoreStats:
+    fetched_blocks: int = 0
+    fetched_bytes: int = 0
+    fetch_errors: int = 0
+    verified_blocks: int = 0
+
+
+class _Fetch:
+    """A download of blocks [first, stop) that readers of those blocks wait on."""
+
+    __slots__ = ("done", "error", "first", "stop")
+
+    def __init__(self, first: int, stop: int) -> None:
+        self.first, self.stop = first, stop
+        self.done = trio.Event()
+        self.error: Exception | None = None
+
+
+class BlockStore:
+    def __init__(
+        self,
+        disk: DiskCache,
+        worker: FetchWorker,
+        nursery: trio.Nursery,
+        *,
+        chunk_bytes: int = 4 << 20,
+        max_prefetch_bytes: int = 64 << 20,
+    ) -> None:
+        # What is fetched ahead must fit in the disk cache with room to spare, or
+        # it would evict blocks a reader is about to be served.
+        max_prefetch_bytes = min(max_prefetch_bytes, disk.max_bytes // 4)
+        chunk_bytes = min(chunk_bytes, max_prefetch_bytes)
+        self.block_size = disk.block_size
+        self._disk = disk
+        self._worker = worker
+        self._nursery = nursery
+        self._chunk_blocks = max(1, chunk_bytes // self.block_size)
+        self._ready: SingleFlight[None] = SingleFlight()
+        self._fetches: dict[tuple[FileKey, int], _Fetch] = {}
+        self._verifying: set[tuple[FileKey, int]] = set()
+        self._prefetch_slots = trio.CapacityLimiter(max(1, max_prefetch_bytes // chunk_bytes))
+        self._dropped_to: dict[FileKey, int] = {}
+        self.stats = StoreStats()
+
+    async def read(self, file: StoredFile, start: int, end: int) -> memoryview:
+        """Bytes [start, end) of a stored file, clipped to its size."""
+        end = min(end, file.size)
+        if start >= end:
+            return memoryview(b"")
+        first, stop = start // self.block_size, (end - 1) // self.block_size + 1
+        for index in range(first, stop):
+            if not self._disk.is_ready(file.key, index):
+                await self._ready.run((file.key, index), partial(self._make_ready, file, index))
+        self._disk.touch(file.key, first, stop)
+        self._drop_behind(file.key, start)
+        return self._disk.view(file.key)[start:end]
+
+    def prefetch(self, file: StoredFile, start: int, end: int) -> None:
+        """Starts getting [start, end) ready in the background; returns at once."""
+        end = min(end, file.size)
+        if start >= end:
+            return
+        to_fetch: list[int] = []
+        to_verify: list[int] = []
+        for index in range(start // self.block_size, (end - 1) // self.block_size + 1):
+            entry = (file.key, index)
+            if self._disk.is_ready(file.key, index) or entry in self._fetches:
+                continue
+            if not self._disk.has(file.key, index):
+                to_fetch.append(index)
+            elif entry not in self._verifying:
+                to_verify.append(index)
+        for first, stop in _runs(to_fetch, self._chunk_blocks):
+            fetch = self._register(file, first, stop)
+            self._nursery.start_soon(self._prefetch, file, fetch)
+        if to_verify:
+            self._verifying.update((file.key, i) for i in to_verify)
+            self._nursery.start_soon(self._verify, file, to_verify)
+
+    def forget(self, key: FileKey) -> None:
+        """The last reader of a file has gone: unmap what it read."""
+        if self._dropped_to.pop(key, None) is not None:
+            self._disk.drop_pages(key, 0, key.size)
+
+    # --- getting one block ready ---------------------------------------------------
+
+    async def _make_ready(self, file: StoredFile, index: int) -> None:
+        for _ in range(3):
+            fetch = self._fetches.get((file.key, index))
+            if fetch is not None:
+                await fetch.done.wait()
+                if fetch.error is not None:
+                    raise fetch.error
+            elif not self._disk.has(file.key, index):
+                await self._run_fetch(file, self._register(file, index, index + 1))
+            elif not self._disk.is_ready(file.key, index):
+                # Left by an earlier mount: check it before serving it.
+                await trio.to_thread.run_sync(self._disk.verify, file.key, [index])
+                self.stats.verified_blocks += 1
+            if self._disk.is_ready(file.key, index):
+                return
+            # Damaged on disk, or evicted meanwhile: fetch it again.
+        raise errors.ProtocolError(f"{file.key.filename}: block {index} could not be cached")
+
+    async def _verify(self, file: StoredFile, indexes: list[int]) -> None:
+        try:
+            await trio.to_thread.run_sync(self._disk.verify, file.key, indexes)
+            self.stats.verified_blocks += len(indexes)
+        except OSError as exc:
+            log.warning("disk cache: cannot check %s: %s", file.key.relative_dir, exc)
+        finally:
+            self._verifying.difference_update((file.key, i) for i in indexes)
+
+    def _drop_behind(self, key: FileKey, position: int) -> None:
+        dropped = self._dropped_to.setdefault(key, 0)
+        if position - dropped > 2 * _DROP_BEHIND:
+            self._disk.drop_pages(key, dropped, position - _DROP_BEHIND)
+            self._dropped_to[key] = position - _DROP_BEHIND
+
+    # --- fetching -------------------------------------------------------------------
+
+    def _register(self, file: StoredFile, first: int, stop: int) -> _Fetch:
+        fetch = _Fetch(first, stop)
+        for index in range(first, stop):
+            self._fetches[(file.key, index)] = fetch
+        return fetch
+
+    async def _prefetch(self, file: StoredFile, fetch: _Fetch) -> None:
+        try:
+            async with self._prefetch_slots:
+                await self._run_fetch(file, fetch)
+        except Exception as exc:
+            # A reader that needs these blocks gets the error from the fetch;
+            # nobody else waits on a prefetch.
+            log.debug("prefetch of %s failed: %s", file.key.filename, exc)
+
+    async def _run_fetch(self, file: StoredFile, fetch: _Fetch) -> None:
+        """Runs a registered fetch; its error is kept for the readers that wait on it."""
+        start = fetch.first * self.block_size
+        end = min(file.size, fetch.stop * self.block_size)
+        try:
+            await trio.to_thread.run_sync(self._disk.reserve, end - start)
+            try:
+                crcs = await self._download(file, start, end)
+                for index, crc in zip(range(fetch.first, fetch.stop), crcs, strict=True):
+                    length = min(self.block_size, file.size - index * self.block_size)
+                    self._disk.added(file.key, index, length, crc)
+            finally:
+                self._disk.unreserve(end - start)
+            self.stats.fetched_blocks += fetch.stop - fetch.first
+            self.stats.fetched_bytes += end - start
+        except Exception as exc:
+            self.stats.fetch_errors += 1
+            fetch.error = exc
+            raise
+        finally:
+            for index in range(fetch.first, fetch.stop):
+                if self._fetches.get((file.key, index)) is fetch:
+                    del self._fetches[(file.key, index)]
+            fetch.done.set()
+
+    async def _download(self, file: StoredFile, start: int, end: int) -> list[int]:
+        async def fetch_from(path: DownloadPath) -> list[int]:
+            return await self._worker.fetch(
+                target=path.target, filename=path.filename, start=start, end=end,
+                total=file.size, block_size=self.block_size,
+                directory=file.key.relative_dir, nursery=self._nursery,
+            )  # fmt: skip
+
+        path = file.link.path
+        try:
+            return await fetch_from(path)
+        except errors.AuthError:
+            # Download links are time-limited: renew once, then try again.
+            return await fetch_from(await file.link.renew(path))
+
+
+def _runs(indexes: list[int], longest: int) -> Iterator[tuple[int, int]]:
+    """Contiguous runs of sorted block indexes, each at most `longest` long, as [first, stop)."""
+    first = previous = None
+    for index in indexes:
+        if first is None or previous is None:
+            first = previous = index
+        elif index == previous + 1 and index - first < longest:
+            previous = index
+        else:
+            yield first, previous + 1
+            first = previous = index
+    if first is not None and previous is not None:
+        yield first, previous + 1

@@ -1,0 +1,333 @@
+"""The fetch worker: a second process that downloads ranges into the disk cache.
+
+The mount process serves FUSE reads; receiving HTTP bodies, checksumming and
+writing blocks happen here, on the machine's other core, so fetching overlaps
+with serving instead of taking turns with it under one GIL.
+
+Protocol (newline-delimited JSON over a socketpair the mount process creates):
+    mount -> worker, first line:  {"base_url", "api_key", "max_connections",
+                                   "connect_timeout", "read_timeout", "deadline", "cache_dir"}
+    mount -> worker:              {"id", "target", "filename", "start", "end", "total",
+                                   "block_size", "dir"}
+    worker -> mount:              {"id", "crcs": [crc32 of each block]} | {"id", "error": <class name>,
+                                   "message", "status", "retry_after", "restore_eta"}
+The key travels over the socket: never in argv or the environment of the worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from amigofs.api import errors
+from amigofs.api.client import ClientConfig, PlatformClient, RetryPolicy
+from amigofs.api.models import DownloadPath
+from amigofs.api.secret import ApiKey
+from amigofs.cache.disk import write_blocks
+
+log = logging.getLogger(__name__)
+
+MAX_LINE = 1 << 20
+
+
+@dataclass(slots=True, frozen=True)
+class WorkerConfig:
+    base_url: str
+    max_connections: int
+    connect_timeout: float
+    read_timeout: float
+    deadline: float
+    cache_dir: str
+
+
+class _Lines:
+    """Reads newline-delimited JSON from a trio stream."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+
+    async def next(self) -> dict[str, Any] | None:
+        while True:
+            end = self._buffer.find(b"\n")
+            if end >= 0:
+                line = bytes(self._buffer[:end])
+                del self._buffer[: end + 1]
+                value = json.loads(line)
+                if not isinstance(value, dict):
+                    raise ValueError("protocol message is not an object")
+                return value
+            if len(self._buffer) > MAX_LINE:
+                raise ValueError("protocol line too long")
+            chunk = await self._stream.receive_some(65536)
+            if not chunk:
+                return None
+            self._buffer += chunk
+
+
+def _encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
+def _error_message(job_id: int, exc: BaseException) -> dict[str, Any]:
+    message: dict[str, Any] = {"id": job_id, "error": type(exc).__name__, "message": str(exc)}
+    if isinstance(exc, errors.ApiError):
+        message["status"] = exc.status
+    if isinstance(exc, errors.RateLimited | errors.Archived):
+        message["retry_after"] = exc.retry_after
+    if isinstance(exc, errors.Archived) and exc.restore_eta is not None:
+        message["restore_eta"] = exc.restore_eta.isoformat()
+    return message
+
+
+def error_from_message(message: dict[str, Any]) -> errors.AmigoError:
+    """Rebuilds in the mount process the exception the worker met."""
+    name = str(message.get("error", ""))
+    text = str(message.get("message", "fetch failed"))
+    status = int(message.get("status") or 0)
+    retry_after = message.get("retry_after")
+    cls = getattr(errors, name, None)
+    if cls is errors.Archived:
+        eta = message.get("restore_eta")
+        return errors.Archived(
+            text,
+            restore_eta=dt.datetime.fromisoformat(eta) if isinstance(eta, str) else None,
+            retry_after=retry_after,
+        )
+    if cls is errors.RateLimited:
+        return errors.RateLimited(text, retry_after=retry_after)
+    if isinstance(cls, type) and issubclass(cls, errors.ApiError):
+        return cls(text, status=status)
+    if isinstance(cls, type) and issubclass(cls, errors.AmigoError):
+        return cls(text)
+    return errors.TransportError(f"fetch worker: {name}: {text}")
+
+
+# --- the worker process ----------------------------------------------------------
+
+
+class _BufferPool:
+    """Reuses download buffers: a fresh multi-MiB bytearray per job costs page
+    faults and zeroing that showed as the worker's largest single cost."""
+
+    def __init__(self) -> None:
+        self._free: dict[int, list[bytearray]] = {}
+
+    @contextlib.contextmanager
+    def lend(self, size: int) -> Iterator[memoryview]:
+        capacity = 1 << max(size - 1, 1).bit_length()  # round up to a power of two
+        free = self._free.setdefault(capacity, [])
+        buffer = free.pop() if free else bytearray(capacity)
+        try:
+            with memoryview(buffer) as view, view[:size] as window:
+                yield window
+        finally:
+            if len(free) < 32:
+                free.append(buffer)
+
+
+async def _serve(sock: socket.socket) -> None:
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+    lines = _Lines(stream)
+    init = await lines.next()
+    if init is None:
+        return
+    key = ApiKey(str(init.pop("api_key")))
+    config = WorkerConfig(**init)
+    client_config = ClientConfig(
+        base_url=config.base_url,
+        max_connections=config.max_connections,
+        connect_timeout=config.connect_timeout,
+        read_timeout=config.read_timeout,
+        retry=RetryPolicy(deadline=config.deadline),
+    )
+    send_lock = trio.Lock()
+    buffers = _BufferPool()
+
+    async def reply(message: dict[str, Any]) -> None:
+        async with send_lock:
+            await stream.send_all(_encode(message))
+
+    async def job(message: dict[str, Any]) -> None:
+        job_id = int(message["id"])
+        try:
+            start, end = int(message["start"]), int(message["end"])
+            path = DownloadPath("", "", str(message["filename"]), str(message["target"]))
+            with buffers.lend(end - start) as buffer:
+                await client.download_into(path, start, buffer, total=int(message["total"]))
+                directory = os.path.join(config.cache_dir, str(message["dir"]))
+                crcs = await trio.to_thread.run_sync(
+                    write_blocks,
+                    directory,
+                    int(message["total"]),
+                    start,
+                    buffer,
+                    int(message["block_size"]),
+                )
+        except Exception as exc:
+            await reply(_error_message(job_id, exc))
+        else:
+            await reply({"id": job_id, "crcs": crcs})
+
+    async with PlatformClient(client_config, key) as client, trio.open_nursery() as nursery:
+        while True:
+            message = await lines.next()
+            if message is None:  # the mount process has gone: so do we
+                nursery.cancel_scope.cancel()
+                return
+            nursery.start_soon(job, message)
+
+
+def main() -> None:
+    fd = int(sys.argv[1])
+    os.umask(0o077)
+    logging.basicConfig(level=logging.WARNING, format="amigofs-worker: %(message)s")
+    sock = socket.socket(fileno=fd)
+    with contextlib.suppress(KeyboardInterrupt, trio.BrokenResourceError, ConnectionResetError):
+        trio.run(_serve, sock)
+
+
+# --- the mount process's side ---------------------------------------------------------
+
+
+class _Pending:
+    __slots__ = ("crcs", "done", "error")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.crcs: list[int] = []
+        self.error: errors.AmigoError | None = None
+
+
+class FetchWorker:
+    """Starts the worker process and hands it jobs; restarts it if it dies."""
+
+    def __init__(self, config: WorkerConfig, api_key: ApiKey) -> None:
+        self._config = config
+        self._key = api_key
+        self._process: trio.Process | None = None
+        self._stream: trio.SocketStream | None = None
+        self._pending: dict[int, _Pending] = {}
+        self._next_id = 0
+        self._start_lock = trio.Lock()
+        self._send_lock = trio.Lock()
+        self.jobs = 0  # how many ranges were fetched, for stats
+
+    async def fetch(
+        self,
+        *,
+        target: str,
+        filename: str,
+        start: int,
+        end: int,
+        total: int,
+        block_size: int,
+        directory: str,
+        nursery: trio.Nursery,
+    ) -> list[int]:
+        """Downloads [start, end) of a stored file into the disk cache; returns the blocks'
+        CRC-32s, or raises the API's error."""
+        stream = await self._ensure_started(nursery)
+        self._next_id += 1
+        job_id = self._next_id
+        pending = self._pending[job_id] = _Pending()
+        message = {
+            "id": job_id, "target": target, "filename": filename, "start": start, "end": end,
+            "total": total, "block_size": block_size, "dir": directory,
+        }  # fmt: skip
+        try:
+            async with self._send_lock:
+                await stream.send_all(_encode(message))
+            await pending.done.wait()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise errors.TransportError("the fetch worker is gone") from None
+        finally:
+            self._pending.pop(job_id, None)
+        self.jobs += 1
+        if pending.error is not None:
+            raise pending.error
+        return pending.crcs
+
+    async def _ensure_started(self, nursery: trio.Nursery) -> trio.SocketStream:
+        async with self._start_lock:
+            if self._stream is not None:
+                return self._stream
+            parent, child = socket.socketpair()
+            self._process = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "amigofs.cache.worker", str(child.fileno())],
+                pass_fds=(child.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )
+            child.close()
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(parent))
+            init = {"api_key": self._key.reveal(), **_asdict(self._config)}
+            await stream.send_all(_encode(init))
+            self._stream = stream
+            nursery.start_soon(self._receive, stream)
+            return stream
+
+    async def _receive(self, stream: trio.SocketStream) -> None:
+        lines = _Lines(stream)
+        try:
+            while (message := await lines.next()) is not None:
+                pending = self._pending.get(int(message["id"]))
+                if pending is None:
+                    continue
+                if "error" in message:
+                    pending.error = error_from_message(message)
+                else:
+                    pending.crcs = [int(crc) for crc in message["crcs"]]
+                pending.done.set()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ValueError) as exc:
+            log.warning("fetch worker connection failed: %s", exc)
+        finally:
+            # The worker died (or we are stopping): fail what waits on it; the
+            # next fetch starts a new worker.
+            self._stream = None
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+            await self._reap()
+            for pending in self._pending.values():
+                pending.error = errors.TransportError("the fetch worker stopped")
+                pending.done.set()
+
+    async def _reap(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        with trio.CancelScope(shield=True):
+            if process.poll() is None:
+                process.terminate()
+                with trio.move_on_after(5):
+                    await process.wait()
+                if process.poll() is None:
+                    process.kill()
+                    await process.wait()
+            elif process.returncode:
+                log.warning("fetch worker exited with status %d", process.returncode)
+
+    async def aclose(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+        await self._reap()
+
+
+def _asdict(config: WorkerConfig) -> dict[str, Any]:
+    return {name: getattr(config, name) for name in WorkerConfig.__slots__}
+
+
+if __name__ == "__main__":
+    main()
