@@ -1,0 +1,218 @@
+"""Figures, the machine description, the summary table, the JSON file and the chart."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(slots=True, frozen=True)
+class Figure:
+    """One reported number: `value` = `numerator` / `denominator`, both medians over the runs."""
+
+    key: str
+    group: str  # "read" (time / memfs ceiling), "bytes" (fetched / size), "other"
+    label: str
+    value: float | None
+    numerator: float | None
+    denominator: float | None
+    unit: str  # of numerator and denominator
+
+
+GROUP_TITLES = {
+    "read": "read time / memfs ceiling (lower is better; 1 = as fast as memory)",
+    "bytes": "bytes fetched from the server / file size",
+    "other": "other ratios (see labels)",
+}
+
+
+def median(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or denominator is None or denominator <= 0:
+        return None
+    return numerator / denominator
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "cores": os.cpu_count(),
+        "memory_bytes": _meminfo("MemTotal"),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "cpu": _cpu_model(),
+        "loadavg_start": _loadavg(),
+    }
+    info["tools"] = {name: tool_version(name) for name in _TOOLS}
+    return info
+
+
+_TOOLS = {
+    "curl": ["curl", "--version"],
+    "ffmpeg": ["ffmpeg", "-version"],
+    "rsync": ["rsync", "--version"],
+    "rclone": ["rclone", "version"],
+    "httpdirfs": ["httpdirfs", "--version"],
+    "nginx": ["nginx", "-v"],
+}
+
+
+def tool_version(name: str) -> str | None:
+    argv = _TOOLS[name]
+    if shutil.which(argv[0]) is None:
+        return None
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    return lines[0] if lines else None
+
+
+def _meminfo(field: str) -> int | None:
+    with open("/proc/meminfo", encoding="ascii") as meminfo:
+        for line in meminfo:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def _cpu_model() -> str | None:
+    with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return None
+
+
+def _loadavg() -> list[float]:
+    with open("/proc/loadavg", encoding="ascii") as loadavg:
+        return [float(x) for x in loadavg.read().split()[:3]]
+
+
+def code_version(repo: Path) -> dict[str, Any]:
+    """The commit measured, and whether the working tree differed from it (uncommitted work)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30, check=False
+        )
+        return done.stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "HEAD") or None,
+        "uncommitted": git("status", "--porcelain", "--", "amigofs").splitlines(),
+    }
+
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if unit == "bytes":
+        return f"{value / 1e6:.2f} MB"
+    if unit == "s":
+        return f"{value:.3f} s" if value < 100 else f"{value:.0f} s"
+    if unit == "count":
+        return f"{value:,.0f}"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}{(' ' + unit) if unit else ''}"
+    return f"{value:.3g}{(' ' + unit) if unit else ''}"
+
+
+def table(figures: Sequence[Figure]) -> str:
+    rows = [("figure", "ratio", "numerator", "denominator")]
+    for fig in figures:
+        rows.append(
+            (
+                fig.label,
+                _fmt(fig.value),
+                _fmt(fig.numerator, fig.unit),
+                _fmt(fig.denominator, fig.unit),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = []
+    for index, row in enumerate(rows):
+        lines.append(
+            "  ".join(
+                cell.ljust(width) if i == 0 else cell.rjust(width)
+                for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+        if index == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def write_json(path: Path, document: dict[str, Any], figures: Sequence[Figure]) -> None:
+    document = {**document, "figures": [asdict(fig) for fig in figures]}
+    path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
+
+
+def title(document: dict[str, Any]) -> str:
+    info = document["machine"]
+    memory = (info.get("memory_bytes") or 0) / 2**30
+    runs = document["settings"]["runs"]
+    quick = " (quick)" if document["settings"]["quick"] else ""
+    return (
+        f"amigofs benchmarks {document['date']}{quick}, median of {runs} run(s)\n"
+        f"{info['cores']} cores, {memory:.0f} GiB, Linux {info['kernel']}, "
+        f"Python {info['python']}; {info.get('cpu') or ''}"
+    )
+
+
+def write_chart(path: Path, document: dict[str, Any], figures: Sequence[Figure]) -> str | None:
+    """A horizontal bar chart per group of ratios; returns why not if matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install -e '.[benchmarks]')"
+    groups = [
+        (group, [f for f in figures if f.group == group and f.value is not None])
+        for group in GROUP_TITLES
+    ]
+    groups = [(group, figs) for group, figs in groups if figs]
+    if not groups:
+        return "no figure to draw"
+    heights = [max(1.2, 0.38 * len(figs) + 0.8) for _, figs in groups]
+    fig, axes = plt.subplots(
+        len(groups),
+        1,
+        figsize=(11, sum(heights) + 1.2),
+        gridspec_kw={"height_ratios": heights},
+        squeeze=False,
+    )
+    for ax, (group, figs) in zip(axes[:, 0], groups, strict=True):
+        labels = [f.label for f in figs]
+        values = [float(f.value or 0.0) for f in figs]
+        colors = ["#1f77b4" if f.key.startswith("amigofs") else "#9a9a9a" for f in figs]
+        bars = ax.barh(range(len(figs)), values, color=colors)
+        ax.set_yticks(range(len(figs)), labels, fontsize=8)
+        ax.invert_yaxis()
+        positive = [v for v in values if v > 0]
+        if positive and max(positive) / min(positive) > 50:
+            ax.set_xscale("log")
+        if group == "read":
+            ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set_title(GROUP_TITLES[group], fontsize=9, loc="left")
+        ax.bar_label(bars, labels=[f"{v:.3g}" for v in values], fontsize=7, padding=2)
+        ax.margins(x=0.15)
+    fig.suptitle(title(document), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
