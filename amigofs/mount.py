@@ -15,6 +15,7 @@ import trio
 from amigofs.api.client import ClientConfig, PlatformClient, RetryPolicy
 from amigofs.api.secret import ApiKey
 from amigofs.cache.disk import DiskCache
+from amigofs.cache.meta import MetaStore
 from amigofs.cache.store import DEFAULT_BLOCK_SIZE, BlockStore
 from amigofs.cache.worker import FetchWorker, WorkerConfig
 from amigofs.fs.namespace import Namespace, NamespaceConfig
@@ -97,7 +98,8 @@ async def serve(options: MountOptions, api_key: ApiKey) -> None:
         stack.callback(disk.close)
         nursery = await stack.enter_async_context(trio.open_nursery())
         store = BlockStore(disk, worker, nursery)
-        source = RecordingSource(client, store)
+        meta = MetaStore(options.cache_dir)
+        source = RecordingSource(client, store, meta)
         namespace = Namespace(
             client,
             source,
@@ -107,6 +109,7 @@ async def serve(options: MountOptions, api_key: ApiKey) -> None:
                 listing_ttl=options.listing_ttl,
                 max_readahead=min(32 << 20, options.cache_size_bytes // 4),
             ),
+            meta,
         )
         operations = AmigoOperations(namespace, handler_timeout=options.timeout)
         pyfuse3.init(operations, str(options.mountpoint), fuse_options(options))

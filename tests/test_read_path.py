@@ -248,3 +248,27 @@ def test_cache_never_grows_past_cache_size(emulator: EmulatorProc) -> None:
             done.set()
             watcher.join()
     assert 0 < peak[0] <= limit, f"the cache reached {peak[0]} bytes"
+
+
+def test_remount_shows_the_tree_from_disk_without_the_api() -> None:
+    cache = public_tempdir("amigofs-cache-")
+    with running_emulator(workspaces=2, calls_per_workspace=5) as emulator:
+        target = Expected(emulator, next(emulator.data.recordings()), "outbound.wav")
+        call_dir = target.relative.parent
+        with mounted(emulator.url, emulator.api_key, "--cache-dir", str(cache)) as mnt:
+            tree = {ws: sorted(os.listdir(mnt.path / ws)) for ws in sorted(os.listdir(mnt.path))}
+            sizes = {
+                name: os.stat(mnt.path / call_dir / name).st_size
+                for name in os.listdir(mnt.path / call_dir)
+            }
+            content = read_all(mnt.path / target.relative)
+        url, key = emulator.url, emulator.api_key
+    # The server is gone now: what the first mount saw is still there, from disk.
+    with mounted(url, key, "--cache-dir", str(cache), "--timeout", "5") as mnt:
+        assert {
+            ws: sorted(os.listdir(mnt.path / ws)) for ws in sorted(os.listdir(mnt.path))
+        } == tree
+        assert {
+            n: os.stat(mnt.path / call_dir / n).st_size for n in os.listdir(mnt.path / call_dir)
+        } == sizes
+        assert read_all(mnt.path / target.relative) == content == target.bytes(0, target.size)

@@ -314,3 +314,45 @@ def parse_archived(value: object) -> dt.datetime | None:
             except ValidationError:
                 return None
     return None
+
+
+# --- back to documents (for the metadata cache; parsed again when read back) -------
+
+
+def call_summary_document(call: CallSummary) -> dict[str, Any]:
+    return {
+        "call_sid": call.call_sid,
+        "has_recording": True,
+        "started_at": call.started_at.isoformat() if call.started_at else None,
+        "duration_seconds": call.duration_seconds,
+        "direction": call.direction,
+    }
+
+
+def recording_urls_document(urls: RecordingUrls) -> dict[str, Any]:
+    return {
+        "call_sid": urls.call_sid,
+        "status": "available",
+        "inbound_url": urls.inbound.target if urls.inbound else None,
+        "outbound_url": urls.outbound.target if urls.outbound else None,
+        "metadata_url": urls.metadata.target if urls.metadata else None,
+    }
+
+
+def recording_metadata_document(metadata: RecordingMetadata) -> dict[str, Any]:
+    return {
+        "call_sid": metadata.call_sid,
+        "workspace_id": metadata.workspace_id,
+        "direction": metadata.direction,
+        "duration_seconds": metadata.duration_seconds,
+        "inbound_format": metadata.inbound_format,
+        "inbound_sample_rate": metadata.inbound_sample_rate,
+        "outbound_format": metadata.outbound_format,
+        "outbound_sample_rate": metadata.outbound_sample_rate,
+        "tts_provider": metadata.tts_provider,
+        "call_start_iso": metadata.call_start.isoformat(),
+        "call_end_iso": metadata.call_end.isoformat(),
+        "inbound_size_bytes": metadata.inbound_size_bytes,
+        "outbound_size_bytes": metadata.outbound_size_bytes,
+        "media_start_epoch_ms": metadata.media_start_epoch_ms,
+    }

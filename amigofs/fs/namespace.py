@@ -19,7 +19,8 @@ import trio
 
 from amigofs.api import errors as api
 from amigofs.api.client import PlatformClient
-from amigofs.api.models import CallSummary, is_identifier
+from amigofs.api.models import CallSummary, call_summary_document, is_identifier, parse_call_summary
+from amigofs.cache.meta import MetaStore
 from amigofs.cache.readahead import Readahead
 from amigofs.cache.singleflight import SingleFlight
 from amigofs.concurrency import gather
@@ -81,12 +82,27 @@ class NamespaceConfig:
 
 
 class _Listing(Generic[T]):
-    """A listing kept for `ttl` seconds, then served stale while one refresh runs."""
+    """A listing kept for `ttl` seconds, then served stale while one refresh runs.
 
-    def __init__(self, load: Callable[[], Awaitable[T]], ttl: float, what: str) -> None:
+    With a copy on disk from an earlier mount, the first look is answered from
+    it at once (and refreshed in the background), so a remount does not wait on
+    the API to show the tree.
+    """
+
+    def __init__(
+        self,
+        load: Callable[[], Awaitable[T]],
+        ttl: float,
+        what: str,
+        *,
+        restore: Callable[[], T | None] | None = None,
+        persist: Callable[[T], None] | None = None,
+    ) -> None:
         self._load = load
         self._ttl = ttl
         self._what = what
+        self._restore = restore
+        self._persist = persist
         self._value: T | None = None
         self._loaded_at = 0.0
         self._flight: SingleFlight[T] = SingleFlight()
@@ -99,6 +115,9 @@ class _Listing(Generic[T]):
         self._loaded_at = -self._ttl - 1.0
 
     async def get(self, nursery: trio.Nursery) -> T:
+        if self._value is None and self._restore is not None:
+            self._value, self._restore = self._restore(), None
+            self.invalidate()  # from an earlier mount: good to show, due for a refresh
         if self._value is None:
             return await self._flight.run(None, self._reload)
         if trio.current_time() - self._loaded_at > self._ttl and None not in self._flight:
@@ -108,6 +127,8 @@ class _Listing(Generic[T]):
     async def _reload(self) -> T:
         value = await self._load()
         self._value, self._loaded_at = value, trio.current_time()
+        if self._persist is not None:
+            self._persist(value)
         return value
 
     async def _refresh_in_background(self) -> None:
@@ -124,6 +145,7 @@ class Namespace:
         source: RecordingSource,
         nursery: trio.Nursery,
         config: NamespaceConfig,
+        meta: MetaStore | None = None,
     ) -> None:
         self._client = client
         self._source = source
@@ -134,8 +156,13 @@ class Namespace:
         # and stable numbers let rsync and find recognise what they saw.
         self._inodes: dict[NodeKey, InodeT] = {NodeKey(): ROOT_INODE}
         self._keys: dict[InodeT, NodeKey] = {ROOT_INODE: NodeKey()}
+        self._meta = meta
         self._workspaces: _Listing[list[str]] = _Listing(
-            self._list_workspaces, config.listing_ttl, "workspace listing"
+            self._list_workspaces,
+            config.listing_ttl,
+            "workspace listing",
+            restore=self._restore_workspaces,
+            persist=lambda ids: self._save(list(ids), "workspaces"),
         )
         self._calls: dict[str, _Listing[dict[str, CallSummary]]] = {}
         self._records: cachetools.LRUCache[tuple[str, str], CallRecord] = cachetools.LRUCache(
@@ -240,6 +267,34 @@ class Namespace:
             return list(self._config.workspaces)
         return sorted(ws.id for ws in await self._client.list_workspaces())
 
+    def _save(self, document: object, *name: str) -> None:
+        if self._meta is not None:
+            self._meta.save(document, *name)
+
+    def _restore_workspaces(self) -> list[str] | None:
+        if self._config.workspaces is not None or self._meta is None:
+            return None
+        ids = self._meta.load("workspaces")
+        if not isinstance(ids, list) or not all(
+            isinstance(i, str) and is_identifier(i) for i in ids
+        ):
+            return None
+        return ids
+
+    def _restore_calls(self, workspace_id: str) -> dict[str, CallSummary] | None:
+        documents = self._meta.load("calls", workspace_id) if self._meta else None
+        if not isinstance(documents, list):
+            return None
+        calls: dict[str, CallSummary] = {}
+        for document in documents:
+            try:
+                call = parse_call_summary(document, workspace_id)
+            except api.ValidationError:
+                return None
+            if call is not None:
+                calls[call.call_sid] = call
+        return calls
+
     async def _workspace_ids(self) -> list[str]:
         return await self._workspaces.get(self._nursery)
 
@@ -263,7 +318,13 @@ class Namespace:
                 return {c.call_sid: c for c in calls}
 
             listing = self._calls[workspace_id] = _Listing(
-                load, self._config.listing_ttl, f"call listing of {workspace_id}"
+                load,
+                self._config.listing_ttl,
+                f"call listing of {workspace_id}",
+                restore=lambda: self._restore_calls(workspace_id),
+                persist=lambda calls: self._save(
+                    [call_summary_document(c) for c in calls.values()], "calls", workspace_id
+                ),
             )
         return await listing.get(self._nursery)
 

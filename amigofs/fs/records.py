@@ -7,6 +7,7 @@ fetched when read, through the block cache.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
@@ -15,8 +16,18 @@ import trio
 
 from amigofs.api import errors as api
 from amigofs.api.client import PlatformClient
-from amigofs.api.models import CallSummary, DownloadPath, RecordingMetadata, RecordingUrls
+from amigofs.api.models import (
+    CallSummary,
+    DownloadPath,
+    RecordingMetadata,
+    RecordingUrls,
+    parse_recording_metadata,
+    parse_recording_urls,
+    recording_metadata_document,
+    recording_urls_document,
+)
 from amigofs.cache.disk import FileKey
+from amigofs.cache.meta import MetaStore
 from amigofs.cache.singleflight import SingleFlight
 from amigofs.cache.store import BlockStore, StoredFile
 from amigofs.concurrency import gather
@@ -64,8 +75,16 @@ class _Link:
 class RecordingSource:
     """Loads call records and reads their files, renewing expired links."""
 
-    def __init__(self, client: PlatformClient, store: BlockStore, *, concurrency: int = 8) -> None:
+    def __init__(
+        self,
+        client: PlatformClient,
+        store: BlockStore,
+        meta: MetaStore | None = None,
+        *,
+        concurrency: int = 8,
+    ) -> None:
         self._client = client
+        self._meta = meta
         self._store = store
         self._limit = trio.CapacityLimiter(concurrency)
         self._links: dict[tuple[str, str, str], _Link] = {}
@@ -74,6 +93,9 @@ class RecordingSource:
     async def load(
         self, workspace_id: str, call_sid: str, summary: CallSummary | None
     ) -> CallRecord:
+        stored = self._load_stored(workspace_id, call_sid)
+        if stored is not None:
+            return self._build(workspace_id, call_sid, summary, *stored)
         async with self._limit:
             urls, metadata = await gather(
                 lambda: self._client.recording_urls(workspace_id, call_sid),
@@ -82,6 +104,51 @@ class RecordingSource:
             metadata_file = (
                 await self._client.download_small(urls.metadata) if urls.metadata else None
             )
+        if self._meta is not None:
+            document = {
+                "urls": recording_urls_document(urls),
+                "metadata": recording_metadata_document(metadata),
+                "metadata_file": None
+                if metadata_file is None
+                else base64.b64encode(metadata_file).decode("ascii"),
+            }
+            self._meta.save(document, "records", workspace_id, call_sid)
+        return self._build(workspace_id, call_sid, summary, urls, metadata, metadata_file)
+
+    def _load_stored(
+        self, workspace_id: str, call_sid: str
+    ) -> tuple[RecordingUrls, RecordingMetadata, bytes | None] | None:
+        """A record an earlier mount kept: recordings never change, but their links
+        expire, and an expired one is renewed when a download is refused."""
+        document = self._meta.load("records", workspace_id, call_sid) if self._meta else None
+        if not isinstance(document, dict):
+            return None
+        try:
+            urls = parse_recording_urls(
+                document["urls"],
+                workspace_id=workspace_id,
+                call_sid=call_sid,
+                base_url=self._client.base_url,
+            )
+            metadata = parse_recording_metadata(
+                document["metadata"], workspace_id=workspace_id, call_sid=call_sid
+            )
+            encoded = document["metadata_file"]
+            metadata_file = None if encoded is None else base64.b64decode(encoded, validate=True)
+        except (api.ValidationError, KeyError, TypeError, ValueError) as exc:
+            log.warning("%s/%s: ignoring the cached record: %s", workspace_id, call_sid, exc)
+            return None
+        return urls, metadata, metadata_file
+
+    def _build(
+        self,
+        workspace_id: str,
+        call_sid: str,
+        summary: CallSummary | None,
+        urls: RecordingUrls,
+        metadata: RecordingMetadata,
+        metadata_file: bytes | None,
+    ) -> CallRecord:
         start = summary.started_at if summary and summary.started_at else metadata.call_start
         record = CallRecord(workspace_id, call_sid, start, metadata)
         for name, path, fmt, rate, size in (
