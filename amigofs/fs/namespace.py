@@ -6,6 +6,7 @@ files. Knows nothing of pyfuse3: the adapter turns its answers into FUSE replies
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import errno
 import logging
@@ -67,6 +68,7 @@ class DirEntry:
 class OpenFile:
     """Per-open state: the file, and how its reader has been reading."""
 
+    inode: InodeT
     file: PresentedFile
     readahead: Readahead
 
@@ -174,6 +176,7 @@ class Namespace:
         )
         self._dir_snapshots: dict[FileHandleT, list[DirEntry]] = {}
         self._open_files: dict[FileHandleT, OpenFile] = {}
+        self._open_counts: collections.Counter[InodeT] = collections.Counter()
         self._next_handle = 0
 
     # --- entry points used by the FUSE adapter -----------------------------------
@@ -240,7 +243,8 @@ class Namespace:
         record = await self._record(key.workspace_id, key.call_sid)
         handle = self._new_handle()
         readahead = Readahead(max_window=self._config.max_readahead)
-        self._open_files[handle] = OpenFile(record.files[key.file], readahead)
+        self._open_files[handle] = OpenFile(inode, record.files[key.file], readahead)
+        self._open_counts[inode] += 1
         return handle
 
     async def read(self, handle: FileHandleT, offset: int, size: int) -> bytes | memoryview:
@@ -251,7 +255,13 @@ class Namespace:
         return await self._source.read(opened.file, offset, size)
 
     def release(self, handle: FileHandleT) -> None:
-        self._open_files.pop(handle, None)
+        opened = self._open_files.pop(handle, None)
+        if opened is None:
+            return
+        self._open_counts[opened.inode] -= 1
+        if self._open_counts[opened.inode] <= 0:
+            del self._open_counts[opened.inode]
+            self._source.closed(opened.file)
 
     def drop_listings(self) -> None:
         """Makes the next access list workspaces and calls again (SIGHUP)."""

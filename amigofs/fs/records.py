@@ -200,6 +200,11 @@ class RecordingSource:
             header_len = len(file.header)
             self._store.prefetch(file.stored, max(0, offset - header_len), max(0, end - header_len))
 
+    def closed(self, file: PresentedFile) -> None:
+        """The file's last reader has closed it."""
+        if file.stored is not None:
+            self._store.forget(file.stored.key)
+
     async def renew(self, key: tuple[str, str, str], stale: DownloadPath) -> DownloadPath:
         workspace_id, call_sid, name = key
         link = self._links[key]
