@@ -43,6 +43,11 @@ _FLAGS = {
     "no_recording_calls": "--no-recording-calls",
     "archived_calls": "--archived",
     "not_configured_workspaces": "--not-configured",
+    "hostile_listing": "--hostile-listing",
+    "bad_metadata": "--bad-metadata",
+    "size_mismatch": "--size-mismatch",
+    "evil_urls": "--evil-urls",
+    "evil_host": "--evil-host",
     "fault_rate": "--fault-rate",
     "fault_kinds": "--fault-kinds",
     "retry_after": "--retry-after",
@@ -70,6 +75,10 @@ class EmulatorProc:
         if self._data is None:
             self._data = Dataset(self.config)
         return self._data
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
 
     @property
     def auth_headers(self) -> dict[str, str]:
@@ -107,12 +116,15 @@ class EmulatorProc:
         return self.process.returncode
 
 
-def _argv(config: EmulatorConfig) -> list[str]:
-    argv = [sys.executable, "-m", "amigofs.emulator", "--host", "127.0.0.1", "--port", "0"]
+def _argv(config: EmulatorConfig, port: int = 0) -> list[str]:
+    argv = [sys.executable, "-m", "amigofs.emulator", "--host", "127.0.0.1", "--port", str(port)]
     defaults = EmulatorConfig(api_key="x")
     for name, flag in _FLAGS.items():
         value = getattr(config, name)
         if value is None or value == getattr(defaults, name):
+            continue
+        if value is True:
+            argv.append(flag)
             continue
         if name == "fault_kinds":
             value = ",".join(value)
@@ -137,12 +149,15 @@ def _await_listening(process: subprocess.Popen[str]) -> str:
                     raise RuntimeError(f"emulator exited early with status {process.wait()}")
 
 
-def start_emulator(api_key: str = "test-key", **knobs: Any) -> EmulatorProc:
-    """Start an emulator; the caller must stop() it (prefer running_emulator)."""
+def start_emulator(api_key: str = "test-key", *, port: int = 0, **knobs: Any) -> EmulatorProc:
+    """Start an emulator; the caller must stop() it (prefer running_emulator).
+
+    ``port`` 0 picks a free one; pass a stopped emulator's ``port`` to bring "the same server"
+    back where a mount expects it."""
     config = EmulatorConfig(api_key=api_key, **knobs)
     env = {**os.environ, "AMIGO_API_KEY": api_key}
     process = subprocess.Popen(
-        _argv(config),
+        _argv(config, port),
         stdout=subprocess.PIPE,
         # Inherited: pytest captures it, and a pipe nobody reads could fill and block the server.
         stderr=None,
@@ -159,9 +174,11 @@ def start_emulator(api_key: str = "test-key", **knobs: Any) -> EmulatorProc:
 
 
 @contextlib.contextmanager
-def running_emulator(api_key: str = "test-key", **knobs: Any) -> Iterator[EmulatorProc]:
+def running_emulator(
+    api_key: str = "test-key", *, port: int = 0, **knobs: Any
+) -> Iterator[EmulatorProc]:
     """An emulator subprocess for the duration of the block; always stopped afterwards."""
-    emulator = start_emulator(api_key, **knobs)
+    emulator = start_emulator(api_key, port=port, **knobs)
     try:
         yield emulator
     finally:

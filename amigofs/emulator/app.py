@@ -347,13 +347,15 @@ class EmulatorApp:
     ) -> None:
         limit = _int_param(request.query, "limit", 10, gt=0, le=100)
         start = _int_param(request.query, "continuation_token", 0, ge=0)
-        items = self.data.workspaces[start : start + limit]
+        items: list[Any] = [ws.to_json() for ws in self.data.workspaces[start : start + limit]]
         more = start + limit < len(self.data.workspaces)
+        if self.config.hostile_listing:
+            items += self.data.hostile_workspace_items(items)
         await _respond_json(
             send,
             200,
             {
-                "items": [ws.to_json() for ws in items],
+                "items": items,
                 "has_more": more,
                 "continuation_token": start + limit if more else None,
                 "total": len(self.data.workspaces),
@@ -380,8 +382,10 @@ class EmulatorApp:
             and query.get("direction") in (None, "", call.summary["direction"])
             and query.get("status") in (None, "", call.summary["status"])
         ]
-        page = calls[offset : offset + limit]
+        page: list[Any] = calls[offset : offset + limit]
         more = offset + limit < len(calls)
+        if self.config.hostile_listing:
+            page += self.data.hostile_call_items(page)
         await _respond_json(
             send,
             200,
@@ -427,9 +431,15 @@ class EmulatorApp:
         workspace_id, call_sid = self._recording_checks(request)
         recording = self.data.recording(workspace_id, call_sid)
         assert recording is not None
-        inbound, outbound, metadata = (
-            self._download_link(workspace_id, call_sid, name) for name in recording.filenames
+        evil = self.data.download_links(
+            workspace_id, call_sid, request.headers.get("host", "127.0.0.1")
         )
+        if evil is not None:
+            inbound, outbound, metadata = evil
+        else:
+            inbound, outbound, metadata = (
+                self._download_link(workspace_id, call_sid, name) for name in recording.filenames
+            )
         await _respond_json(
             send,
             200,
@@ -508,7 +518,10 @@ class EmulatorApp:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         body_fault = fault if fault in ("drop", "stall") else None
-        await self._stream(receive, send, obj, start, end, request.path, filename, body_fault)
+        limit = self.data.body_limit(workspace_id, call_sid, filename)
+        await self._stream(
+            receive, send, obj, start, end, request.path, filename, body_fault, limit
+        )
 
     async def _stream(
         self,
@@ -520,8 +533,10 @@ class EmulatorApp:
         path: str,
         filename: str,
         fault: str | None,
+        limit: int | None = None,
     ) -> None:
-        """Send bytes [start, end) in chunks, paced and faulted as configured.
+        """Send bytes [start, end) in chunks, paced and faulted as configured; a body stops
+        short (the connection closes) at offset ``limit`` of the object when that is set.
 
         hypercorn's send() silently discards data once the client is gone, so a task watches
         for http.disconnect and cancels the loop; otherwise a client that stops reading early
@@ -542,7 +557,14 @@ class EmulatorApp:
             began = trio.current_time()
             position = start
             while position < end:
+                if limit is not None and position >= limit:
+                    log.debug("cut_short %s at %d of %d bytes", path, position, obj.size)
+                    self.stats.faults["cut_short"] += 1
+                    nursery.cancel_scope.cancel()
+                    return
                 stop = min(end, position + chunk_bytes)
+                if limit is not None:
+                    stop = min(stop, limit)
                 if cut is not None:
                     if position - start == cut:
                         if fault == "drop":

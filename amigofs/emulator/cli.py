@@ -50,6 +50,40 @@ _KNOB_FLAGS: tuple[tuple[str, str, type, str], ...] = (
         int,
         "workspaces whose recording endpoints answer 503 not configured (default 0)",
     ),
+    (
+        "--hostile-listing",
+        "hostile_listing",
+        bool,
+        "add invalid entries (bad ids, path tricks, control characters, duplicates) to every "
+        "listing page",
+    ),
+    (
+        "--bad-metadata",
+        "bad_metadata",
+        int,
+        "recorded calls per workspace (the newest) whose metadata is truncated, not JSON, or "
+        "has a negative or absurd size (default 0)",
+    ),
+    (
+        "--size-mismatch",
+        "size_mismatch",
+        int,
+        "next recorded calls per workspace whose stored audio is shorter or longer than the "
+        "metadata says, or whose bodies end early (default 0)",
+    ),
+    (
+        "--evil-urls",
+        "evil_urls",
+        int,
+        "next recorded calls per workspace whose download links point at another host or "
+        "outside the call's download path (default 0)",
+    ),
+    (
+        "--evil-host",
+        "evil_host",
+        str,
+        "the foreign server those links point at (default http://127.0.0.2:9)",
+    ),
     ("--fault-rate", "fault_rate", float, "probability of a fault per /v1 request (default 0)"),
     (
         "--fault-kinds",
@@ -76,6 +110,7 @@ _METAVARS = {
     "bandwidth": "BYTES",
     "seed": "N",
     "retry_after": "S",
+    "evil_host": "URL",
 }
 
 
@@ -106,6 +141,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"the bearer key clients must send (default: ${API_KEY_ENV})",
     )
     for flag, name, kind, text in _KNOB_FLAGS:
+        if kind is bool:
+            parser.add_argument(
+                flag, dest=f"emulator_{name}", action="store_const", const=True, help=text
+            )
+            continue
         parser.add_argument(
             flag,
             dest=f"emulator_{name}",

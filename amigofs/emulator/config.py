@@ -9,6 +9,25 @@ FAULT_KINDS: tuple[str, ...] = ("500", "503", "429", "drop", "stall", "ignore_ra
 
 BODY_FAULT_KINDS: frozenset[str] = frozenset({"drop", "stall", "ignore_range"})
 
+METADATA_FAULTS: tuple[str, ...] = ("truncated", "not_json", "negative_size", "absurd_size")
+"""How a call's metadata is broken under ``bad_metadata``, assigned in this order."""
+
+SIZE_FAULTS: tuple[str, ...] = ("shorter", "longer", "cut_short")
+"""How a call's stored audio disagrees with its metadata under ``size_mismatch``: the stored
+files hold fewer or more bytes than the metadata says, or the server claims the metadata's size
+but closes every body before the end."""
+
+URL_FAULTS: tuple[str, ...] = (
+    "other_host",
+    "scheme_relative",
+    "userinfo",
+    "other_call",
+    "dot_segments",
+    "encoded_slash",
+    "foreign_workspace",
+)
+"""Where ``evil_urls`` calls' download links point instead of their own download folder."""
+
 
 @dataclass(slots=True)
 class EmulatorConfig:
@@ -31,6 +50,16 @@ class EmulatorConfig:
     no_recording_calls: int = 2
     archived_calls: int = 0
     not_configured_workspaces: int = 0
+    hostile_listing: bool = False
+    """Every list-calls and list-workspaces page also carries invalid entries (data.HOSTILE_*)."""
+    bad_metadata: int = 0
+    """Recorded calls per workspace whose metadata is broken (kinds: METADATA_FAULTS)."""
+    size_mismatch: int = 0
+    """Recorded calls per workspace whose stored audio disagrees with the metadata (SIZE_FAULTS)."""
+    evil_urls: int = 0
+    """Recorded calls per workspace whose download links point elsewhere (URL_FAULTS)."""
+    evil_host: str = "http://127.0.0.2:9"
+    """The foreign server that "other_host" style links point at."""
 
     fault_rate: float = 0.0
     fault_kinds: tuple[str, ...] = field(default=FAULT_KINDS)
@@ -55,6 +84,9 @@ class EmulatorConfig:
             "no_recording_calls",
             "archived_calls",
             "not_configured_workspaces",
+            "bad_metadata",
+            "size_mismatch",
+            "evil_urls",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
@@ -62,6 +94,13 @@ class EmulatorConfig:
             raise ValueError("long_calls must be <= calls_per_workspace")
         if self.archived_calls > self.calls_per_workspace:
             raise ValueError("archived_calls must be <= calls_per_workspace")
+        special = self.archived_calls + self.bad_metadata + self.size_mismatch + self.evil_urls
+        if special > self.calls_per_workspace:
+            raise ValueError(
+                "archived + bad_metadata + size_mismatch + evil_urls must be <= calls_per_workspace"
+            )
+        if not self.evil_host.startswith(("http://", "https://")) or self.evil_host.endswith("/"):
+            raise ValueError("evil_host must be an http(s) URL without a trailing slash")
         if self.not_configured_workspaces > self.workspaces:
             raise ValueError("not_configured_workspaces must be <= workspaces")
         if not 0 < self.min_duration <= self.max_duration:

@@ -25,12 +25,12 @@ import struct
 import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Literal, Protocol
 
-from amigofs.emulator.config import EmulatorConfig
+from amigofs.emulator.config import METADATA_FAULTS, SIZE_FAULTS, URL_FAULTS, EmulatorConfig
 
 INBOUND_RATE = 8000
 OUTBOUND_RATE = 16000
@@ -50,6 +50,58 @@ HISTORY_DAYS = 10
 """Calls start within this many days before the dataset's epoch."""
 
 _EPOCH_ORIGIN = datetime(2025, 6, 2, 12, 0, 0, tzinfo=UTC)
+
+SIZE_FAULT_SAMPLES = 4000
+"""Samples a "shorter" or "longer" stored file lacks or has in excess of what the metadata says."""
+SIZE_FAULT_CUT_BYTES = 3000
+"""A "cut_short" stored file's bodies end this many bytes before the size the server claims."""
+ABSURD_SIZE = 1 << 62
+"""The size an "absurd_size" metadata document claims (4 EiB)."""
+NOT_JSON_METADATA = b"<html><body><h1>502 Bad Gateway</h1></body></html>\n"
+
+HOSTILE_CALL_SIDS: tuple[object, ...] = (
+    12345,
+    True,
+    1.5,
+    ["CA0"],
+    {"sid": "CA0"},
+    "",
+    ".",
+    "..",
+    "../x",
+    "a/b",
+    "/etc",
+    "CA%2F..%2Fx",
+    "CA\x00nul",
+    "CA\nWARNING forged log line",
+    "CA\x1b[31mred",
+    "CA\x7fdel",
+    "CA with spaces",
+    "CA\u00e9\u00e8\u00ea",
+    "x" * 10_000,
+)
+"""Invalid call_sid values added to every list-calls page under hostile_listing, besides
+entries that are not objects at all and a duplicate of a valid call (see hostile_call_items)."""
+
+HOSTILE_WORKSPACE_IDS: tuple[object, ...] = (
+    42,
+    None,
+    ["x"],
+    "",
+    ".",
+    "..",
+    "../x",
+    "a/b",
+    "ws%2F..",
+    "ws\x00nul",
+    "ws\nWARNING forged log line",
+    "ws\x1b[31mred",
+    "w" * 10_000,
+)
+"""Invalid workspace ids added to every list-workspaces page under hostile_listing."""
+
+HOSTILE_NON_OBJECTS: tuple[object, ...] = (None, "CA" + "0" * 32, 7, [])
+"""List entries that are not JSON objects at all."""
 
 Channel = Literal["inbound", "outbound"]
 Storage = Literal["wav", "raw"]
@@ -347,6 +399,12 @@ class Recording:
     """The metadata document exactly as served, both by the endpoint and as metadata.json."""
     archived: bool
     """Whether the call starts in the archive (the app can restore or archive at run time)."""
+    metadata_fault: str | None = None
+    """How the metadata is broken (config.METADATA_FAULTS), or None."""
+    size_fault: str | None = None
+    """How the stored audio disagrees with the metadata (config.SIZE_FAULTS), or None."""
+    url_fault: str | None = None
+    """Where the download links point instead of this call's folder (config.URL_FAULTS), or None."""
 
     @property
     def filenames(self) -> tuple[str, str, str]:
@@ -377,6 +435,7 @@ class Dataset:
             )
             for index in range(config.workspaces)
         ]
+        self.evil_host = config.evil_host
         self.foreign_workspace_id: str = _uuid4(_rng(config.seed, "foreign"))
         """A workspace that exists but that the emulator's key does not own (403)."""
         self._workspaces = {ws.id: ws for ws in self.workspaces}
@@ -411,6 +470,41 @@ class Dataset:
                 if call.recording is not None:
                     yield call.recording
 
+    def faulty(self, kind: Literal["metadata", "size", "url"]) -> list[Recording]:
+        """The recordings with a metadata, size or url fault, in listing order."""
+        attr = f"{kind}_fault"
+        return [r for r in self.recordings() if getattr(r, attr) is not None]
+
+    def sound(self) -> list[Recording]:
+        """Recordings without any injected fault (archived ones included)."""
+        return [
+            r
+            for r in self.recordings()
+            if r.metadata_fault is None and r.size_fault is None and r.url_fault is None
+        ]
+
+    # hostile listings
+
+    def hostile_call_items(self, page: list[dict[str, object]]) -> list[object]:
+        """What hostile_listing adds to a list-calls page: every HOSTILE_CALL_SIDS value in an
+        otherwise valid summary, the HOSTILE_NON_OBJECTS, and a later duplicate of the page's
+        first call claiming another start time (a client must keep the first)."""
+        template: dict[str, object] = dict(page[0]) if page else {"has_recording": True}
+        items: list[object] = [{**template, "call_sid": sid} for sid in HOSTILE_CALL_SIDS]
+        items += HOSTILE_NON_OBJECTS
+        if page and isinstance(page[0].get("call_sid"), str):
+            items.append({**template, "started_at": _iso_z(self.epoch + timedelta(days=1))})
+        return items
+
+    def hostile_workspace_items(self, page: list[dict[str, object]]) -> list[object]:
+        """What hostile_listing adds to a list-workspaces page, as hostile_call_items does."""
+        template: dict[str, object] = dict(page[0]) if page else {"name": "x"}
+        items: list[object] = [{**template, "id": ws_id} for ws_id in HOSTILE_WORKSPACE_IDS]
+        items += HOSTILE_NON_OBJECTS
+        if page:
+            items.append({**template, "name": "Duplicate of " + str(template.get("name"))})
+        return items
+
     # stored files
 
     def open(self, workspace_id: str, call_sid: str, filename: str) -> StoredObject:
@@ -421,14 +515,63 @@ class Dataset:
         if filename == METADATA_FILENAME:
             return BytesObject(rec.metadata_bytes, "application/json")
         channel: Channel = "inbound" if filename == rec.inbound_filename else "outbound"
+        samples = rec.inbound_samples if channel == "inbound" else rec.outbound_samples
+        if rec.size_fault == "shorter":
+            samples -= min(SIZE_FAULT_SAMPLES, samples // 2)
+        elif rec.size_fault == "longer":
+            samples += SIZE_FAULT_SAMPLES
         return AudioObject(
             seed=self.seed,
             workspace_id=workspace_id,
             call_sid=call_sid,
             channel=channel,
-            samples=rec.inbound_samples if channel == "inbound" else rec.outbound_samples,
+            samples=samples,
             wav=rec.storage == "wav",
         )
+
+    def body_limit(self, workspace_id: str, call_sid: str, filename: str) -> int | None:
+        """For a "cut_short" recording's audio, the offset where every body of it ends (the
+        connection closes there, short of what the headers promised); None otherwise."""
+        rec = self.recording(workspace_id, call_sid)
+        if rec is None or rec.size_fault != "cut_short" or filename == METADATA_FILENAME:
+            return None
+        size = self.open(workspace_id, call_sid, filename).size
+        return max(1, size - SIZE_FAULT_CUT_BYTES)
+
+    def download_links(
+        self, workspace_id: str, call_sid: str, own_host: str
+    ) -> tuple[str, str, str] | None:
+        """The inbound, outbound and metadata links an evil_urls recording hands out instead
+        of its own download paths (None for other recordings). ``own_host`` is the emulator's
+        host:port as the client addressed it."""
+        rec = self.recording(workspace_id, call_sid)
+        if rec is None or rec.url_fault is None:
+            return None
+        other = next(
+            (
+                r
+                for r in self.sound()
+                if r.workspace_id == workspace_id and r is not rec and not r.archived
+            ),
+            None,
+        )
+        other_sid = other.call_sid if other is not None else "CA" + "0" * 32
+        evil_netloc = self.evil_host.split("://", 1)[1]
+        links = []
+        for index, name in enumerate(rec.filenames):
+            other_name = other.filenames[index] if other is not None else name
+            own = f"/v1/{workspace_id}/recordings/{call_sid}/download/{name}"
+            link = {
+                "other_host": f"{self.evil_host}{own}",
+                "scheme_relative": f"//{evil_netloc}{own}",
+                "userinfo": f"http://{own_host}@{evil_netloc}{own}",
+                "other_call": f"/v1/{workspace_id}/recordings/{other_sid}/download/{other_name}",
+                "dot_segments": f"{own[: -len(name)]}../../{other_sid}/download/{other_name}",
+                "encoded_slash": f"{own[: -len(name)]}..%2F..%2F{other_sid}%2Fdownload%2F{other_name}",
+                "foreign_workspace": f"/v1/{self.foreign_workspace_id}/recordings/{call_sid}/download/{name}",
+            }[rec.url_fault]
+            links.append(link)
+        return links[0], links[1], links[2]
 
     def file_size(self, workspace_id: str, call_sid: str, filename: str) -> int:
         return self.open(workspace_id, call_sid, filename).size
@@ -512,7 +655,32 @@ class Dataset:
             )
             calls.append(call)
         calls.sort(key=lambda c: (c.started_at, c.summary["entity_id"]), reverse=True)
-        return calls
+        return self._inject_faults(config, calls)
+
+    @staticmethod
+    def _inject_faults(config: EmulatorConfig, calls: list[Call]) -> list[Call]:
+        """Breaks the newest recorded (not archived) calls as bad_metadata, size_mismatch and
+        evil_urls ask, in that order and in listing order, so tests can find them."""
+        plan = (
+            [("metadata_fault", METADATA_FAULTS[i % len(METADATA_FAULTS)])
+             for i in range(config.bad_metadata)]
+            + [("size_fault", SIZE_FAULTS[i % len(SIZE_FAULTS)])
+               for i in range(config.size_mismatch)]
+            + [("url_fault", URL_FAULTS[i % len(URL_FAULTS)]) for i in range(config.evil_urls)]
+        )  # fmt: skip
+        if not plan:
+            return calls
+        result = []
+        for call in calls:
+            rec = call.recording
+            if rec is not None and not rec.archived and plan:
+                field_name, kind = plan.pop(0)
+                rec = replace(rec, **{field_name: kind})  # type: ignore[arg-type]
+                if field_name == "metadata_fault":
+                    rec = _break_metadata(rec)
+                call = replace(call, recording=rec)
+            result.append(call)
+        return result
 
     def _make_call(
         self,
@@ -631,6 +799,22 @@ class Dataset:
             metadata_bytes=(json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode(),
             archived=archived,
         )
+
+
+def _break_metadata(rec: Recording) -> Recording:
+    metadata = dict(rec.metadata)
+    body = rec.metadata_bytes
+    if rec.metadata_fault == "truncated":
+        body = body[: len(body) // 2]
+    elif rec.metadata_fault == "not_json":
+        body = NOT_JSON_METADATA
+    else:
+        if rec.metadata_fault == "negative_size":
+            metadata["inbound_size_bytes"] = -int(str(metadata["inbound_size_bytes"]))
+        else:
+            metadata["outbound_size_bytes"] = ABSURD_SIZE
+        body = (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode()
+    return replace(rec, metadata=metadata, metadata_bytes=body)
 
 
 def parse_date(text: str) -> date:
