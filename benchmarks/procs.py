@@ -171,7 +171,11 @@ def emulator(api_key: str, log_path: Path, **knobs: Any) -> Iterator[Emulator]:
             start_new_session=True,
         )
     try:
-        url = _await_listening(process)
+        try:
+            url = _await_listening(process)
+        except (TimeoutError, RuntimeError) as exc:
+            tail = log_path.read_text(errors="replace")[-1500:]
+            raise RuntimeError(f"{exc}:\n{tail}") from None
         with httpx.Client(base_url=url, timeout=30.0) as client:
             yield Emulator(url, api_key, knobs, client)
     finally:
@@ -279,7 +283,10 @@ def memfs_mount(
     argv = [sys.executable, "-m", "benchmarks.memfs", str(mountpoint), "--knobs", json.dumps(knobs)]
     for name in preload:
         argv += ["--preload", name]
-    return fuse_mount("memfs", argv, mountpoint, log_path)
+    # The harness may run from anywhere with PYTHONPATH set; the child must find this package.
+    package_root = str(Path(__file__).resolve().parent.parent)
+    path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+    return fuse_mount("memfs", argv, mountpoint, log_path, {"PYTHONPATH": path})
 
 
 # --- nginx ---------------------------------------------------------------------------------------

@@ -77,7 +77,9 @@ def tool_version(name: str) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     lines = (done.stdout + done.stderr).strip().splitlines()
-    return lines[0] if lines else None
+    named = [line for line in lines if name.lower() in line.lower()]
+    chosen = named or lines
+    return chosen[0] if chosen else None
 
 
 def _meminfo(field: str) -> int | None:
@@ -108,10 +110,10 @@ def code_version(repo: Path) -> dict[str, Any]:
         done = subprocess.run(
             ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30, check=False
         )
-        return done.stdout.strip()
+        return done.stdout.rstrip()
 
     return {
-        "commit": git("rev-parse", "HEAD") or None,
+        "commit": git("rev-parse", "HEAD").strip() or None,
         "uncommitted": git("status", "--porcelain", "--", "amigofs").splitlines(),
     }
 
@@ -212,7 +214,7 @@ def write_chart(path: Path, document: dict[str, Any], figures: Sequence[Figure])
         ax.bar_label(bars, labels=[f"{v:.3g}" for v in values], fontsize=7, padding=2)
         ax.margins(x=0.15)
     fig.suptitle(title(document), fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 0.96))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return None

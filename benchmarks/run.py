@@ -30,6 +30,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import amigofs
 from amigofs.emulator.data import Dataset
 from benchmarks import procs
 from benchmarks.memfs import PresentedFile, config_from_knobs, presented_file, recordings
@@ -436,6 +437,9 @@ class Harness:
             "concurrent": s.rss_concurrent,
             "idle_rss_bytes": [],
             "peak_rss_bytes": [],
+            "tree_peak_rss_bytes": [],
+            "tree_anon_rss_bytes": [],
+            "processes": [],
         }
         self.raw["peak_rss"] = raw
         sequential = len(chosen) - s.rss_concurrent
@@ -468,10 +472,18 @@ class Harness:
                             if reader.poll() is None:
                                 reader.kill()
                 raw["peak_rss_bytes"].append(_status_bytes(mnt.process.pid, "VmHWM"))
+                # amigofs may start helper processes (a fetch worker): count them too. The sum
+                # of each one's peak bounds the peak of their sum from above.
+                tree = _process_tree(mnt.process.pid)
+                raw["processes"].append(tree)
+                raw["tree_peak_rss_bytes"].append(sum(p["VmHWM"] for p in tree))
+                raw["tree_anon_rss_bytes"].append(sum(p["RssAnon"] for p in tree))
             self.progress(
                 f"run {run + 1}/{s.runs}: read {total / 1e6:.0f} MB ({sequential} then"
                 f" {s.rss_concurrent} at once): peak RSS {raw['peak_rss_bytes'][-1] / 2**20:.0f} MiB"
-                f" (idle {raw['idle_rss_bytes'][-1] / 2**20:.0f} MiB)"
+                f" (idle {raw['idle_rss_bytes'][-1] / 2**20:.0f} MiB; {len(tree)} process(es),"
+                f" sum of peaks {raw['tree_peak_rss_bytes'][-1] / 2**20:.0f} MiB,"
+                f" anonymous now {raw['tree_anon_rss_bytes'][-1] / 2**20:.0f} MiB)"
             )
         peak = median(raw["peak_rss_bytes"])
         self.figure(
@@ -482,6 +494,16 @@ class Harness:
             total,
             "bytes",
         )
+        if any(len(tree) > 1 for tree in raw["processes"]):
+            self.figure(
+                "amigofs.tree_peak_rss",
+                "other",
+                f"amigofs and its helpers, sum of peak RSS after reading {total / 1e6:.0f} MB"
+                " / bytes read",
+                median(raw["tree_peak_rss_bytes"]),
+                total,
+                "bytes",
+            )
         self.figure(
             "amigofs.peak_rss_vs_idle",
             "other",
@@ -801,6 +823,37 @@ def _status_bytes(pid: int, field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/{pid}/status")
 
 
+def _process_tree(root: int) -> list[dict[str, Any]]:
+    """Memory figures (bytes) of a process and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            info: dict[str, Any] = {"pid": pid}
+            for field in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
+                info[field] = _status_bytes(pid, field)
+            info["cmd"] = (
+                Path(f"/proc/{pid}/cmdline")
+                .read_bytes()
+                .replace(b"\0", b" ")
+                .decode(errors="replace")[:200]
+            )
+        except (OSError, RuntimeError):
+            continue
+        found.append(info)
+    return found
+
+
 def _abort(signum: int, frame: FrameType | None) -> None:
     raise Aborted(signal.Signals(signum).name)
 
@@ -813,7 +866,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="2 runs, 20-minute calls, 200-call listing: a few minutes",
+        help="2 runs, 20-minute calls, a 200-call listing: about a minute",
     )
     parser.add_argument(
         "--runs",
@@ -868,7 +921,7 @@ def main(argv: list[str] | None = None) -> int:
     document: dict[str, Any] = {
         "date": started.strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
-        "code": code_version(REPO),
+        "code": {**code_version(REPO), "amigofs_module": str(Path(amigofs.__file__).parent)},
         "settings": asdict(settings),
     }
     only = set(args.only or ["long", "throttled", "tree", "peers"])
@@ -877,7 +930,7 @@ def main(argv: list[str] | None = None) -> int:
     harness.progress(f"scratch directory {work.path}; {settings.runs} run(s) per figure")
     try:
         if "long" in only:
-            harness.long_calls()
+            harness.scenario("hour-long calls", harness.long_calls)
         if "throttled" in only:
             harness.scenario("throttled read", harness.throttled)
         if "tree" in only:
