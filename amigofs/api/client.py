@@ -8,6 +8,7 @@ sooner. What it raises is the tree in `amigofs.api.errors`.
 
 from __future__ import annotations
 
+import collections
 import email.utils
 import logging
 import random
@@ -72,6 +73,24 @@ class ClientConfig:
     user_agent: str = "amigofs"
 
 
+@dataclass(slots=True)
+class ClientStats:
+    """What this client has done, for `amigofs stats`."""
+
+    requests: collections.Counter[str] = field(default_factory=collections.Counter)
+    retries: int = 0
+    errors: int = 0  # operations that failed after their retries
+    bytes_received: int = 0  # file bytes downloaded
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "requests": dict(self.requests),
+            "retries": self.retries,
+            "errors": self.errors,
+            "bytes_received": self.bytes_received,
+        }
+
+
 class _Retryable(Exception):
     """Raised inside one attempt: the error to report if retrying stops here."""
 
@@ -93,6 +112,7 @@ class PlatformClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.config = config
+        self.stats = ClientStats()
         self.base_url = config.base_url.rstrip("/")
         limits = httpx.Limits(
             max_connections=config.max_connections,
@@ -226,6 +246,7 @@ class PlatformClient:
                             raise errors.ProtocolError(f"download {path.filename}: file too large")
             except httpx.TransportError as exc:
                 raise _transport_error("download-recording-file", path.target, exc) from None
+            self.stats.bytes_received += len(body)
             return bytes(body)
 
         return await self._retrying("download-recording-file", attempt)
@@ -303,6 +324,7 @@ class PlatformClient:
                         chunk = chunk[:room]
                     buf[got : got + len(chunk)] = chunk
                     got += len(chunk)
+                    self.stats.bytes_received += len(chunk)
                     if got == want and resp.status_code == 200:
                         break
         except httpx.TransportError as exc:
@@ -382,6 +404,7 @@ class PlatformClient:
         last_progress = progress()
         while True:
             tries += 1
+            self.stats.requests[op] += 1
             with trio.move_on_at(give_up_at) as scope:
                 try:
                     return await attempt()
@@ -392,18 +415,26 @@ class PlatformClient:
                 except _Retryable as exc:
                     failure = exc
             if scope.cancelled_caught:
+                self.stats.errors += 1
                 raise errors.DeadlineExceeded(f"{op}: no answer within the deadline")
             if progress() != last_progress:
                 # A body cut short after some bytes: resuming is not a failed try.
                 last_progress = progress()
                 tries = 0
             unavailable = unavailable + 1 if failure.unavailable else 0
-            if tries >= policy.max_attempts or unavailable >= policy.unavailable_attempts:
-                raise failure.error
             backoff = min(policy.max_delay, policy.base_delay * 2 ** max(tries - 1, 0))
             wait = max(failure.wait, backoff * random.uniform(0.5, 1.0))
-            if trio.current_time() + wait >= give_up_at:
+            if (
+                tries >= policy.max_attempts
+                or unavailable >= policy.unavailable_attempts
+                or trio.current_time() + wait >= give_up_at
+            ):
+                self.stats.errors += 1
+                # The httpx exception it came from holds the request, headers and
+                # all: keep it out of what callers can reach.
+                failure.error.__context__ = failure.error.__cause__ = None
                 raise failure.error
+            self.stats.retries += 1
             log.debug("%s: %s; retrying in %.2f s", op, failure.error, wait)
             await trio.sleep(wait)
 

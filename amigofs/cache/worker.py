@@ -9,13 +9,16 @@ Protocol (newline-delimited JSON over a socketpair the mount process creates):
                                    "connect_timeout", "read_timeout", "deadline", "cache_dir"}
     mount -> worker:              {"id", "target", "filename", "start", "end", "total",
                                    "block_size", "dir"}
-    worker -> mount:              {"id", "crcs": [crc32 of each block]} | {"id", "error": <class name>,
-                                   "message", "status", "retry_after", "restore_eta"}
+    worker -> mount:              {"id", "crcs": [crc32 of each block], "stats"}
+                                  | {"id", "error": <class name>, "message", "status",
+                                     "retry_after", "restore_eta", "stats"}
+    ("stats": the worker's requests, retries, errors and bytes since its last reply)
 The key travels over the socket: never in argv or the environment of the worker.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
 import json
@@ -31,7 +34,7 @@ from typing import Any
 import trio
 
 from amigofs.api import errors
-from amigofs.api.client import ClientConfig, PlatformClient, RetryPolicy
+from amigofs.api.client import ClientConfig, ClientStats, PlatformClient, RetryPolicy
 from amigofs.api.models import DownloadPath
 from amigofs.api.secret import ApiKey
 from amigofs.cache.disk import write_blocks
@@ -155,7 +158,20 @@ async def _serve(sock: socket.socket) -> None:
     send_lock = trio.Lock()
     buffers = _BufferPool()
 
+    reported = ClientStats()
+
     async def reply(message: dict[str, Any]) -> None:
+        # What the client did since the last reply, for the mount's stats.
+        now = client.stats
+        message["stats"] = {
+            "requests": dict(now.requests - reported.requests),
+            "retries": now.retries - reported.retries,
+            "errors": now.errors - reported.errors,
+            "bytes_received": now.bytes_received - reported.bytes_received,
+        }
+        reported.requests = collections.Counter(now.requests)
+        reported.retries, reported.errors = now.retries, now.errors
+        reported.bytes_received = now.bytes_received
         async with send_lock:
             await stream.send_all(_encode(message))
 
@@ -223,6 +239,7 @@ class FetchWorker:
         self._start_lock = trio.Lock()
         self._send_lock = trio.Lock()
         self.jobs = 0  # how many ranges were fetched, for stats
+        self.stats = ClientStats()  # the worker's requests, as it reports them
 
     async def fetch(
         self,
@@ -281,6 +298,7 @@ class FetchWorker:
         lines = _Lines(stream)
         try:
             while (message := await lines.next()) is not None:
+                self._count(message.get("stats"))
                 pending = self._pending.get(int(message["id"]))
                 if pending is None:
                     continue
@@ -301,6 +319,15 @@ class FetchWorker:
             for pending in self._pending.values():
                 pending.error = errors.TransportError("the fetch worker stopped")
                 pending.done.set()
+
+    def _count(self, delta: object) -> None:
+        if not isinstance(delta, dict):
+            return
+        for op, count in dict(delta.get("requests") or {}).items():
+            self.stats.requests[str(op)] += int(count)
+        self.stats.retries += int(delta.get("retries") or 0)
+        self.stats.errors += int(delta.get("errors") or 0)
+        self.stats.bytes_received += int(delta.get("bytes_received") or 0)
 
     async def _reap(self) -> None:
         process, self._process = self._process, None
