@@ -134,6 +134,11 @@ class DiskCache:
     def used_bytes(self) -> int:
         return self._bytes
 
+    @property
+    def reserved_bytes(self) -> int:
+        """Bytes being fetched right now (for `amigofs stats`)."""
+        return self._reserved
+
     def open(self) -> None:
         """Creates the cache directory (0700) and indexes what an earlier mount left."""
         os.umask(0o077)

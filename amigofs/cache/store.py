@@ -57,6 +57,8 @@ class StoreStats:
     fetched_bytes: int = 0
     fetch_errors: int = 0
     verified_blocks: int = 0
+    read_hits: int = 0  # reads whose blocks were all ready (for `amigofs stats`)
+    read_misses: int = 0  # reads that waited for a block to be fetched or checked
 
 
 class _Fetch:
@@ -102,9 +104,15 @@ class BlockStore:
         if start >= end:
             return memoryview(b"")
         first, stop = start // self.block_size, (end - 1) // self.block_size + 1
+        waited = False
         for index in range(first, stop):
             if not self._disk.is_ready(file.key, index):
+                waited = True
                 await self._ready.run((file.key, index), partial(self._make_ready, file, index))
+        if waited:
+            self.stats.read_misses += 1
+        else:
+            self.stats.read_hits += 1
         self._disk.touch(file.key, first, stop)
         self._drop_behind(file.key, start)
         return self._disk.view(file.key)[start:end]

@@ -208,7 +208,14 @@ async def _serve(sock: socket.socket) -> None:
 def main() -> None:
     fd = int(sys.argv[1])
     os.umask(0o077)
-    logging.basicConfig(level=logging.WARNING, format="amigofs-worker: %(message)s")
+    # The mount's level (it sets AMIGOFS_LOG_LEVEL), so --debug traces downloads too;
+    # httpx's own lines would carry signed links.
+    level = os.environ.get("AMIGOFS_LOG_LEVEL", "warning").upper()
+    logging.basicConfig(
+        level=getattr(logging, level, logging.WARNING), format="amigofs-worker: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
     sock = socket.socket(fileno=fd)
     with contextlib.suppress(KeyboardInterrupt, trio.BrokenResourceError, ConnectionResetError):
         trio.run(_serve, sock)
