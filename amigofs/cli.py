@@ -1,4 +1,4 @@
-"""The `amigofs` command: mount, demo and emulator."""
+"""The `amigofs` command: mount, stats, prefetch, demo and emulator."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from amigofs import __version__
+from amigofs import __version__, config
 from amigofs.api.client import DEFAULT_BASE_URL
-from amigofs.api.models import is_identifier
 from amigofs.api.secret import ApiKey, KeyFileError
 
 log = logging.getLogger("amigofs")
@@ -29,6 +28,8 @@ class UsageError(Exception):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # What the daemon is started with again when the mount detaches.
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         result: int = args.run(args)
         return result
@@ -53,11 +54,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="mount the recordings at a directory",
         description="Mount the call recordings at MOUNTPOINT (read-only). The API key comes "
         f"from the environment variable {KEY_ENV} or from --api-key-file, never from the "
-        "command line. Unmount with: fusermount3 -u MOUNTPOINT",
+        "command line. Settings come from flags, then AMIGOFS_<KEY> environment variables, "
+        "then --config FILE, then defaults. Unmount with: fusermount3 -u MOUNTPOINT",
     )
-    mount.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
+    mount.add_argument(
+        "mountpoint",
+        nargs="?",
+        type=Path,
+        metavar="MOUNTPOINT",
+        help="where to mount (or `mountpoint` in the config file)",
+    )
     add_mount_arguments(mount)
     mount.set_defaults(run=run_mount)
+
+    stats = commands.add_parser(
+        "stats",
+        help="show what a running mount has done: requests, bytes, cache hits, errors",
+        description="Show the counters of the amigofs mount at MOUNTPOINT: requests by kind, "
+        "bytes fetched, cache hits and misses, retries, errors, bytes in flight and the size "
+        "of the disk cache. Only the user who mounted it can read them.",
+    )
+    stats.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
+    stats.add_argument("--json", action="store_true", help="print the counters as JSON")
+    stats.set_defaults(run=run_stats)
+
+    from amigofs import prefetch
+
+    prefetch_parser = commands.add_parser(
+        "prefetch",
+        help="warm the disk cache of a mount for calls, a workspace or a date range",
+        description="Read the audio of every call under each PATH (a call directory, a "
+        "workspace, the mount's root, or files) through the mount, so that its disk cache "
+        "holds them: later reads fetch nothing. Run again after an interruption, it fetches "
+        "only what is missing.",
+    )
+    prefetch.add_arguments(prefetch_parser)
+    prefetch_parser.set_defaults(run=prefetch.run)
 
     from amigofs import demo
 
@@ -84,9 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
+    # Defaults live in amigofs.config: None here means "not given on the command line".
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="read settings from this TOML file (flags and AMIGOFS_* variables override it)",
+    )
     parser.add_argument(
         "--base-url",
-        default=DEFAULT_BASE_URL,
         metavar="URL",
         help=f"the Platform API server (default: {DEFAULT_BASE_URL})",
     )
@@ -112,30 +150,36 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--foreground", "-f", action="store_true", help="stay in the foreground until unmounted"
     )
-    parser.add_argument("--debug", action="store_true", help="log every request (never the key)")
+    parser.add_argument(
+        "--debug", action="store_true", help="log every request (never the key); --log-level debug"
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=config.LOG_LEVELS,
+        help="debug, info (default), warning or error",
+    )
     parser.add_argument(
         "--allow-other",
         action="store_true",
+        default=None,
         help="let other users use the mount (needs user_allow_other in /etc/fuse.conf for non-root)",
     )
     parser.add_argument(
         "--timeout",
         type=_positive_float,
-        default=30.0,
         metavar="SECONDS",
         help="longest any file operation waits on the network before failing with EIO (default: 30)",
     )
     parser.add_argument(
         "--listing-ttl",
         type=_positive_float,
-        default=60.0,
         metavar="SECONDS",
         help="how long listings are kept before they are refreshed in the background (default: 60)",
     )
     parser.add_argument(
         "--cache-size",
         type=_size,
-        default=4 << 30,
         metavar="SIZE",
         help="most bytes of audio kept in --cache-dir, e.g. 500M or 20G (default: 4G); "
         "least recently used blocks go first",
@@ -144,12 +188,9 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _positive_float(text: str) -> float:
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
-    return value
+        return config.parse_positive(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -162,26 +203,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
-_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
 def _size(text: str) -> int:
     """A size such as 512M, 20G or 1048576 (bytes)."""
-    value = text.strip().upper().removesuffix("B").removesuffix("I")
-    unit = value[-1:] if value[-1:] in _SIZE_UNITS else ""
-    number = value[: len(value) - len(unit)]
     try:
-        size = int(float(number) * _SIZE_UNITS[unit])
-    except (ValueError, OverflowError):
-        raise argparse.ArgumentTypeError(f"not a size (like 500M or 20G): {text!r}") from None
-    if size < 16 << 20:
-        raise argparse.ArgumentTypeError(f"must be at least 16M: {text!r}")
-    return size
+        return config.parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def setup_logging(debug: bool) -> None:
+def setup_logging(level: str = "info") -> None:
+    # The fetch worker reads it too, so --debug traces its downloads as well.
+    os.environ["AMIGOFS_LOG_LEVEL"] = level
     logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
+        level=getattr(logging, level.upper()),
         format="amigofs[%(process)d] %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -220,37 +254,75 @@ def check_base_url(url: str) -> str:
     return url.rstrip("/")
 
 
+def mount_settings(args: argparse.Namespace) -> config.Settings:
+    """Flags, then the environment, then the config file, then defaults."""
+    try:
+        workspaces = config.parse_workspaces(args.workspaces) if args.workspaces else None
+    except ValueError as exc:
+        raise UsageError(f"--workspace: {exc}") from None
+    flags = {
+        "mountpoint": args.mountpoint,
+        "base_url": args.base_url,
+        "workspaces": workspaces,
+        "api_key_file": args.api_key_file,
+        "cache_dir": args.cache_dir,
+        "cache_size": args.cache_size,
+        "allow_other": args.allow_other,
+        "timeout": args.timeout,
+        "listing_ttl": args.listing_ttl,
+        "log_level": "debug" if args.debug else args.log_level,
+    }
+    config_file = args.config
+    if config_file is None and os.environ.get(config.ENV_PREFIX + "CONFIG"):
+        config_file = Path(os.environ[config.ENV_PREFIX + "CONFIG"])
+    try:
+        return config.resolve(flags, os.environ, config_file)
+    except config.ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def run_mount(args: argparse.Namespace) -> int:
     from amigofs.mount import MountOptions, is_mounted
 
-    api_key = read_api_key(args.api_key_file)
-    base_url = check_base_url(args.base_url)
-    workspaces = None
-    if args.workspaces:
-        bad = [w for w in args.workspaces if not is_identifier(w)]
-        if bad:
-            raise UsageError(f"--workspace {bad[0]!r} is not a workspace id")
-        workspaces = tuple(dict.fromkeys(args.workspaces))
-    mountpoint = Path(args.mountpoint).absolute()
+    settings = mount_settings(args)
+    if settings.mountpoint is None:
+        raise UsageError("no mount point: give MOUNTPOINT or `mountpoint` in --config FILE")
+    api_key = read_api_key(settings.api_key_file)
+    base_url = check_base_url(settings.base_url)
+    mountpoint = Path(settings.mountpoint).absolute()
     if not mountpoint.is_dir():
         raise UsageError(f"mount point {mountpoint} does not exist or is not a directory")
     if is_mounted(mountpoint):
         raise UsageError(f"mount point {mountpoint} is already mounted (busy)")
-    cache_dir = args.cache_dir or default_cache_dir()
+    cache_dir = settings.cache_dir or default_cache_dir()
     options = MountOptions(
         mountpoint=mountpoint,
         base_url=base_url,
-        workspaces=workspaces,
+        workspaces=settings.workspaces,
         cache_dir=Path(cache_dir).absolute(),
-        allow_other=args.allow_other,
-        timeout=args.timeout,
-        listing_ttl=args.listing_ttl,
-        cache_size_bytes=args.cache_size,
+        allow_other=settings.allow_other,
+        timeout=settings.timeout,
+        listing_ttl=settings.listing_ttl,
+        negative_ttl=settings.negative_ttl,
+        cache_size_bytes=settings.cache_size,
     )
     if not args.foreground:
-        return _detach(mountpoint, options.cache_dir)
-    setup_logging(args.debug)
+        return _detach(args.argv, mountpoint, options.cache_dir)
+    setup_logging(settings.log_level)
     return _mount_foreground(options, api_key)
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    import json
+
+    from amigofs.control import NotAMount, format_stats, read_stats
+
+    try:
+        document = read_stats(Path(args.mountpoint).absolute())
+    except NotAMount as exc:
+        raise UsageError(str(exc)) from None
+    print(json.dumps(document, indent=2) if args.json else format_stats(document))
+    return 0
 
 
 def _mount_foreground(options: object, api_key: ApiKey) -> int:
@@ -269,7 +341,7 @@ def _mount_foreground(options: object, api_key: ApiKey) -> int:
     return 0
 
 
-def _detach(mountpoint: Path, cache_dir: Path) -> int:
+def _detach(argv: list[str], mountpoint: Path, cache_dir: Path) -> int:
     """Starts the mount again in the foreground as a new session, returning once it is live.
 
     trio and pyfuse3 do not survive fork(), so the daemon is a fresh process.
@@ -281,7 +353,7 @@ def _detach(mountpoint: Path, cache_dir: Path) -> int:
     cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_path = cache_dir / "mount.log"
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    argv = [sys.executable, "-m", "amigofs", *sys.argv[1:], "--foreground"]
+    argv = [sys.executable, "-m", "amigofs", *argv, "--foreground"]
     start = os.lseek(log_fd, 0, os.SEEK_END)
     try:
         child = subprocess.Popen(

@@ -26,6 +26,7 @@ T = TypeVar("T")
 
 DIR_MODE = stat.S_IFDIR | 0o555
 FILE_MODE = stat.S_IFREG | 0o444
+PRIVATE_FILE_MODE = stat.S_IFREG | 0o400
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 
 
@@ -56,7 +57,10 @@ class AmigoOperations(pyfuse3.Operations):
         entry.generation = 0
         entry.entry_timeout = attrs.timeout
         entry.attr_timeout = attrs.timeout
-        entry.st_mode = DIR_MODE if attrs.is_dir else FILE_MODE
+        if attrs.is_dir:
+            entry.st_mode = DIR_MODE
+        else:
+            entry.st_mode = PRIVATE_FILE_MODE if attrs.private else FILE_MODE
         entry.st_nlink = attrs.nlink
         entry.st_uid = self._uid
         entry.st_gid = self._gid
@@ -105,6 +109,9 @@ class AmigoOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EROFS)
         node = InodeT(inode)
         fh = await self._call(f"open {inode}", lambda: self._ns.open(node))
+        if self._ns.direct_io(node):
+            # Made at open, of a size the kernel cannot know beforehand.
+            return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
         # Recordings never change: let the kernel keep pages across opens.
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
 
@@ -118,6 +125,15 @@ class AmigoOperations(pyfuse3.Operations):
 
     async def release(self, fh: int) -> None:
         self._ns.release(FileHandleT(fh))
+
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        node, text = InodeT(inode), os.fsdecode(name)
+        return await self._call(f"getxattr {inode} {text!r}", lambda: self._ns.getxattr(node, text))
+
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
+        node = InodeT(inode)
+        values = await self._call(f"listxattr {inode}", lambda: self._ns.xattrs(node))
+        return [os.fsencode(name) for name in values]
 
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         data = pyfuse3.StatvfsData()

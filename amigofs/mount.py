@@ -18,9 +18,11 @@ from amigofs.cache.disk import DiskCache
 from amigofs.cache.meta import MetaStore
 from amigofs.cache.store import DEFAULT_BLOCK_SIZE, BlockStore
 from amigofs.cache.worker import FetchWorker, WorkerConfig
+from amigofs.control import MountCounters
 from amigofs.fs.namespace import Namespace, NamespaceConfig
 from amigofs.fs.records import RecordingSource
 from amigofs.fuse_adapter import AmigoOperations
+from amigofs.notify import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ class MountOptions:
     # Longest any one filesystem request may take before it fails with EIO.
     timeout: float = 30.0
     listing_ttl: float = 60.0
+    negative_ttl: float = 5.0
     cache_size_bytes: int = 4 << 30
     block_size: int = DEFAULT_BLOCK_SIZE
     max_connections: int = 16
@@ -52,7 +55,12 @@ def fuse_options(options: MountOptions) -> set[str]:
 
 
 def is_mounted(mountpoint: Path) -> bool:
-    target = os.path.realpath(mountpoint)
+    return mounted_at(os.path.realpath(mountpoint))
+
+
+def mounted_at(target: str) -> bool:
+    """Whether a resolved path is a mount point. Never stats the path: the mount
+    process itself asking would wait on its own, not yet serving, event loop."""
     with open("/proc/self/mounts", encoding="utf-8") as mounts:
         for line in mounts:
             fields = line.split()
@@ -107,23 +115,57 @@ async def serve(options: MountOptions, api_key: ApiKey) -> None:
             NamespaceConfig(
                 workspaces=options.workspaces,
                 listing_ttl=options.listing_ttl,
+                negative_ttl=options.negative_ttl,
+                control=lambda: counters.render(),
                 max_readahead=min(32 << 20, options.cache_size_bytes // 4),
             ),
             meta,
         )
         operations = AmigoOperations(namespace, handler_timeout=options.timeout)
+        counters = MountCounters(
+            str(options.mountpoint), options.base_url, client, worker, store, disk
+        )
+        notifier = Notifier()
+        # Resolved before it is ours to serve: later, a stat of it would wait on us.
+        target = str(await trio.Path(options.mountpoint).resolve())
         pyfuse3.init(operations, str(options.mountpoint), fuse_options(options))
         try:
-            nursery.start_soon(_handle_signals, namespace)
+            nursery.start_soon(_handle_signals, namespace, notifier)
+            nursery.start_soon(_report, target, counters, notifier)
             log.info("mounted %s at %s", options.base_url, options.mountpoint)
             await pyfuse3.main(min_tasks=2, max_tasks=options.fuse_tasks)
         finally:
+            notifier.stopping(f"unmounting {options.mountpoint}")
             pyfuse3.close(unmount=True)
             log.info("unmounted %s", options.mountpoint)
             nursery.cancel_scope.cancel()
 
 
-async def _handle_signals(namespace: Namespace) -> None:
+STATUS_INTERVAL = 10.0
+
+
+async def _report(mountpoint: str, counters: MountCounters, notifier: Notifier) -> None:
+    """READY=1 once the mount shows in /proc/mounts, then a status line now and then."""
+    while True:
+        # pyfuse3.init has mounted already; this says so to whoever watches /proc/mounts.
+        if mounted_at(mountpoint):
+            break
+        await trio.sleep(0.01)
+    notifier.ready(f"serving {counters.base_url} at {mountpoint}")
+    if not notifier.enabled:
+        return
+    while True:
+        await trio.sleep(STATUS_INTERVAL)
+        doc = counters.document()
+        notifier.status(
+            f"serving {counters.base_url} at {mountpoint}: "
+            f"{sum(doc['requests'].values())} requests, "
+            f"{doc['bytes_fetched'] >> 20} MiB fetched, {doc['errors']} errors, "
+            f"cache {doc['cache']['used_bytes'] >> 20} MiB"
+        )
+
+
+async def _handle_signals(namespace: Namespace, notifier: Notifier) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         stopping = False
         async for signum in signals:
@@ -133,6 +175,7 @@ async def _handle_signals(namespace: Namespace) -> None:
             elif not stopping:
                 stopping = True
                 log.info("%s: unmounting", signal.Signals(signum).name)
+                notifier.stopping(f"{signal.Signals(signum).name}: unmounting")
                 pyfuse3.terminate()
             else:
                 # A second signal while a handler is stuck: leave now; the kernel

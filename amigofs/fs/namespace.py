@@ -26,7 +26,15 @@ from amigofs.cache.readahead import Readahead
 from amigofs.cache.singleflight import SingleFlight
 from amigofs.concurrency import gather
 from amigofs.fs.errors import FsError
-from amigofs.fs.records import FILE_NAMES, CallRecord, PresentedFile, RecordingSource
+from amigofs.fs.records import (
+    FILE_NAMES,
+    INBOUND,
+    METADATA,
+    OUTBOUND,
+    CallRecord,
+    PresentedFile,
+    RecordingSource,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +45,11 @@ ROOT_INODE = InodeT(1)
 # Recordings never change once stored: the kernel may keep their entries and
 # attributes for a long time.
 IMMUTABLE_TIMEOUT = 24 * 3600.0
+
+# The mount's own numbers (`amigofs stats`), in its root: found by name only,
+# never listed, readable by its owner only, generated when opened.
+CONTROL_NAME = ".amigofs-stats"
+XATTR_PREFIX = "user.amigo."
 
 T = TypeVar("T")
 
@@ -56,6 +69,7 @@ class Attributes:
     mtime_ns: int
     nlink: int
     timeout: float
+    private: bool = False  # readable by the owner only (the control file)
 
 
 @dataclass(slots=True, frozen=True)
@@ -81,6 +95,8 @@ class NamespaceConfig:
     metadata_concurrency: int = 8
     max_records: int = 100_000
     max_readahead: int = 32 << 20
+    # Makes the content of the control file; None: the mount has none.
+    control: Callable[[], bytes] | None = None
 
 
 class _Listing(Generic[T]):
@@ -174,6 +190,11 @@ class Namespace:
         self._missing: cachetools.TTLCache[tuple[str, str], bool] = cachetools.TTLCache(
             maxsize=10_000, ttl=config.negative_ttl, timer=trio.current_time
         )
+        # Calls whose recording is archived, with the restore time the API gave:
+        # kept a few seconds, so `getfattr -d` costs one request, not one per name.
+        self._archived: cachetools.TTLCache[tuple[str, str], api.Archived] = cachetools.TTLCache(
+            maxsize=10_000, ttl=config.negative_ttl, timer=trio.current_time
+        )
         self._dir_snapshots: dict[FileHandleT, list[DirEntry]] = {}
         self._open_files: dict[FileHandleT, OpenFile] = {}
         self._open_counts: collections.Counter[InodeT] = collections.Counter()
@@ -186,6 +207,8 @@ class Namespace:
         if key.file is not None:
             raise FsError(errno.ENOTDIR)
         if key.workspace_id is None:
+            if name == CONTROL_NAME and self._config.control is not None:
+                return self._control_attrs()
             if name not in await self._workspace_ids():
                 raise FsError(errno.ENOENT)
             return await self._workspace_attrs(name)
@@ -199,6 +222,8 @@ class Namespace:
 
     async def getattr(self, inode: InodeT) -> Attributes:
         key = self._key(inode)
+        if key == _CONTROL_KEY:
+            return self._control_attrs()
         if key.workspace_id is None:
             return Attributes(ROOT_INODE, True, 0, self._mount_time_ns, 1, self._config.listing_ttl)
         if key.call_sid is None:
@@ -238,6 +263,13 @@ class Namespace:
 
     async def open(self, inode: InodeT) -> FileHandleT:
         key = self._key(inode)
+        if key == _CONTROL_KEY and self._config.control is not None:
+            content = self._config.control()
+            handle = self._new_handle()
+            control = PresentedFile(CONTROL_NAME, len(content), content=content)
+            self._open_files[handle] = OpenFile(inode, control, Readahead(max_window=0))
+            self._open_counts[inode] += 1
+            return handle
         if key.file is None or key.workspace_id is None or key.call_sid is None:
             raise FsError(errno.EISDIR)
         record = await self._record(key.workspace_id, key.call_sid)
@@ -262,6 +294,65 @@ class Namespace:
         if self._open_counts[opened.inode] <= 0:
             del self._open_counts[opened.inode]
             self._source.closed(opened.file)
+
+    def direct_io(self, inode: InodeT) -> bool:
+        """Whether the kernel must not cache the file's pages nor trust its size:
+        the control file's content is made anew at each open."""
+        return self._keys.get(inode) == _CONTROL_KEY
+
+    async def xattrs(self, inode: InodeT) -> dict[str, bytes]:
+        """user.amigo.* attributes of a call directory or audio file, from the call's
+        metadata (loaded once per mount, as listing the directory does); none elsewhere."""
+        key = self._key(inode)
+        if key.workspace_id is None or key.call_sid is None or key.file == METADATA:
+            return {}
+        if key.file is None:
+            archived = self._archived.get((key.workspace_id, key.call_sid))
+            if archived is not None:
+                return self._archived_xattrs(key.workspace_id, key.call_sid, archived)
+            try:
+                record = await self._record(key.workspace_id, key.call_sid)
+            except api.Archived as exc:
+                self._archived[(key.workspace_id, key.call_sid)] = exc
+                return self._archived_xattrs(key.workspace_id, key.call_sid, exc)
+            return _encode(call_xattrs(record))
+        record = await self._record(key.workspace_id, key.call_sid)
+        return _encode(file_xattrs(record, key.file))
+
+    async def getxattr(self, inode: InodeT, name: str) -> bytes:
+        # Only our names cost a look at the metadata: the kernel asks for ACLs and
+        # security labels on every `ls -l`, and those must stay free.
+        if not name.startswith(XATTR_PREFIX):
+            raise FsError(errno.ENODATA)
+        value = (await self.xattrs(inode)).get(name)
+        if value is None:
+            raise FsError(errno.ENODATA)
+        return value
+
+    def _archived_xattrs(
+        self, workspace_id: str, call_sid: str, archived: api.Archived
+    ) -> dict[str, bytes]:
+        listing = self._calls.get(workspace_id)
+        summary = listing.cached.get(call_sid) if listing and listing.cached else None
+        values: dict[str, str] = {}
+        if summary is not None:
+            if summary.duration_seconds is not None:
+                values["duration_seconds"] = _number(summary.duration_seconds)
+            if summary.direction is not None:
+                values["direction"] = summary.direction
+            if summary.started_at is not None:
+                values["call_start"] = _time(summary.started_at)
+                if summary.duration_seconds is not None:
+                    end = summary.started_at + dt.timedelta(seconds=summary.duration_seconds)
+                    values["call_end"] = _time(end)
+        values["restore_eta"] = (
+            _time(archived.restore_eta) if archived.restore_eta is not None else "unknown"
+        )
+        return _encode(values)
+
+    def _control_attrs(self) -> Attributes:
+        inode = self._inode(_CONTROL_KEY)
+        return Attributes(inode, False, 0, time.time_ns(), 1, 1.0, private=True)
 
     def drop_listings(self) -> None:
         """Makes the next access list workspaces and calls again (SIGHUP)."""
@@ -406,6 +497,48 @@ class Namespace:
     def _new_handle(self) -> FileHandleT:
         self._next_handle += 1
         return FileHandleT(self._next_handle)
+
+
+_CONTROL_KEY = NodeKey(file=CONTROL_NAME)
+
+
+def call_xattrs(record: CallRecord) -> dict[str, str]:
+    """A call directory's attributes (names after user.amigo.)."""
+    m = record.metadata
+    return {
+        "duration_seconds": _number(m.duration_seconds),
+        "direction": m.direction,
+        "format": f"inbound={m.inbound_format},outbound={m.outbound_format}",
+        "sample_rate": f"inbound={m.inbound_sample_rate},outbound={m.outbound_sample_rate}",
+        "call_start": _time(m.call_start),
+        "call_end": _time(m.call_end),
+        "tts_provider": m.tts_provider,
+    }
+
+
+def file_xattrs(record: CallRecord, name: str) -> dict[str, str]:
+    """An audio file's attributes: the call's, with its own channel's format and rate."""
+    m = record.metadata
+    values = call_xattrs(record)
+    if name == INBOUND:
+        values["format"], values["sample_rate"] = m.inbound_format, str(m.inbound_sample_rate)
+    elif name == OUTBOUND:
+        values["format"], values["sample_rate"] = m.outbound_format, str(m.outbound_sample_rate)
+    return values
+
+
+def _encode(values: dict[str, str]) -> dict[str, bytes]:
+    return {XATTR_PREFIX + name: value.encode() for name, value in values.items()}
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _time(when: dt.datetime) -> str:
+    # ISO 8601 in UTC, to the millisecond the API gives.
+    when = when.astimezone(dt.UTC) if when.tzinfo is not None else when
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _ns(when: dt.datetime) -> int:

@@ -1,0 +1,133 @@
+"""What a running mount reports about itself, and `amigofs stats`.
+
+The mount serves its numbers as a hidden file in its root, MOUNT/.amigofs-stats
+(JSON, mode 0400, generated when opened, never listed by readdir, so find and
+rsync do not see it). Only the user who mounted can read it: the kernel refuses
+everyone else unless allow_other, and then the file's mode does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from amigofs.api.client import PlatformClient
+from amigofs.cache.disk import DiskCache
+from amigofs.cache.store import BlockStore
+from amigofs.cache.worker import FetchWorker
+from amigofs.fs.namespace import CONTROL_NAME
+
+VERSION = 1
+
+
+class NotAMount(Exception):
+    """The path is not the root of a running amigofs mount (or not readable to us)."""
+
+
+@dataclass(slots=True)
+class MountCounters:
+    """The live objects of one mount whose counters make up its stats."""
+
+    mountpoint: str
+    base_url: str
+    client: PlatformClient
+    worker: FetchWorker
+    store: BlockStore
+    disk: DiskCache
+    started: float = field(default_factory=time.time)
+
+    def document(self) -> dict[str, Any]:
+        requests: Counter[str] = Counter(self.client.stats.requests)
+        requests.update(self.worker.stats.requests)
+        store = self.store.stats
+        return {
+            "version": VERSION,
+            "pid": os.getpid(),
+            "mountpoint": self.mountpoint,
+            "base_url": self.base_url,
+            "uptime_seconds": round(time.time() - self.started, 3),
+            # Listing and metadata requests are the mount's own; downloads are
+            # made by its fetch worker, which reports them with each reply.
+            "requests": dict(sorted(requests.items())),
+            "retries": self.client.stats.retries + self.worker.stats.retries,
+            "errors": self.client.stats.errors + self.worker.stats.errors,
+            "bytes_fetched": self.client.stats.bytes_received + self.worker.stats.bytes_received,
+            "bytes_in_flight": self.disk.reserved_bytes,
+            "cache": {
+                "memory_hits": store.read_hits,
+                "disk_hits": store.verified_blocks,
+                "misses": store.read_misses,
+                "fetched_blocks": store.fetched_blocks,
+                "fetched_bytes": store.fetched_bytes,
+                "fetch_errors": store.fetch_errors,
+                "used_bytes": self.disk.used_bytes,
+                "max_bytes": self.disk.max_bytes,
+                "dir": str(self.disk.root),
+            },
+        }
+
+    def render(self) -> bytes:
+        return (json.dumps(self.document(), indent=2) + "\n").encode()
+
+
+def read_stats(mountpoint: Path) -> dict[str, Any]:
+    """The stats of the mount at `mountpoint`, read from its hidden control file."""
+    from amigofs.mount import is_mounted
+
+    if not is_mounted(mountpoint):
+        raise NotAMount(f"{mountpoint} is not a mount point")
+    try:
+        with open(mountpoint / CONTROL_NAME, "rb") as file:
+            document = json.loads(file.read())
+    except FileNotFoundError:
+        raise NotAMount(f"{mountpoint} is not an amigofs mount") from None
+    except PermissionError:
+        raise NotAMount(f"{mountpoint}: only the user who mounted it can read its stats") from None
+    except (OSError, ValueError) as exc:
+        raise NotAMount(f"{mountpoint}: cannot read its stats: {exc}") from None
+    if not isinstance(document, dict) or document.get("version") != VERSION:
+        raise NotAMount(f"{mountpoint}: stats in an unknown format")
+    return document
+
+
+def format_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(count) < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def format_stats(document: dict[str, Any]) -> str:
+    cache = document["cache"]
+    requests = document["requests"]
+    width = max([len(op) for op in requests] + [8])
+    lines = [
+        f"amigofs at {document['mountpoint']} (pid {document['pid']}, "
+        f"up {_duration(document['uptime_seconds'])}), serving {document['base_url']}",
+        "requests:",
+        *(f"  {op:<{width}}  {count}" for op, count in requests.items()),
+        f"  {'total':<{width}}  {sum(requests.values())}",
+        f"retries:          {document['retries']}",
+        f"errors:           {document['errors']}",
+        f"bytes fetched:    {document['bytes_fetched']} ({format_bytes(document['bytes_fetched'])})",
+        f"bytes in flight:  {document['bytes_in_flight']}",
+        f"cache hits:       memory {cache['memory_hits']} reads, disk {cache['disk_hits']} blocks "
+        "(left by an earlier mount)",
+        f"cache misses:     {cache['misses']} reads ({cache['fetched_blocks']} blocks fetched, "
+        f"{cache['fetch_errors']} failed)",
+        f"cache size:       {format_bytes(cache['used_bytes'])} of "
+        f"{format_bytes(cache['max_bytes'])} in {cache['dir']}",
+    ]
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
