@@ -81,8 +81,10 @@ async def serve(options: MountOptions, api_key: ApiKey) -> None:
     client_config = ClientConfig(
         base_url=options.base_url,
         max_connections=options.max_connections,
-        read_timeout=min(10.0, options.timeout),
-        connect_timeout=min(10.0, options.timeout),
+        # A stalled connection must be given up early enough to retry within
+        # the deadline, not at the deadline.
+        read_timeout=min(10.0, options.timeout / 3),
+        connect_timeout=min(10.0, options.timeout / 3),
         retry=RetryPolicy(deadline=options.timeout),
     )
     disk = DiskCache(
@@ -105,6 +107,7 @@ async def serve(options: MountOptions, api_key: ApiKey) -> None:
         stack.push_async_callback(worker.aclose)
         stack.callback(disk.close)
         nursery = await stack.enter_async_context(trio.open_nursery())
+        await worker.start(nursery)
         store = BlockStore(disk, worker, nursery)
         meta = MetaStore(options.cache_dir)
         source = RecordingSource(client, store, meta)
@@ -118,6 +121,7 @@ async def serve(options: MountOptions, api_key: ApiKey) -> None:
                 negative_ttl=options.negative_ttl,
                 control=lambda: counters.render(),
                 max_readahead=min(32 << 20, options.cache_size_bytes // 4),
+                failure_memory=min(2.0, options.timeout / 3),
             ),
             meta,
         )

@@ -116,14 +116,6 @@ def test_rsync_of_a_workspace_under_15_percent_faults_is_byte_exact(tmp_path: Pa
                     assert gap >= 0.04, f"{key}: retried {gap:.3f} s after a {before['status']}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a stalled body is only abandoned by httpx's read timeout, which mount.serve "
-    "sets to min(10, --timeout): with --timeout <= 10 that is the whole deadline, so a stall is "
-    "never retried in time: the request fails with 'no answer within the deadline' (EIO) and "
-    "the read takes the whole --timeout (amigofs/mount.py ClientConfig(read_timeout=...), "
-    "WorkerConfig(read_timeout=...)).",
-)
 def test_a_stalled_body_is_abandoned_and_retried_within_the_deadline() -> None:
     with running_emulator(
         workspaces=1, calls_per_workspace=1, min_duration=30.0, max_duration=30.0, stall_seconds=60
@@ -288,14 +280,6 @@ def _pread_tail(path: Path, length: int) -> bytes:
         os.close(fd)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a read(2) that needs the network fails after about twice --timeout (5-6 s with "
-    "--timeout 3): the kernel's readahead request fails at the deadline, the kernel then asks "
-    "for the same page again synchronously, and amigofs starts a new fetch of the same range "
-    "with a fresh deadline instead of failing it at once (fuse_adapter._call deadline is per "
-    "FUSE request; nothing remembers the range's fetch that just failed).",
-)
 @pytest.mark.parametrize("outage", ["server_gone", "trickle"])
 def test_a_read_that_needs_the_network_fails_within_the_deadline(outage: str) -> None:
     with running_emulator(

@@ -96,6 +96,7 @@ class BlockStore:
         self._verifying: set[tuple[FileKey, int]] = set()
         self._prefetch_slots = trio.CapacityLimiter(max(1, max_prefetch_bytes // chunk_bytes))
         self._dropped_to: dict[FileKey, int] = {}
+
         self.stats = StoreStats()
 
     async def read(self, file: StoredFile, start: int, end: int) -> memoryview:

@@ -7,8 +7,10 @@ with serving instead of taking turns with it under one GIL.
 Protocol (newline-delimited JSON over a socketpair the mount process creates):
     mount -> worker, first line:  {"base_url", "api_key", "max_connections",
                                    "connect_timeout", "read_timeout", "deadline", "cache_dir"}
+    worker -> mount, first line:  {"ready": true}
     mount -> worker:              {"id", "target", "filename", "start", "end", "total",
-                                   "block_size", "dir"}
+                                   "block_size", "dir", "give_up_at" (optional, an instant
+                                   of CLOCK_MONOTONIC)}
     worker -> mount:              {"id", "crcs": [crc32 of each block], "stats"}
                                   | {"id", "error": <class name>, "message", "status",
                                      "retry_after", "restore_eta", "stats"}
@@ -27,6 +29,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +45,7 @@ from amigofs.cache.disk import write_blocks
 log = logging.getLogger(__name__)
 
 MAX_LINE = 1 << 20
+WORKER_START_SECONDS = 30.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -180,8 +184,17 @@ async def _serve(sock: socket.socket) -> None:
         try:
             start, end = int(message["start"]), int(message["end"])
             path = DownloadPath("", "", str(message["filename"]), str(message["target"]))
+            # The reader waiting on this range has a deadline of its own (an instant
+            # of CLOCK_MONOTONIC, which both processes share).
+            give_up_at = message.get("give_up_at")
+            timeout = config.deadline
+            if give_up_at is not None:
+                timeout = min(timeout, float(give_up_at) - time.monotonic())
             with buffers.lend(end - start) as buffer:
-                await client.download_into(path, start, buffer, total=int(message["total"]))
+                with trio.move_on_after(timeout) as scope:
+                    await client.download_into(path, start, buffer, total=int(message["total"]))
+                if scope.cancelled_caught:
+                    raise errors.DeadlineExceeded("download-recording-file: no answer in time")
                 directory = os.path.join(config.cache_dir, str(message["dir"]))
                 crcs = await trio.to_thread.run_sync(
                     write_blocks,
@@ -197,6 +210,7 @@ async def _serve(sock: socket.socket) -> None:
             await reply({"id": job_id, "crcs": crcs})
 
     async with PlatformClient(client_config, key) as client, trio.open_nursery() as nursery:
+        await stream.send_all(_encode({"ready": True}))
         while True:
             message = await lines.next()
             if message is None:  # the mount process has gone: so do we
@@ -270,6 +284,13 @@ class FetchWorker:
             "id": job_id, "target": target, "filename": filename, "start": start, "end": end,
             "total": total, "block_size": block_size, "dir": directory,
         }  # fmt: skip
+        remaining = trio.current_effective_deadline() - trio.current_time()
+        if remaining < self._config.deadline:
+            # Give up a little before the reader does, so the reader gets the
+            # download's own error and the store can remember it.
+            margin = max(remaining * 0.1, min(0.3, remaining / 2))
+            message["give_up_at"] = time.monotonic() + remaining - margin
+        log.debug("fetch %s [%d, %d)", filename, start, end)
         try:
             async with self._send_lock:
                 await stream.send_all(_encode(message))
@@ -282,6 +303,10 @@ class FetchWorker:
         if pending.error is not None:
             raise pending.error
         return pending.crcs
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Starts the worker now, so that the first read does not wait for it."""
+        await self._ensure_started(nursery)
 
     async def _ensure_started(self, nursery: trio.Nursery) -> trio.SocketStream:
         async with self._start_lock:
@@ -297,12 +322,18 @@ class FetchWorker:
             stream = trio.SocketStream(trio.socket.from_stdlib_socket(parent))
             init = {"api_key": self._key.reveal(), **_asdict(self._config)}
             await stream.send_all(_encode(init))
+            lines = _Lines(stream)
+            with trio.move_on_after(WORKER_START_SECONDS):
+                ready = await lines.next()
+            if not (isinstance(ready, dict) and ready.get("ready")):
+                await stream.aclose()
+                await self._reap()
+                raise errors.TransportError("the fetch worker did not start")
             self._stream = stream
-            nursery.start_soon(self._receive, stream)
+            nursery.start_soon(self._receive, stream, lines)
             return stream
 
-    async def _receive(self, stream: trio.SocketStream) -> None:
-        lines = _Lines(stream)
+    async def _receive(self, stream: trio.SocketStream, lines: _Lines) -> None:
         try:
             while (message := await lines.next()) is not None:
                 self._count(message.get("stats"))
@@ -310,6 +341,7 @@ class FetchWorker:
                 if pending is None:
                     continue
                 if "error" in message:
+                    log.debug("fetch %s failed: %s", message["id"], message.get("message"))
                     pending.error = error_from_message(message)
                 else:
                     pending.crcs = [int(crc) for crc in message["crcs"]]

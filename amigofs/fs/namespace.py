@@ -78,13 +78,14 @@ class DirEntry:
     attrs: Attributes
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class OpenFile:
-    """Per-open state: the file, and how its reader has been reading."""
+    """Per-open state: the file, how its reader has been reading, its last failure."""
 
     inode: InodeT
     file: PresentedFile
     readahead: Readahead
+    failed: tuple[float, Exception] | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -95,6 +96,7 @@ class NamespaceConfig:
     metadata_concurrency: int = 8
     max_records: int = 100_000
     max_readahead: int = 32 << 20
+    failure_memory: float = 2.0
     # Makes the content of the control file; None: the mount has none.
     control: Callable[[], bytes] | None = None
 
@@ -281,10 +283,26 @@ class Namespace:
 
     async def read(self, handle: FileHandleT, offset: int, size: int) -> bytes | memoryview:
         opened = self._open_files[handle]
+        if opened.failed is not None:
+            # When a read fails for want of the server, the kernel at once asks
+            # again, through the same handle, for the page it could not get; the
+            # same answer keeps the program's read(2) within one deadline, not two.
+            when, error = opened.failed
+            if trio.current_time() - when < self._config.failure_memory:
+                raise error
+            opened.failed = None
         ahead = opened.readahead.on_read(offset, size, opened.file.size)
         if ahead is not None:
             self._source.prefetch(opened.file, *ahead)
-        return await self._source.read(opened.file, offset, size)
+        try:
+            return await self._source.read(opened.file, offset, size)
+        except (api.TransportError, api.ServerError, api.RateLimited) as exc:
+            opened.failed = (trio.current_time(), exc)
+            raise
+        except trio.Cancelled:
+            # The request's own deadline ran out.
+            opened.failed = (trio.current_time(), api.DeadlineExceeded("no answer in time"))
+            raise
 
     def release(self, handle: FileHandleT) -> None:
         opened = self._open_files.pop(handle, None)
