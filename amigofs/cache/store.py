@@ -79,8 +79,8 @@ class BlockStore:
         worker: FetchWorker,
         nursery: trio.Nursery,
         *,
-        chunk_bytes: int = 4 << 20,
-        max_prefetch_bytes: int = 64 << 20,
+        chunk_bytes: int = 1 << 20,
+        max_prefetch_bytes: int = 32 << 20,
     ) -> None:
         # What is fetched ahead must fit in the disk cache with room to spare, or
         # it would evict blocks a reader is about to be served.
