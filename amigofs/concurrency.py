@@ -27,11 +27,12 @@ async def gather(*calls: Callable[[], Awaitable[Any]]) -> list[Any]:
             for index, call in enumerate(calls):
                 nursery.start_soon(run, index, call)
     except BaseExceptionGroup as group:
-        raise _first_error(group) from None
+        raise first_error(group) from None
     return results
 
 
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The failure a caller should see from a nursery's ExceptionGroup."""
     # Prefer a real failure over the Cancelled of its siblings.
     leaves: list[BaseException] = []
 

@@ -202,13 +202,20 @@ class PlatformClient:
         return buf
 
     async def download_into(
-        self, path: DownloadPath, start: int, buf: memoryview, *, total: int | None = None
+        self,
+        path: DownloadPath,
+        start: int,
+        buf: memoryview,
+        *,
+        total: int | None = None,
+        on_progress: Callable[[int], None] | None = None,
     ) -> None:
         """Fills `buf` with the stored file's bytes from `start` on.
 
         `total` is the file's size as the metadata gives it; an answer that shows
         another size is a ProtocolError, never silently short or padded data. A body
-        cut short is resumed from where it stopped.
+        cut short is resumed from where it stopped. `on_progress(n)` is told each
+        time the first n bytes of `buf` are in.
         """
         if start < 0 or (total is not None and start + len(buf) > total):
             raise ValueError(f"range {start}+{len(buf)} outside a file of {total} bytes")
@@ -216,10 +223,14 @@ class PlatformClient:
             return
         done = 0
 
+        def progress(got: int) -> None:
+            if on_progress is not None:
+                on_progress(done + got)
+
         async def attempt() -> None:
             nonlocal done
             try:
-                done += await self._fetch_range(path, start + done, buf[done:], total)
+                done += await self._fetch_range(path, start + done, buf[done:], total, progress)
             except _ResumableShort as short:
                 # Keep what arrived, so the next try asks only for the rest.
                 done += short.got
@@ -282,7 +293,12 @@ class PlatformClient:
         return await self._retrying(op, attempt)
 
     async def _fetch_range(
-        self, path: DownloadPath, start: int, buf: memoryview, total: int | None
+        self,
+        path: DownloadPath,
+        start: int,
+        buf: memoryview,
+        total: int | None,
+        progress: Callable[[int], None],
     ) -> int:
         """One GET for bytes [start, start+len(buf)); returns how many it wrote into buf.
 
@@ -325,6 +341,7 @@ class PlatformClient:
                     buf[got : got + len(chunk)] = chunk
                     got += len(chunk)
                     self.stats.bytes_received += len(chunk)
+                    progress(got)
                     if got == want and resp.status_code == 200:
                         break
         except httpx.TransportError as exc:

@@ -4,15 +4,16 @@ Every byte served comes from the disk cache's data file of the stored file,
 mapped into memory: a read is a slice of that mapping, whatever its size, with
 no copy in Python. A block not yet on disk is downloaded by the fetch worker;
 readers of one block share one download; prefetches of contiguous blocks become
-ranged GETs of up to `chunk_bytes`, several at once, bounded in total. Blocks
+ranged GETs sized to the link's speed, several at once, bounded in total. Blocks
 left by an earlier mount are checked against their checksums before first use,
 ahead of the reader and in a thread when prefetching.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 DEFAULT_BLOCK_SIZE = 256 << 10
 # Pages a reader has left this far behind are unmapped from the mount process.
 _DROP_BEHIND = 8 << 20
+CHUNK_SECONDS = 0.05
 
 
 class DownloadLink(Protocol):
@@ -64,12 +66,17 @@ class StoreStats:
 class _Fetch:
     """A download of blocks [first, stop) that readers of those blocks wait on."""
 
-    __slots__ = ("done", "error", "first", "stop")
+    __slots__ = ("changed", "done", "error", "first", "stop")
 
     def __init__(self, first: int, stop: int) -> None:
         self.first, self.stop = first, stop
-        self.done = trio.Event()
+        self.done = False
+        self.changed = trio.Event()  # set (and replaced) as blocks land and at the end
         self.error: Exception | None = None
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
 
 
 class BlockStore:
@@ -79,22 +86,28 @@ class BlockStore:
         worker: FetchWorker,
         nursery: trio.Nursery,
         *,
-        chunk_bytes: int = 1 << 20,
+        min_chunk_bytes: int = 1 << 20,
+        max_chunk_bytes: int = 8 << 20,
         max_prefetch_bytes: int = 32 << 20,
     ) -> None:
         # What is fetched ahead must fit in the disk cache with room to spare, or
         # it would evict blocks a reader is about to be served.
         max_prefetch_bytes = min(max_prefetch_bytes, disk.max_bytes // 4)
-        chunk_bytes = min(chunk_bytes, max_prefetch_bytes)
         self.block_size = disk.block_size
         self._disk = disk
         self._worker = worker
         self._nursery = nursery
-        self._chunk_blocks = max(1, chunk_bytes // self.block_size)
+        # Ranged GETs are sized to take about CHUNK_SECONDS at the throughput one
+        # connection has shown: small on a slow link, so many run at once and the
+        # reader waits little; large on a fast one, where each request's own cost
+        # (in the worker and the server) is what limits.
+        self._min_chunk_blocks = max(1, min_chunk_bytes // self.block_size)
+        self._max_chunk_blocks = max(self._min_chunk_blocks, max_chunk_bytes // self.block_size)
+        self._connection_rate: float | None = None  # bytes/s, a moving average
         self._ready: SingleFlight[None] = SingleFlight()
         self._fetches: dict[tuple[FileKey, int], _Fetch] = {}
         self._verifying: set[tuple[FileKey, int]] = set()
-        self._prefetch_slots = trio.CapacityLimiter(max(1, max_prefetch_bytes // chunk_bytes))
+        self._prefetch_budget = _ByteBudget(max_prefetch_bytes)
         self._dropped_to: dict[FileKey, int] = {}
 
         self.stats = StoreStats()
@@ -133,7 +146,7 @@ class BlockStore:
                 to_fetch.append(index)
             elif entry not in self._verifying:
                 to_verify.append(index)
-        for first, stop in _runs(to_fetch, self._chunk_blocks):
+        for first, stop in _runs(to_fetch, self._chunk_blocks()):
             fetch = self._register(file, first, stop)
             self._nursery.start_soon(self._prefetch, file, fetch)
         if to_verify:
@@ -151,8 +164,9 @@ class BlockStore:
         for _ in range(3):
             fetch = self._fetches.get((file.key, index))
             if fetch is not None:
-                await fetch.done.wait()
-                if fetch.error is not None:
+                while not fetch.done and not self._disk.is_ready(file.key, index):
+                    await fetch.changed.wait()
+                if fetch.error is not None and not self._disk.is_ready(file.key, index):
                     raise fetch.error
             elif not self._disk.has(file.key, index):
                 await self._run_fetch(file, self._register(file, index, index + 1))
@@ -190,7 +204,7 @@ class BlockStore:
 
     async def _prefetch(self, file: StoredFile, fetch: _Fetch) -> None:
         try:
-            async with self._prefetch_slots:
+            async with self._prefetch_budget.hold((fetch.stop - fetch.first) * self.block_size):
                 await self._run_fetch(file, fetch)
         except Exception as exc:
             # A reader that needs these blocks gets the error from the fetch;
@@ -204,7 +218,7 @@ class BlockStore:
         try:
             await trio.to_thread.run_sync(self._disk.reserve, end - start)
             try:
-                crcs = await self._download(file, start, end)
+                crcs = await self._download(file, start, end, partial(self._landed, file, fetch))
                 for index, crc in zip(range(fetch.first, fetch.stop), crcs, strict=True):
                     length = min(self.block_size, file.size - index * self.block_size)
                     self._disk.added(file.key, index, length, crc)
@@ -220,22 +234,74 @@ class BlockStore:
             for index in range(fetch.first, fetch.stop):
                 if self._fetches.get((file.key, index)) is fetch:
                     del self._fetches[(file.key, index)]
-            fetch.done.set()
+            fetch.done = True
+            fetch.notify()
 
-    async def _download(self, file: StoredFile, start: int, end: int) -> list[int]:
+    def _landed(self, file: StoredFile, fetch: _Fetch, blocks: list[tuple[int, int]]) -> None:
+        for index, crc in blocks:
+            if fetch.first <= index < fetch.stop:
+                length = min(self.block_size, file.size - index * self.block_size)
+                self._disk.added(file.key, index, length, crc)
+        fetch.notify()
+
+    def _chunk_blocks(self) -> int:
+        if self._connection_rate is None:
+            return self._min_chunk_blocks
+        wanted = int(self._connection_rate * CHUNK_SECONDS) // self.block_size
+        return max(self._min_chunk_blocks, min(self._max_chunk_blocks, wanted))
+
+    def _observe(self, length: int, seconds: float) -> None:
+        if seconds <= 0 or length < self._min_chunk_blocks * self.block_size:
+            return
+        rate = length / seconds
+        old = self._connection_rate
+        self._connection_rate = rate if old is None else 0.7 * old + 0.3 * rate
+
+    async def _download(
+        self,
+        file: StoredFile,
+        start: int,
+        end: int,
+        on_blocks: Callable[[list[tuple[int, int]]], None],
+    ) -> list[int]:
         async def fetch_from(path: DownloadPath) -> list[int]:
             return await self._worker.fetch(
                 target=path.target, filename=path.filename, start=start, end=end,
                 total=file.size, block_size=self.block_size,
-                directory=file.key.relative_dir, nursery=self._nursery,
+                directory=file.key.relative_dir, nursery=self._nursery, on_blocks=on_blocks,
             )  # fmt: skip
 
         path = file.link.path
         try:
-            return await fetch_from(path)
+            began = trio.current_time()
+            crcs = await fetch_from(path)
+            self._observe(end - start, trio.current_time() - began)
+            return crcs
         except errors.AuthError:
             # Download links are time-limited: renew once, then try again.
             return await fetch_from(await file.link.renew(path))
+
+
+class _ByteBudget:
+    """Bounds the bytes of prefetches in flight (each one's buffer lives in the worker)."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._used = 0
+        self._changed = trio.Event()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, length: int) -> AsyncIterator[None]:
+        length = min(length, self._limit)
+        while self._used + length > self._limit:
+            await self._changed.wait()
+        self._used += length
+        try:
+            yield
+        finally:
+            self._used -= length
+            self._changed.set()
+            self._changed = trio.Event()
 
 
 def _runs(indexes: list[int], longest: int) -> Iterator[tuple[int, int]]:

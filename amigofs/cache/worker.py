@@ -11,7 +11,8 @@ Protocol (newline-delimited JSON over a socketpair the mount process creates):
     mount -> worker:              {"id", "target", "filename", "start", "end", "total",
                                    "block_size", "dir", "give_up_at" (optional, an instant
                                    of CLOCK_MONOTONIC)}
-    worker -> mount:              {"id", "crcs": [crc32 of each block], "stats"}
+    worker -> mount, as blocks land: {"id", "blocks": [[index, crc32], ...], "stats"}
+    worker -> mount, at the end:  {"id", "crcs": [crc32 of each block], "stats"}
                                   | {"id", "error": <class name>, "message", "status",
                                      "retry_after", "restore_eta", "stats"}
     ("stats": the worker's requests, retries, errors and bytes since its last reply)
@@ -30,7 +31,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,7 @@ from amigofs.api.client import ClientConfig, ClientStats, PlatformClient, RetryP
 from amigofs.api.models import DownloadPath
 from amigofs.api.secret import ApiKey
 from amigofs.cache.disk import write_blocks
+from amigofs.concurrency import first_error
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +126,59 @@ def error_from_message(message: dict[str, Any]) -> errors.AmigoError:
 # --- the worker process ----------------------------------------------------------
 
 
+async def _download_and_store(
+    client: PlatformClient,
+    path: DownloadPath,
+    start: int,
+    buffer: memoryview,
+    total: int,
+    block_size: int,
+    directory: str,
+    announce: Callable[[list[tuple[int, int]]], Awaitable[None]],
+) -> list[int]:
+    """Downloads into `buffer`, storing and announcing each whole block as it lands,
+    so that a reader waits for its own block, not for the whole range."""
+    filled = 0
+    stored = 0
+    arrived = trio.Event()
+    crcs: list[int] = []
+
+    def on_progress(n: int) -> None:
+        nonlocal filled
+        filled = n
+        if filled - stored >= block_size:
+            arrived.set()
+
+    def store(upto: int) -> list[tuple[int, int]]:
+        nonlocal stored
+        if upto <= stored:
+            return []
+        new = write_blocks(directory, total, start + stored, buffer[stored:upto], block_size)
+        first = (start + stored) // block_size
+        stored = upto
+        crcs.extend(new)
+        return [(first + i, crc) for i, crc in enumerate(new)]
+
+    async def store_as_it_lands() -> None:
+        nonlocal arrived
+        while True:
+            await arrived.wait()
+            arrived = trio.Event()
+            blocks = store(filled - filled % block_size)
+            if blocks:
+                await announce(blocks)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store_as_it_lands)
+            await client.download_into(path, start, buffer, total=total, on_progress=on_progress)
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        raise first_error(group) from None
+    store(len(buffer))
+    return crcs
+
+
 class _BufferPool:
     """Reuses download buffers: a fresh multi-MiB bytearray per job costs page
     faults and zeroing that showed as the worker's largest single cost."""
@@ -190,20 +245,16 @@ async def _serve(sock: socket.socket) -> None:
             timeout = config.deadline
             if give_up_at is not None:
                 timeout = min(timeout, float(give_up_at) - time.monotonic())
-            with buffers.lend(end - start) as buffer:
-                with trio.move_on_after(timeout) as scope:
-                    await client.download_into(path, start, buffer, total=int(message["total"]))
-                if scope.cancelled_caught:
-                    raise errors.DeadlineExceeded("download-recording-file: no answer in time")
-                directory = os.path.join(config.cache_dir, str(message["dir"]))
-                crcs = await trio.to_thread.run_sync(
-                    write_blocks,
-                    directory,
-                    int(message["total"]),
-                    start,
-                    buffer,
-                    int(message["block_size"]),
-                )
+            total = int(message["total"])
+            block_size = int(message["block_size"])
+            directory = os.path.join(config.cache_dir, str(message["dir"]))
+            with buffers.lend(end - start) as buffer, trio.move_on_after(timeout) as scope:
+                crcs = await _download_and_store(
+                    client, path, start, buffer, total, block_size, directory,
+                    lambda blocks: reply({"id": job_id, "blocks": blocks}),
+                )  # fmt: skip
+            if scope.cancelled_caught:
+                raise errors.DeadlineExceeded("download-recording-file: no answer in time")
         except Exception as exc:
             await reply(_error_message(job_id, exc))
         else:
@@ -239,9 +290,10 @@ def main() -> None:
 
 
 class _Pending:
-    __slots__ = ("crcs", "done", "error")
+    __slots__ = ("crcs", "done", "error", "on_blocks")
 
-    def __init__(self) -> None:
+    def __init__(self, on_blocks: Callable[[list[tuple[int, int]]], None] | None) -> None:
+        self.on_blocks = on_blocks
         self.done = trio.Event()
         self.crcs: list[int] = []
         self.error: errors.AmigoError | None = None
@@ -273,13 +325,14 @@ class FetchWorker:
         block_size: int,
         directory: str,
         nursery: trio.Nursery,
+        on_blocks: Callable[[list[tuple[int, int]]], None] | None = None,
     ) -> list[int]:
         """Downloads [start, end) of a stored file into the disk cache; returns the blocks'
         CRC-32s, or raises the API's error."""
         stream = await self._ensure_started(nursery)
         self._next_id += 1
         job_id = self._next_id
-        pending = self._pending[job_id] = _Pending()
+        pending = self._pending[job_id] = _Pending(on_blocks)
         message = {
             "id": job_id, "target": target, "filename": filename, "start": start, "end": end,
             "total": total, "block_size": block_size, "dir": directory,
@@ -339,6 +392,11 @@ class FetchWorker:
                 self._count(message.get("stats"))
                 pending = self._pending.get(int(message["id"]))
                 if pending is None:
+                    continue
+                if "blocks" in message:
+                    # Blocks stored so far: readers of those need not wait for the rest.
+                    if pending.on_blocks is not None:
+                        pending.on_blocks([(int(i), int(c)) for i, c in message["blocks"]])
                     continue
                 if "error" in message:
                     log.debug("fetch %s failed: %s", message["id"], message.get("message"))
