@@ -220,19 +220,22 @@ async def _serve(sock: socket.socket) -> None:
     reported = ClientStats()
 
     async def reply(message: dict[str, Any]) -> None:
-        # What the client did since the last reply, for the mount's stats.
-        now = client.stats
-        message["stats"] = {
-            "requests": dict(now.requests - reported.requests),
-            "retries": now.retries - reported.retries,
-            "errors": now.errors - reported.errors,
-            "bytes_received": now.bytes_received - reported.bytes_received,
-        }
-        reported.requests = collections.Counter(now.requests)
-        reported.retries, reported.errors = now.retries, now.errors
-        reported.bytes_received = now.bytes_received
-        async with send_lock:
-            await stream.send_all(_encode(message))
+        # Never cancelled half-way: a line cut short would garble the stream, and
+        # the counts it carries would be lost.
+        with trio.CancelScope(shield=True):
+            async with send_lock:
+                # What the client did since the last reply, for the mount's stats.
+                now = client.stats
+                message["stats"] = {
+                    "requests": dict(now.requests - reported.requests),
+                    "retries": now.retries - reported.retries,
+                    "errors": now.errors - reported.errors,
+                    "bytes_received": now.bytes_received - reported.bytes_received,
+                }
+                reported.requests = collections.Counter(now.requests)
+                reported.retries, reported.errors = now.retries, now.errors
+                reported.bytes_received = now.bytes_received
+                await stream.send_all(_encode(message))
 
     async def job(message: dict[str, Any]) -> None:
         job_id = int(message["id"])
@@ -345,8 +348,11 @@ class FetchWorker:
             message["give_up_at"] = time.monotonic() + remaining - margin
         log.debug("fetch %s [%d, %d)", filename, start, end)
         try:
-            async with self._send_lock:
-                await stream.send_all(_encode(message))
+            # A reader's deadline must not cut a line short: that would garble
+            # every job after it.
+            with trio.CancelScope(shield=True):
+                async with self._send_lock:
+                    await stream.send_all(_encode(message))
             await pending.done.wait()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise errors.TransportError("the fetch worker is gone") from None
