@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 DEFAULT_BLOCK_SIZE = 256 << 10
 # Pages a reader has left this far behind are unmapped from the mount process.
 _DROP_BEHIND = 8 << 20
-CHUNK_SECONDS = 0.05
+PARALLEL_GETS = 8
 
 
 class DownloadLink(Protocol):
@@ -97,13 +97,13 @@ class BlockStore:
         self._disk = disk
         self._worker = worker
         self._nursery = nursery
-        # Ranged GETs are sized to take about CHUNK_SECONDS at the throughput one
-        # connection has shown: small on a slow link, so many run at once and the
-        # reader waits little; large on a fast one, where each request's own cost
-        # (in the worker and the server) is what limits.
+        # A window fetched ahead is split into PARALLEL_GETS ranged GETs: enough
+        # connections to fill a link that throttles each one, few enough (and as
+        # large as possible) that on a fast link each request's own cost in the
+        # worker and the server stays small. Readers do not wait for a whole GET:
+        # each block is announced as it lands.
         self._min_chunk_blocks = max(1, min_chunk_bytes // self.block_size)
         self._max_chunk_blocks = max(self._min_chunk_blocks, max_chunk_bytes // self.block_size)
-        self._connection_rate: float | None = None  # bytes/s, a moving average
         self._ready: SingleFlight[None] = SingleFlight()
         self._fetches: dict[tuple[FileKey, int], _Fetch] = {}
         self._verifying: set[tuple[FileKey, int]] = set()
@@ -146,7 +146,9 @@ class BlockStore:
                 to_fetch.append(index)
             elif entry not in self._verifying:
                 to_verify.append(index)
-        for first, stop in _runs(to_fetch, self._chunk_blocks()):
+        chunk = (end - start) // PARALLEL_GETS // self.block_size
+        chunk = max(self._min_chunk_blocks, min(self._max_chunk_blocks, chunk))
+        for first, stop in _runs(to_fetch, chunk):
             fetch = self._register(file, first, stop)
             self._nursery.start_soon(self._prefetch, file, fetch)
         if to_verify:
@@ -244,19 +246,6 @@ class BlockStore:
                 self._disk.added(file.key, index, length, crc)
         fetch.notify()
 
-    def _chunk_blocks(self) -> int:
-        if self._connection_rate is None:
-            return self._min_chunk_blocks
-        wanted = int(self._connection_rate * CHUNK_SECONDS) // self.block_size
-        return max(self._min_chunk_blocks, min(self._max_chunk_blocks, wanted))
-
-    def _observe(self, length: int, seconds: float) -> None:
-        if seconds <= 0 or length < self._min_chunk_blocks * self.block_size:
-            return
-        rate = length / seconds
-        old = self._connection_rate
-        self._connection_rate = rate if old is None else 0.7 * old + 0.3 * rate
-
     async def _download(
         self,
         file: StoredFile,
@@ -273,10 +262,7 @@ class BlockStore:
 
         path = file.link.path
         try:
-            began = trio.current_time()
-            crcs = await fetch_from(path)
-            self._observe(end - start, trio.current_time() - began)
-            return crcs
+            return await fetch_from(path)
         except errors.AuthError:
             # Download links are time-limited: renew once, then try again.
             return await fetch_from(await file.link.renew(path))
