@@ -26,6 +26,8 @@ from typing import Any
 
 import httpx
 
+from amigofs.mount import is_mounted
+
 log = logging.getLogger(__name__)
 
 START_DEADLINE = 60.0
@@ -40,22 +42,6 @@ def wait_until(condition: Callable[[], bool], deadline: float, what: str) -> Non
         if time.monotonic() > end:
             raise TimeoutError(f"timed out after {deadline:.0f} s waiting for {what}")
         time.sleep(0.02)
-
-
-def is_mounted(mountpoint: Path) -> bool:
-    target = os.path.realpath(mountpoint)
-    with open("/proc/self/mounts", encoding="utf-8") as mounts:
-        for line in mounts:
-            fields = line.split()
-            if len(fields) > 1 and _unescape(fields[1]) == target:
-                return True
-    return False
-
-
-def _unescape(path: str) -> str:
-    for code in ("\\040", "\\011", "\\012", "\\134"):
-        path = path.replace(code, chr(int(code[1:], 8)))
-    return path
 
 
 def stop_process(process: subprocess.Popen[Any]) -> None:

@@ -157,8 +157,86 @@ def table(figures: Sequence[Figure]) -> str:
     return "\n".join(lines)
 
 
+@dataclass(slots=True, frozen=True)
+class Target:
+    """One row of the read path's targets, in the direction the issue states them."""
+
+    name: str
+    value: float | None
+    minimum: float
+    aim: float
+    higher_is_better: bool
+
+    @property
+    def verdict(self) -> str:
+        if self.value is None:
+            return "not measured"
+
+        def meets(bound: float) -> bool:
+            assert self.value is not None
+            return self.value >= bound if self.higher_is_better else self.value <= bound
+
+        return (
+            "aim met"
+            if meets(self.aim)
+            else "minimum met"
+            if meets(self.minimum)
+            else "BELOW MINIMUM"
+        )
+
+
+def targets(figures: Sequence[Figure]) -> list[Target]:
+    """The targets as speed ratios (ceiling time / amigofs time): higher is better."""
+    by_key = {fig.key: fig for fig in figures}
+
+    def speed(key: str) -> float | None:
+        fig = by_key.get(key)
+        return None if fig is None or not fig.value else 1 / fig.value
+
+    def value(key: str) -> float | None:
+        fig = by_key.get(key)
+        return None if fig is None else fig.value
+
+    peak = by_key.get("amigofs.peak_rss")
+    reread_fetched = value("amigofs.reread_fetched")
+    reread = speed("amigofs.reread")
+    return [
+        Target("cold read / pyfuse3 ceiling (speed)", speed("amigofs.cold"), 0.25, 0.5, True),
+        Target(
+            "throttled read / single curl (speed)", speed("amigofs.throttled_vs_curl"), 3, 5, True
+        ),
+        Target("ffmpeg seek: fetched / size", value("amigofs.seek_fetched"), 0.05, 0.01, False),
+        Target(
+            "re-read after remount / ceiling (speed; 0 bytes fetched)",
+            reread if reread_fetched == 0 else 0.0,
+            0.7,
+            0.95,
+            True,
+        ),
+        Target(
+            "peak RSS, MB",
+            None if peak is None or peak.numerator is None else peak.numerator / 1e6,
+            300,
+            150,
+            False,
+        ),
+    ]
+
+
+def targets_table(rows: Sequence[Target]) -> str:
+    lines = [f"{'target':58}  {'value':>7}  {'minimum':>7}  {'aim':>6}  verdict"]
+    for row in rows:
+        shown = "-" if row.value is None else f"{row.value:.3g}"
+        lines.append(f"{row.name:58}  {shown:>7}  {row.minimum:>7g}  {row.aim:>6g}  {row.verdict}")
+    return "\n".join(lines)
+
+
 def write_json(path: Path, document: dict[str, Any], figures: Sequence[Figure]) -> None:
-    document = {**document, "figures": [asdict(fig) for fig in figures]}
+    document = {
+        **document,
+        "figures": [asdict(fig) for fig in figures],
+        "targets": [{**asdict(row), "verdict": row.verdict} for row in targets(figures)],
+    }
     path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
 
 

@@ -41,6 +41,8 @@ from benchmarks.report import (
     median,
     ratio,
     table,
+    targets,
+    targets_table,
     write_chart,
     write_json,
 )
@@ -957,6 +959,8 @@ def main(argv: list[str] | None = None) -> int:
     chart_problem = write_chart(args.out / f"{stem}.png", document, harness.figures)
     print()
     print(table(harness.figures))
+    print()
+    print(targets_table(targets(harness.figures)))
     for name, message in harness.errors.items():
         print(f"failed: {name}: {message}")
     print(f"\nresults: {json_path}")
