@@ -32,6 +32,7 @@ DEFAULT_BLOCK_SIZE = 256 << 10
 # Pages a reader has left this far behind are unmapped from the mount process.
 _DROP_BEHIND = 8 << 20
 PARALLEL_GETS = 8
+VERIFY_BATCH = 4  # blocks checked per thread hop
 
 
 class DownloadLink(Protocol):
@@ -106,7 +107,8 @@ class BlockStore:
         self._max_chunk_blocks = max(self._min_chunk_blocks, max_chunk_bytes // self.block_size)
         self._ready: SingleFlight[None] = SingleFlight()
         self._fetches: dict[tuple[FileKey, int], _Fetch] = {}
-        self._verifying: set[tuple[FileKey, int]] = set()
+        # Blocks being checked in a thread, and the event that says it is done.
+        self._verifying: dict[tuple[FileKey, int], trio.Event] = {}
         self._prefetch_budget = _ByteBudget(max_prefetch_bytes)
         self._dropped_to: dict[FileKey, int] = {}
 
@@ -152,8 +154,14 @@ class BlockStore:
             fetch = self._register(file, first, stop)
             self._nursery.start_soon(self._prefetch, file, fetch)
         if to_verify:
-            self._verifying.update((file.key, i) for i in to_verify)
-            self._nursery.start_soon(self._verify, file, to_verify)
+            # A few blocks per thread, in order: the reader's next block is checked
+            # first, and the batches run on the other core while it is served.
+            for first, stop in _runs(to_verify, VERIFY_BATCH):
+                batch = list(range(first, stop))
+                done = trio.Event()
+                for index in batch:
+                    self._verifying[(file.key, index)] = done
+                self._nursery.start_soon(self._verify, file, batch, done)
 
     def forget(self, key: FileKey) -> None:
         """The last reader of a file has gone: unmap what it read."""
@@ -172,6 +180,8 @@ class BlockStore:
                     raise fetch.error
             elif not self._disk.has(file.key, index):
                 await self._run_fetch(file, self._register(file, index, index + 1))
+            elif (checking := self._verifying.get((file.key, index))) is not None:
+                await checking.wait()
             elif not self._disk.is_ready(file.key, index):
                 # Left by an earlier mount: check it before serving it.
                 await trio.to_thread.run_sync(self._disk.verify, file.key, [index])
@@ -181,14 +191,16 @@ class BlockStore:
             # Damaged on disk, or evicted meanwhile: fetch it again.
         raise errors.ProtocolError(f"{file.key.filename}: block {index} could not be cached")
 
-    async def _verify(self, file: StoredFile, indexes: list[int]) -> None:
+    async def _verify(self, file: StoredFile, indexes: list[int], done: trio.Event) -> None:
         try:
             await trio.to_thread.run_sync(self._disk.verify, file.key, indexes)
             self.stats.verified_blocks += len(indexes)
         except OSError as exc:
             log.warning("disk cache: cannot check %s: %s", file.key.relative_dir, exc)
         finally:
-            self._verifying.difference_update((file.key, i) for i in indexes)
+            for index in indexes:
+                self._verifying.pop((file.key, index), None)
+            done.set()
 
     def _drop_behind(self, key: FileKey, position: int) -> None:
         dropped = self._dropped_to.setdefault(key, 0)
