@@ -18,7 +18,7 @@ FORWARD_TOLERANCE = 16 << 20
 
 @dataclass(slots=True)
 class Readahead:
-    initial_window: int = 4 << 20
+    initial_window: int = 16 << 20
     max_window: int = 32 << 20
     # Sequential bytes read since the last seek before anything is fetched ahead.
     ramp_after: int = 512 << 10

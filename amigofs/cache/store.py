@@ -87,7 +87,7 @@ class BlockStore:
         worker: FetchWorker,
         nursery: trio.Nursery,
         *,
-        min_chunk_bytes: int = 1 << 20,
+        min_chunk_bytes: int = 512 << 10,
         max_chunk_bytes: int = 8 << 20,
         max_prefetch_bytes: int = 32 << 20,
     ) -> None:
