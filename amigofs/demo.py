@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -14,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from amigofs.emulator.process import await_listening
 from amigofs.mount import is_mounted
 
 START_DEADLINE = 30.0
@@ -90,12 +90,10 @@ def _stop_on_signals() -> list[int]:
 
 
 def _emulator_url(emulator: subprocess.Popen[str]) -> str:
-    assert emulator.stdout is not None
-    line = emulator.stdout.readline()  # the emulator prints this one line once it listens
-    match = re.search(r"listening on (http://\S+)", line)
-    if match is None:
-        raise DemoError(f"the emulator did not start: {line.strip() or 'no output'}")
-    return match[1]
+    try:
+        return await_listening(emulator, START_DEADLINE)
+    except (TimeoutError, RuntimeError) as exc:
+        raise DemoError(f"the emulator did not start: {exc}") from None
 
 
 def _wait_mounted(mountpoint: Path, mount: subprocess.Popen[str]) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import selectors
 import signal
 import socket
 import subprocess
@@ -26,13 +25,13 @@ from typing import Any
 
 import httpx
 
+from amigofs.emulator.process import await_listening
 from amigofs.mount import is_mounted
 
 log = logging.getLogger(__name__)
 
 START_DEADLINE = 60.0
 STOP_DEADLINE = 15.0
-LISTENING_PREFIX = "amigofs emulator listening on "
 
 
 def wait_until(condition: Callable[[], bool], deadline: float, what: str) -> None:
@@ -170,21 +169,8 @@ def emulator(api_key: str, log_path: Path, **knobs: Any) -> Iterator[Emulator]:
             process.stdout.close()
 
 
-def _await_listening(process: subprocess.Popen[bytes]) -> str:
-    assert process.stdout is not None
-    deadline = time.monotonic() + START_DEADLINE
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("the emulator did not report its address in time")
-            if selector.select(remaining):
-                line = process.stdout.readline().decode()
-                if line.startswith(LISTENING_PREFIX):
-                    return line[len(LISTENING_PREFIX) :].strip()
-                if line == "":
-                    raise RuntimeError(f"the emulator exited early with status {process.wait()}")
+def _await_listening(process: subprocess.Popen[Any]) -> str:
+    return await_listening(process, START_DEADLINE)
 
 
 # --- FUSE mounts ---------------------------------------------------------------------------------

@@ -14,11 +14,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import selectors
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,10 +24,10 @@ import httpx
 
 from amigofs.emulator.config import EmulatorConfig
 from amigofs.emulator.data import Dataset
+from amigofs.emulator.process import await_listening
 
 START_DEADLINE = 30.0
 STOP_DEADLINE = 10.0
-LISTENING_PREFIX = "amigofs emulator listening on "
 
 _FLAGS = {
     "seed": "--seed",
@@ -132,21 +130,8 @@ def _argv(config: EmulatorConfig, port: int = 0) -> list[str]:
     return argv
 
 
-def _await_listening(process: subprocess.Popen[str]) -> str:
-    assert process.stdout is not None
-    deadline = time.monotonic() + START_DEADLINE
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("emulator did not report its address in time")
-            if selector.select(remaining):
-                line = process.stdout.readline()
-                if line.startswith(LISTENING_PREFIX):
-                    return line[len(LISTENING_PREFIX) :].strip()
-                if line == "":
-                    raise RuntimeError(f"emulator exited early with status {process.wait()}")
+def _await_listening(process: subprocess.Popen[Any]) -> str:
+    return await_listening(process, START_DEADLINE)
 
 
 def start_emulator(api_key: str = "test-key", *, port: int = 0, **knobs: Any) -> EmulatorProc:

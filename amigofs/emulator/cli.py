@@ -11,6 +11,7 @@ import sys
 import trio
 
 from amigofs.emulator.config import FAULT_KINDS, EmulatorConfig
+from amigofs.emulator.process import listening_line
 from amigofs.emulator.server import serve
 
 log = logging.getLogger(__name__)
@@ -222,7 +223,7 @@ async def _main(config: EmulatorConfig, host: str, port: int) -> None:
                     task_status=task_status,
                 )
             )
-            print(f"amigofs emulator listening on {url}", flush=True)
+            print(listening_line(url), flush=True)
             async for signum in signals:
                 log.info("signal %s: shutting down", signal.Signals(signum).name)
                 stop.set()
