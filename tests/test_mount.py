@@ -4,6 +4,7 @@ ffmpeg, sox and rsync see."""
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
 import random
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from amigofs.emulator.data import Recording
+from amigofs.fs.namespace import WALK_AHEAD
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import Mount, mounted, public_tempdir, wait_until
 
@@ -277,12 +279,17 @@ def test_ls_l_of_a_workspace_of_1000_calls_fetches_no_audio() -> None:
             assert deep.returncode == 0, deep.stderr
             stats = emulator.stats()
             assert stats["audio_bytes"] == 0
-            # Each call's files: its urls, its metadata and metadata.json, once each.
-            assert stats["requests"] == {
-                "get-recording-urls": 200,
-                "get-recording-metadata": 200,
-                "download-recording-file": 200,
-            }
+            # Each call's files: its urls, its metadata and metadata.json, once each; a walk
+            # in listing order also loads up to WALK_AHEAD calls past the last one entered.
+            counts = stats["requests"]
+            assert set(counts) == {
+                "get-recording-urls", "get-recording-metadata", "download-recording-file",
+            }  # fmt: skip
+            assert 200 <= counts["get-recording-urls"] <= 200 + WALK_AHEAD
+            assert counts["get-recording-urls"] == counts["get-recording-metadata"]
+            assert counts["get-recording-urls"] == counts["download-recording-file"]
+            fetched = [e["path"] for e in stats["log"] if e["op"] == "get-recording-urls"]
+            assert len(fetched) == len(set(fetched)), "a call's record was fetched twice"
 
 
 def test_command_line_contract(emulator: EmulatorProc, tmp_path: Path) -> None:
@@ -344,3 +351,22 @@ def test_command_line_contract(emulator: EmulatorProc, tmp_path: Path) -> None:
 def test_unmount_ends_the_process_with_status_0(emulator: EmulatorProc) -> None:
     with mounted(emulator.url, emulator.api_key) as mnt:
         assert mnt.unmount() == 0
+
+
+def test_a_walk_in_listing_order_loads_the_next_calls_ahead() -> None:
+    # 50 ms per request: entered one after another, each call would cost two round
+    # trips before the next could start.
+    with running_emulator(workspaces=1, calls_per_workspace=40, latency=0.05) as emulator:
+        workspace_id = emulator.data.workspaces[0].id
+        with mounted(emulator.url, emulator.api_key, "--workspace", workspace_id) as mnt:
+            calls = sorted(os.listdir(mnt.path / workspace_id))
+            emulator.reset_stats()
+            found = run("find", str(mnt.path / workspace_id), "-type", "f")
+            assert found.returncode == 0, found.stderr
+            assert len(found.stdout.split()) == 3 * len(calls)
+            log = [e for e in emulator.stats()["log"] if e["op"] == "get-recording-urls"]
+            assert len(log) == len({e["path"] for e in log}) == len(calls)
+            times = sorted(float(e["time"]) for e in log)
+            # Requests for other calls went out while earlier ones were still waiting.
+            overlapping = sum(1 for a, b in itertools.pairwise(times) if b - a < 0.04)
+            assert overlapping >= len(calls) // 2, f"only {overlapping} overlapped"

@@ -45,6 +45,8 @@ ROOT_INODE = InodeT(1)
 # Recordings never change once stored: the kernel may keep their entries and
 # attributes for a long time.
 IMMUTABLE_TIMEOUT = 24 * 3600.0
+# Call records loaded ahead of a walk through a workspace in listing order.
+WALK_AHEAD = 16
 
 # The mount's own numbers (`amigofs stats`), in its root: found by name only,
 # never listed, readable by its owner only, generated when opened.
@@ -189,6 +191,10 @@ class Namespace:
             config.max_records
         )
         self._record_flights: SingleFlight[CallRecord] = SingleFlight()
+        # Walk detection: each workspace's listing in order, and the last record entered.
+        self._walk_orders: dict[str, tuple[object, dict[str, int], list[str]]] = {}
+        self._walk_last: dict[str, int | None] = {}
+        self._walk_scheduled: set[tuple[str, str]] = set()
         self._missing: cachetools.TTLCache[tuple[str, str], bool] = cachetools.TTLCache(
             maxsize=10_000, ttl=config.negative_ttl, timer=trio.current_time
         )
@@ -472,8 +478,10 @@ class Namespace:
         inode = self._inode(NodeKey(workspace_id, call_sid))
         return Attributes(inode, True, 0, start_ns, 2, IMMUTABLE_TIMEOUT)
 
-    async def _record(self, workspace_id: str, call_sid: str) -> CallRecord:
+    async def _record(self, workspace_id: str, call_sid: str, *, ahead: bool = False) -> CallRecord:
         rkey = (workspace_id, call_sid)
+        if not ahead:
+            self._walk_ahead(workspace_id, call_sid)
         record = self._records.get(rkey)
         if record is not None:
             return record
@@ -492,6 +500,46 @@ class Namespace:
             return loaded
 
         return await self._record_flights.run(rkey, load)
+
+    def _walk_ahead(self, workspace_id: str, call_sid: str) -> None:
+        """When call directories are entered in listing order (find, rsync, cp -r, a
+        file manager's preview pane), loads the next few records ahead, a few at once,
+        so a walk of a workspace does not pay one round trip after another."""
+        listing = self._calls.get(workspace_id)
+        calls = listing.cached if listing is not None else None
+        if not calls:
+            return
+        order = self._walk_orders.get(workspace_id)
+        if order is None or order[0] is not calls:
+            sids = sorted(calls)
+            order = self._walk_orders[workspace_id] = (
+                calls,
+                {s: i for i, s in enumerate(sids)},
+                sids,
+            )
+        _calls, position, sids = order
+        index = position.get(call_sid)
+        previous = self._walk_last.get(workspace_id)
+        if index == previous:
+            return  # the same call directory again (its files being looked at)
+        self._walk_last[workspace_id] = index
+        if index is None or previous is None or not 0 < index - previous <= 2:
+            return  # not a walk in order (yet)
+        for sid in sids[index + 1 : index + 1 + WALK_AHEAD]:
+            rkey = (workspace_id, sid)
+            if rkey in self._records or rkey in self._walk_scheduled or rkey in self._missing:
+                continue
+            self._walk_scheduled.add(rkey)
+            self._nursery.start_soon(self._load_quietly, workspace_id, sid)
+
+    async def _load_quietly(self, workspace_id: str, call_sid: str) -> None:
+        try:
+            await self._record(workspace_id, call_sid, ahead=True)
+        except (api.AmigoError, FsError) as exc:
+            # Loaded ahead of need: whoever needs it later gets the error then.
+            log.debug("%s/%s: loading ahead failed: %s", workspace_id, call_sid, exc)
+        finally:
+            self._walk_scheduled.discard((workspace_id, call_sid))
 
     def _file_attrs(self, record: CallRecord, file: PresentedFile) -> Attributes:
         inode = self._inode(NodeKey(record.workspace_id, record.call_sid, file.name))
