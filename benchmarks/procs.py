@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from amigofs.emulator.cli import knob_arguments
 from amigofs.emulator.process import await_listening
 from amigofs.mount import is_mounted
 
@@ -125,27 +126,11 @@ class Emulator:
         self.client.post("/__stats/reset").raise_for_status()
 
 
-_EMULATOR_FLAGS = {
-    "seed": "--seed",
-    "workspaces": "--workspaces",
-    "calls_per_workspace": "--calls",
-    "long_calls": "--long-calls",
-    "long_duration": "--long-duration",
-    "min_duration": "--min-duration",
-    "max_duration": "--max-duration",
-    "null_sid_calls": "--null-sid-calls",
-    "no_recording_calls": "--no-recording-calls",
-    "latency": "--latency",
-    "bandwidth": "--bandwidth",
-}
-
-
 @contextlib.contextmanager
 def emulator(api_key: str, log_path: Path, **knobs: Any) -> Iterator[Emulator]:
     """`amigofs emulator` on a free loopback port; knobs are EmulatorConfig field names."""
     argv = [sys.executable, "-m", "amigofs", "emulator", "--host", "127.0.0.1", "--port", "0"]
-    for name, value in knobs.items():
-        argv += [_EMULATOR_FLAGS[name], str(value)]
+    argv += knob_arguments(knobs)
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen(
             argv,

@@ -22,38 +22,13 @@ from typing import Any
 
 import httpx
 
+from amigofs.emulator.cli import knob_arguments
 from amigofs.emulator.config import EmulatorConfig
 from amigofs.emulator.data import Dataset
 from amigofs.emulator.process import await_listening
 
 START_DEADLINE = 30.0
 STOP_DEADLINE = 10.0
-
-_FLAGS = {
-    "seed": "--seed",
-    "workspaces": "--workspaces",
-    "calls_per_workspace": "--calls",
-    "long_calls": "--long-calls",
-    "long_duration": "--long-duration",
-    "min_duration": "--min-duration",
-    "max_duration": "--max-duration",
-    "null_sid_calls": "--null-sid-calls",
-    "no_recording_calls": "--no-recording-calls",
-    "archived_calls": "--archived",
-    "not_configured_workspaces": "--not-configured",
-    "hostile_listing": "--hostile-listing",
-    "bad_metadata": "--bad-metadata",
-    "size_mismatch": "--size-mismatch",
-    "evil_urls": "--evil-urls",
-    "evil_host": "--evil-host",
-    "fault_rate": "--fault-rate",
-    "fault_kinds": "--fault-kinds",
-    "retry_after": "--retry-after",
-    "stall_seconds": "--stall-seconds",
-    "latency": "--latency",
-    "bandwidth": "--bandwidth",
-    "url_ttl": "--url-ttl",
-}
 
 
 class EmulatorProc:
@@ -117,17 +92,12 @@ class EmulatorProc:
 def _argv(config: EmulatorConfig, port: int = 0) -> list[str]:
     argv = [sys.executable, "-m", "amigofs.emulator", "--host", "127.0.0.1", "--port", str(port)]
     defaults = EmulatorConfig(api_key="x")
-    for name, flag in _FLAGS.items():
-        value = getattr(config, name)
-        if value is None or value == getattr(defaults, name):
-            continue
-        if value is True:
-            argv.append(flag)
-            continue
-        if name == "fault_kinds":
-            value = ",".join(value)
-        argv += [flag, str(value)]
-    return argv
+    changed = {
+        field.name: getattr(config, field.name)
+        for field in dataclasses.fields(EmulatorConfig)
+        if field.name != "api_key" and getattr(config, field.name) != getattr(defaults, field.name)
+    }
+    return argv + knob_arguments(changed)
 
 
 def _await_listening(process: subprocess.Popen[Any]) -> str:

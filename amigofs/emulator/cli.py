@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Mapping
 
 import trio
 
@@ -158,6 +159,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level", default="WARNING", help="logging level, e.g. DEBUG for one line a request"
     )
+
+
+def knob_arguments(knobs: Mapping[str, object]) -> list[str]:
+    """The command-line options that set these EmulatorConfig fields: the inverse of
+    config_from_args, for whoever starts the emulator as a child process."""
+    flags = {name: (flag, kind) for flag, name, kind, _ in _KNOB_FLAGS}
+    argv: list[str] = []
+    for name, value in knobs.items():
+        if name not in flags:
+            raise ValueError(f"the emulator has no option for {name!r}")
+        flag, kind = flags[name]
+        if value is None or (kind is bool and not value):
+            continue
+        if kind is bool:
+            argv.append(flag)
+        elif isinstance(value, tuple | list):  # fault_kinds
+            argv += [flag, ",".join(str(item) for item in value)]
+        else:
+            argv += [flag, str(value)]
+    return argv
 
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
