@@ -196,9 +196,12 @@ class DiskCache:
     def touch(self, key: FileKey, first: int, stop: int) -> None:
         """Marks blocks as just used (most recently used last, evicted last)."""
         rel = key.relative_dir
-        for index in range(first, stop):
-            with contextlib.suppress(KeyError):
-                self._blocks.move_to_end((rel, index))
+        # Under the lock: eviction iterates the index in a thread, and reordering it
+        # meanwhile would fail that iteration.
+        with self._lock:
+            for index in range(first, stop):
+                with contextlib.suppress(KeyError):
+                    self._blocks.move_to_end((rel, index))
 
     def verify(self, key: FileKey, indexes: list[int]) -> None:
         """Checks blocks written by an earlier mount against their checksums (blocking:
