@@ -272,7 +272,8 @@ def mount_settings(args: argparse.Namespace) -> config.Settings:
 
 
 def run_mount(args: argparse.Namespace) -> int:
-    from amigofs.mount import MountOptions, is_mounted
+    from amigofs.mount import MountOptions
+    from amigofs.mount_table import is_mounted
 
     settings = mount_settings(args)
     if settings.mountpoint is None:
@@ -338,7 +339,7 @@ def _detach(argv: list[str], mountpoint: Path, cache_dir: Path) -> int:
     Its log goes to mount.log in the cache directory; if it fails to come up,
     the parent shows why and passes on its exit status.
     """
-    from amigofs.mount import is_mounted
+    from amigofs.mount_table import is_mounted
 
     cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_path = cache_dir / "mount.log"

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from amigofs.emulator.process import await_listening
-from amigofs.mount import is_mounted
+from amigofs.mount_table import is_mounted
 
 START_DEADLINE = 30.0
 

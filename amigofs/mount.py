@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
+import sys
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,7 @@ from amigofs.control import MountCounters
 from amigofs.fs.namespace import Namespace, NamespaceConfig
 from amigofs.fs.records import RecordingSource
 from amigofs.fuse_adapter import AmigoOperations
+from amigofs.mount_table import mounted_at
 from amigofs.notify import Notifier
 
 log = logging.getLogger(__name__)
@@ -54,26 +57,15 @@ def fuse_options(options: MountOptions) -> set[str]:
     return chosen | set(options.extra_fuse_options)
 
 
-def is_mounted(mountpoint: Path) -> bool:
-    return mounted_at(os.path.realpath(mountpoint))
-
-
-def mounted_at(target: str) -> bool:
-    """Whether a resolved path is a mount point. Never stats the path: the mount
-    process itself asking would wait on its own, not yet serving, event loop."""
-    with open("/proc/self/mounts", encoding="utf-8") as mounts:
-        for line in mounts:
-            fields = line.split()
-            if len(fields) > 1 and _unescape(fields[1]) == target:
-                return True
-    return False
-
-
-def _unescape(path: str) -> str:
-    # /proc/mounts writes space, tab, newline and backslash as octal escapes.
-    for code in ("\\040", "\\011", "\\012", "\\134"):
-        path = path.replace(code, chr(int(code[1:], 8)))
-    return path
+def _start_unmount_guard(target: str) -> None:
+    """Starts the process that removes the mount should this one be killed
+    (see amigofs.unmount_guard). Its own session: a Ctrl-C meant for the
+    mount must not end the guard first. It exits when this process does."""
+    subprocess.Popen(
+        [sys.executable, "-m", "amigofs.unmount_guard", str(os.getpid()), target],
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 async def serve(options: MountOptions, api_key: ApiKey) -> None:
@@ -133,6 +125,7 @@ async def serve(options: MountOptions, api_key: ApiKey) -> None:
         # Resolved before it is ours to serve: later, a stat of it would wait on us.
         target = str(await trio.Path(options.mountpoint).resolve())
         pyfuse3.init(operations, str(options.mountpoint), fuse_options(options))
+        _start_unmount_guard(target)
         try:
             nursery.start_soon(_handle_signals, namespace, notifier)
             nursery.start_soon(_report, target, counters, notifier)

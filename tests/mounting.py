@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from amigofs.mount import is_mounted
+from amigofs.mount_table import is_mounted
 
 MOUNT_DEADLINE = 30.0
 STOP_DEADLINE = 15.0
@@ -51,6 +51,20 @@ def wait_until(condition, deadline: float, what: str, interval: float = 0.02) ->
         if time.monotonic() > end:
             raise TimeoutError(f"timed out after {deadline:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+def unmount_guards(mountpoint: Path) -> list[int]:
+    """The pids of amigofs.unmount_guard processes watching `mountpoint`."""
+    wanted = ["-m", "amigofs.unmount_guard"]
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:  # not a process, or gone meanwhile
+            continue
+        if argv[1:3] == wanted and argv[4:5] == [str(mountpoint.resolve())]:
+            found.append(int(entry.name))
+    return found
 
 
 def public_tempdir(prefix: str) -> Path:

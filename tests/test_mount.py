@@ -18,8 +18,9 @@ import pytest
 
 from amigofs.emulator.data import Recording
 from amigofs.fs.namespace import WALK_AHEAD
+from amigofs.mount_table import is_mounted
 from tests.emulator_proc import EmulatorProc, running_emulator
-from tests.mounting import Mount, mounted, public_tempdir, wait_until
+from tests.mounting import Mount, mounted, public_tempdir, unmount_guards, wait_until
 
 pytestmark = pytest.mark.mount
 
@@ -350,7 +351,11 @@ def test_command_line_contract(emulator: EmulatorProc, tmp_path: Path) -> None:
 
 def test_unmount_ends_the_process_with_status_0(emulator: EmulatorProc) -> None:
     with mounted(emulator.url, emulator.api_key) as mnt:
+        wait_until(lambda: unmount_guards(mnt.path), 10, "the unmount guard to start")
         assert mnt.unmount() == 0
+        # Its unmount guard goes with it, leaving the mount point alone.
+        wait_until(lambda: not unmount_guards(mnt.path), 10, "the unmount guard to exit")
+        assert mnt.path.is_dir() and not is_mounted(mnt.path)
 
 
 def test_a_walk_in_listing_order_loads_the_next_calls_ahead() -> None:

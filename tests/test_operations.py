@@ -21,7 +21,7 @@ import pytest
 
 from amigofs import config
 from amigofs.emulator.data import Recording
-from amigofs.mount import is_mounted
+from amigofs.mount_table import is_mounted
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import (
     MOUNT_DEADLINE,

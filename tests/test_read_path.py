@@ -14,9 +14,9 @@ import pytest
 
 from amigofs.emulator.data import Recording
 from amigofs.fs.wav import audio_layout
-from amigofs.mount import is_mounted
+from amigofs.mount_table import is_mounted
 from tests.emulator_proc import EmulatorProc, running_emulator
-from tests.mounting import mounted, public_tempdir, wait_until
+from tests.mounting import mounted, public_tempdir, unmount_guards, wait_until
 
 pytestmark = pytest.mark.mount
 
@@ -209,8 +209,10 @@ def test_killed_mid_read_then_remounted_serves_exact_bytes(emulator: EmulatorPro
             wait_until(lambda: emulator.stats()["audio_bytes"] > 4 * BLOCK, 30, "the read to start")
             mnt.process.send_signal(signal.SIGKILL)
             mnt.process.wait(10)
-            # auto_unmount: the kernel mount goes with the process; nothing is left behind.
+            # Nothing is left behind: not the kernel mount (auto_unmount, or the unmount
+            # guard where fusermount3 looked too early), not the guard.
             wait_until(lambda: not is_mounted(mnt.path), 10, "the killed mount to go away")
+            wait_until(lambda: not unmount_guards(mnt.path), 10, "the unmount guard to exit")
             reader.join(30)
     finally:
         emulator.control(bandwidth=None)

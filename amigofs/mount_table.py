@@ -1,0 +1,38 @@
+"""Reading the kernel's mount table, without touching the mounts themselves.
+
+Kept free of pyfuse3 and trio so that the small unmount guard can use it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def is_mounted(mountpoint: Path | str) -> bool:
+    return mount_type(os.path.realpath(mountpoint)) is not None
+
+
+def mounted_at(target: str) -> bool:
+    """Whether a resolved path is a mount point. Never stats the path: the mount
+    process itself asking would wait on its own, not yet serving, event loop."""
+    return mount_type(target) is not None
+
+
+def mount_type(target: str) -> str | None:
+    """The filesystem type of the topmost mount at a resolved path (such as
+    `fuse.amigofs`), or None if nothing is mounted there."""
+    found = None
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if len(fields) > 2 and _unescape(fields[1]) == target:
+                found = fields[2]  # later lines are mounted on top of earlier ones
+    return found
+
+
+def _unescape(path: str) -> str:
+    # /proc/mounts writes space, tab, newline and backslash as octal escapes.
+    for code in ("\\040", "\\011", "\\012", "\\134"):
+        path = path.replace(code, chr(int(code[1:], 8)))
+    return path

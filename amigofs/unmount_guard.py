@@ -1,0 +1,74 @@
+"""Removes the mount of a mount process that was killed, where auto_unmount missed it.
+
+libfuse's auto_unmount leaves a fusermount3 process waiting for the mount process's
+socket to close; it then unmounts only if opening the mount point fails with ENOTCONN.
+The socket and /dev/fuse are released one after the other while the killed process
+exits, and on a busy machine fusermount3 can look in between: its open waits on the
+dying connection, fails with ECONNABORTED instead, and the mount is left behind as
+"Transport endpoint is not connected" (one kill in four with both cores busy, here).
+
+This process waits for the mount process to have exited completely (a pidfd turns
+readable only after the process has released all its files, so the connection is
+aborted by then) and applies the same test. It imports no more than the standard
+library and the mount table reader, and sleeps in select() for the life of the mount.
+
+    python -m amigofs.unmount_guard MOUNT_PID MOUNTPOINT
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import subprocess
+import sys
+
+from amigofs.mount_table import mount_type
+
+FUSE_TYPE = "fuse.amigofs"
+UNMOUNT_SECONDS = 30.0
+
+
+def wait_for_exit(pid: int) -> None:
+    """Returns once process `pid`, our parent, has exited."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    # The pid may have been reused by another process before pidfd_open if our
+    # parent had already gone; then we have been reparented.
+    if os.getppid() != pid:
+        os.close(pidfd)
+        return
+    select.select([pidfd], [], [])
+    os.close(pidfd)
+
+
+def is_stale(mountpoint: str) -> bool:
+    """Whether an amigofs mount is at `mountpoint` with no process serving it."""
+    if mount_type(mountpoint) != FUSE_TYPE:
+        return False
+    try:
+        # Opening asks the (aborted) connection; a stat could be answered from cache.
+        fd = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    os.close(fd)
+    return False
+
+
+def main() -> None:
+    pid, mountpoint = int(sys.argv[1]), sys.argv[2]
+    wait_for_exit(pid)
+    if is_stale(mountpoint):
+        print(f"amigofs: the mount process died; unmounting {mountpoint}", file=sys.stderr)
+        subprocess.run(
+            ["fusermount3", "-u", "-z", "-q", mountpoint],
+            stdin=subprocess.DEVNULL,
+            check=False,
+            timeout=UNMOUNT_SECONDS,
+        )
+
+
+if __name__ == "__main__":
+    main()
