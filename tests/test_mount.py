@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -278,10 +279,23 @@ def test_ls_l_of_a_workspace_of_1000_calls_fetches_no_audio() -> None:
                 ),
             )
             assert deep.returncode == 0, deep.stderr
-            stats = emulator.stats()
-            assert stats["audio_bytes"] == 0
+
             # Each call's files: its urls, its metadata and metadata.json, once each; a walk
-            # in listing order also loads up to WALK_AHEAD calls past the last one entered.
+            # in listing order also loads up to WALK_AHEAD calls past the last one entered,
+            # in the background: wait for those loads to finish before counting.
+            snapshot: list[dict[str, Any]] = []
+
+            def settled() -> bool:
+                snapshot[:] = [emulator.stats()]
+                counts = snapshot[0]["requests"]
+                loads = [counts.get(op, 0) for op in (
+                    "get-recording-urls", "get-recording-metadata", "download-recording-file",
+                )]  # fmt: skip
+                return loads[0] >= 200 and len(set(loads)) == 1
+
+            wait_until(settled, 10, "the calls loaded ahead to finish loading")
+            stats = snapshot[0]
+            assert stats["audio_bytes"] == 0
             counts = stats["requests"]
             assert set(counts) == {
                 "get-recording-urls", "get-recording-metadata", "download-recording-file",
