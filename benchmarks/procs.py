@@ -27,7 +27,7 @@ import httpx
 
 from amigofs.emulator.cli import knob_arguments
 from amigofs.emulator.process import await_listening
-from amigofs.mount import is_mounted
+from amigofs.mount_table import is_mounted
 
 log = logging.getLogger(__name__)
 
