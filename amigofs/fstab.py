@@ -22,6 +22,7 @@ _VALUED = {
     "api_key_file": "--api-key-file",
     "cache_dir": "--cache-dir",
     "cache_size": "--cache-size",
+    "kernel_readahead": "--kernel-readahead",
     "timeout": "--timeout",
     "listing_ttl": "--listing-ttl",
     "log_level": "--log-level",

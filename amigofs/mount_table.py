@@ -31,6 +31,18 @@ def mount_type(target: str) -> str | None:
     return found
 
 
+def mount_device(target: str) -> str | None:
+    """The device number (`major:minor`) of the topmost mount at a resolved path: the
+    name of its backing device info under /sys/class/bdi."""
+    found = None
+    with open("/proc/self/mountinfo", encoding="utf-8") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if len(fields) > 4 and _unescape(fields[4]) == target:
+                found = fields[2]
+    return found
+
+
 def _unescape(path: str) -> str:
     # /proc/mounts writes space, tab, newline and backslash as octal escapes.
     for code in ("\\040", "\\011", "\\012", "\\134"):

@@ -67,6 +67,14 @@ def unmount_guards(mountpoint: Path) -> list[int]:
     return found
 
 
+def kernel_readahead_kb(mountpoint: Path) -> int:
+    """The kernel's readahead window for the mount at `mountpoint`, in KiB."""
+    device = subprocess.run(
+        ["mountpoint", "-d", str(mountpoint)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    return int(Path(f"/sys/class/bdi/{device}/read_ahead_kb").read_text())
+
+
 def public_tempdir(prefix: str) -> Path:
     """A directory every user can traverse (pytest's tmp_path is 0700, which would
     make a test about other users' access pass for the wrong reason)."""

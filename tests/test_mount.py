@@ -21,7 +21,14 @@ from amigofs.emulator.data import Recording
 from amigofs.fs.namespace import WALK_AHEAD
 from amigofs.mount_table import is_mounted
 from tests.emulator_proc import EmulatorProc, running_emulator
-from tests.mounting import Mount, mounted, public_tempdir, unmount_guards, wait_until
+from tests.mounting import (
+    Mount,
+    kernel_readahead_kb,
+    mounted,
+    public_tempdir,
+    unmount_guards,
+    wait_until,
+)
 
 pytestmark = pytest.mark.mount
 
@@ -361,6 +368,18 @@ def test_command_line_contract(emulator: EmulatorProc, tmp_path: Path) -> None:
             ["fusermount3", "-u", "-z", str(mountpoint)], check=False, capture_output=True
         )
         mountpoint.rmdir()
+
+
+def test_kernel_readahead_is_widened_to_1m_and_set_by_the_flag(emulator: EmulatorProc) -> None:
+    # Root may set it (the tests run as root); the kernel's own window for FUSE is 128K.
+    # Every other test reads through the default 1M window, and checks the bytes.
+    # It is set once the kernel's handshake with the new mount is over: wait for it.
+    with mounted(emulator.url, emulator.api_key) as mnt:
+        wait_until(lambda: kernel_readahead_kb(mnt.path) == 1024, 10, "a 1M readahead")
+    with mounted(emulator.url, emulator.api_key, "--kernel-readahead", "256K") as mnt:
+        wait_until(lambda: kernel_readahead_kb(mnt.path) == 256, 10, "a 256K readahead")
+    with mounted(emulator.url, emulator.api_key, "--kernel-readahead", "0") as mnt:
+        assert kernel_readahead_kb(mnt.path) == 128
 
 
 def test_unmount_ends_the_process_with_status_0(emulator: EmulatorProc) -> None:

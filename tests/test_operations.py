@@ -28,6 +28,7 @@ from tests.mounting import (
     STOP_DEADLINE,
     Mount,
     _teardown,
+    kernel_readahead_kb,
     mount_command,
     mounted,
     public_tempdir,
@@ -222,6 +223,7 @@ def test_toml_config_mounts_the_listed_workspaces() -> None:
             f'api_key_file = "{key_file(tmp, emulator.api_key)}"\n'
             'cache_dir = "cache"\n'
             'cache_size = "64M"\n'
+            'kernel_readahead = "512K"\n'
             "allow_other = false\n"
             "timeout = 20\n"
             "listing_ttl = 30\n"
@@ -233,6 +235,7 @@ def test_toml_config_mounts_the_listed_workspaces() -> None:
         assert result.returncode == 0, result.stderr
         assert is_mounted(mountpoint)
         assert sorted(os.listdir(mountpoint)) == chosen
+        wait_until(lambda: kernel_readahead_kb(mountpoint) == 512, 10, "a 512K readahead")
         log = (tmp / "cache" / "mount.log").read_text()
         assert "list-calls GET" in log  # log_level = "debug" traces requests...
         assert emulator.api_key not in log  # ...never the key
@@ -248,6 +251,8 @@ def test_toml_config_mounts_the_listed_workspaces() -> None:
         ("workspaces = ['../etc']", "workspaces"),
         ("workspaces = 'abc'", "workspaces"),
         ("cache_size = '1K'", "cache_size"),
+        ("kernel_readahead = '1G'", "kernel_readahead"),
+        ("kernel_readahead = -4096", "kernel_readahead"),
         ("log_level = 'loud'", "log_level"),
         ("timeout = ", "TOML"),
     ],
