@@ -289,6 +289,7 @@ def mount_settings(args: argparse.Namespace) -> config.Settings:
 def run_mount(args: argparse.Namespace) -> int:
     from amigofs.mount import MountOptions
     from amigofs.mount_table import is_mounted
+    from amigofs.unmount_guard import is_dead_mount
 
     settings = mount_settings(args)
     if settings.mountpoint is None:
@@ -296,10 +297,17 @@ def run_mount(args: argparse.Namespace) -> int:
     api_key = read_api_key(settings.api_key_file)
     base_url = check_base_url(settings.base_url)
     mountpoint = Path(settings.mountpoint).absolute()
+    # Before anything stats it: a dead mount answers ENOTCONN.
+    if is_mounted(mountpoint):
+        if is_dead_mount(os.path.realpath(mountpoint), only_ours=False):
+            raise UsageError(
+                f"mount point {mountpoint} is a dead mount left by a process that is gone "
+                f"(Transport endpoint is not connected); remove it with: "
+                f"fusermount3 -u -z {mountpoint}"
+            )
+        raise UsageError(f"mount point {mountpoint} is already mounted (busy)")
     if not mountpoint.is_dir():
         raise UsageError(f"mount point {mountpoint} does not exist or is not a directory")
-    if is_mounted(mountpoint):
-        raise UsageError(f"mount point {mountpoint} is already mounted (busy)")
     cache_dir = settings.cache_dir or default_cache_dir()
     options = MountOptions(
         mountpoint=mountpoint,

@@ -44,9 +44,11 @@ def wait_for_exit(pid: int) -> None:
     os.close(pidfd)
 
 
-def is_stale(mountpoint: str) -> bool:
-    """Whether an amigofs mount is at `mountpoint` with no process serving it."""
-    if mount_type(mountpoint) != FUSE_TYPE:
+def is_dead_mount(mountpoint: str, *, only_ours: bool = True) -> bool:
+    """Whether a FUSE mount (with `only_ours`, an amigofs one) is at `mountpoint` with
+    no process serving it: what users see as "Transport endpoint is not connected"."""
+    fstype = mount_type(mountpoint)
+    if fstype is None or (only_ours and fstype != FUSE_TYPE):
         return False
     try:
         # Opening asks the (aborted) connection; a stat could be answered from cache.
@@ -60,7 +62,7 @@ def is_stale(mountpoint: str) -> bool:
 def main() -> None:
     pid, mountpoint = int(sys.argv[1]), sys.argv[2]
     wait_for_exit(pid)
-    if is_stale(mountpoint):
+    if is_dead_mount(mountpoint):
         print(f"amigofs: the mount process died; unmounting {mountpoint}", file=sys.stderr)
         subprocess.run(
             ["fusermount3", "-u", "-z", "-q", mountpoint],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import json
 import os
 import re
@@ -32,6 +33,7 @@ from tests.mounting import (
     mount_command,
     mounted,
     public_tempdir,
+    unmount_guards,
     wait_until,
 )
 
@@ -191,6 +193,41 @@ def test_second_signal_forces_exit_and_leaves_no_mount() -> None:
         finally:
             lister.kill()
             lister.wait()
+
+
+def test_mounting_over_a_dead_mount_says_how_to_remove_it() -> None:
+    with (
+        running_emulator(workspaces=1, calls_per_workspace=2) as emulator,
+        mounted(emulator.url, emulator.api_key) as mnt,
+    ):
+        # Hold back both cleaners (fusermount3's auto_unmount and our guard), then kill
+        # the daemon: what a crash looks like where nothing cleans up.
+        wait_until(lambda: unmount_guards(mnt.path), 10, "the unmount guard")
+        found = run("pgrep", "-f", f"fusermount3 .*{mnt.path}")
+        cleaners = unmount_guards(mnt.path) + [int(pid) for pid in found.stdout.split()]
+        for pid in cleaners:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            mnt.process.kill()
+            mnt.process.wait(STOP_DEADLINE)
+            assert is_mounted(mnt.path)
+            with pytest.raises(OSError) as dead:
+                os.listdir(mnt.path)
+            assert dead.value.errno == errno.ENOTCONN
+
+            env = {**os.environ, "AMIGO_API_KEY": emulator.api_key}
+            again = amigofs("mount", mnt.path, "--base-url", emulator.url, env=env)
+            assert again.returncode == 2
+            hint = f"fusermount3 -u -z {mnt.path}"
+            assert "dead mount" in again.stderr and hint in again.stderr, again.stderr
+            assert "Traceback" not in again.stderr
+            # The hint works.
+            assert run(*hint.split()).returncode == 0
+            assert not is_mounted(mnt.path)
+        finally:
+            for pid in cleaners:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 # --- configuration ------------------------------------------------------------------------
