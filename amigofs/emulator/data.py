@@ -750,23 +750,20 @@ class Dataset:
         inbound_samples = round(duration * INBOUND_RATE)
         outbound_samples = round(duration * OUTBOUND_RATE)
         wav = storage == "wav"
+        channels: tuple[tuple[Channel, int], ...] = (
+            ("inbound", inbound_samples),
+            ("outbound", outbound_samples),
+        )
         sizes = [
             AudioObject(
                 seed=self.seed,
                 workspace_id=ws.id,
                 call_sid=call_sid,
-                channel="inbound",
-                samples=inbound_samples,
+                channel=channel,
+                samples=samples,
                 wav=wav,
-            ).size,
-            AudioObject(
-                seed=self.seed,
-                workspace_id=ws.id,
-                call_sid=call_sid,
-                channel="outbound",
-                samples=outbound_samples,
-                wav=wav,
-            ).size,
+            ).size
+            for channel, samples in channels
         ]
         ended = started + timedelta(seconds=duration)
         metadata: dict[str, object] = {
@@ -796,9 +793,14 @@ class Dataset:
             inbound_samples=inbound_samples,
             outbound_samples=outbound_samples,
             metadata=metadata,
-            metadata_bytes=(json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode(),
+            metadata_bytes=_metadata_document(metadata),
             archived=archived,
         )
+
+
+def _metadata_document(metadata: dict[str, object]) -> bytes:
+    """metadata.json as the platform stores it."""
+    return (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode()
 
 
 def _break_metadata(rec: Recording) -> Recording:
@@ -813,7 +815,7 @@ def _break_metadata(rec: Recording) -> Recording:
             metadata["inbound_size_bytes"] = -int(str(metadata["inbound_size_bytes"]))
         else:
             metadata["outbound_size_bytes"] = ABSURD_SIZE
-        body = (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode()
+        body = _metadata_document(metadata)
     return replace(rec, metadata=metadata, metadata_bytes=body)
 
 
