@@ -737,42 +737,22 @@ class Harness:
                 f" warm {raw['warm_s'][-1]:.3f}s (fetched {raw['warm_fetched'][-1] / 1e6:.1f} MB)"
                 f" ffmpeg seek fetched {raw['seek_fetched'][-1] / 1e6:.2f} MB"
             )
-        mem_s = self.memfs_read_s
-        self.figure(
-            f"{name}.cold", "read", f"{name} cold read / memfs", median(raw["cold_s"]), mem_s, "s"
-        )
-        self.figure(
-            f"{name}.warm",
-            "read",
-            f"{name} re-read after remount / memfs",
-            median(raw["warm_s"]),
-            mem_s,
-            "s",
-        )
-        self.figure(
-            f"{name}.cold_fetched",
-            "bytes",
-            f"{name} cold read: fetched / size",
-            median(raw["cold_fetched"]),
-            files[0][0].size,
-            "bytes",
-        )
-        self.figure(
-            f"{name}.warm_fetched",
-            "bytes",
-            f"{name} re-read after remount: fetched / size",
-            median(raw["warm_fetched"]),
-            files[0][0].size,
-            "bytes",
-        )
-        self.figure(
-            f"{name}.seek_fetched",
-            "bytes",
-            f"{name} ffmpeg -ss {at:g} -t {s.ffmpeg_seconds:g}: fetched / size",
-            median(raw["seek_fetched"]),
-            files[0][1].size,
-            "bytes",
-        )
+        out_size, in_size = files[0][0].size, files[0][1].size
+        for key, group, label, base, unit in (
+            ("cold", "read", "cold read / memfs", self.memfs_read_s, "s"),
+            ("warm", "read", "re-read after remount / memfs", self.memfs_read_s, "s"),
+            ("cold_fetched", "bytes", "cold read: fetched / size", out_size, "bytes"),
+            ("warm_fetched", "bytes", "re-read after remount: fetched / size", out_size, "bytes"),
+            (
+                "seek_fetched",
+                "bytes",
+                f"ffmpeg -ss {at:g} -t {s.ffmpeg_seconds:g}: fetched / size",
+                in_size,
+                "bytes",
+            ),
+        ):
+            column = key if key.endswith("_fetched") else f"{key}_s"
+            self.figure(f"{name}.{key}", group, f"{name} {label}", median(raw[column]), base, unit)
 
 
 def _peer_commands(rclone_conf: Path) -> dict[str, Callable[[str, Path, Path], list[str]]]:
