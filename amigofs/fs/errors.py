@@ -35,27 +35,28 @@ class FsError(Exception):
         self.errno = errno_
 
 
+# In order: the first class that matches decides; None: not worth a log line (a
+# program asking for a name that does not exist is routine).
+_ERRNOS: tuple[
+    tuple[type[BaseException] | tuple[type[BaseException], ...], int, int | None], ...
+] = (
+    (api.NotFound, errno.ENOENT, None),
+    (api.AuthError, errno.EACCES, logging.WARNING),
+    ((api.Archived, api.RateLimited), errno.EAGAIN, logging.WARNING),
+    (api.NotConfigured, errno.ENODATA, logging.ERROR),
+    ((api.AmigoError, UnknownAudioFormat), errno.EIO, logging.ERROR),
+)
+
+
 def to_errno(exc: BaseException, what: str) -> int:
     """The errno for `exc`, logging what a user needs to know about it."""
     if isinstance(exc, FsError):
         return exc.errno
-    if isinstance(exc, api.NotFound):
-        return errno.ENOENT
-    if isinstance(exc, api.AuthError):
-        log.warning("%s: %s", what, exc)
-        return errno.EACCES
-    if isinstance(exc, api.Archived):
-        log.warning("%s: %s", what, exc)
-        return errno.EAGAIN
-    if isinstance(exc, api.RateLimited):
-        log.warning("%s: %s", what, exc)
-        return errno.EAGAIN
-    if isinstance(exc, api.NotConfigured):
-        log.error("%s: %s", what, exc)
-        return errno.ENODATA
-    if isinstance(exc, api.AmigoError | UnknownAudioFormat):
-        log.error("%s: %s", what, exc)
-        return errno.EIO
+    for kinds, number, level in _ERRNOS:
+        if isinstance(exc, kinds):
+            if level is not None:
+                log.log(level, "%s: %s", what, exc)
+            return number
     if isinstance(exc, trio.TooSlowError):
         log.error("%s: no answer within the deadline", what)
         return errno.EIO
