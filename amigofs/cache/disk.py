@@ -125,7 +125,6 @@ class DiskCache:
         self._reserved = 0  # bytes being fetched, counted before they land
         # Blocks checked (or written) during this mount need no second checksum pass.
         self._verified: set[tuple[str, int]] = set()
-        self._fds: OrderedDict[str, int] = OrderedDict()
         self._maps: OrderedDict[str, _Mapping] = OrderedDict()
         # Reads and eviction run in worker threads; the index is shared.
         self._lock = threading.Lock()
@@ -170,9 +169,6 @@ class DiskCache:
 
     def close(self) -> None:
         with self._lock:
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
             for mapped in self._maps.values():
                 mapped.close()
             self._maps.clear()
@@ -210,21 +206,28 @@ class DiskCache:
         # Read with pread into one small buffer rather than through the mapping:
         # faulting every page into this process's map cost more than copying it.
         buffer = bytearray(self.block_size)
-        with self._lock:
-            fd = self._data_fd(rel)
         damaged: list[tuple[str, int]] = []
-        for index in indexes:
-            entry = (rel, index)
-            known = self._blocks.get(entry)
-            if known is None or entry in self._verified:
-                continue
-            length, crc = known
-            view = memoryview(buffer)[:length]
-            if os.preadv(fd, [view], index * self.block_size) == length and zlib.crc32(view) == crc:
-                self._verified.add(entry)
-            else:
-                log.warning("disk cache: block %d of %s is damaged; fetching it again", index, rel)
-                damaged.append(entry)
+        # A descriptor of its own: one shared with other threads could be closed and its
+        # number reused for another file while this one reads through it.
+        fd = os.open(os.path.join(self.root, rel, DATA), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            for index in indexes:
+                entry = (rel, index)
+                known = self._blocks.get(entry)
+                if known is None or entry in self._verified:
+                    continue
+                length, crc = known
+                view = memoryview(buffer)[:length]
+                read = os.preadv(fd, [view], index * self.block_size)
+                if read == length and zlib.crc32(view) == crc:
+                    self._verified.add(entry)
+                else:
+                    log.warning(
+                        "disk cache: block %d of %s is damaged; fetching it again", index, rel
+                    )
+                    damaged.append(entry)
+        finally:
+            os.close(fd)
         if damaged:
             self._remove(damaged)
 
@@ -294,26 +297,17 @@ class DiskCache:
                     self._bytes -= known[0]
                     self._verified.discard(entry)
                     by_file.setdefault(entry[0], []).append(entry[1])
-            # Punching a hole also unmaps those pages from our own mapping of the file.
-            fds = {rel: self._data_fd(rel) for rel in by_file}
         for rel, indexes in by_file.items():
             directory = os.path.join(self.root, rel)
             # Journal the removal first: a block must never be listed without its bytes.
             _append(os.path.join(directory, MAP), b"".join(RECORD.pack(i, 0, 0) for i in indexes))
-            for index in indexes:
-                _punch(fds[rel], index * self.block_size, self.block_size)
-
-    def _data_fd(self, rel: str) -> int:
-        """An open descriptor of a data file (kept for a few files); call with the lock held."""
-        fd = self._fds.get(rel)
-        if fd is None:
-            fd = os.open(os.path.join(self.root, rel, DATA), os.O_RDWR | os.O_CLOEXEC)
-            self._fds[rel] = fd
-            while len(self._fds) > 64:
-                os.close(self._fds.popitem(last=False)[1])
-        else:
-            self._fds.move_to_end(rel)
-        return fd
+            # Punching a hole also unmaps those pages from our own mapping of the file.
+            fd = os.open(os.path.join(directory, DATA), os.O_RDWR | os.O_CLOEXEC)
+            try:
+                for index in indexes:
+                    _punch(fd, index * self.block_size, self.block_size)
+            finally:
+                os.close(fd)
 
 
 class _Mapping:
