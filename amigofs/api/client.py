@@ -13,7 +13,7 @@ import email.utils
 import logging
 import random
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
@@ -89,6 +89,26 @@ class ClientStats:
             "errors": self.errors,
             "bytes_received": self.bytes_received,
         }
+
+    def since(self, earlier: ClientStats) -> ClientStats:
+        """What was done after `earlier`, a copy of these counters taken then."""
+        return ClientStats(
+            self.requests - earlier.requests,
+            self.retries - earlier.retries,
+            self.errors - earlier.errors,
+            self.bytes_received - earlier.bytes_received,
+        )
+
+    def copy(self) -> ClientStats:
+        return self.since(ClientStats())
+
+    def add(self, document: Mapping[str, Any]) -> None:
+        """Adds counts from `as_dict` of another client (the fetch worker's)."""
+        for op, count in dict(document.get("requests") or {}).items():
+            self.requests[str(op)] += int(count)
+        self.retries += int(document.get("retries") or 0)
+        self.errors += int(document.get("errors") or 0)
+        self.bytes_received += int(document.get("bytes_received") or 0)
 
 
 class _Retryable(Exception):

@@ -21,8 +21,8 @@ The key travels over the socket: never in argv or the environment of the worker.
 
 from __future__ import annotations
 
-import collections
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -220,21 +220,14 @@ async def _serve(sock: socket.socket) -> None:
     reported = ClientStats()
 
     async def reply(message: dict[str, Any]) -> None:
+        nonlocal reported
         # Never cancelled half-way: a line cut short would garble the stream, and
         # the counts it carries would be lost.
         with trio.CancelScope(shield=True):
             async with send_lock:
                 # What the client did since the last reply, for the mount's stats.
-                now = client.stats
-                message["stats"] = {
-                    "requests": dict(now.requests - reported.requests),
-                    "retries": now.retries - reported.retries,
-                    "errors": now.errors - reported.errors,
-                    "bytes_received": now.bytes_received - reported.bytes_received,
-                }
-                reported.requests = collections.Counter(now.requests)
-                reported.retries, reported.errors = now.retries, now.errors
-                reported.bytes_received = now.bytes_received
+                message["stats"] = client.stats.since(reported).as_dict()
+                reported = client.stats.copy()
                 await stream.send_all(_encode(message))
 
     async def job(message: dict[str, Any]) -> None:
@@ -314,7 +307,6 @@ class FetchWorker:
         self._next_id = 0
         self._start_lock = trio.Lock()
         self._send_lock = trio.Lock()
-        self.jobs = 0  # how many ranges were fetched, for stats
         self.stats = ClientStats()  # the worker's requests, as it reports them
 
     async def fetch(
@@ -358,7 +350,6 @@ class FetchWorker:
             raise errors.TransportError("the fetch worker is gone") from None
         finally:
             self._pending.pop(job_id, None)
-        self.jobs += 1
         if pending.error is not None:
             raise pending.error
         return pending.crcs
@@ -379,7 +370,7 @@ class FetchWorker:
             )
             child.close()
             stream = trio.SocketStream(trio.socket.from_stdlib_socket(parent))
-            init = {"api_key": self._key.reveal(), **_asdict(self._config)}
+            init = {"api_key": self._key.reveal(), **dataclasses.asdict(self._config)}
             await stream.send_all(_encode(init))
             lines = _Lines(stream)
             with trio.move_on_after(WORKER_START_SECONDS):
@@ -424,13 +415,8 @@ class FetchWorker:
                 pending.done.set()
 
     def _count(self, delta: object) -> None:
-        if not isinstance(delta, dict):
-            return
-        for op, count in dict(delta.get("requests") or {}).items():
-            self.stats.requests[str(op)] += int(count)
-        self.stats.retries += int(delta.get("retries") or 0)
-        self.stats.errors += int(delta.get("errors") or 0)
-        self.stats.bytes_received += int(delta.get("bytes_received") or 0)
+        if isinstance(delta, dict):
+            self.stats.add(delta)
 
     async def _reap(self) -> None:
         process, self._process = self._process, None
@@ -453,10 +439,6 @@ class FetchWorker:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
         await self._reap()
-
-
-def _asdict(config: WorkerConfig) -> dict[str, Any]:
-    return {name: getattr(config, name) for name in WorkerConfig.__slots__}
 
 
 if __name__ == "__main__":
