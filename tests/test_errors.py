@@ -69,7 +69,10 @@ def test_unknown_sid_is_enoent(emulator: EmulatorProc, mount: Mount) -> None:
     workspace_id = emulator.data.workspaces[0].id
     missing = "CA" + "0" * 32
     assert errno_of(lambda: os.stat(mount.path / workspace_id / missing)) == errno.ENOENT
+    # Asked again within the negative TTL: the same answer, without a request.
+    emulator.reset_stats()
     assert errno_of(lambda: os.stat(mount.path / workspace_id / missing)) == errno.ENOENT
+    assert sum(emulator.stats()["requests"].values()) == 0
 
 
 def test_wrong_key_is_eacces(emulator: EmulatorProc) -> None:

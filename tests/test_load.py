@@ -68,15 +68,17 @@ def test_32_concurrent_readers_across_8_files_are_byte_exact() -> None:
                     for i in range(16)
                 ]
                 errors = []
+                broken = []
                 for index, thread in enumerate(threads):
                     try:
                         assert thread.join(TOOL_TIMEOUT) == truths[index % 8].read_bytes(), index
                     except threading.BrokenBarrierError:
-                        continue
+                        broken.append(index)  # another reader failed first: its error says why
                     except BaseException as exc:
                         errors.append(exc)
                 if errors:
                     raise errors[0]
+                assert not broken, f"readers {broken} never started: the barrier timed out"
                 for index, proc in enumerate(cmps):
                     out, err = proc.communicate(timeout=TOOL_TIMEOUT)
                     assert proc.returncode == 0, (index, out, err)

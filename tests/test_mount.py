@@ -379,6 +379,8 @@ def test_kernel_readahead_is_widened_to_1m_and_set_by_the_flag(emulator: Emulato
     with mounted(emulator.url, emulator.api_key, "--kernel-readahead", "256K") as mnt:
         wait_until(lambda: kernel_readahead_kb(mnt.path) == 256, 10, "a 256K readahead")
     with mounted(emulator.url, emulator.api_key, "--kernel-readahead", "0") as mnt:
+        os.statvfs(mnt.path)  # past the handshake, after which a 1M window would be set
+        os.listdir(mnt.path)
         assert kernel_readahead_kb(mnt.path) == 128
 
 

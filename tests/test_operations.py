@@ -36,6 +36,7 @@ from tests.mounting import (
     unmount_guards,
     wait_until,
 )
+from tests.reliability import PRESENTED, presented_bytes
 
 pytestmark = pytest.mark.mount
 
@@ -442,6 +443,10 @@ def test_prefetch_a_workspace_then_reading_everything_fetches_nothing() -> None:
         # A new mount on the same cache: the kernel's pages are gone, the disk cache is not.
         with mounted(emulator.url, emulator.api_key, *cache) as mnt:
             assert read_all(mnt.path / workspace) > stored_bytes(emulator, workspace)
+            for recording in recordings(emulator, workspace):
+                for name in PRESENTED:
+                    path = mnt.path / workspace / recording.call_sid / name
+                    assert path.read_bytes() == presented_bytes(emulator, recording, name), path
             assert emulator.stats()["audio_bytes"] == 0
             assert "download-recording-file" not in emulator.stats()["requests"]
 

@@ -209,11 +209,13 @@ def test_killed_mid_read_then_remounted_serves_exact_bytes(emulator: EmulatorPro
             wait_until(lambda: emulator.stats()["audio_bytes"] > 4 * BLOCK, 30, "the read to start")
             mnt.process.send_signal(signal.SIGKILL)
             mnt.process.wait(10)
+            assert emulator.stats()["audio_bytes"] < target.stored_size, "read done before the kill"
             # Nothing is left behind: not the kernel mount (auto_unmount, or the unmount
             # guard where fusermount3 looked too early), not the guard.
             wait_until(lambda: not is_mounted(mnt.path), 10, "the killed mount to go away")
             wait_until(lambda: not unmount_guards(mnt.path), 10, "the unmount guard to exit")
             reader.join(30)
+            assert not reader.is_alive(), "a read of the killed mount hangs"
     finally:
         emulator.control(bandwidth=None)
     with mounted(emulator.url, emulator.api_key, "--cache-dir", str(cache)) as mnt:
