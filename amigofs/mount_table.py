@@ -6,11 +6,23 @@ Kept free of pyfuse3 and trio so that the small unmount guard can use it.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+
+FUSE_TYPE = "fuse.amigofs"  # how amigofs mounts show in the table
+
+
+def mounts() -> Iterator[tuple[str, str]]:
+    """(mount point, filesystem type) of every mount, in mount order."""
+    with open("/proc/self/mounts", encoding="utf-8") as table:
+        for line in table:
+            fields = line.split()
+            if len(fields) > 2:
+                yield _unescape(fields[1]), fields[2]
 
 
 def is_mounted(mountpoint: Path | str) -> bool:
-    return mount_type(os.path.realpath(mountpoint)) is not None
+    return mounted_at(os.path.realpath(mountpoint))
 
 
 def mounted_at(target: str) -> bool:
@@ -23,20 +35,29 @@ def mount_type(target: str) -> str | None:
     """The filesystem type of the topmost mount at a resolved path (such as
     `fuse.amigofs`), or None if nothing is mounted there."""
     found = None
-    with open("/proc/self/mounts", encoding="utf-8") as mounts:
-        for line in mounts:
-            fields = line.split()
-            if len(fields) > 2 and _unescape(fields[1]) == target:
-                found = fields[2]  # later lines are mounted on top of earlier ones
+    for point, fstype in mounts():
+        if point == target:
+            found = fstype  # later lines are mounted on top of earlier ones
     return found
+
+
+def amigofs_root(path: Path) -> Path | None:
+    """The root of the amigofs mount holding `path`, or None."""
+    target = os.path.realpath(path)
+    best: str | None = None
+    for point, fstype in mounts():
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if fstype == FUSE_TYPE and inside and (best is None or len(point) > len(best)):
+            best = point
+    return Path(best) if best is not None else None
 
 
 def mount_device(target: str) -> str | None:
     """The device number (`major:minor`) of the topmost mount at a resolved path: the
     name of its backing device info under /sys/class/bdi."""
     found = None
-    with open("/proc/self/mountinfo", encoding="utf-8") as mounts:
-        for line in mounts:
+    with open("/proc/self/mountinfo", encoding="utf-8") as table:
+        for line in table:
             fields = line.split()
             if len(fields) > 4 and _unescape(fields[4]) == target:
                 found = fields[2]
@@ -44,7 +65,7 @@ def mount_device(target: str) -> str | None:
 
 
 def _unescape(path: str) -> str:
-    # /proc/mounts writes space, tab, newline and backslash as octal escapes.
+    # The mount tables write space, tab, newline and backslash as octal escapes.
     for code in ("\\040", "\\011", "\\012", "\\134"):
         path = path.replace(code, chr(int(code[1:], 8)))
     return path

@@ -22,6 +22,7 @@ from typing import Any
 
 from amigofs.control import NotAMount, format_bytes, read_stats
 from amigofs.fs.namespace import CONTROL_NAME
+from amigofs.mount_table import amigofs_root
 
 CHUNK = 1 << 20
 PLAIN_INTERVAL = 5.0
@@ -78,28 +79,6 @@ def _jobs(text: str) -> int:
 class Target:
     path: Path
     size: int
-
-
-def find_mount_root(path: Path) -> Path | None:
-    """The root of the amigofs mount holding `path`, or None."""
-    target = os.path.realpath(path)
-    best: str | None = None
-    with open("/proc/self/mounts", encoding="utf-8") as mounts:
-        for line in mounts:
-            fields = line.split()
-            if len(fields) < 3 or fields[2] != "fuse.amigofs":
-                continue
-            point = _unescape(fields[1])
-            inside = target == point or target.startswith(point.rstrip("/") + "/")
-            if inside and (best is None or len(point) > len(best)):
-                best = point
-    return Path(best) if best is not None else None
-
-
-def _unescape(path: str) -> str:
-    for code in ("\\040", "\\011", "\\012", "\\134"):
-        path = path.replace(code, chr(int(code[1:], 8)))
-    return path
 
 
 def collect(
@@ -235,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
     for path in args.paths:
         if not path.exists():
             raise UsageError(f"{path}: no such file or directory")
-        root = find_mount_root(path)
+        root = amigofs_root(path)
         if root is None:
             raise UsageError(f"{path} is not in an amigofs mount")
         roots.setdefault(root, []).append(path)

@@ -23,9 +23,8 @@ import select
 import subprocess
 import sys
 
-from amigofs.mount_table import mount_type
+from amigofs.mount_table import FUSE_TYPE, mount_type
 
-FUSE_TYPE = "fuse.amigofs"
 UNMOUNT_SECONDS = 30.0
 
 
