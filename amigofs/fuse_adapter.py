@@ -42,14 +42,16 @@ class AmigoOperations(pyfuse3.Operations):
         self._uid = os.getuid()
         self._gid = os.getgid()
 
-    async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, call: Callable[[], Awaitable[T]], what: str, *args: object) -> T:
+        """Runs a handler under the deadline; `what % args` names it in the log, made
+        only on failure (it is made for nothing on every read otherwise)."""
         try:
             with trio.fail_after(self._timeout):
                 return await call()
         except pyfuse3.FUSEError:
             raise
         except Exception as exc:
-            raise pyfuse3.FUSEError(to_errno(exc, what)) from None
+            raise pyfuse3.FUSEError(to_errno(exc, what % args)) from None
 
     def _entry(self, attrs: Attributes) -> pyfuse3.EntryAttributes:
         entry = pyfuse3.EntryAttributes()
@@ -78,12 +80,12 @@ class AmigoOperations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         text = os.fsdecode(name)
         parent = InodeT(parent_inode)
-        attrs = await self._call(f"lookup {text!r}", lambda: self._ns.lookup(parent, text))
+        attrs = await self._call(lambda: self._ns.lookup(parent, text), "lookup %r", text)
         return self._entry(attrs)
 
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         node = InodeT(inode)
-        return self._entry(await self._call(f"getattr {inode}", lambda: self._ns.getattr(node)))
+        return self._entry(await self._call(lambda: self._ns.getattr(node), "getattr %d", inode))
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         # Nodes are kept for the life of the mount (see Namespace._inodes).
@@ -91,7 +93,7 @@ class AmigoOperations(pyfuse3.Operations):
 
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         node = InodeT(inode)
-        return await self._call(f"opendir {inode}", lambda: self._ns.opendir(node))
+        return await self._call(lambda: self._ns.opendir(node), "opendir %d", inode)
 
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         entries = self._ns.readdir(FileHandleT(fh), start_id)
@@ -108,7 +110,7 @@ class AmigoOperations(pyfuse3.Operations):
         if flags & _WRITE_FLAGS:
             raise pyfuse3.FUSEError(errno.EROFS)
         node = InodeT(inode)
-        fh = await self._call(f"open {inode}", lambda: self._ns.open(node))
+        fh = await self._call(lambda: self._ns.open(node), "open %d", inode)
         if self._ns.direct_io(node):
             # Made at open, of a size the kernel cannot know beforehand.
             return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
@@ -118,7 +120,7 @@ class AmigoOperations(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = FileHandleT(fh)
         data: bytes | memoryview = await self._call(
-            f"read {fh}@{off}+{size}", lambda: self._ns.read(handle, off, size)
+            lambda: self._ns.read(handle, off, size), "read %d@%d+%d", fh, off, size
         )
         # pyfuse3 takes any bytes-like object; a memoryview spares a copy per read.
         return cast(bytes, data)
@@ -128,11 +130,13 @@ class AmigoOperations(pyfuse3.Operations):
 
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
         node, text = InodeT(inode), os.fsdecode(name)
-        return await self._call(f"getxattr {inode} {text!r}", lambda: self._ns.getxattr(node, text))
+        return await self._call(
+            lambda: self._ns.getxattr(node, text), "getxattr %d %r", inode, text
+        )
 
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
         node = InodeT(inode)
-        values = await self._call(f"listxattr {inode}", lambda: self._ns.xattrs(node))
+        values = await self._call(lambda: self._ns.xattrs(node), "listxattr %d", inode)
         return [os.fsencode(name) for name in values]
 
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
