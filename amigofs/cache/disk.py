@@ -27,7 +27,7 @@ import struct
 import threading
 import zlib
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -49,11 +49,13 @@ class FileKey:
     call_sid: str
     filename: str
     size: int
+    # Made once: it keys the index and is asked for several times on every read.
+    relative_dir: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def relative_dir(self) -> str:
+    def __post_init__(self) -> None:
         # Each part is a validated identifier or stored file name (no '/' or '..').
-        return f"blocks/{self.workspace_id}/{self.call_sid}/{self.filename}.{self.size}"
+        relative = f"blocks/{self.workspace_id}/{self.call_sid}/{self.filename}.{self.size}"
+        object.__setattr__(self, "relative_dir", relative)
 
 
 # --- the worker's side: writing ----------------------------------------------------
