@@ -137,7 +137,8 @@ async def serve(options: MountOptions, api_key: ApiKey) -> None:
                 listing_ttl=options.listing_ttl,
                 negative_ttl=options.negative_ttl,
                 control=lambda: counters.render(),
-                max_readahead=min(32 << 20, options.cache_size_bytes // 4),
+                # No window wider than what the store lets be fetched ahead.
+                max_readahead=store.max_prefetch_bytes,
                 failure_memory=min(2.0, options.timeout / 3),
             ),
             meta,

@@ -93,7 +93,7 @@ class BlockStore:
     ) -> None:
         # What is fetched ahead must fit in the disk cache with room to spare, or
         # it would evict blocks a reader is about to be served.
-        max_prefetch_bytes = min(max_prefetch_bytes, disk.max_bytes // 4)
+        self.max_prefetch_bytes = min(max_prefetch_bytes, disk.max_bytes // 4)
         self.block_size = disk.block_size
         self._disk = disk
         self._worker = worker
@@ -109,7 +109,7 @@ class BlockStore:
         self._fetches: dict[tuple[FileKey, int], _Fetch] = {}
         # Blocks being checked in a thread, and the event that says it is done.
         self._verifying: dict[tuple[FileKey, int], trio.Event] = {}
-        self._prefetch_budget = _ByteBudget(max_prefetch_bytes)
+        self._prefetch_budget = _ByteBudget(self.max_prefetch_bytes)
         self._dropped_to: dict[FileKey, int] = {}
 
         self.stats = StoreStats()
@@ -195,9 +195,11 @@ class BlockStore:
             elif (checking := self._verifying.get((file.key, index))) is not None:
                 await checking.wait()
             elif not self._disk.is_ready(file.key, index):
-                # Left by an earlier mount: check it before serving it.
-                await trio.to_thread.run_sync(self._disk.verify, file.key, [index])
-                self.stats.verified_blocks += 1
+                # Left by an earlier mount: check it before serving it, registered so
+                # that a prefetch does not queue the same check.
+                done = trio.Event()
+                self._verifying[(file.key, index)] = done
+                await self._verify(file, [index], done)
             if self._disk.is_ready(file.key, index):
                 return
             # Damaged on disk, or evicted meanwhile: fetch it again.
