@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,8 @@ class MetaStore:
 
     def save(self, document: object, *parts: str) -> None:
         path = self._path(*parts)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        # Unique per writer (saves run in threads too), so two never share a temp file.
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:

@@ -150,7 +150,9 @@ class _Listing(Generic[T]):
         value = await self._load()
         self._value, self._loaded_at = value, trio.current_time()
         if self._persist is not None:
-            self._persist(value)
+            # A listing of many thousand calls is megabytes of JSON: written in a
+            # thread, so no FUSE request waits on it.
+            await trio.to_thread.run_sync(self._persist, value)
         return value
 
     async def _refresh_in_background(self) -> None:
