@@ -15,7 +15,7 @@ import time
 import uuid
 import warnings
 import wave
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -24,17 +24,9 @@ import pytest
 from amigofs.emulator.config import EmulatorConfig
 from amigofs.emulator.data import Dataset, Recording, lin2ulaw, ulaw2lin
 from tests.emulator_proc import EmulatorProc, running_emulator
+from tests.mounting import wait_until
 
 WAIT_DEADLINE = 10.0
-
-
-def wait_for(condition: Callable[[], bool], deadline: float = WAIT_DEADLINE) -> None:
-    """Poll a condition until it holds; fail after the deadline."""
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -491,7 +483,7 @@ def test_download_links_expire_and_refresh() -> None:
         # Without the signature, or with a tampered one, links are refused.
         assert client.get(link.split("?")[0]).status_code == 403
         assert client.get(link[:-1] + ("0" if link[-1] != "0" else "1")).status_code == 403
-        wait_for(lambda: client.get(link).status_code == 403)
+        wait_until(lambda: client.get(link).status_code == 403, WAIT_DEADLINE, "the link to expire")
         fresh = client.get(f"{base(rec)}/urls").json()["metadata_url"]
         assert client.get(fresh).status_code == 200
         emu.control(url_ttl=None)
@@ -609,7 +601,7 @@ def test_client_reading_a_prefix_does_not_pull_the_whole_file() -> None:
             readings.append(emu.stats()["audio_bytes"])
             return len(readings) >= 5 and len(set(readings[-5:])) == 1
 
-        wait_for(settled)
+        wait_until(settled, WAIT_DEADLINE, "the counters to settle")
         assert readings[-1] < 12 * 2**20, readings[-1]
 
 

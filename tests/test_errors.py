@@ -11,6 +11,7 @@ import pytest
 
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import Mount, mounted, wait_until
+from tests.reliability import errno_of
 
 pytestmark = pytest.mark.mount
 
@@ -27,12 +28,6 @@ def emulator() -> Iterator[EmulatorProc]:
 def mount(emulator: EmulatorProc) -> Iterator[Mount]:
     with mounted(emulator.url, emulator.api_key) as mnt:
         yield mnt
-
-
-def errno_of(call) -> int:  # type: ignore[no-untyped-def]
-    with pytest.raises(OSError) as failure:
-        call()
-    return failure.value.errno  # type: ignore[return-value]
 
 
 def test_archived_recording_is_eagain_with_restore_time_logged_then_readable(

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.emulator_proc import EmulatorProc, running_emulator, start_emulator
-from tests.mounting import Mount, mounted, wait_until
+from tests.emulator_proc import running_emulator, start_emulator
+from tests.mounting import mounted, wait_until
 from tests.reliability import (
     PRESENTED,
     ThreadResult,
@@ -30,18 +30,6 @@ from tests.reliability import (
 pytestmark = pytest.mark.mount
 
 TOOL_TIMEOUT = 120
-
-
-def _read_all(mount: Mount, emulator: EmulatorProc, names: tuple[str, ...] = PRESENTED) -> int:
-    """Reads every presented file of every recording and compares it; returns bytes compared."""
-    compared = 0
-    for recording in emulator.data.recordings():
-        for name in names:
-            path = mount.path / recording.workspace_id / recording.call_sid / name
-            expected = presented_bytes(emulator, recording, name)
-            assert path.read_bytes() == expected, f"{path} differs"
-            compared += len(expected)
-    return compared
 
 
 def test_rsync_of_a_workspace_under_15_percent_faults_is_byte_exact(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from tests.mounting import (
     unmount_guards,
     wait_until,
 )
+from tests.reliability import stored_name
 
 pytestmark = pytest.mark.mount
 
@@ -54,14 +55,6 @@ def mount(emulator: EmulatorProc) -> Iterator[Mount]:
 
 def recorded_calls(emulator: EmulatorProc, workspace_id: str) -> list[Recording]:
     return [c.recording for c in emulator.data.calls(workspace_id) if c.recording is not None]
-
-
-def stored_name(recording: Recording, presented: str) -> str:
-    return {
-        "inbound.wav": recording.inbound_filename,
-        "outbound.wav": recording.outbound_filename,
-        "metadata.json": "metadata.json",
-    }[presented]
 
 
 def some_recordings(emulator: EmulatorProc, storage: str, count: int) -> list[Recording]:
