@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyfuse3
@@ -46,7 +46,6 @@ class MountOptions:
     max_connections: int = 16
     fuse_tasks: int = 64
     kernel_readahead: int = 1 << 20  # bytes; 0 leaves the kernel's default
-    extra_fuse_options: frozenset[str] = field(default_factory=frozenset)
 
 
 def fuse_options(options: MountOptions) -> set[str]:
@@ -55,7 +54,7 @@ def fuse_options(options: MountOptions) -> set[str]:
     chosen |= {"fsname=amigofs", "subtype=amigofs", "ro", "noatime", "auto_unmount"}
     if options.allow_other:
         chosen.add("allow_other")
-    return chosen | set(options.extra_fuse_options)
+    return chosen
 
 
 async def _widen_kernel_readahead(target: str, size: int) -> None:

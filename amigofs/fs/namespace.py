@@ -95,7 +95,6 @@ class NamespaceConfig:
     workspaces: Sequence[str] | None = None  # None: every workspace the key can list
     listing_ttl: float = 60.0
     negative_ttl: float = 5.0
-    metadata_concurrency: int = 8
     max_records: int = 100_000
     max_readahead: int = 32 << 20
     failure_memory: float = 2.0
