@@ -7,7 +7,6 @@ import logging
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -363,7 +362,7 @@ def _detach(argv: list[str], mountpoint: Path, cache_dir: Path) -> int:
     Its log goes to mount.log in the cache directory; if it fails to come up,
     the parent shows why and passes on its exit status.
     """
-    from amigofs.mount_table import is_mounted
+    from amigofs.mount_table import wait_until_mounted
 
     cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_path = cache_dir / "mount.log"
@@ -380,16 +379,16 @@ def _detach(argv: list[str], mountpoint: Path, cache_dir: Path) -> int:
         )
     finally:
         os.close(log_fd)
-    deadline = time.monotonic() + MOUNT_WAIT_SECONDS
-    while time.monotonic() < deadline:
-        code = child.poll()
-        if code is not None:
-            with open(log_path, "rb") as log_file:
-                log_file.seek(start)
-                sys.stderr.write(log_file.read().decode("utf-8", "replace"))
-            return code or 1
-        if is_mounted(mountpoint):
-            return 0
-        time.sleep(0.05)
-    child.terminate()
-    raise UsageError(f"the mount at {mountpoint} did not come up within {MOUNT_WAIT_SECONDS:.0f} s")
+    try:
+        code = wait_until_mounted(mountpoint, child, MOUNT_WAIT_SECONDS)
+    except TimeoutError:
+        child.terminate()
+        raise UsageError(
+            f"the mount at {mountpoint} did not come up within {MOUNT_WAIT_SECONDS:.0f} s"
+        ) from None
+    if code is None:
+        return 0
+    with open(log_path, "rb") as log_file:
+        log_file.seek(start)
+        sys.stderr.write(log_file.read().decode("utf-8", "replace"))
+    return code or 1

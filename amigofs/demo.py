@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from amigofs.emulator.process import await_listening
-from amigofs.mount_table import is_mounted
+from amigofs.mount_table import is_mounted, wait_until_mounted
 
 START_DEADLINE = 30.0
 
@@ -97,13 +97,12 @@ def _emulator_url(emulator: subprocess.Popen[str]) -> str:
 
 
 def _wait_mounted(mountpoint: Path, mount: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + START_DEADLINE
-    while not is_mounted(mountpoint):
-        if mount.poll() is not None:
-            raise DemoError("the mount failed to start (see its message above)")
-        if time.monotonic() > deadline:
-            raise DemoError(f"the mount did not come up within {START_DEADLINE:.0f} s")
-        time.sleep(0.05)
+    try:
+        exited = wait_until_mounted(mountpoint, mount, START_DEADLINE)
+    except TimeoutError:
+        raise DemoError(f"the mount did not come up within {START_DEADLINE:.0f} s") from None
+    if exited is not None:
+        raise DemoError("the mount failed to start (see its message above)")
 
 
 def _print_guide(mountpoint: Path, url: str) -> None:

@@ -6,8 +6,11 @@ Kept free of pyfuse3 and trio so that the small unmount guard can use it.
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 FUSE_TYPE = "fuse.amigofs"  # how amigofs mounts show in the table
 
@@ -23,6 +26,21 @@ def mounts() -> Iterator[tuple[str, str]]:
 
 def is_mounted(mountpoint: Path | str) -> bool:
     return mounted_at(os.path.realpath(mountpoint))
+
+
+def wait_until_mounted(
+    mountpoint: Path | str, process: subprocess.Popen[Any], deadline: float
+) -> int | None:
+    """Waits for a mount process to mount `mountpoint`: None once it has, its exit
+    status if it exits first; TimeoutError after `deadline` seconds."""
+    give_up = time.monotonic() + deadline
+    while (code := process.poll()) is None:
+        if is_mounted(mountpoint):
+            return None
+        if time.monotonic() > give_up:
+            raise TimeoutError(f"no mount at {mountpoint} within {deadline:.0f} s")
+        time.sleep(0.05)
+    return code
 
 
 def mounted_at(target: str) -> bool:
