@@ -67,10 +67,11 @@ class StoreStats:
 class _Fetch:
     """A download of blocks [first, stop) that readers of those blocks wait on."""
 
-    __slots__ = ("changed", "done", "error", "first", "stop")
+    __slots__ = ("changed", "done", "error", "first", "landed", "stop")
 
     def __init__(self, first: int, stop: int) -> None:
         self.first, self.stop = first, stop
+        self.landed: set[int] = set()  # blocks announced as they landed
         self.done = False
         self.changed = trio.Event()  # set (and replaced) as blocks land and at the end
         self.error: Exception | None = None
@@ -250,9 +251,10 @@ class BlockStore:
             await trio.to_thread.run_sync(self._disk.reserve, end - start)
             try:
                 crcs = await self._download(file, start, end, partial(self._landed, file, fetch))
-                for index, crc in zip(range(fetch.first, fetch.stop), crcs, strict=True):
-                    length = min(self.block_size, file.size - index * self.block_size)
-                    self._disk.added(file.key, index, length, crc)
+                # Only the blocks not announced already: adding one again could list a
+                # block that eviction has removed since, with its bytes gone.
+                blocks = zip(range(fetch.first, fetch.stop), crcs, strict=True)
+                self._landed(file, fetch, [(i, crc) for i, crc in blocks if i not in fetch.landed])
             finally:
                 self._disk.unreserve(end - start)
             self.stats.fetched_blocks += fetch.stop - fetch.first
@@ -273,6 +275,7 @@ class BlockStore:
             if fetch.first <= index < fetch.stop:
                 length = min(self.block_size, file.size - index * self.block_size)
                 self._disk.added(file.key, index, length, crc)
+                fetch.landed.add(index)
         fetch.notify()
 
     async def _download(
