@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from amigofs import __version__, config
 from amigofs.api.client import DEFAULT_BASE_URL
@@ -248,24 +247,19 @@ def read_api_key(key_file: Path | None) -> ApiKey:
         raise UsageError(f"{KEY_ENV}: {exc}") from None
 
 
-def check_base_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"--base-url must be an http(s) URL with a host, not {url!r}")
-    if parts.query or parts.fragment or (parts.path not in ("", "/")):
-        raise UsageError(f"--base-url must be the server's root URL, not {url!r}")
-    return url.rstrip("/")
-
-
 def mount_settings(args: argparse.Namespace) -> config.Settings:
     """Flags, then the environment, then the config file, then defaults."""
     try:
         workspaces = config.parse_workspaces(args.workspaces) if args.workspaces else None
     except ValueError as exc:
         raise UsageError(f"--workspace: {exc}") from None
+    try:
+        base_url = config.parse_base_url(args.base_url) if args.base_url else None
+    except ValueError as exc:
+        raise UsageError(f"--base-url: {exc}") from None
     flags = {
         "mountpoint": args.mountpoint,
-        "base_url": args.base_url,
+        "base_url": base_url,
         "workspaces": workspaces,
         "api_key_file": args.api_key_file,
         "cache_dir": args.cache_dir,
@@ -294,7 +288,7 @@ def run_mount(args: argparse.Namespace) -> int:
     if settings.mountpoint is None:
         raise UsageError("no mount point: give MOUNTPOINT or `mountpoint` in --config FILE")
     api_key = read_api_key(settings.api_key_file)
-    base_url = check_base_url(settings.base_url)
+    base_url = settings.base_url
     mountpoint = Path(settings.mountpoint).absolute()
     # Before anything stats it: a dead mount answers ENOTCONN.
     if is_mounted(mountpoint):

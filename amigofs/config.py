@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from amigofs.api.client import DEFAULT_BASE_URL
 from amigofs.api.models import is_identifier
@@ -132,6 +133,17 @@ def _string(value: object) -> str:
     return value.strip()
 
 
+def parse_base_url(value: object) -> str:
+    """The API server's root URL, http(s) with a host; without a trailing slash."""
+    url = _string(value)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http(s) URL with a host, not {url!r}")
+    if parts.query or parts.fragment or (parts.path not in ("", "/")):
+        raise ValueError(f"must be the server's root URL, not {url!r}")
+    return url.rstrip("/")
+
+
 def _path(value: object) -> Path:
     return Path(os.path.expanduser(_string(value)))
 
@@ -156,7 +168,7 @@ def _log_level(value: object) -> str:
 
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "mountpoint": _path,
-    "base_url": _string,
+    "base_url": parse_base_url,
     "workspaces": parse_workspaces,
     "api_key_file": _path,
     "cache_dir": _path,
@@ -250,7 +262,4 @@ def resolve(
         merged.update(load_file(config_file))
     merged.update(load_environment(environ))
     merged.update({key: value for key, value in flags.items() if value is not None})
-    unknown = set(merged) - set(KEYS)
-    if unknown:
-        raise ConfigError(f"unknown setting {sorted(unknown)[0]!r}")
     return Settings(**merged)

@@ -316,6 +316,11 @@ def test_command_line_contract(emulator: EmulatorProc, tmp_path: Path) -> None:
             ([str(mountpoint), "--base-url", emulator.url], env_without_key, "no API key"),
             ([str(tmp_path / "missing"), "--base-url", emulator.url], None, "does not exist"),
             ([str(mountpoint), "--base-url", "ftp://x"], None, "--base-url"),
+            (  # named by where it came from
+                [str(mountpoint)],
+                {**os.environ, "AMIGO_API_KEY": "k", "AMIGOFS_BASE_URL": "ftp://x"},
+                "AMIGOFS_BASE_URL",
+            ),
             (
                 [str(mountpoint), "--base-url", emulator.url, "--workspace", "../x"],
                 None,
