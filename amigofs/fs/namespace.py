@@ -11,7 +11,7 @@ import datetime as dt
 import errno
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, NewType, TypeVar
 
@@ -458,15 +458,20 @@ class Namespace:
         calls = await self._call_listing(workspace_id)
         # Calls listed without a start time need their metadata for an mtime:
         # fetch those records together, bounded by the source's limiter.
+        # Not a visit of those calls: they must not count as a walk (ahead=True).
         undated = [sid for sid, c in calls.items() if c.started_at is None]
         if undated:
-            await gather(*(lambda sid=sid: self._record(workspace_id, sid) for sid in undated))
+            await gather(
+                *(lambda sid=sid: self._record(workspace_id, sid, ahead=True) for sid in undated)
+            )
         return [
-            DirEntry(sid, await self._call_attrs(workspace_id, sid))
-            for sid in sorted(calls, key=lambda s: (calls[s].started_at is None, s))
+            DirEntry(sid, await self._call_attrs(workspace_id, sid, visit=False))
+            for sid in _listing_order(calls)
         ]
 
-    async def _call_attrs(self, workspace_id: str, call_sid: str) -> Attributes:
+    async def _call_attrs(
+        self, workspace_id: str, call_sid: str, *, visit: bool = True
+    ) -> Attributes:
         if not is_identifier(call_sid):
             raise FsError(errno.ENOENT)
         calls = await self._call_listing(workspace_id)
@@ -475,7 +480,7 @@ class Namespace:
             start_ns = _ns(summary.started_at)
         else:
             # Not (yet) in the listing, e.g. a call that just ended: its metadata decides.
-            start_ns = _ns((await self._record(workspace_id, call_sid)).start)
+            start_ns = _ns((await self._record(workspace_id, call_sid, ahead=not visit)).start)
         inode = self._inode(NodeKey(workspace_id, call_sid))
         return Attributes(inode, True, 0, start_ns, 2, IMMUTABLE_TIMEOUT)
 
@@ -512,7 +517,7 @@ class Namespace:
             return
         order = self._walk_orders.get(workspace_id)
         if order is None or order[0] is not calls:
-            sids = sorted(calls)
+            sids = _listing_order(calls)
             order = self._walk_orders[workspace_id] = (
                 calls,
                 {s: i for i, s in enumerate(sids)},
@@ -610,3 +615,9 @@ def _time(when: dt.datetime) -> str:
 
 def _ns(when: dt.datetime) -> int:
     return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
+
+
+def _listing_order(calls: Mapping[str, CallSummary]) -> list[str]:
+    """Call ids in the order a workspace directory lists them: by id, the calls
+    without a start time last. A walk (find, rsync) enters them in this order."""
+    return sorted(calls, key=lambda sid: (calls[sid].started_at is None, sid))
