@@ -27,6 +27,7 @@ import struct
 import threading
 import zlib
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -306,8 +307,8 @@ class DiskCache:
             # Punching a hole also unmaps those pages from our own mapping of the file.
             fd = os.open(os.path.join(directory, DATA), os.O_RDWR | os.O_CLOEXEC)
             try:
-                for index in indexes:
-                    _punch(fd, index * self.block_size, self.block_size)
+                for first, stop in runs(sorted(indexes), len(indexes)):
+                    _punch(fd, first * self.block_size, (stop - first) * self.block_size)
             finally:
                 os.close(fd)
 
@@ -330,6 +331,21 @@ class _Mapping:
 def _unlink(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+def runs(indexes: list[int], longest: int) -> Iterator[tuple[int, int]]:
+    """Contiguous runs of sorted block indexes, each at most `longest` long, as [first, stop)."""
+    first = previous = None
+    for index in indexes:
+        if first is None or previous is None:
+            first = previous = index
+        elif index == previous + 1 and index - first < longest:
+            previous = index
+        else:
+            yield first, previous + 1
+            first = previous = index
+    if first is not None and previous is not None:
+        yield first, previous + 1
 
 
 def _punch(fd: int, offset: int, length: int) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
@@ -22,7 +22,7 @@ import trio
 
 from amigofs.api import errors
 from amigofs.api.models import DownloadPath
-from amigofs.cache.disk import DiskCache, FileKey
+from amigofs.cache.disk import DiskCache, FileKey, runs
 from amigofs.cache.singleflight import SingleFlight
 from amigofs.cache.worker import FetchWorker
 
@@ -163,13 +163,13 @@ class BlockStore:
                 to_fetch.append(index)
             elif entry not in self._verifying:
                 to_verify.append(index)
-        for run_first, run_stop in _runs(to_fetch, chunk):
+        for run_first, run_stop in runs(to_fetch, chunk):
             fetch = self._register(file, run_first, run_stop)
             run = self._prefetch if budget else self._fetch_for_readers
             self._nursery.start_soon(run, file, fetch)
         # A few MiB per thread, in order: the reader's next blocks are checked first,
         # and the batches run on the other core while it is served.
-        for run_first, run_stop in _runs(to_verify, VERIFY_BATCH):
+        for run_first, run_stop in runs(to_verify, VERIFY_BATCH):
             batch = list(range(run_first, run_stop))
             done = trio.Event()
             for index in batch:
@@ -320,18 +320,3 @@ class _ByteBudget:
             self._used -= length
             self._changed.set()
             self._changed = trio.Event()
-
-
-def _runs(indexes: list[int], longest: int) -> Iterator[tuple[int, int]]:
-    """Contiguous runs of sorted block indexes, each at most `longest` long, as [first, stop)."""
-    first = previous = None
-    for index in indexes:
-        if first is None or previous is None:
-            first = previous = index
-        elif index == previous + 1 and index - first < longest:
-            previous = index
-        else:
-            yield first, previous + 1
-            first = previous = index
-    if first is not None and previous is not None:
-        yield first, previous + 1
