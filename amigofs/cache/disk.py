@@ -62,28 +62,56 @@ class FileKey:
 # --- the worker's side: writing ----------------------------------------------------
 
 
-def write_blocks(
-    directory: str, size: int, start: int, data: memoryview, block_size: int
-) -> list[int]:
-    """Writes whole blocks from `start` (a block boundary) into the cache, then journals
-    them; returns their CRC-32s."""
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd = os.open(os.path.join(directory, DATA), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        if os.fstat(fd).st_size != size:
-            os.ftruncate(fd, size)  # sparse: only written blocks take space
-        written = os.pwrite(fd, data, start)
-        if written != len(data):
+class BlockWriter:
+    """Writes blocks of one stored file into the cache: its data file and journal are
+    opened at the first block and kept for the whole download, not reopened for each."""
+
+    def __init__(self, directory: str, size: int, block_size: int) -> None:
+        self._directory = directory
+        self._size = size
+        self._block_size = block_size
+        self._fds: tuple[int, int] | None = None  # data file, journal
+
+    def __enter__(self) -> BlockWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._fds is not None:
+            for fd in self._fds:
+                os.close(fd)
+            self._fds = None
+
+    def write(self, start: int, data: memoryview) -> list[int]:
+        """Writes whole blocks from `start` (a block boundary), then journals them;
+        returns their CRC-32s."""
+        data_fd, map_fd = self._open()
+        block_size = self._block_size
+        if os.pwrite(data_fd, data, start) != len(data):
             raise OSError(errno.ENOSPC, "short write to the disk cache")
         crcs = [zlib.crc32(data[o : o + block_size]) for o in range(0, len(data), block_size)]
-        records = b"".join(
+        records = [
             RECORD.pack(start // block_size + i, min(block_size, len(data) - i * block_size), crc)
             for i, crc in enumerate(crcs)
-        )
-    finally:
-        os.close(fd)
-    _append(os.path.join(directory, MAP), records)
-    return crcs
+        ]
+        # O_APPEND makes each write land whole at the end, whoever else appends.
+        os.write(map_fd, b"".join(records))
+        return crcs
+
+    def _open(self) -> tuple[int, int]:
+        if self._fds is None:
+            os.makedirs(self._directory, mode=0o700, exist_ok=True)
+            flags = os.O_CREAT | os.O_CLOEXEC
+            data_fd = os.open(os.path.join(self._directory, DATA), os.O_RDWR | flags, 0o600)
+            try:
+                if os.fstat(data_fd).st_size != self._size:
+                    os.ftruncate(data_fd, self._size)  # sparse: only written blocks take space
+                map_path = os.path.join(self._directory, MAP)
+                map_fd = os.open(map_path, os.O_WRONLY | os.O_APPEND | flags, 0o600)
+            except BaseException:
+                os.close(data_fd)
+                raise
+            self._fds = (data_fd, map_fd)
+        return self._fds
 
 
 def _append(path: str, records: bytes) -> None:

@@ -41,7 +41,7 @@ from amigofs.api import errors
 from amigofs.api.client import ClientConfig, ClientStats, PlatformClient, RetryPolicy
 from amigofs.api.models import DownloadPath
 from amigofs.api.secret import ApiKey
-from amigofs.cache.disk import write_blocks
+from amigofs.cache.disk import BlockWriter
 from amigofs.concurrency import first_error
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ async def _download_and_store(
         nonlocal stored
         if upto <= stored:
             return []
-        new = write_blocks(directory, total, start + stored, buffer[stored:upto], block_size)
+        new = writer.write(start + stored, buffer[stored:upto])
         first = (start + stored) // block_size
         stored = upto
         crcs.extend(new)
@@ -168,14 +168,17 @@ async def _download_and_store(
             if blocks:
                 await announce(blocks)
 
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(store_as_it_lands)
-            await client.download_into(path, start, buffer, total=total, on_progress=on_progress)
-            nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        raise first_error(group) from None
-    store(len(buffer))
+    with BlockWriter(directory, total, block_size) as writer:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(store_as_it_lands)
+                await client.download_into(
+                    path, start, buffer, total=total, on_progress=on_progress
+                )
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
+        store(len(buffer))
     return crcs
 
 
