@@ -61,15 +61,24 @@ class CallRecord:
 
 
 class _Link:
-    """The current download path of one stored file; renewed when it expires."""
+    """The current download path of one stored file; renewed when it expires.
+    `siblings` are the links of the same record (by presented name), renewed
+    together, as one request renews them all."""
 
-    def __init__(self, source: RecordingSource, key: tuple[str, str, str], path: DownloadPath):
+    def __init__(
+        self,
+        source: RecordingSource,
+        key: tuple[str, str, str],
+        path: DownloadPath,
+        siblings: dict[str, _Link],
+    ) -> None:
         self._source = source
-        self._key = key
+        self.key = key
         self.path = path
+        self.siblings = siblings
 
     async def renew(self, stale: DownloadPath) -> DownloadPath:
-        return await self._source.renew(self._key, stale)
+        return await self._source.renew(self, stale)
 
 
 class RecordingSource:
@@ -87,7 +96,6 @@ class RecordingSource:
         self._meta = meta
         self._store = store
         self._limit = trio.CapacityLimiter(concurrency)
-        self._links: dict[tuple[str, str, str], _Link] = {}
         self._url_refresh: SingleFlight[RecordingUrls] = SingleFlight()
 
     async def load(
@@ -151,6 +159,7 @@ class RecordingSource:
     ) -> CallRecord:
         start = summary.started_at if summary and summary.started_at else metadata.call_start
         record = CallRecord(workspace_id, call_sid, start, metadata)
+        links: dict[str, _Link] = {}
         for name, path, fmt, rate, size in (
             (INBOUND, urls.inbound, metadata.inbound_format, metadata.inbound_sample_rate,
              metadata.inbound_size_bytes),
@@ -164,8 +173,7 @@ class RecordingSource:
             except UnknownAudioFormat as exc:
                 log.warning("%s/%s: %s not shown: %s", workspace_id, call_sid, name, exc)
                 continue
-            link_key = (workspace_id, call_sid, name)
-            link = self._links[link_key] = _Link(self, link_key, path)
+            link = links[name] = _Link(self, (workspace_id, call_sid, name), path, links)
             stored = StoredFile(FileKey(workspace_id, call_sid, path.filename, size), link)
             record.files[name] = PresentedFile(
                 name, layout.size, header=layout.header, stored=stored
@@ -205,9 +213,8 @@ class RecordingSource:
         if file.stored is not None:
             self._store.forget(file.stored.key)
 
-    async def renew(self, key: tuple[str, str, str], stale: DownloadPath) -> DownloadPath:
-        workspace_id, call_sid, name = key
-        link = self._links[key]
+    async def renew(self, link: _Link, stale: DownloadPath) -> DownloadPath:
+        workspace_id, call_sid, name = link.key
         if link.path != stale:
             return link.path  # another reader renewed it meanwhile
         urls = await self._url_refresh.run(
@@ -215,7 +222,7 @@ class RecordingSource:
         )
         log.info("%s/%s: download links renewed", workspace_id, call_sid)
         for other, path in ((INBOUND, urls.inbound), (OUTBOUND, urls.outbound)):
-            other_link = self._links.get((workspace_id, call_sid, other))
+            other_link = link.siblings.get(other)
             if path is not None and other_link is not None:
                 other_link.path = path
         if link.path == stale:
