@@ -7,7 +7,9 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from amigofs import __version__, config
 from amigofs.api.client import DEFAULT_BASE_URL
@@ -17,6 +19,8 @@ log = logging.getLogger("amigofs")
 
 KEY_ENV = "AMIGO_API_KEY"
 MOUNT_WAIT_SECONDS = 30.0
+_DEFAULTS = config.Settings()  # the defaults the help text names
+T = TypeVar("T")
 
 
 class UsageError(Exception):
@@ -165,52 +169,47 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=_flag_type(config.parse_positive),
         metavar="SECONDS",
-        help="longest any file operation waits on the network before failing with EIO (default: 30)",
+        help="longest any file operation waits on the network before failing with EIO "
+        f"(default: {_DEFAULTS.timeout:g})",
     )
     parser.add_argument(
         "--listing-ttl",
-        type=_positive_float,
+        type=_flag_type(config.parse_positive),
         metavar="SECONDS",
-        help="how long listings are kept before they are refreshed in the background (default: 60)",
+        help="how long listings are kept before they are refreshed in the background "
+        f"(default: {_DEFAULTS.listing_ttl:g})",
     )
     parser.add_argument(
         "--cache-size",
-        type=_size,
+        type=_flag_type(config.parse_size),
         metavar="SIZE",
-        help="most bytes of audio kept in --cache-dir, e.g. 500M or 20G (default: 4G); "
+        help="most bytes of audio kept in --cache-dir, e.g. 500M or 20G "
+        f"(default: {config.format_size(_DEFAULTS.cache_size)}); "
         "least recently used blocks go first",
     )
     parser.add_argument(
         "--kernel-readahead",
-        type=_readahead,
+        type=_flag_type(config.parse_readahead),
         metavar="SIZE",
         help="the kernel's readahead for the mount, which sets its read request size "
-        "(default: 1M; needs root; 0 keeps the kernel's own)",
+        f"(default: {config.format_size(_DEFAULTS.kernel_readahead)}; needs root; "
+        "0 keeps the kernel's own)",
     )
 
 
-def _positive_float(text: str) -> float:
-    try:
-        return config.parse_positive(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def _flag_type(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse type from one of config's parsers, so a flag and the same key in
+    the environment or the file are read alike."""
 
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
-def _readahead(text: str) -> int:
-    try:
-        return config.parse_readahead(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _size(text: str) -> int:
-    """A size such as 512M, 20G or 1048576 (bytes)."""
-    try:
-        return config.parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    return convert
 
 
 def setup_logging(level: str = "info") -> None:

@@ -74,6 +74,14 @@ def parse_size(value: object) -> int:
     return size
 
 
+def format_size(size: int) -> str:
+    """A size as parse_size reads it, in the largest unit that divides it: 4G, 1M."""
+    for unit in ("T", "G", "M", "K"):
+        if size and size % _SIZE_UNITS[unit] == 0:
+            return f"{size // _SIZE_UNITS[unit]}{unit}"
+    return str(size)
+
+
 def parse_readahead(value: object) -> int:
     """The kernel's readahead for the mount, such as 1M or 256K; 0 keeps the kernel's own."""
     size = _bytes(value)
