@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from amigofs.emulator.cli import knob_arguments
 from amigofs.emulator.config import EmulatorConfig
 from amigofs.emulator.data import Dataset
 from amigofs.emulator.process import await_listening
+from tests.mounting import stop_process
 
 START_DEADLINE = 30.0
 STOP_DEADLINE = 10.0
@@ -77,16 +77,10 @@ class EmulatorProc:
     def stop(self) -> int:
         """SIGTERM, then SIGKILL if it does not exit in time; returns the exit code."""
         self._client.close()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_DEADLINE)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(STOP_DEADLINE)
+        code = stop_process(self.process)
         if self.process.stdout is not None:
             self.process.stdout.close()
-        return self.process.returncode
+        return code
 
 
 def _argv(config: EmulatorConfig, port: int = 0) -> list[str]:

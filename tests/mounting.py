@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from amigofs.mount_table import is_mounted
 
@@ -124,14 +125,28 @@ def mounted(
 
 
 def _teardown(mount: Mount) -> None:
-    if is_mounted(mount.path):
+    force_unmount(mount.path)
+    stop_process(mount.process)
+
+
+def force_unmount(mountpoint: Path) -> None:
+    """Removes whatever is mounted at `mountpoint` (lazily: works while in use)."""
+    if is_mounted(mountpoint):
         subprocess.run(
-            ["fusermount3", "-u", "-z", str(mount.path)], check=False, timeout=STOP_DEADLINE
+            ["fusermount3", "-u", "-z", str(mountpoint)],
+            capture_output=True,
+            check=False,
+            timeout=STOP_DEADLINE,
         )
-    if mount.process.poll() is None:
-        mount.process.send_signal(signal.SIGTERM)
+
+
+def stop_process(process: subprocess.Popen[Any]) -> int:
+    """SIGTERM, then SIGKILL if it does not exit in time; returns the exit status."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
         try:
-            mount.process.wait(STOP_DEADLINE)
+            process.wait(STOP_DEADLINE)
         except subprocess.TimeoutExpired:
-            mount.process.kill()
-            mount.process.wait(STOP_DEADLINE)
+            process.kill()
+            process.wait(STOP_DEADLINE)
+    return process.returncode

@@ -23,6 +23,7 @@ from amigofs.mount_table import is_mounted
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import (
     Mount,
+    force_unmount,
     kernel_readahead_kb,
     mounted,
     public_tempdir,
@@ -362,9 +363,7 @@ def test_command_line_contract(emulator: EmulatorProc, tmp_path: Path) -> None:
             lambda: not Path(f"/proc/{pid}").exists(), 15, "the daemon to exit after unmount"
         )
     finally:
-        subprocess.run(
-            ["fusermount3", "-u", "-z", str(mountpoint)], check=False, capture_output=True
-        )
+        force_unmount(mountpoint)
         mountpoint.rmdir()
 
 

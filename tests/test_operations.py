@@ -29,6 +29,7 @@ from tests.mounting import (
     STOP_DEADLINE,
     Mount,
     _teardown,
+    force_unmount,
     kernel_readahead_kb,
     mount_command,
     mounted,
@@ -70,8 +71,7 @@ def unmounting(mountpoint: Path) -> Iterator[Path]:
     try:
         yield mountpoint
     finally:
-        if is_mounted(mountpoint):
-            subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], timeout=STOP_DEADLINE)
+        force_unmount(mountpoint)
         with contextlib.suppress(OSError):
             mountpoint.rmdir()
 
@@ -529,7 +529,6 @@ def test_demo_mounts_within_30_s_and_ffprobe_reads_it() -> None:
         if demo.poll() is None:
             demo.kill()
             demo.wait()
-        if is_mounted(mountpoint):
-            subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+        force_unmount(mountpoint)
         with contextlib.suppress(OSError):
             mountpoint.rmdir()

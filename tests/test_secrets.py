@@ -17,7 +17,7 @@ import pytest
 
 from amigofs.mount_table import is_mounted
 from tests.emulator_proc import EmulatorProc, running_emulator
-from tests.mounting import Mount, mounted, public_tempdir, wait_until
+from tests.mounting import Mount, force_unmount, mounted, public_tempdir, wait_until
 from tests.reliability import presented_bytes
 
 pytestmark = pytest.mark.mount
@@ -100,9 +100,7 @@ def test_a_key_file_others_can_read_is_refused(
         assert emulator.api_key not in result.stderr + result.stdout
         assert not is_mounted(mountpoint)
     finally:
-        subprocess.run(
-            ["fusermount3", "-u", "-z", str(mountpoint)], capture_output=True, check=False
-        )
+        force_unmount(mountpoint)
         mountpoint.rmdir()
 
 
@@ -124,9 +122,7 @@ def daemon_mount(
         pid = _daemon_pid(mountpoint)
         yield mountpoint, pid
     finally:
-        subprocess.run(
-            ["fusermount3", "-u", "-z", str(mountpoint)], capture_output=True, check=False
-        )
+        force_unmount(mountpoint)
         if pid is not None:
             wait_until(lambda: not Path(f"/proc/{pid}").exists(), 15, "the daemon to exit")
         mountpoint.rmdir()
