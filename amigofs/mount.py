@@ -42,6 +42,9 @@ class MountOptions:
     listing_ttl: float = 60.0
     negative_ttl: float = 5.0
     cache_size_bytes: int = 4 << 30
+    # Free space the cache leaves on its disk: it stops growing (and evicts) below it.
+    cache_min_free_bytes: int = 1 << 30
+    cache_min_free_ratio: float = 0.05
     block_size: int = DEFAULT_BLOCK_SIZE
     max_connections: int = 16
     fuse_tasks: int = 64
