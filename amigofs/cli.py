@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import os
 import subprocess
@@ -28,6 +29,7 @@ class UsageError(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
+    _print_paths_as_bytes()
     parser = build_parser()
     args = parser.parse_args(argv)
     # What the daemon is started with again when the mount detaches.
@@ -40,6 +42,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _print_paths_as_bytes() -> None:
+    """Paths that are not UTF-8 (a mount point named by whatever bytes) print as
+    those bytes, as ls prints them, instead of ending the command with a
+    UnicodeEncodeError under a locale whose stdout is strict. (stderr already
+    writes them as \\x escapes, and must go on writing whatever it is given.)"""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="surrogateescape")
 
 
 def build_parser() -> argparse.ArgumentParser:

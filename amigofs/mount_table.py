@@ -6,6 +6,7 @@ Kept free of pyfuse3 and trio so that the small unmount guard can use it.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,11 +18,9 @@ FUSE_TYPE = "fuse.amigofs"  # how amigofs mounts show in the table
 
 def mounts() -> Iterator[tuple[str, str]]:
     """(mount point, filesystem type) of every mount, in mount order."""
-    with open("/proc/self/mounts", encoding="utf-8") as table:
-        for line in table:
-            fields = line.split()
-            if len(fields) > 2:
-                yield _unescape(fields[1]), fields[2]
+    for fields in _table("/proc/self/mounts"):
+        if len(fields) > 2:
+            yield _unescape(fields[1]), os.fsdecode(fields[2])
 
 
 def is_mounted(mountpoint: Path | str) -> bool:
@@ -74,16 +73,26 @@ def mount_device(target: str) -> str | None:
     """The device number (`major:minor`) of the topmost mount at a resolved path: the
     name of its backing device info under /sys/class/bdi."""
     found = None
-    with open("/proc/self/mountinfo", encoding="utf-8") as table:
-        for line in table:
-            fields = line.split()
-            if len(fields) > 4 and _unescape(fields[4]) == target:
-                found = fields[2]
+    for fields in _table("/proc/self/mountinfo"):
+        if len(fields) > 4 and _unescape(fields[4]) == target:
+            found = os.fsdecode(fields[2])
     return found
 
 
-def _unescape(path: str) -> str:
-    # The mount tables write space, tab, newline and backslash as octal escapes.
-    for code in ("\\040", "\\011", "\\012", "\\134"):
-        path = path.replace(code, chr(int(code[1:], 8)))
-    return path
+def _table(name: str) -> Iterator[list[bytes]]:
+    """The fields of each line of a mount table. Read as bytes: a mount point is
+    whatever bytes its creator chose, and one that is not UTF-8 anywhere on the
+    machine must not stop us reading the rest."""
+    with open(name, "rb") as table:
+        for line in table:
+            yield line.split()
+
+
+_ESCAPE = re.compile(rb"\\([0-3][0-7]{2})")
+
+
+def _unescape(field: bytes) -> str:
+    """A path as the kernel wrote it (space, tab, newline and backslash as octal
+    escapes such as \\040), decoded the way Python names such paths
+    (os.fsdecode), so it compares equal to os.path.realpath of the same path."""
+    return os.fsdecode(_ESCAPE.sub(lambda code: bytes([int(code[1], 8)]), field))
