@@ -289,17 +289,12 @@ def mount_settings(args: argparse.Namespace) -> config.Settings:
         raise UsageError(str(exc)) from None
 
 
-def run_mount(args: argparse.Namespace) -> int:
-    from amigofs.mount import MountOptions
+def check_mountpoint(mountpoint: Path) -> None:
+    """Refuses a mount point something is mounted at (a live or a dead mount) or
+    that is not a directory."""
     from amigofs.mount_table import is_mounted
     from amigofs.unmount_guard import is_dead_mount
 
-    settings = mount_settings(args)
-    if settings.mountpoint is None:
-        raise UsageError("no mount point: give MOUNTPOINT or `mountpoint` in --config FILE")
-    api_key = read_api_key(settings.api_key_file)
-    base_url = settings.base_url
-    mountpoint = Path(settings.mountpoint).absolute()
     # Before anything stats it: a dead mount answers ENOTCONN.
     if is_mounted(mountpoint):
         if is_dead_mount(os.path.realpath(mountpoint), only_ours=False):
@@ -311,6 +306,18 @@ def run_mount(args: argparse.Namespace) -> int:
         raise UsageError(f"mount point {mountpoint} is already mounted (busy)")
     if not mountpoint.is_dir():
         raise UsageError(f"mount point {mountpoint} does not exist or is not a directory")
+
+
+def run_mount(args: argparse.Namespace) -> int:
+    from amigofs.mount import MountOptions
+
+    settings = mount_settings(args)
+    if settings.mountpoint is None:
+        raise UsageError("no mount point: give MOUNTPOINT or `mountpoint` in --config FILE")
+    api_key = read_api_key(settings.api_key_file)
+    base_url = settings.base_url
+    mountpoint = Path(settings.mountpoint).absolute()
+    check_mountpoint(mountpoint)
     cache_dir = settings.cache_dir or default_cache_dir()
     options = MountOptions(
         mountpoint=mountpoint,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import shutil
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 
 from amigofs.emulator.process import await_listening
-from amigofs.mount_table import is_mounted, wait_until_mounted
+from amigofs.mount_table import FUSE_TYPE, MountEntry, mount_entry, wait_until_mounted
 
 START_DEADLINE = 30.0
 
@@ -36,15 +37,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from amigofs.cli import UsageError
+    from amigofs.cli import UsageError, check_mountpoint
 
     made_dir = args.mountpoint is None
-    mountpoint = Path(tempfile.mkdtemp(prefix="amigofs-demo-")) if made_dir else args.mountpoint
-    if not mountpoint.is_dir():
-        raise UsageError(f"mount point {mountpoint} does not exist or is not a directory")
+    if made_dir:
+        mountpoint = Path(tempfile.mkdtemp(prefix="amigofs-demo-"))
+    else:
+        # Refused before anything starts: what is there is the user's, not ours to touch.
+        mountpoint = args.mountpoint.absolute()
+        check_mountpoint(mountpoint)
+        _check_empty(mountpoint)
+    target = os.path.realpath(mountpoint)
     env = dict(os.environ, AMIGO_API_KEY="demo-" + secrets.token_urlsafe(16))
     cache_dir = Path(tempfile.mkdtemp(prefix="amigofs-demo-cache-"))
     processes: list[subprocess.Popen[str]] = []
+    ours: MountEntry | None = None
     stop = _stop_on_signals()
     try:
         emulator = subprocess.Popen(
@@ -60,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
             env=env, stdin=subprocess.DEVNULL, text=True,
         )  # fmt: skip
         processes.insert(0, mount)
-        _wait_mounted(mountpoint, mount)
+        ours = _wait_mounted(mountpoint, target, mount)
         _print_guide(mountpoint, url)
         while not stop and mount.poll() is None and emulator.poll() is None:
             time.sleep(0.2)
@@ -70,12 +77,35 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for process in processes:  # the mount first, so it unmounts while the server is up
             _stop(process)
-        if is_mounted(mountpoint):
-            subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+        _unmount_if_ours(target, ours)
         shutil.rmtree(cache_dir, ignore_errors=True)
         if made_dir:
-            mountpoint.rmdir()
+            with contextlib.suppress(OSError):  # still mounted, if the unmount failed
+                mountpoint.rmdir()
         print("amigofs demo: unmounted and stopped", file=sys.stderr)
+
+
+def _check_empty(mountpoint: Path) -> None:
+    from amigofs.cli import UsageError
+
+    try:
+        with os.scandir(mountpoint) as entries:
+            empty = next(entries, None) is None
+    except OSError as exc:
+        raise UsageError(f"mount point {mountpoint}: {exc.strerror}") from None
+    if not empty:
+        # Mounting would hide its files for as long as the demo runs.
+        raise UsageError(
+            f"mount point {mountpoint} is not empty; the demo mounts only on an empty directory"
+        )
+
+
+def _unmount_if_ours(target: str, ours: MountEntry | None) -> None:
+    """The mount process unmounts when stopped (and its guard if it was killed); this
+    is for a mount left behind all the same, and only if it is still the one that
+    process made: never something mounted there since, or before."""
+    if ours is not None and mount_entry(target) == ours:
+        subprocess.run(["fusermount3", "-u", "-z", target], check=False)
 
 
 def _stop_on_signals() -> list[int]:
@@ -96,13 +126,17 @@ def _emulator_url(emulator: subprocess.Popen[str]) -> str:
         raise DemoError(f"the emulator did not start: {exc}") from None
 
 
-def _wait_mounted(mountpoint: Path, mount: subprocess.Popen[str]) -> None:
+def _wait_mounted(mountpoint: Path, target: str, mount: subprocess.Popen[str]) -> MountEntry:
     try:
         exited = wait_until_mounted(mountpoint, mount, START_DEADLINE)
     except TimeoutError:
         raise DemoError(f"the mount did not come up within {START_DEADLINE:.0f} s") from None
     if exited is not None:
         raise DemoError("the mount failed to start (see its message above)")
+    entry = mount_entry(target)
+    if entry is None or entry.fstype != FUSE_TYPE:
+        raise DemoError(f"something else was mounted at {mountpoint} meanwhile")
+    return entry
 
 
 def _print_guide(mountpoint: Path, url: str) -> None:

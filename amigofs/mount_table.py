@@ -10,6 +10,7 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,14 +70,32 @@ def amigofs_root(path: Path) -> Path | None:
     return Path(best) if best is not None else None
 
 
-def mount_device(target: str) -> str | None:
-    """The device number (`major:minor`) of the topmost mount at a resolved path: the
-    name of its backing device info under /sys/class/bdi."""
+@dataclass(slots=True, frozen=True)
+class MountEntry:
+    """One mount as /proc/self/mountinfo has it."""
+
+    mount_id: int  # unique among the mounts there are now
+    device: str  # major:minor, the name of its backing device info under /sys/class/bdi
+    fstype: str
+
+
+def mount_entry(target: str) -> MountEntry | None:
+    """The topmost mount at a resolved path, or None if nothing is mounted there."""
     found = None
     for fields in _table("/proc/self/mountinfo"):
         if len(fields) > 4 and _unescape(fields[4]) == target:
-            found = os.fsdecode(fields[2])
+            # Optional fields end at "-", then come the type, the source, the options.
+            rest = fields[fields.index(b"-", 5) + 1 :] if b"-" in fields[5:] else []
+            fstype = os.fsdecode(rest[0]) if rest else ""
+            found = MountEntry(int(fields[0]), os.fsdecode(fields[2]), fstype)
     return found
+
+
+def mount_device(target: str) -> str | None:
+    """The device number (`major:minor`) of the topmost mount at a resolved path: the
+    name of its backing device info under /sys/class/bdi."""
+    entry = mount_entry(target)
+    return entry.device if entry is not None else None
 
 
 def _table(name: str) -> Iterator[list[bytes]]:
