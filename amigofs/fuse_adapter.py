@@ -119,7 +119,7 @@ class AmigoOperations(pyfuse3.Operations):
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = FileHandleT(fh)
-        data: bytes | memoryview = await self._call(
+        data: bytes | bytearray | memoryview = await self._call(
             lambda: self._ns.read(handle, off, size), "read %d@%d+%d", fh, off, size
         )
         # pyfuse3 takes any bytes-like object; a memoryview spares a copy per read.

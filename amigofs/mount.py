@@ -107,7 +107,12 @@ async def serve(options: MountOptions, api_key: ApiKey) -> None:
         retry=RetryPolicy(deadline=options.timeout),
     )
     disk = DiskCache(
-        options.cache_dir, max_bytes=options.cache_size_bytes, block_size=options.block_size
+        options.cache_dir,
+        max_bytes=options.cache_size_bytes,
+        block_size=options.block_size,
+        min_free_bytes=options.cache_min_free_bytes,
+        min_free_ratio=options.cache_min_free_ratio,
+        owner=f"mounted at {options.mountpoint}",
     )
     await trio.to_thread.run_sync(disk.open)
     worker = FetchWorker(
@@ -127,7 +132,7 @@ async def serve(options: MountOptions, api_key: ApiKey) -> None:
         stack.callback(disk.close)
         nursery = await stack.enter_async_context(trio.open_nursery())
         await worker.start(nursery)
-        store = BlockStore(disk, worker, nursery)
+        store = BlockStore(disk, worker, nursery, client=client, deadline=options.timeout)
         meta = MetaStore(options.cache_dir)
         source = RecordingSource(client, store, meta)
         namespace = Namespace(

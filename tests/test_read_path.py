@@ -6,6 +6,7 @@ import contextlib
 import os
 import random
 import signal
+import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -162,14 +163,14 @@ def test_reread_after_remount_comes_from_disk(emulator: EmulatorProc) -> None:
         assert (path.stat().st_mode & 0o777) == (0o700 if path.is_dir() else 0o600), path
 
 
-def data_file(cache: Path, target: Expected) -> Path:
+def block_file(cache: Path, target: Expected, index: int) -> Path:
     return (
         cache
-        / "blocks"
+        / "blocks.v2"
         / target.recording.workspace_id
         / target.recording.call_sid
         / (f"{target.stored_name}.{target.stored_size}")
-        / "data"
+        / str(index)
     )
 
 
@@ -179,19 +180,19 @@ def test_damaged_or_truncated_cache_is_fetched_again(emulator: EmulatorProc) -> 
     with mounted(emulator.url, emulator.api_key, "--cache-dir", str(cache)) as mnt:
         for target in (damaged, truncated):
             assert read_all(mnt.path / target.relative) == target.bytes(0, target.size)
-    # Flip bytes inside block 5 of one file; cut the other file's data short.
-    with open(data_file(cache, damaged), "r+b") as f:
-        f.seek(5 * BLOCK + 1000)
+    # Flip bytes inside block 5 of one file; cut block 3 of the other file short.
+    with open(block_file(cache, damaged, 5), "r+b") as f:
+        f.seek(1000)
         f.write(b"\xff\x00\xff\x00" * 16)
-    os.truncate(data_file(cache, truncated), 3 * BLOCK + 17)
+    os.truncate(block_file(cache, truncated, 3), 17)
     emulator.reset_stats()
     with mounted(emulator.url, emulator.api_key, "--cache-dir", str(cache)) as mnt:
         for target in (damaged, truncated):
             assert read_all(mnt.path / target.relative) == target.bytes(0, target.size)
-        # Only the damaged block again; the truncated file whole.
+        # Only the damaged and the truncated block again.
         assert audio_downloads(emulator) == {
             damaged.download_path: BLOCK,
-            truncated.download_path: truncated.stored_size,
+            truncated.download_path: BLOCK,
         }
         assert "damaged" in mnt.log()
 
@@ -227,6 +228,17 @@ def _read_quietly(path: Path) -> None:
         read_all(path)
 
 
+def cache_bytes(cache: Path) -> int:
+    """What the block files in a cache dir take on disk at this moment."""
+    used = 0
+    for path in (cache / "blocks.v2").rglob("*"):
+        with contextlib.suppress(FileNotFoundError):  # evicted meanwhile
+            st = path.stat()
+            if stat.S_ISREG(st.st_mode):
+                used += st.st_blocks * 512
+    return used
+
+
 def test_cache_never_grows_past_cache_size(emulator: EmulatorProc) -> None:
     limit = 24 << 20
     cache = public_tempdir("amigofs-cache-")
@@ -236,7 +248,7 @@ def test_cache_never_grows_past_cache_size(emulator: EmulatorProc) -> None:
 
     def watch() -> None:
         while not done.is_set():
-            used = sum(p.stat().st_blocks * 512 for p in cache.rglob("data") if p.exists())
+            used = cache_bytes(cache)
             peak[0] = max(peak[0], used)
             done.wait(0.01)
 

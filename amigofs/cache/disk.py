@@ -1,44 +1,64 @@
-"""The persistent block cache in --cache-dir.
+"""The persistent block cache in --cache-dir: one file per block.
 
-Each stored file has a directory ``blocks/<workspace>/<call>/<stored name>.<size>/``
-holding ``data``, a sparse file of the stored file's size, and ``map``, a journal
-of which blocks of ``data`` are present, with each block's CRC-32. The fetch
-worker writes a block's bytes first and appends its journal record after, so a
-block is visible only once completely written, even if a process is killed
-mid-write; a block that is damaged or truncated on disk fails its checksum when
-first read and is fetched again. Files are 0600 in directories 0700.
+Each block of a stored file is a file ``blocks.v2/<workspace>/<call>/<stored name>.<size>/<index>``
+holding a header (magic, which file and block it is, the data's length and CRC-32,
+the header's own CRC) and then the block's bytes. The fetch worker writes a block
+under a temporary name and renames it into place, so a block file is complete or
+absent, even if a process is killed mid-write; one that is damaged on disk fails
+its checksum when first read in a mount and is fetched again.
 
-The mount process owns the index of present blocks, reads blocks, and keeps the
-cache under its size bound: least recently used blocks are evicted by punching
-them out of ``data`` and journaling their removal. A data file's mtime records
-its last use, so the order survives a restart.
+The mount process owns the index of present blocks (on the trio thread only),
+serves reads by copying out of block files, and keeps the cache under its bounds
+(--cache-size, and the free space it leaves on its disk): least recently used
+blocks are evicted with ``unlink``. That design (the field's, as mountpoint-s3's disk
+cache and s3ql's block files have it) is what makes a read safe by construction: a
+read copies its bytes in one synchronous step after checking its blocks are present,
+so eviction (which runs on the same thread) can never run in between; an open
+descriptor keeps an unlinked block readable; and a block removed or replaced behind
+the mount's back is seen as missing (or as a header that does not match) and is
+fetched again, never served as zeros. There is no journal to tear and no hole to
+punch. A lock file makes the directory one mount's own. A block file's mtime
+records its last use, so the LRU order survives a restart.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
+import fcntl
+import hashlib
 import logging
-import mmap
 import os
+import shutil
+import stat
 import struct
-import threading
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from amigofs.cache.cache_dir import UnsafeCacheDir, check_owned, open_file, open_root, open_subdirs
+
 log = logging.getLogger(__name__)
 
-RECORD = struct.Struct("<III")  # block index, data length (0: removed), crc32
-DATA, MAP = "data", "map"
-_PUNCH_HOLE = 0x01 | 0x02  # FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-MAX_MAPPED_FILES = 64
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+BLOCKS_DIR = "blocks.v2"
+_OLD_BLOCKS_DIR = "blocks"  # the journal-and-data-file layout before this one
+LOCK_NAME = "lock"
+MAGIC = b"AMB2"
+# magic, key digest, block index, data length, data crc32, header crc32
+HEADER = struct.Struct("<4s16sIIII")
+_HEADER_BODY = HEADER.size - 4
+# Descriptors of block files kept open: reopening costs a path walk per read.
+MAX_OPEN_BLOCKS = 256
+_TMP_PREFIX = "."
+
+
+class CacheInUse(Exception):
+    """Another mount holds the cache directory; the message names it, in one line."""
+
+
+class CacheFull(Exception):
+    """The cache's disk has no room for a block (ENOSPC or EDQUOT)."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -52,113 +72,180 @@ class FileKey:
     size: int
     # Made once: it keys the index and is asked for several times on every read.
     relative_dir: str = field(init=False, repr=False, compare=False)
+    digest: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Each part is a validated identifier or stored file name (no '/' or '..').
-        relative = f"blocks/{self.workspace_id}/{self.call_sid}/{self.filename}.{self.size}"
+        relative = f"{BLOCKS_DIR}/{self.workspace_id}/{self.call_sid}/{self.filename}.{self.size}"
         object.__setattr__(self, "relative_dir", relative)
+        object.__setattr__(self, "digest", key_digest(relative))
+
+
+def key_digest(relative_dir: str) -> bytes:
+    """What a block's header says it belongs to: a block moved or copied under another
+    file's name is not that file's."""
+    return hashlib.blake2b(relative_dir.encode(), digest_size=16).digest()
+
+
+def pack_header(digest: bytes, index: int, data: memoryview | bytes) -> tuple[bytes, int]:
+    """A block file's header for `data`, and the data's CRC-32."""
+    crc = zlib.crc32(data)
+    body = struct.pack("<4s16sIII", MAGIC, digest, index, len(data), crc)
+    return body + struct.pack("<I", zlib.crc32(body)), crc
+
+
+def unpack_header(raw: bytes, digest: bytes, index: int) -> tuple[int, int] | None:
+    """(data length, data crc32) from a block file's header, or None if it is not a
+    sound header of block `index` of the file `digest` names."""
+    if len(raw) != HEADER.size:
+        return None
+    magic, owner, found_index, length, crc, header_crc = HEADER.unpack(raw)
+    if magic != MAGIC or zlib.crc32(raw[:_HEADER_BODY]) != header_crc:
+        return None
+    if owner != digest or found_index != index:
+        return None
+    return length, crc
+
+
+def footprint(length: int) -> int:
+    """What a block file of `length` data bytes takes on disk (whole 4 KiB pages):
+    --cache-size bounds what the cache takes, not just the bytes it holds."""
+    return -(-(HEADER.size + length) // 4096) * 4096
+
+
+def relative_parts(relative_dir: str) -> tuple[str, ...]:
+    """The directory levels of a key's relative dir, refusing anything but plain names."""
+    parts = tuple(relative_dir.split("/"))
+    if len(parts) != 4 or parts[0] != BLOCKS_DIR or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"not a block directory: {relative_dir!r}")
+    return parts
 
 
 # --- the worker's side: writing ----------------------------------------------------
 
 
 class BlockWriter:
-    """Writes blocks of one stored file into the cache: its data file and journal are
-    opened at the first block and kept for the whole download, not reopened for each."""
+    """Writes blocks of one stored file into the cache, each to a temporary name then
+    renamed into place; the file's directory is opened once per download."""
 
-    def __init__(self, directory: str, size: int, block_size: int) -> None:
-        self._directory = directory
-        self._size = size
+    def __init__(self, root: str, relative_dir: str, block_size: int) -> None:
+        self._root = root
+        self._relative_dir = relative_dir
+        self._parts = relative_parts(relative_dir)
+        self._digest = key_digest(relative_dir)
         self._block_size = block_size
-        self._fds: tuple[int, int] | None = None  # data file, journal
+        self._dir_fd: int | None = None
+        self._serial = 0
 
     def __enter__(self) -> BlockWriter:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._fds is not None:
-            for fd in self._fds:
-                os.close(fd)
-            self._fds = None
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
 
-    def write(self, start: int, data: memoryview) -> list[int]:
-        """Writes whole blocks from `start` (a block boundary), then journals them;
-        returns their CRC-32s."""
-        data_fd, map_fd = self._open()
-        block_size = self._block_size
-        if os.pwrite(data_fd, data, start) != len(data):
-            raise OSError(errno.ENOSPC, "short write to the disk cache")
-        crcs = [zlib.crc32(data[o : o + block_size]) for o in range(0, len(data), block_size)]
-        records = [
-            RECORD.pack(start // block_size + i, min(block_size, len(data) - i * block_size), crc)
-            for i, crc in enumerate(crcs)
-        ]
-        # O_APPEND makes each write land whole at the end, whoever else appends.
-        os.write(map_fd, b"".join(records))
-        return crcs
+    def write(self, start: int, data: memoryview) -> list[tuple[int, int, int]]:
+        """Stores whole blocks from `start` (a block boundary); returns (index, length,
+        crc32) of each, once it is in place."""
+        dir_fd = self._open()
+        first = start // self._block_size
+        stored = []
+        for i, offset in enumerate(range(0, len(data), self._block_size)):
+            block = data[offset : offset + self._block_size]
+            index = first + i
+            stored.append((index, len(block), self._write_block(dir_fd, index, block)))
+        return stored
 
-    def _open(self) -> tuple[int, int]:
-        if self._fds is None:
-            os.makedirs(self._directory, mode=0o700, exist_ok=True)
-            flags = os.O_CREAT | os.O_CLOEXEC
-            data_fd = os.open(os.path.join(self._directory, DATA), os.O_RDWR | flags, 0o600)
+    def _write_block(self, dir_fd: int, index: int, block: memoryview) -> int:
+        header, crc = pack_header(self._digest, index, block)
+        self._serial += 1
+        tmp = f"{_TMP_PREFIX}{index}.{os.getpid()}.{self._serial}.tmp"
+        where = f"{self._root}/{self._relative_dir}/{tmp}"
+        try:
+            fd = open_file(dir_fd, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, where)
             try:
-                if os.fstat(data_fd).st_size != self._size:
-                    os.ftruncate(data_fd, self._size)  # sparse: only written blocks take space
-                map_path = os.path.join(self._directory, MAP)
-                map_fd = os.open(map_path, os.O_WRONLY | os.O_APPEND | flags, 0o600)
-            except BaseException:
-                os.close(data_fd)
-                raise
-            self._fds = (data_fd, map_fd)
-        return self._fds
+                written = os.writev(fd, [header, block])
+                if written != len(header) + len(block):
+                    raise OSError(errno.ENOSPC, "short write")
+            finally:
+                os.close(fd)
+            os.rename(tmp, str(index), src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise CacheFull(f"no room on the cache's disk: {exc.strerror}") from None
+            raise
+        return crc
 
-
-def _append(path: str, records: bytes) -> None:
-    # O_APPEND makes each write land whole at the end, whoever else appends.
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, records)
-    finally:
-        os.close(fd)
-
-
-def read_map(path: str) -> dict[int, tuple[int, int]]:
-    """Present blocks of one stored file: index -> (length, crc32); the last record wins."""
-    try:
-        with open(path, "rb") as journal:
-            raw = journal.read()
-    except FileNotFoundError:
-        return {}
-    present: dict[int, tuple[int, int]] = {}
-    usable = len(raw) - len(raw) % RECORD.size  # a torn last record is ignored
-    for index, length, crc in RECORD.iter_unpack(raw[:usable]):
-        if length:
-            present[index] = (length, crc)
-        else:
-            present.pop(index, None)
-    return present
+    def _open(self) -> int:
+        if self._dir_fd is None:
+            root_fd = os.open(self._root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                check_owned(root_fd, self._root, kind=stat.S_IFDIR)
+                self._dir_fd = open_subdirs(root_fd, self._parts, self._root)
+            finally:
+                os.close(root_fd)
+        return self._dir_fd
 
 
 # --- the mount process's side ----------------------------------------------------------
 
 
-class DiskCache:
-    """Which blocks are on disk, reading them, and the size bound."""
+class _Block:
+    """One block in the index. A new object each time a block is (re)added, so that
+    a check started on an earlier copy cannot vouch for this one."""
 
-    def __init__(self, root: Path, *, max_bytes: int, block_size: int) -> None:
+    __slots__ = ("crc", "length", "pins", "verified")
+
+    def __init__(self, length: int, crc: int | None, *, verified: bool) -> None:
+        self.length = length
+        self.crc = crc  # None: not read yet (found by the scan at start)
+        self.verified = verified
+        self.pins = 0
+
+
+@dataclass(slots=True)
+class VerifyResult:
+    """What a check of a block file in a thread found, applied on the trio thread."""
+
+    index: int
+    entry: _Block
+    fd: int | None  # open on the checked file, or None if it is damaged or gone
+    crc: int = 0
+
+
+class DiskCache:
+    """Which blocks are on disk, reading them, and the size bounds.
+
+    Every method but `open`, `close` and `check_blocks` runs on the trio thread and
+    never blocks for long: they are a few syscalls on local files."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        max_bytes: int,
+        block_size: int,
+        min_free_bytes: int = 1 << 30,
+        min_free_ratio: float = 0.05,
+        owner: str = "",
+    ) -> None:
         self.root = root
         self.max_bytes = max_bytes
         self.block_size = block_size
-        # (relative dir, block index) -> (length, crc32), least recently used first.
-        self._blocks: OrderedDict[tuple[str, int], tuple[int, int]] = OrderedDict()
+        self.min_free_bytes = min_free_bytes
+        self.min_free_ratio = min_free_ratio
+        self._owner = owner  # who holds the lock, as the next mount is told
+        # (relative dir, block index) -> block, least recently used first.
+        self._blocks: OrderedDict[tuple[str, int], _Block] = OrderedDict()
+        self._fds: OrderedDict[tuple[str, int], int] = OrderedDict()
         self._bytes = 0
         self._reserved = 0  # bytes being fetched, counted before they land
-        # Blocks checked (or written) during this mount need no second checksum pass.
-        self._verified: set[tuple[str, int]] = set()
-        self._maps: OrderedDict[str, _Mapping] = OrderedDict()
-        # Reads and eviction run in worker threads; the index is shared.
-        self._lock = threading.Lock()
+        self._root_fd = -1
+        self._lock_fd = -1
+        self.evicted_blocks = 0
 
     @property
     def used_bytes(self) -> int:
@@ -169,226 +256,320 @@ class DiskCache:
         """Bytes being fetched right now (for `amigofs stats`)."""
         return self._reserved
 
+    # --- start and stop (blocking: call from a thread) -------------------------------
+
     def open(self) -> None:
-        """Creates the cache directory (0700) and indexes what an earlier mount left."""
+        """Opens the cache directory as this mount's own and indexes what an earlier
+        mount left. UnsafeCacheDir or CacheInUse if it cannot be used."""
         os.umask(0o077)
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.root, 0o700)
-        (self.root / "blocks").mkdir(mode=0o700, exist_ok=True)
-        files: list[tuple[float, str, dict[int, tuple[int, int]]]] = []
-        for dirpath, _dirs, names in os.walk(self.root / "blocks"):
-            if DATA not in names:
-                continue
-            rel = os.path.relpath(dirpath, self.root)
-            expected_size = rel.rpartition(".")[2]
-            if not expected_size.isdigit() or os.stat(os.path.join(dirpath, DATA)).st_size != int(
-                expected_size
-            ):
-                log.warning("disk cache: %s is truncated or foreign; dropping it", rel)
-                for name in names:
-                    _unlink(os.path.join(dirpath, name))
-                continue
-            present = read_map(os.path.join(dirpath, MAP))
-            _compact(dirpath, present)
-            files.append((os.stat(os.path.join(dirpath, DATA)).st_mtime, rel, present))
-        for _mtime, rel, present in sorted(files):
-            for index, entry in sorted(present.items()):
-                self._blocks[(rel, index)] = entry
-                self._bytes += entry[0]
+        self._root_fd = open_root(self.root)
+        try:
+            self._take_lock()
+            self._scan()
+        except BaseException:
+            self.close()
+            raise
         log.info("disk cache %s: %d blocks, %d bytes", self.root, len(self._blocks), self._bytes)
-        self.evict()
+
+    def _take_lock(self) -> None:
+        path = f"{self.root}/{LOCK_NAME}"
+        self._lock_fd = open_file(self._root_fd, LOCK_NAME, os.O_RDWR | os.O_CREAT, path)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._lock_fd, 4096, 0).decode("utf-8", "replace").strip()
+            holder = "".join(c if c.isprintable() else "?" for c in holder)[:300]
+            raise CacheInUse(
+                f"cache directory {self.root} is in use by another amigofs mount"
+                f" ({holder or 'unknown'}); give each mount its own --cache-dir"
+            ) from None
+        os.ftruncate(self._lock_fd, 0)
+        os.pwrite(self._lock_fd, f"{self._owner or 'pid'} (pid {os.getpid()})\n".encode(), 0)
+
+    def _scan(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            # The layout before block files: its journals cannot be trusted to be whole.
+            shutil.rmtree(_OLD_BLOCKS_DIR, dir_fd=self._root_fd)
+            log.info("disk cache: removed the blocks of an older cache layout")
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(BLOCKS_DIR, 0o700, dir_fd=self._root_fd)
+        blocks_fd = open_subdirs(self._root_fd, (BLOCKS_DIR,), str(self.root))
+        found: list[tuple[int, tuple[str, int], int]] = []
+        try:
+            for dirpath, dirs, names, dir_fd in os.fwalk(".", dir_fd=blocks_fd):
+                depth = 0 if dirpath == "." else dirpath.count("/")
+                for name in dirs:
+                    # Only directories of ours may be walked into.
+                    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+                        raise UnsafeCacheDir(
+                            f"{self.root}/{BLOCKS_DIR}/{dirpath[2:]}/{name} is not this user's own"
+                        )
+                relative = f"{BLOCKS_DIR}/{dirpath[2:]}"
+                for name in names:
+                    index = int(name) if name.isdigit() and depth == 3 else None
+                    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                    length = st.st_size - HEADER.size
+                    if (
+                        index is None
+                        or not stat.S_ISREG(st.st_mode)
+                        or not 0 < length <= self.block_size
+                    ):
+                        # Temporary files of a killed worker, or anything foreign.
+                        with contextlib.suppress(OSError):
+                            os.unlink(name, dir_fd=dir_fd)
+                        continue
+                    found.append((st.st_mtime_ns, (relative, index), length))
+        finally:
+            os.close(blocks_fd)
+        for _mtime, entry, length in sorted(found):
+            self._blocks[entry] = _Block(length, None, verified=False)
+            self._bytes += footprint(length)
+        self._evict(0)
 
     def close(self) -> None:
-        with self._lock:
-            for mapped in self._maps.values():
-                mapped.close()
-            self._maps.clear()
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        for name in ("_lock_fd", "_root_fd"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                os.close(fd)
+                setattr(self, name, -1)
+
+    # --- the index --------------------------------------------------------------------
 
     def has(self, key: FileKey, index: int) -> bool:
         return (key.relative_dir, index) in self._blocks
 
-    def added(self, key: FileKey, index: int, length: int, crc: int) -> None:
-        """A block the fetch worker has just written and journaled."""
-        entry = (key.relative_dir, index)
-        with self._lock:
-            old = self._blocks.pop(entry, None)
-            self._bytes += length - (old[0] if old else 0)
-            self._blocks[entry] = (length, crc)
-            self._verified.add(entry)
-
     def is_ready(self, key: FileKey, index: int) -> bool:
-        """Present and known good: safe to serve from `view`."""
-        return (key.relative_dir, index) in self._verified
+        """Present and known good: safe to copy out with `copy`."""
+        entry = self._blocks.get((key.relative_dir, index))
+        return entry is not None and entry.verified
 
-    def touch(self, key: FileKey, first: int, stop: int) -> None:
-        """Marks blocks as just used (most recently used last, evicted last)."""
-        rel = key.relative_dir
-        # Under the lock: eviction iterates the index in a thread, and reordering it
-        # meanwhile would fail that iteration.
-        with self._lock:
-            for index in range(first, stop):
-                with contextlib.suppress(KeyError):
-                    self._blocks.move_to_end((rel, index))
+    def added(self, key: FileKey, index: int, length: int, crc: int) -> None:
+        """A block the fetch worker has just stored."""
+        where = (key.relative_dir, index)
+        old = self._blocks.pop(where, None)
+        if old is not None:
+            self._bytes -= footprint(old.length)
+        self._close_fd(where)  # it may be open on the file this one replaced
+        self._blocks[where] = _Block(length, crc, verified=True)
+        self._bytes += footprint(length)
 
-    def verify(self, key: FileKey, indexes: list[int]) -> None:
-        """Checks blocks written by an earlier mount against their checksums (blocking:
-        call from a thread); a damaged block is forgotten, to be fetched again."""
+    def pin(self, key: FileKey, first: int, stop: int, delta: int) -> None:
+        """Pins (delta 1) or unpins (-1) blocks a reader is waiting to copy out:
+        eviction passes them by."""
         rel = key.relative_dir
-        # Read with pread into one small buffer rather than through the mapping:
-        # faulting every page into this process's map cost more than copying it.
-        buffer = bytearray(self.block_size)
-        damaged: list[tuple[str, int]] = []
-        # A descriptor of its own: one shared with other threads could be closed and its
-        # number reused for another file while this one reads through it.
-        fd = os.open(os.path.join(self.root, rel, DATA), os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            for index in indexes:
-                entry = (rel, index)
-                known = self._blocks.get(entry)
-                if known is None or entry in self._verified:
-                    continue
-                length, crc = known
-                view = memoryview(buffer)[:length]
-                read = os.preadv(fd, [view], index * self.block_size)
-                if read == length and zlib.crc32(view) == crc:
-                    self._verified.add(entry)
-                else:
-                    log.warning(
-                        "disk cache: block %d of %s is damaged; fetching it again", index, rel
-                    )
-                    damaged.append(entry)
-        finally:
-            os.close(fd)
-        if damaged:
-            self._remove(damaged)
+        for index in range(first, stop):
+            entry = self._blocks.get((rel, index))
+            if entry is not None:
+                entry.pins = max(0, entry.pins + delta)
 
-    def view(self, key: FileKey) -> memoryview:
-        """The data file mapped read-only: blocks are served as slices of it, no copies."""
+    def copy(self, key: FileKey, start: int, end: int) -> bytes | None:
+        """Bytes [start, end) of a stored file, if every block under them is ready and
+        its file still holds it; None (and the missing block forgotten, to be fetched
+        again) otherwise. Synchronous on purpose: nothing can evict a block between
+        the check and the copy."""
+        block_size = self.block_size
         rel = key.relative_dir
-        with self._lock:
-            mapped = self._maps.get(rel)
-            if mapped is not None:
-                self._maps.move_to_end(rel)
-                return mapped.view
-            fd = os.open(os.path.join(self.root, rel, DATA), os.O_RDONLY | os.O_CLOEXEC)
+        first, stop = start // block_size, (end - 1) // block_size + 1
+        for index in range(first, stop):
+            entry = self._blocks.get((rel, index))
+            if entry is None or not entry.verified:
+                return None
+        out = bytearray(end - start)
+        view = memoryview(out)
+        for index in range(first, stop):
+            where = (rel, index)
+            entry = self._blocks[where]
+            lo = max(start, index * block_size)
+            hi = min(end, index * block_size + entry.length)
+            if hi - lo != min(end, (index + 1) * block_size) - lo:
+                self._forget(where, "is shorter than its file says")
+                return None
+            fd = self._block_fd(key, index, entry)
+            if fd is None:
+                return None
             try:
-                if os.fstat(fd).st_size != key.size:
-                    raise OSError(errno.EIO, f"disk cache data file of {rel} has the wrong size")
-                os.utime(fd)  # the file's last use, for LRU order after a restart
-                mapped = _Mapping(mmap.mmap(fd, key.size, prot=mmap.PROT_READ))
-            finally:
+                got = os.preadv(fd, [view[lo - start : hi - start]], HEADER.size + lo - index * block_size)
+            except OSError as exc:
+                self._forget(where, f"cannot be read ({exc.strerror})")
+                return None
+            if got != hi - lo:
+                self._forget(where, "was cut short on disk")
+                return None
+            self._blocks.move_to_end(where)
+        return bytes(out) if len(out) < 4096 else out  # type: ignore[return-value]
+
+    def _block_fd(self, key: FileKey, index: int, entry: _Block) -> int | None:
+        """An open descriptor of a block's file, reopened (and its header checked) if
+        not kept: a file replaced or removed behind our back is found out here."""
+        where = (key.relative_dir, index)
+        fd = self._fds.get(where)
+        if fd is not None:
+            self._fds.move_to_end(where)
+            return fd
+        try:
+            fd = os.open(
+                f"{where[0]}/{index}", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._root_fd
+            )
+        except OSError as exc:
+            self._forget(where, "is gone from the cache" if exc.errno == errno.ENOENT else f"cannot be opened ({exc.strerror})")
+            return None
+        header = unpack_header(os.pread(fd, HEADER.size, 0), key.digest, index)
+        if header is None or header != (entry.length, entry.crc):
+            os.close(fd)
+            self._forget(where, "was replaced on disk")
+            return None
+        self._keep_fd(where, fd)
+        return fd
+
+    def _keep_fd(self, where: tuple[str, int], fd: int) -> None:
+        self._fds[where] = fd
+        while len(self._fds) > MAX_OPEN_BLOCKS:
+            _where, old = self._fds.popitem(last=False)
+            os.close(old)
+
+    def _close_fd(self, where: tuple[str, int]) -> None:
+        fd = self._fds.pop(where, None)
+        if fd is not None:
+            os.close(fd)
+
+    def _forget(self, where: tuple[str, int], why: str) -> None:
+        log.warning("disk cache: block %d of %s %s; fetching it again", where[1], where[0], why)
+        entry = self._blocks.pop(where, None)
+        if entry is not None:
+            self._bytes -= footprint(entry.length)
+        self._close_fd(where)
+
+    # --- checking blocks an earlier mount left -----------------------------------------
+
+    def unverified(self, key: FileKey, indexes: list[int]) -> list[tuple[int, _Block]]:
+        """The blocks among `indexes` present but not yet checked in this mount."""
+        rel = key.relative_dir
+        found = []
+        for index in indexes:
+            entry = self._blocks.get((rel, index))
+            if entry is not None and not entry.verified:
+                found.append((index, entry))
+        return found
+
+    def check_blocks(self, key: FileKey, blocks: list[tuple[int, _Block]]) -> list[VerifyResult]:
+        """Reads and checks block files against their headers (blocking: call from a
+        thread; touches no shared state)."""
+        results = []
+        buffer = bytearray(HEADER.size + self.block_size)
+        for index, entry in blocks:
+            try:
+                fd = os.open(
+                    f"{key.relative_dir}/{index}",
+                    os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    dir_fd=self._root_fd,
+                )
+            except OSError:
+                results.append(VerifyResult(index, entry, None))
+                continue
+            view = memoryview(buffer)[: HEADER.size + entry.length]
+            got = os.preadv(fd, [view], 0)
+            header = unpack_header(bytes(view[: HEADER.size]), key.digest, index)
+            if (
+                got == len(view)
+                and header is not None
+                and header[0] == entry.length
+                and zlib.crc32(view[HEADER.size :]) == header[1]
+                and os.fstat(fd).st_size == len(view)
+            ):
+                os.utime(fd)  # its last use, for the LRU order after a restart
+                results.append(VerifyResult(index, entry, fd, header[1]))
+            else:
                 os.close(fd)
-            self._maps[rel] = mapped
-            while len(self._maps) > MAX_MAPPED_FILES:
-                _rel, old = self._maps.popitem(last=False)
-                old.close()
-            return mapped.view
+                results.append(VerifyResult(index, entry, None))
+        return results
 
-    def drop_pages(self, key: FileKey, start: int, end: int) -> None:
-        """Unmaps pages a reader has gone past: they stay in the page cache, but no longer
-        count in this process's memory, so reading GBs keeps the mount small."""
-        mapped = self._maps.get(key.relative_dir)
-        if mapped is None:
-            return
-        start -= start % mmap.PAGESIZE
-        if end > start:
-            mapped.mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+    def apply_checks(self, key: FileKey, results: list[VerifyResult]) -> int:
+        """Applies what `check_blocks` found; returns how many blocks were damaged."""
+        damaged = 0
+        for result in results:
+            where = (key.relative_dir, result.index)
+            current = self._blocks.get(where)
+            if current is not result.entry:
+                # Evicted or replaced meanwhile: what was checked is not what is there.
+                if result.fd is not None:
+                    os.close(result.fd)
+                continue
+            if result.fd is None:
+                damaged += 1
+                self._forget(where, "is damaged")
+                continue
+            current.crc = result.crc
+            current.verified = True
+            self._close_fd(where)
+            self._keep_fd(where, result.fd)
+        return damaged
 
-    def reserve(self, length: int) -> None:
-        """Makes room for `length` bytes about to be written (blocking: call from a thread):
-        evicting before writing is what keeps the cache under its bound at all times."""
-        with self._lock:
-            self._reserved += length
-        self.evict()
+    # --- the bounds ---------------------------------------------------------------------
+
+    def budget(self) -> int:
+        """How many bytes the cache may hold now: --cache-size, less what would take
+        its disk's free space below the reserve."""
+        try:
+            vfs = os.fstatvfs(self._root_fd)
+        except OSError:
+            return self.max_bytes
+        free = vfs.f_bavail * vfs.f_frsize
+        floor = min(self.min_free_bytes, int(self.min_free_ratio * vfs.f_blocks * vfs.f_frsize))
+        # Bytes being fetched are not on the disk yet, but will be.
+        return min(self.max_bytes, self._bytes + max(0, free - self._reserved - floor))
+
+    def reserve(self, length: int) -> bool:
+        """Makes room for `length` bytes about to be fetched; False if there is none
+        (every block pinned, or the disk is full): then fetch them without caching."""
+        if not self._evict(length):
+            return False
+        self._reserved += length
+        return True
 
     def unreserve(self, length: int) -> None:
-        with self._lock:
-            self._reserved -= length
+        self._reserved -= length
 
-    def evict(self) -> None:
-        """Removes least recently used blocks until the cache fits (blocking)."""
-        victims: list[tuple[str, int]] = []
-        with self._lock:
-            budget = self._bytes + self._reserved
-            for entry, (length, _crc) in self._blocks.items():
-                if budget <= self.max_bytes:
-                    break
-                victims.append(entry)
-                budget -= length
+    def disk_full(self) -> None:
+        """The disk refused a write: free a few MiB more than the budget asks."""
+        self._evict(8 << 20)
+
+    def _evict(self, incoming: int) -> bool:
+        """Removes least recently used unpinned blocks until `incoming` more bytes fit;
+        False if they cannot."""
+        budget = self.budget()
+        if self._bytes + self._reserved + incoming <= budget:
+            return True
+        victims = []
+        excess = self._bytes + self._reserved + incoming - budget
+        for where, entry in self._blocks.items():
+            if excess <= 0:
+                break
+            if entry.pins:
+                continue
+            victims.append(where)
+            excess -= footprint(entry.length)
+        for where in victims:
+            entry = self._blocks.pop(where)
+            self._bytes -= footprint(entry.length)
+            self._close_fd(where)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{where[0]}/{where[1]}", dir_fd=self._root_fd)
         if victims:
-            self._remove(victims)
+            self.evicted_blocks += len(victims)
             log.debug("disk cache: evicted %d blocks", len(victims))
-
-    def _remove(self, entries: list[tuple[str, int]]) -> None:
-        by_file: dict[str, list[int]] = {}
-        with self._lock:
-            for entry in entries:
-                known = self._blocks.pop(entry, None)
-                if known is not None:
-                    self._bytes -= known[0]
-                    self._verified.discard(entry)
-                    by_file.setdefault(entry[0], []).append(entry[1])
-        for rel, indexes in by_file.items():
-            directory = os.path.join(self.root, rel)
-            # Journal the removal first: a block must never be listed without its bytes.
-            _append(os.path.join(directory, MAP), b"".join(RECORD.pack(i, 0, 0) for i in indexes))
-            # Punching a hole also unmaps those pages from our own mapping of the file.
-            fd = os.open(os.path.join(directory, DATA), os.O_RDWR | os.O_CLOEXEC)
-            try:
-                for first, stop in runs(sorted(indexes), len(indexes)):
-                    _punch(fd, first * self.block_size, (stop - first) * self.block_size)
-            finally:
-                os.close(fd)
+        return excess <= 0
 
 
-class _Mapping:
-    __slots__ = ("mm", "view")
-
-    def __init__(self, mm: mmap.mmap) -> None:
-        self.mm = mm
-        self.view = memoryview(mm)
-
-    def close(self) -> None:
-        # A slice may still be on its way into a FUSE reply: then the mapping
-        # goes away with the last slice instead of now.
-        with contextlib.suppress(BufferError):
-            self.view.release()
-            self.mm.close()
-
-
-def _unlink(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
-def runs(indexes: list[int], longest: int) -> Iterator[tuple[int, int]]:
-    """Contiguous runs of sorted block indexes, each at most `longest` long, as [first, stop)."""
-    first = previous = None
+def runs(indexes: list[int], longest: int) -> list[tuple[int, int]]:
+    """Sorted block indexes as [first, stop) runs of adjacent ones, each at most `longest`."""
+    found: list[tuple[int, int]] = []
     for index in indexes:
-        if first is None or previous is None:
-            first = previous = index
-        elif index == previous + 1 and index - first < longest:
-            previous = index
+        if found and found[-1][1] == index and index - found[-1][0] < longest:
+            found[-1] = (found[-1][0], index + 1)
         else:
-            yield first, previous + 1
-            first = previous = index
-    if first is not None and previous is not None:
-        yield first, previous + 1
-
-
-def _punch(fd: int, offset: int, length: int) -> None:
-    if _libc.fallocate(fd, _PUNCH_HOLE, offset, length) != 0:
-        code = ctypes.get_errno()
-        log.warning("disk cache: cannot free a block (%s)", os.strerror(code))
-
-
-def _compact(directory: str, present: dict[int, tuple[int, int]]) -> None:
-    """Rewrites a journal that is mostly removals (at startup, before the worker runs)."""
-    path = os.path.join(directory, MAP)
-    with contextlib.suppress(FileNotFoundError):
-        if os.stat(path).st_size <= 2 * RECORD.size * max(len(present), 64):
-            return
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as journal:
-            journal.write(b"".join(RECORD.pack(i, n, c) for i, (n, c) in sorted(present.items())))
-        os.replace(tmp, path)
+            found.append((index, index + 1))
+    return found

@@ -1,38 +1,53 @@
 """Blocks of stored files: served from the disk cache, fetched into it when missing.
 
-Every byte served comes from the disk cache's data file of the stored file,
-mapped into memory: a read is a slice of that mapping, whatever its size, with
-no copy in Python. A block not yet on disk is downloaded by the fetch worker;
-readers of one block share one download; prefetches of contiguous blocks become
-ranged GETs sized to the link's speed, several at once, bounded in total. Blocks
-left by an earlier mount are checked against their checksums before first use,
-ahead of the reader and in a thread when prefetching.
+A read is served only from blocks known present: it waits until every block under
+it is ready (fetched or checked), pinned so that eviction passes them by, and then
+copies its bytes out in one synchronous step, which eviction (on the same thread)
+cannot interrupt; a block found gone or replaced at that moment is fetched again.
+Holes are never served.
+
+A block not yet on disk is downloaded by the fetch worker. Downloads belong to the
+store, not to the reader that asked: a reader whose deadline runs out stops waiting,
+and the download lands for the next try. Readers of one block share one download;
+prefetches of contiguous blocks become ranged GETs sized to the link's measured
+speed (a block must land well within a reader's deadline), several at once, bounded
+in total. Blocks left by an earlier mount are checked against their checksums before
+first use, ahead of the reader and in a thread. When the cache's disk has no room,
+reads are fetched straight into memory instead: a read never fails because the cache
+is full.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+import cachetools
 import trio
 
 from amigofs.api import errors
+from amigofs.api.client import PlatformClient
 from amigofs.api.models import DownloadPath
-from amigofs.cache.disk import DiskCache, FileKey, runs
-from amigofs.cache.singleflight import SingleFlight
+from amigofs.cache.disk import CacheFull, DiskCache, FileKey, runs
 from amigofs.cache.worker import FetchWorker
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 DEFAULT_BLOCK_SIZE = 256 << 10
-# Pages a reader has left this far behind are unmapped from the mount process.
-_DROP_BEHIND = 8 << 20
 PARALLEL_GETS = 8
 VERIFY_BATCH = 16  # blocks checked per thread hop: 4 MiB, ~2 ms
+# Blocks read without room on disk, kept for the reads that follow (the kernel asks
+# for a block in several requests).
+MEMORY_BLOCKS = 64
+# A GET should take at most this share of a reader's deadline at the measured speed.
+GET_SHARE_OF_DEADLINE = 0.25
+_SPEED_WEIGHT = 0.3  # of a new measurement in the running estimate
+READ_ATTEMPTS = 4
 
 
 class DownloadLink(Protocol):
@@ -60,6 +75,8 @@ class StoreStats:
     fetched_bytes: int = 0
     fetch_errors: int = 0
     verified_blocks: int = 0
+    damaged_blocks: int = 0
+    uncached_bytes: int = 0  # fetched straight into memory: no room on disk
     read_hits: int = 0  # reads whose blocks were all ready (for `amigofs stats`)
     read_misses: int = 0  # reads that waited for a block to be fetched or checked
 
@@ -67,7 +84,7 @@ class StoreStats:
 class _Fetch:
     """A download of blocks [first, stop) that readers of those blocks wait on."""
 
-    __slots__ = ("changed", "done", "error", "first", "landed", "stop")
+    __slots__ = ("changed", "done", "error", "first", "first_landed", "landed", "started", "stop")
 
     def __init__(self, first: int, stop: int) -> None:
         self.first, self.stop = first, stop
@@ -75,6 +92,8 @@ class _Fetch:
         self.done = False
         self.changed = trio.Event()  # set (and replaced) as blocks land and at the end
         self.error: Exception | None = None
+        self.started = trio.current_time()
+        self.first_landed: tuple[float, int] | None = None  # when, and how many blocks
 
     def notify(self) -> None:
         self.changed.set()
@@ -88,6 +107,8 @@ class BlockStore:
         worker: FetchWorker,
         nursery: trio.Nursery,
         *,
+        client: PlatformClient | None = None,
+        deadline: float = 30.0,
         min_chunk_bytes: int = 512 << 10,
         max_chunk_bytes: int = 8 << 20,
         max_prefetch_bytes: int = 32 << 20,
@@ -98,7 +119,9 @@ class BlockStore:
         self.block_size = disk.block_size
         self._disk = disk
         self._worker = worker
+        self._client = client
         self._nursery = nursery
+        self._deadline = deadline
         # A window fetched ahead is split into PARALLEL_GETS ranged GETs: enough
         # connections to fill a link that throttles each one, few enough (and as
         # large as possible) that on a fast link each request's own cost in the
@@ -106,38 +129,74 @@ class BlockStore:
         # each block is announced as it lands.
         self._min_chunk_blocks = max(1, min_chunk_bytes // self.block_size)
         self._max_chunk_blocks = max(self._min_chunk_blocks, max_chunk_bytes // self.block_size)
-        self._ready: SingleFlight[None] = SingleFlight()
+        # Bytes a second one response delivers, as measured; None until measured.
+        self.speed: float | None = None
         self._fetches: dict[tuple[FileKey, int], _Fetch] = {}
         # Blocks being checked in a thread, and the event that says it is done.
         self._verifying: dict[tuple[FileKey, int], trio.Event] = {}
+        self._memory: cachetools.LRUCache[tuple[FileKey, int], bytes] = cachetools.LRUCache(
+            MEMORY_BLOCKS
+        )
         self._prefetch_budget = _ByteBudget(self.max_prefetch_bytes)
-        self._dropped_to: dict[FileKey, int] = {}
-
         self.stats = StoreStats()
 
-    async def read(self, file: StoredFile, start: int, end: int) -> memoryview:
+    # --- reading ----------------------------------------------------------------------
+
+    async def read(self, file: StoredFile, start: int, end: int) -> bytes | bytearray:
         """Bytes [start, end) of a stored file, clipped to its size."""
         end = min(end, file.size)
         if start >= end:
-            return memoryview(b"")
+            return b""
         first, stop = start // self.block_size, (end - 1) // self.block_size + 1
-        if stop - first > 1:
-            # A read over several blocks (the kernel asks for up to 1M at once) gets
-            # those missing in one GET, and those left by an earlier mount checked in
-            # one thread hop, not a round trip per block.
-            self._start(file, first, stop, self._max_chunk_blocks, budget=False)
         waited = False
+        for _ in range(READ_ATTEMPTS):
+            missing = [i for i in range(first, stop) if not self._ready(file.key, i)]
+            if not missing:
+                data = self._copy(file.key, start, end)
+                if data is not None:
+                    if waited:
+                        self.stats.read_misses += 1
+                    else:
+                        self.stats.read_hits += 1
+                    return data
+                continue  # a block went missing on disk: fetch it again
+            waited = True
+            if len(missing) > 1:
+                # A read over several blocks (the kernel asks for up to 1M at once) gets
+                # those missing in one GET (or a few, on a slow link), and those left by
+                # an earlier mount checked in one thread hop.
+                self._start(file, missing[0], missing[-1] + 1, self._reader_chunk(), budget=False)
+            self._disk.pin(file.key, first, stop, 1)
+            try:
+                for index in missing:
+                    await self._make_ready(file, index)
+            finally:
+                self._disk.pin(file.key, first, stop, -1)
+        raise errors.ProtocolError(f"{file.key.filename}: blocks {first}-{stop} could not be kept")
+
+    def _ready(self, key: FileKey, index: int) -> bool:
+        return self._disk.is_ready(key, index) or (key, index) in self._memory
+
+    def _copy(self, key: FileKey, start: int, end: int) -> bytes | bytearray | None:
+        """The bytes, from disk and (without room on disk) memory; None if a block
+        turned out to be gone."""
+        first, stop = start // self.block_size, (end - 1) // self.block_size + 1
+        if all(self._disk.is_ready(key, i) for i in range(first, stop)):
+            return self._disk.copy(key, start, end)
+        pieces: list[bytes | bytearray] = []
         for index in range(first, stop):
-            if not self._disk.is_ready(file.key, index):
-                waited = True
-                await self._ready.run((file.key, index), partial(self._make_ready, file, index))
-        if waited:
-            self.stats.read_misses += 1
-        else:
-            self.stats.read_hits += 1
-        self._disk.touch(file.key, first, stop)
-        self._drop_behind(file.key, start)
-        return self._disk.view(file.key)[start:end]
+            lo = max(start, index * self.block_size)
+            hi = min(end, (index + 1) * self.block_size)
+            block = self._memory.get((key, index))
+            if block is not None:
+                base = index * self.block_size
+                pieces.append(block[lo - base : hi - base])
+                continue
+            piece = self._disk.copy(key, lo, hi)
+            if piece is None:
+                return None
+            pieces.append(piece)
+        return b"".join(pieces)
 
     def prefetch(self, file: StoredFile, start: int, end: int) -> None:
         """Starts getting [start, end) ready in the background; returns at once."""
@@ -146,7 +205,26 @@ class BlockStore:
             return
         chunk = (end - start) // PARALLEL_GETS // self.block_size
         chunk = max(self._min_chunk_blocks, min(self._max_chunk_blocks, chunk))
+        chunk = min(chunk, self._speed_chunk())
         self._start(file, start // self.block_size, (end - 1) // self.block_size + 1, chunk)
+
+    def forget(self, key: FileKey) -> None:
+        """The last reader of a file has gone."""
+        for index in range(0, (key.size - 1) // self.block_size + 1):
+            self._memory.pop((key, index), None)
+
+    def _speed_chunk(self) -> int:
+        """The most blocks one GET may take, at the measured speed, to land well within
+        a reader's deadline."""
+        if self.speed is None:
+            return self._max_chunk_blocks
+        fits = int(self.speed * self._deadline * GET_SHARE_OF_DEADLINE) // self.block_size
+        return max(1, min(self._max_chunk_blocks, fits))
+
+    def _reader_chunk(self) -> int:
+        # Before anything is measured, a reader's blocks go in GETs of one block each,
+        # at once: on a slow link a single GET of 1 MiB could outlast the deadline.
+        return 1 if self.speed is None else self._speed_chunk()
 
     def _start(
         self, file: StoredFile, first: int, stop: int, chunk: int, *, budget: bool = True
@@ -157,112 +235,102 @@ class BlockStore:
         to_verify: list[int] = []
         for index in range(first, stop):
             entry = (file.key, index)
-            if self._disk.is_ready(file.key, index) or entry in self._fetches:
+            if self._ready(file.key, index) or entry in self._fetches:
                 continue
             if not self._disk.has(file.key, index):
                 to_fetch.append(index)
             elif entry not in self._verifying:
                 to_verify.append(index)
         for run_first, run_stop in runs(to_fetch, chunk):
-            fetch = self._register(file, run_first, run_stop)
-            run = self._prefetch if budget else self._fetch_for_readers
-            self._nursery.start_soon(run, file, fetch)
+            self._launch(file, run_first, run_stop, prefetch=budget)
         # A few MiB per thread, in order: the reader's next blocks are checked first,
         # and the batches run on the other core while it is served.
         for run_first, run_stop in runs(to_verify, VERIFY_BATCH):
-            batch = list(range(run_first, run_stop))
-            done = trio.Event()
-            for index in batch:
-                self._verifying[(file.key, index)] = done
-            self._nursery.start_soon(self._verify, file, batch, done)
-
-    def forget(self, key: FileKey) -> None:
-        """The last reader of a file has gone: unmap what it read."""
-        if self._dropped_to.pop(key, None) is not None:
-            self._disk.drop_pages(key, 0, key.size)
+            self._launch_verify(file, list(range(run_first, run_stop)))
 
     # --- getting one block ready ---------------------------------------------------
 
     async def _make_ready(self, file: StoredFile, index: int) -> None:
+        where = (file.key, index)
         for _ in range(3):
-            fetch = self._fetches.get((file.key, index))
+            if self._ready(file.key, index):
+                return
+            fetch = self._fetches.get(where)
             if fetch is not None:
-                while not fetch.done and not self._disk.is_ready(file.key, index):
+                while not fetch.done and not self._ready(file.key, index):
                     await fetch.changed.wait()
-                if fetch.error is not None and not self._disk.is_ready(file.key, index):
+                if fetch.error is not None and not self._ready(file.key, index):
                     raise fetch.error
             elif not self._disk.has(file.key, index):
-                await self._run_fetch(file, self._register(file, index, index + 1))
-            elif (checking := self._verifying.get((file.key, index))) is not None:
+                self._launch(file, index, index + 1, prefetch=False)
+            else:
+                checking = self._verifying.get(where)
+                if checking is None:
+                    checking = self._launch_verify(file, [index])
                 await checking.wait()
-            elif not self._disk.is_ready(file.key, index):
-                # Left by an earlier mount: check it before serving it, registered so
-                # that a prefetch does not queue the same check.
-                done = trio.Event()
-                self._verifying[(file.key, index)] = done
-                await self._verify(file, [index], done)
-            if self._disk.is_ready(file.key, index):
-                return
-            # Damaged on disk, or evicted meanwhile: fetch it again.
-        raise errors.ProtocolError(f"{file.key.filename}: block {index} could not be cached")
+            # Damaged on disk, or gone meanwhile: fetch it again.
+        if not self._ready(file.key, index):
+            raise errors.ProtocolError(f"{file.key.filename}: block {index} could not be cached")
+
+    def _launch_verify(self, file: StoredFile, indexes: list[int]) -> trio.Event:
+        done = trio.Event()
+        for index in indexes:
+            self._verifying[(file.key, index)] = done
+        self._nursery.start_soon(self._verify, file, indexes, done)
+        return done
 
     async def _verify(self, file: StoredFile, indexes: list[int], done: trio.Event) -> None:
         try:
-            await trio.to_thread.run_sync(self._disk.verify, file.key, indexes)
-            self.stats.verified_blocks += len(indexes)
-        except OSError as exc:
-            log.warning("disk cache: cannot check %s: %s", file.key.relative_dir, exc)
+            blocks = self._disk.unverified(file.key, indexes)
+            results = await trio.to_thread.run_sync(self._disk.check_blocks, file.key, blocks)
+            damaged = self._disk.apply_checks(file.key, results)
+            self.stats.verified_blocks += len(results) - damaged
+            self.stats.damaged_blocks += damaged
+        except Exception:
+            log.exception("disk cache: cannot check blocks of %s", file.key.relative_dir)
         finally:
             for index in indexes:
                 self._verifying.pop((file.key, index), None)
             done.set()
 
-    def _drop_behind(self, key: FileKey, position: int) -> None:
-        dropped = self._dropped_to.setdefault(key, 0)
-        if position - dropped > 2 * _DROP_BEHIND:
-            self._disk.drop_pages(key, dropped, position - _DROP_BEHIND)
-            self._dropped_to[key] = position - _DROP_BEHIND
-
     # --- fetching -------------------------------------------------------------------
 
-    def _register(self, file: StoredFile, first: int, stop: int) -> _Fetch:
+    def _launch(self, file: StoredFile, first: int, stop: int, *, prefetch: bool) -> _Fetch:
+        """Registers a fetch of [first, stop) and starts it in the store's nursery:
+        it outlives the reader that asked for it."""
         fetch = _Fetch(first, stop)
         for index in range(first, stop):
             self._fetches[(file.key, index)] = fetch
+        self._nursery.start_soon(self._run_fetch, file, fetch, prefetch)
         return fetch
 
-    async def _prefetch(self, file: StoredFile, fetch: _Fetch) -> None:
-        async with self._prefetch_budget.hold((fetch.stop - fetch.first) * self.block_size):
-            await self._fetch_for_readers(file, fetch)
-
-    async def _fetch_for_readers(self, file: StoredFile, fetch: _Fetch) -> None:
-        try:
-            await self._run_fetch(file, fetch)
-        except Exception as exc:
-            # A reader that needs these blocks gets the error from the fetch;
-            # nobody else waits on it.
-            log.debug("fetch of %s failed: %s", file.key.filename, exc)
-
-    async def _run_fetch(self, file: StoredFile, fetch: _Fetch) -> None:
-        """Runs a registered fetch; its error is kept for the readers that wait on it."""
+    async def _run_fetch(self, file: StoredFile, fetch: _Fetch, prefetch: bool) -> None:
         start = fetch.first * self.block_size
         end = min(file.size, fetch.stop * self.block_size)
         try:
-            await trio.to_thread.run_sync(self._disk.reserve, end - start)
-            try:
-                crcs = await self._download(file, start, end, partial(self._landed, file, fetch))
-                # Only the blocks not announced already: adding one again could list a
-                # block that eviction has removed since, with its bytes gone.
-                blocks = zip(range(fetch.first, fetch.stop), crcs, strict=True)
-                self._landed(file, fetch, [(i, crc) for i, crc in blocks if i not in fetch.landed])
-            finally:
-                self._disk.unreserve(end - start)
-            self.stats.fetched_blocks += fetch.stop - fetch.first
-            self.stats.fetched_bytes += end - start
+            if prefetch:
+                async with self._prefetch_budget.hold(end - start):
+                    if self._disk.reserve(end - start):
+                        await self._fetch_cached(file, fetch, start, end)
+                    # No room on disk: nothing is fetched ahead.
+            else:
+                cached = self._disk.reserve(end - start)
+                if cached:
+                    try:
+                        await self._fetch_cached(file, fetch, start, end, reserved=False)
+                    except CacheFull as exc:
+                        log.warning("disk cache: %s; serving reads without caching", exc)
+                        self._disk.disk_full()
+                        cached = False
+                    finally:
+                        self._disk.unreserve(end - start)
+                if not cached:
+                    await self._fetch_uncached(file, fetch)
         except Exception as exc:
             self.stats.fetch_errors += 1
             fetch.error = exc
-            raise
+            # A reader that needs these blocks gets the error from the fetch.
+            log.debug("fetch of %s failed: %s", file.key.filename, exc)
         finally:
             for index in range(fetch.first, fetch.stop):
                 if self._fetches.get((file.key, index)) is fetch:
@@ -270,34 +338,83 @@ class BlockStore:
             fetch.done = True
             fetch.notify()
 
-    def _landed(self, file: StoredFile, fetch: _Fetch, blocks: list[tuple[int, int]]) -> None:
-        for index, crc in blocks:
-            if fetch.first <= index < fetch.stop:
-                length = min(self.block_size, file.size - index * self.block_size)
-                self._disk.added(file.key, index, length, crc)
-                fetch.landed.add(index)
+    async def _fetch_cached(
+        self, file: StoredFile, fetch: _Fetch, start: int, end: int, *, reserved: bool = True
+    ) -> None:
+        """Downloads into the disk cache (space already reserved)."""
+        fetch.started = trio.current_time()  # not counting the wait for a prefetch budget
+        try:
+            await self._with_link(
+                file,
+                lambda path: self._worker.fetch(
+                    target=path.target, filename=path.filename, start=start, end=end,
+                    total=file.size, block_size=self.block_size,
+                    directory=file.key.relative_dir, nursery=self._nursery,
+                    on_blocks=lambda blocks: self._landed(file, fetch, blocks),
+                ),
+            )  # fmt: skip
+        finally:
+            if reserved:
+                self._disk.unreserve(end - start)
+        self.stats.fetched_blocks += fetch.stop - fetch.first
+        self.stats.fetched_bytes += end - start
+
+    async def _fetch_uncached(self, file: StoredFile, fetch: _Fetch) -> None:
+        """Downloads the blocks not landed yet into memory, for the readers waiting."""
+        if self._client is None:
+            raise errors.TransportError("the disk cache is full and no direct download is set up")
+        client = self._client
+        wanted = [i for i in range(fetch.first, fetch.stop) if i not in fetch.landed]
+        for run_first, run_stop in runs(wanted, len(wanted)):
+            start = run_first * self.block_size
+            end = min(file.size, run_stop * self.block_size)
+            buffer = bytearray(end - start)
+
+            async def download(path: DownloadPath, start: int = start, buffer: bytearray = buffer) -> None:
+                await client.download_into(path, start, memoryview(buffer), total=file.size)
+
+            await self._with_link(file, download)
+            for index in range(run_first, run_stop):
+                offset = (index - run_first) * self.block_size
+                self._memory[(file.key, index)] = bytes(buffer[offset : offset + self.block_size])
+            self.stats.uncached_bytes += end - start
         fetch.notify()
 
-    async def _download(
-        self,
-        file: StoredFile,
-        start: int,
-        end: int,
-        on_blocks: Callable[[list[tuple[int, int]]], None],
-    ) -> list[int]:
-        async def fetch_from(path: DownloadPath) -> list[int]:
-            return await self._worker.fetch(
-                target=path.target, filename=path.filename, start=start, end=end,
-                total=file.size, block_size=self.block_size,
-                directory=file.key.relative_dir, nursery=self._nursery, on_blocks=on_blocks,
-            )  # fmt: skip
-
+    async def _with_link(
+        self, file: StoredFile, call: Callable[[DownloadPath], Awaitable[T]]
+    ) -> T:
         path = file.link.path
         try:
-            return await fetch_from(path)
+            return await call(path)
         except errors.AuthError:
             # Download links are time-limited: renew once, then try again.
-            return await fetch_from(await file.link.renew(path))
+            return await call(await file.link.renew(path))
+
+    def _landed(self, file: StoredFile, fetch: _Fetch, blocks: list[tuple[int, int, int]]) -> None:
+        for index, length, crc in blocks:
+            if fetch.first <= index < fetch.stop and index not in fetch.landed:
+                self._disk.added(file.key, index, length, crc)
+                fetch.landed.add(index)
+        self._measure(fetch)
+        fetch.notify()
+
+    def _measure(self, fetch: _Fetch) -> None:
+        """Updates the per-response speed from a fetch's landed blocks: between its first
+        and latest announcement where there are two, else from its start."""
+        now = trio.current_time()
+        count = len(fetch.landed)
+        if fetch.first_landed is None:
+            fetch.first_landed = (now, count)
+            elapsed, landed = now - fetch.started, count
+        else:
+            when, before = fetch.first_landed
+            elapsed, landed = now - when, count - before
+        if elapsed <= 0 or landed <= 0:
+            return
+        sample = landed * self.block_size / elapsed
+        self.speed = sample if self.speed is None else (
+            _SPEED_WEIGHT * sample + (1 - _SPEED_WEIGHT) * self.speed
+        )
 
 
 class _ByteBudget:

@@ -5,18 +5,22 @@ writing blocks happen here, on the machine's other core, so fetching overlaps
 with serving instead of taking turns with it under one GIL.
 
 Protocol (newline-delimited JSON over a socketpair the mount process creates):
-    mount -> worker, first line:  {"base_url", "api_key", "max_connections",
+    mount -> worker, first line:  {"protocol", "base_url", "api_key", "max_connections",
                                    "connect_timeout", "read_timeout", "deadline", "cache_dir"}
-    worker -> mount, first line:  {"ready": true}
+    worker -> mount, first line:  {"ready": true, "protocol"}
     mount -> worker:              {"id", "target", "filename", "start", "end", "total",
-                                   "block_size", "dir", "give_up_at" (optional, an instant
-                                   of CLOCK_MONOTONIC)}
-    worker -> mount, as blocks land: {"id", "blocks": [[index, crc32], ...], "stats"}
-    worker -> mount, at the end:  {"id", "crcs": [crc32 of each block], "stats"}
-                                  | {"id", "error": <class name>, "message", "status",
-                                     "retry_after", "restore_eta", "stats"}
+                                   "block_size", "dir"}
+                                | {"cancel": id}
+    worker -> mount, as blocks land: {"id", "blocks": [[index, length, crc32], ...], "stats"}
+    worker -> mount, at the end:  {"id", "done": true, "stats"}
+                                | {"id", "error": <class name>, "message", "status",
+                                   "retry_after", "restore_eta", "stats"}
     ("stats": the worker's requests, retries, errors and bytes since its last reply)
+Every block stored is announced before the job's last line, a cancelled job's too,
+so the mount indexes every block written. A job has no deadline of its own: the
+client gives up on a download that stops delivering bytes, not on a slow one.
 The key travels over the socket: never in argv or the environment of the worker.
+If the worker dies, the mount starts another and hands it the jobs in flight.
 """
 
 from __future__ import annotations
@@ -27,10 +31,10 @@ import datetime as dt
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -41,13 +45,16 @@ from amigofs.api import errors
 from amigofs.api.client import ClientConfig, ClientStats, PlatformClient, RetryPolicy
 from amigofs.api.models import DownloadPath
 from amigofs.api.secret import ApiKey
-from amigofs.cache.disk import BlockWriter
+from amigofs.cache.disk import BlockWriter, CacheFull
 from amigofs.concurrency import first_error
 
 log = logging.getLogger(__name__)
 
 MAX_LINE = 1 << 20
 WORKER_START_SECONDS = 30.0
+PROTOCOL = 2
+# How often a job is handed to a new worker after the one running it died.
+WORKER_RESTARTS = 2
 
 
 @dataclass(slots=True, frozen=True)
@@ -100,12 +107,14 @@ def _error_message(job_id: int, exc: BaseException) -> dict[str, Any]:
     return message
 
 
-def error_from_message(message: dict[str, Any]) -> errors.AmigoError:
+def error_from_message(message: dict[str, Any]) -> Exception:
     """Rebuilds in the mount process the exception the worker met."""
     name = str(message.get("error", ""))
     text = str(message.get("message", "fetch failed"))
     status = int(message.get("status") or 0)
     retry_after = message.get("retry_after")
+    if name == "CacheFull":
+        return CacheFull(text)
     cls = getattr(errors, name, None)
     if cls is errors.Archived:
         eta = message.get("restore_eta")
@@ -132,16 +141,16 @@ async def _download_and_store(
     start: int,
     buffer: memoryview,
     total: int,
+    writer: BlockWriter,
     block_size: int,
-    directory: str,
-    announce: Callable[[list[tuple[int, int]]], Awaitable[None]],
-) -> list[int]:
+    announce: Callable[[list[tuple[int, int, int]]], Awaitable[None]],
+) -> None:
     """Downloads into `buffer`, storing and announcing each whole block as it lands,
-    so that a reader waits for its own block, not for the whole range."""
+    so that a reader waits for its own block, not for the whole range. Every block
+    stored is announced, whatever ends the download."""
     filled = 0
     stored = 0
     arrived = trio.Event()
-    crcs: list[int] = []
 
     def on_progress(n: int) -> None:
         nonlocal filled
@@ -149,37 +158,33 @@ async def _download_and_store(
         if filled - stored >= block_size:
             arrived.set()
 
-    def store(upto: int) -> list[tuple[int, int]]:
+    async def store(upto: int) -> None:
         nonlocal stored
         if upto <= stored:
-            return []
-        new = writer.write(start + stored, buffer[stored:upto])
-        first = (start + stored) // block_size
+            return
+        try:
+            blocks = writer.write(start + stored, buffer[stored:upto])
+        except CacheFull:
+            stored = upto  # not stored: nothing to announce
+            raise
         stored = upto
-        crcs.extend(new)
-        return [(first + i, crc) for i, crc in enumerate(new)]
+        await announce(blocks)  # shielded: never lost to a cancellation
 
     async def store_as_it_lands() -> None:
         nonlocal arrived
         while True:
             await arrived.wait()
             arrived = trio.Event()
-            blocks = store(filled - filled % block_size)
-            if blocks:
-                await announce(blocks)
+            await store(filled - filled % block_size)
 
-    with BlockWriter(directory, total, block_size) as writer:
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(store_as_it_lands)
-                await client.download_into(
-                    path, start, buffer, total=total, on_progress=on_progress
-                )
-                nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            raise first_error(group) from None
-        store(len(buffer))
-    return crcs
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store_as_it_lands)
+            await client.download_into(path, start, buffer, total=total, on_progress=on_progress)
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        raise first_error(group) from None
+    await store(len(buffer))
 
 
 class _BufferPool:
@@ -208,6 +213,11 @@ async def _serve(sock: socket.socket) -> None:
     init = await lines.next()
     if init is None:
         return
+    if init.pop("protocol", None) != PROTOCOL:
+        # A worker of another version (an upgrade under a running mount): say so
+        # and stop, rather than misread its jobs.
+        await stream.send_all(_encode({"ready": False, "protocol": PROTOCOL}))
+        return
     key = ApiKey(str(init.pop("api_key")))
     config = WorkerConfig(**init)
     client_config = ClientConfig(
@@ -219,6 +229,7 @@ async def _serve(sock: socket.socket) -> None:
     )
     send_lock = trio.Lock()
     buffers = _BufferPool()
+    jobs: dict[int, trio.CancelScope] = {}
 
     reported = ClientStats()
 
@@ -235,37 +246,42 @@ async def _serve(sock: socket.socket) -> None:
 
     async def job(message: dict[str, Any]) -> None:
         job_id = int(message["id"])
-        try:
-            start, end = int(message["start"]), int(message["end"])
-            path = DownloadPath("", "", str(message["filename"]), str(message["target"]))
-            # The reader waiting on this range has a deadline of its own (an instant
-            # of CLOCK_MONOTONIC, which both processes share).
-            give_up_at = message.get("give_up_at")
-            timeout = config.deadline
-            if give_up_at is not None:
-                timeout = min(timeout, float(give_up_at) - time.monotonic())
-            total = int(message["total"])
-            block_size = int(message["block_size"])
-            directory = os.path.join(config.cache_dir, str(message["dir"]))
-            with buffers.lend(end - start) as buffer, trio.move_on_after(timeout) as scope:
-                crcs = await _download_and_store(
-                    client, path, start, buffer, total, block_size, directory,
-                    lambda blocks: reply({"id": job_id, "blocks": blocks}),
-                )  # fmt: skip
-            if scope.cancelled_caught:
-                raise errors.DeadlineExceeded("download-recording-file: no answer in time")
-        except Exception as exc:
-            await reply(_error_message(job_id, exc))
-        else:
-            await reply({"id": job_id, "crcs": crcs})
+        with trio.CancelScope() as scope:
+            jobs[job_id] = scope
+            try:
+                start, end = int(message["start"]), int(message["end"])
+                path = DownloadPath("", "", str(message["filename"]), str(message["target"]))
+                total = int(message["total"])
+                block_size = int(message["block_size"])
+                with (
+                    BlockWriter(config.cache_dir, str(message["dir"]), block_size) as writer,
+                    buffers.lend(end - start) as buffer,
+                ):
+                    await _download_and_store(
+                        client, path, start, buffer, total, writer, block_size,
+                        lambda blocks: reply({"id": job_id, "blocks": blocks}),
+                    )  # fmt: skip
+            except Exception as exc:
+                await reply(_error_message(job_id, exc))
+            else:
+                await reply({"id": job_id, "done": True})
+            finally:
+                jobs.pop(job_id, None)
+        if scope.cancelled_caught:
+            await reply({"id": job_id, "error": "Cancelled", "message": "cancelled"})
 
     async with PlatformClient(client_config, key) as client, trio.open_nursery() as nursery:
-        await stream.send_all(_encode({"ready": True}))
+        await stream.send_all(_encode({"ready": True, "protocol": PROTOCOL}))
         while True:
             message = await lines.next()
             if message is None:  # the mount process has gone: so do we
                 nursery.cancel_scope.cancel()
                 return
+            if "cancel" in message:
+                scope = jobs.get(int(message["cancel"]))
+                if scope is not None:
+                    scope.cancel()
+                continue
             nursery.start_soon(job, message)
 
 
@@ -280,8 +296,11 @@ def main() -> None:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    # Ctrl-C in the terminal reaches the whole process group: the mount process
+    # handles it, and this process ends when the mount closes its socket.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
-    with contextlib.suppress(KeyboardInterrupt, trio.BrokenResourceError, ConnectionResetError):
+    with contextlib.suppress(trio.BrokenResourceError, ConnectionResetError):
         trio.run(_serve, sock)
 
 
@@ -289,17 +308,18 @@ def main() -> None:
 
 
 class _Pending:
-    __slots__ = ("crcs", "done", "error", "on_blocks")
+    __slots__ = ("done", "error", "lost", "on_blocks")
 
-    def __init__(self, on_blocks: Callable[[list[tuple[int, int]]], None] | None) -> None:
+    def __init__(self, on_blocks: Callable[[list[tuple[int, int, int]]], None] | None) -> None:
         self.on_blocks = on_blocks
         self.done = trio.Event()
-        self.crcs: list[int] = []
-        self.error: errors.AmigoError | None = None
+        self.error: Exception | None = None
+        self.lost = False  # the worker died before the job's last line
 
 
 class FetchWorker:
-    """Starts the worker process and hands it jobs; restarts it if it dies."""
+    """Starts the worker process and hands it jobs; if it dies, starts another and
+    hands that one the jobs in flight."""
 
     def __init__(self, config: WorkerConfig, api_key: ApiKey) -> None:
         self._config = config
@@ -310,6 +330,7 @@ class FetchWorker:
         self._next_id = 0
         self._start_lock = trio.Lock()
         self._send_lock = trio.Lock()
+        self.restarts = 0
         self.stats = ClientStats()  # the worker's requests, as it reports them
 
     async def fetch(
@@ -323,39 +344,46 @@ class FetchWorker:
         block_size: int,
         directory: str,
         nursery: trio.Nursery,
-        on_blocks: Callable[[list[tuple[int, int]]], None] | None = None,
-    ) -> list[int]:
-        """Downloads [start, end) of a stored file into the disk cache; returns the blocks'
-        CRC-32s, or raises the API's error."""
-        stream = await self._ensure_started(nursery)
-        self._next_id += 1
-        job_id = self._next_id
-        pending = self._pending[job_id] = _Pending(on_blocks)
-        message = {
-            "id": job_id, "target": target, "filename": filename, "start": start, "end": end,
+        on_blocks: Callable[[list[tuple[int, int, int]]], None] | None = None,
+    ) -> None:
+        """Downloads [start, end) of a stored file into the disk cache, telling
+        `on_blocks` of each (index, length, crc32) stored; raises the API's error
+        (or CacheFull)."""
+        message: dict[str, Any] = {
+            "target": target, "filename": filename, "start": start, "end": end,
             "total": total, "block_size": block_size, "dir": directory,
         }  # fmt: skip
-        remaining = trio.current_effective_deadline() - trio.current_time()
-        if remaining < self._config.deadline:
-            # Give up a little before the reader does, so the reader gets the
-            # download's own error and the store can remember it.
-            margin = max(remaining * 0.1, min(0.3, remaining / 2))
-            message["give_up_at"] = time.monotonic() + remaining - margin
         log.debug("fetch %s [%d, %d)", filename, start, end)
-        try:
-            # A reader's deadline must not cut a line short: that would garble
-            # every job after it.
-            with trio.CancelScope(shield=True):
-                async with self._send_lock:
-                    await stream.send_all(_encode(message))
-            await pending.done.wait()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise errors.TransportError("the fetch worker is gone") from None
-        finally:
-            self._pending.pop(job_id, None)
-        if pending.error is not None:
-            raise pending.error
-        return pending.crcs
+        for _attempt in range(WORKER_RESTARTS + 1):
+            stream = await self._ensure_started(nursery)
+            self._next_id += 1
+            job_id = message["id"] = self._next_id
+            pending = self._pending[job_id] = _Pending(on_blocks)
+            try:
+                # A cancellation must not cut a line short: that would garble
+                # every job after it.
+                with trio.CancelScope(shield=True):
+                    async with self._send_lock:
+                        await stream.send_all(_encode(message))
+                await pending.done.wait()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._pending.pop(job_id, None)
+                pending.lost = True
+            except trio.Cancelled:
+                # The job goes on until the worker stops it: the blocks it stored
+                # meanwhile are still announced, and indexed, by _receive.
+                gone = (trio.BrokenResourceError, trio.ClosedResourceError)
+                with trio.CancelScope(shield=True), contextlib.suppress(*gone):
+                    async with self._send_lock:
+                        await stream.send_all(_encode({"cancel": job_id}))
+                raise
+            if pending.lost:
+                log.warning("the fetch worker died during a download; handing it to a new one")
+                continue
+            if pending.error is not None:
+                raise pending.error
+            return
+        raise errors.TransportError("the fetch worker keeps dying")
 
     async def start(self, nursery: trio.Nursery) -> None:
         """Starts the worker now, so that the first read does not wait for it."""
@@ -366,27 +394,35 @@ class FetchWorker:
             if self._stream is not None:
                 return self._stream
             parent, child = socket.socketpair()
-            self._process = await trio.lowlevel.open_process(
+            process = await trio.lowlevel.open_process(
                 [sys.executable, "-m", "amigofs.cache.worker", str(child.fileno())],
                 pass_fds=(child.fileno(),),
                 stdin=subprocess.DEVNULL,
             )
             child.close()
             stream = trio.SocketStream(trio.socket.from_stdlib_socket(parent))
-            init = {"api_key": self._key.reveal(), **dataclasses.asdict(self._config)}
+            init = {
+                "protocol": PROTOCOL,
+                "api_key": self._key.reveal(),
+                **dataclasses.asdict(self._config),
+            }
             await stream.send_all(_encode(init))
             lines = _Lines(stream)
             with trio.move_on_after(WORKER_START_SECONDS):
                 ready = await lines.next()
             if not (isinstance(ready, dict) and ready.get("ready")):
                 await stream.aclose()
-                await self._reap()
+                await _reap(process)
                 raise errors.TransportError("the fetch worker did not start")
-            self._stream = stream
-            nursery.start_soon(self._receive, stream, lines)
+            if self._process is not None:
+                self.restarts += 1
+            self._process, self._stream = process, stream
+            nursery.start_soon(self._receive, stream, lines, process)
             return stream
 
-    async def _receive(self, stream: trio.SocketStream, lines: _Lines) -> None:
+    async def _receive(
+        self, stream: trio.SocketStream, lines: _Lines, process: trio.Process
+    ) -> None:
         try:
             while (message := await lines.next()) is not None:
                 self._count(message.get("stats"))
@@ -396,52 +432,57 @@ class FetchWorker:
                 if "blocks" in message:
                     # Blocks stored so far: readers of those need not wait for the rest.
                     if pending.on_blocks is not None:
-                        pending.on_blocks([(int(i), int(c)) for i, c in message["blocks"]])
+                        pending.on_blocks(
+                            [(int(i), int(n), int(c)) for i, n, c in message["blocks"]]
+                        )
                     continue
                 if "error" in message:
                     log.debug("fetch %s failed: %s", message["id"], message.get("message"))
                     pending.error = error_from_message(message)
-                else:
-                    pending.crcs = [int(crc) for crc in message["crcs"]]
+                del self._pending[int(message["id"])]
                 pending.done.set()
         except (trio.BrokenResourceError, trio.ClosedResourceError, ValueError) as exc:
             log.warning("fetch worker connection failed: %s", exc)
         finally:
-            # The worker died (or we are stopping): fail what waits on it; the
-            # next fetch starts a new worker.
-            self._stream = None
+            # This worker died (or we are stopping): its jobs go to the next one,
+            # which the next fetch starts. Only this worker is reaped, never the
+            # one that may have replaced it meanwhile.
+            if self._stream is stream:
+                self._stream = None
             with trio.CancelScope(shield=True):
                 await stream.aclose()
-            await self._reap()
-            for pending in self._pending.values():
-                pending.error = errors.TransportError("the fetch worker stopped")
-                pending.done.set()
+            await _reap(process)
+            for job_id, pending in list(self._pending.items()):
+                if not pending.done.is_set():
+                    pending.lost = True
+                    pending.done.set()
+                    del self._pending[job_id]
 
     def _count(self, delta: object) -> None:
         if isinstance(delta, dict):
             self.stats.add(delta)
-
-    async def _reap(self) -> None:
-        process, self._process = self._process, None
-        if process is None:
-            return
-        with trio.CancelScope(shield=True):
-            if process.poll() is None:
-                process.terminate()
-                with trio.move_on_after(5):
-                    await process.wait()
-                if process.poll() is None:
-                    process.kill()
-                    await process.wait()
-            elif process.returncode:
-                log.warning("fetch worker exited with status %d", process.returncode)
 
     async def aclose(self) -> None:
         stream, self._stream = self._stream, None
         if stream is not None:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
-        await self._reap()
+        process, self._process = self._process, None
+        if process is not None:
+            await _reap(process)
+
+
+async def _reap(process: trio.Process) -> None:
+    with trio.CancelScope(shield=True):
+        if process.poll() is None:
+            process.terminate()
+            with trio.move_on_after(5):
+                await process.wait()
+            if process.poll() is None:
+                process.kill()
+                await process.wait()
+        elif process.returncode:
+            log.warning("fetch worker exited with status %d", process.returncode)
 
 
 if __name__ == "__main__":
