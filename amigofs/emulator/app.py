@@ -66,6 +66,15 @@ CONTROL_KNOBS = (
     "stall_seconds",
 )
 """Config fields POST /__control may change at run time."""
+CONTROL_MOVES = ("restore", "archive", "revoke", "grant", "nest_metadata")
+"""POST /__control keys that change state rather than a config field: restore/archive move
+recorded calls (by SID) out of and into the archive tier; revoke/grant take workspace ids away
+from the key and give them back (a revoked workspace's routes answer 403, as a foreign one's
+do); nest_metadata names the calls whose metadata is answered as JSON nested too deep for any
+parser (replacing the previous list; [] ends it)."""
+
+NESTED_DEPTH = 100_000
+"""Arrays nested this deep exceed any JSON parser's recursion limit."""
 
 _FILENAME = re.compile(r"[A-Za-z0-9._-]+")
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
@@ -168,6 +177,8 @@ class EmulatorApp:
         self.stats = Stats()
         self.archived: set[str] = {r.call_sid for r in self.data.recordings() if r.archived}
         self._owned = {ws.id for ws in self.data.workspaces}
+        self.revoked: set[str] = set()
+        self.nested_metadata: set[str] = set()
         self._fault_rng = random.Random(f"amigofs-emulator:{config.seed}:faults")
         self._link_secret = hashlib.sha256(f"{config.seed}:{config.api_key}".encode()).digest()
 
@@ -233,18 +244,23 @@ class EmulatorApp:
             "retry_after": c.retry_after,
             "stall_seconds": c.stall_seconds,
             "archived": sorted(self.archived),
+            "revoked": sorted(self.revoked),
+            "nested_metadata": sorted(self.nested_metadata),
         }
 
     def _apply_control(self, changes: dict[str, Any]) -> None:
         knobs = CONTROL_KNOBS
-        unknown = sorted(set(changes) - set(knobs) - {"restore", "archive"})
+        unknown = sorted(set(changes) - set(knobs) - set(CONTROL_MOVES))
         if unknown:
             raise ValueError(f"unknown control keys {unknown}")
         known_sids = {r.call_sid for r in self.data.recordings()}
-        moves = {key: list(changes.get(key, [])) for key in ("restore", "archive")}
-        for sid in moves["restore"] + moves["archive"]:
+        moves = {key: list(changes.get(key, [])) for key in CONTROL_MOVES}
+        for sid in moves["restore"] + moves["archive"] + moves["nest_metadata"]:
             if sid not in known_sids:
                 raise ValueError(f"no recorded call {sid!r}")
+        for workspace_id in moves["revoke"] + moves["grant"]:
+            if workspace_id not in self._owned:
+                raise ValueError(f"no workspace {workspace_id!r}")
         previous = {name: getattr(self.config, name) for name in knobs}
         for name in knobs:
             if name in changes:
@@ -260,6 +276,10 @@ class EmulatorApp:
             raise
         self.archived.difference_update(moves["restore"])
         self.archived.update(moves["archive"])
+        self.revoked.difference_update(moves["grant"])
+        self.revoked.update(moves["revoke"])
+        if "nest_metadata" in changes:
+            self.nested_metadata = set(moves["nest_metadata"])
 
     # --- API routes ---------------------------------------------------------------------------
 
@@ -339,7 +359,7 @@ class EmulatorApp:
         return workspace_id
 
     def _check_owned(self, workspace_id: str) -> None:
-        if workspace_id not in self._owned:
+        if workspace_id not in self._owned or workspace_id in self.revoked:
             raise _detail(403, "Insufficient permissions for this workspace.")
 
     async def _list_workspaces(
@@ -482,6 +502,10 @@ class EmulatorApp:
         workspace_id, call_sid = self._recording_checks(request)
         recording = self.data.recording(workspace_id, call_sid)
         assert recording is not None
+        if call_sid in self.nested_metadata:
+            body = b"[" * NESTED_DEPTH + b"]" * NESTED_DEPTH
+            await _respond(send, 200, body, "application/json")
+            return
         await _respond(send, 200, recording.metadata_bytes, "application/json")
 
     async def _download(
