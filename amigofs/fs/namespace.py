@@ -88,6 +88,7 @@ class OpenFile:
     file: PresentedFile
     readahead: Readahead
     failed: tuple[float, Exception] | None = None
+    record: CallRecord | None = None  # None: the control file
 
 
 @dataclass(slots=True, frozen=True)
@@ -284,11 +285,13 @@ class Namespace:
         record = await self._record(key.workspace_id, key.call_sid)
         handle = self._new_handle()
         readahead = Readahead(max_window=self._config.max_readahead)
-        self._open_files[handle] = OpenFile(inode, record.files[key.file], readahead)
+        self._open_files[handle] = OpenFile(inode, record.files[key.file], readahead, record=record)
         self._open_counts[inode] += 1
         return handle
 
-    async def read(self, handle: FileHandleT, offset: int, size: int) -> bytes | memoryview:
+    async def read(
+        self, handle: FileHandleT, offset: int, size: int
+    ) -> bytes | bytearray | memoryview:
         opened = self._open_files[handle]
         if opened.failed is not None:
             # When a read fails for want of the server, the kernel at once asks
@@ -302,7 +305,7 @@ class Namespace:
         if ahead is not None:
             self._source.prefetch(opened.file, *ahead)
         try:
-            return await self._source.read(opened.file, offset, size)
+            return await self._read(opened, offset, size)
         except (api.TransportError, api.ServerError, api.RateLimited) as exc:
             opened.failed = (trio.current_time(), exc)
             raise
@@ -310,6 +313,41 @@ class Namespace:
             # The request's own deadline ran out.
             opened.failed = (trio.current_time(), api.DeadlineExceeded("no answer in time"))
             raise
+
+    async def _read(
+        self, opened: OpenFile, offset: int, size: int
+    ) -> bytes | bytearray | memoryview:
+        record = opened.record
+        try:
+            data = await self._source.read(opened.file, offset, size)
+        except (api.ProtocolError, api.NotFound, api.RequestRejected) as exc:
+            # What a wrong record gets from the server (a size it contradicts, a
+            # file it does not have): one kept on disk is loaded again, once.
+            if record is None or not record.from_disk or opened.file.stored is None:
+                raise
+            fresh = await self._reload(record, exc)
+            file = fresh.files.get(opened.file.name)
+            if file is None:
+                raise FsError(errno.ENOENT, f"{opened.file.name} is no longer offered") from exc
+            opened.file, opened.record = file, fresh
+            record = fresh
+            data = await self._source.read(file, offset, size)
+        if record is not None and record.unconfirmed and offset + size > len(opened.file.header):
+            record.unconfirmed.discard(opened.file.name)  # its stored bytes were read
+        return data
+
+    async def _reload(self, record: CallRecord, error: Exception) -> CallRecord:
+        """The record loaded again from the API, the one kept on disk dropped."""
+        rkey = (record.workspace_id, record.call_sid)
+        if self._records.get(rkey) is record:  # else another reader did this already
+            log.warning(
+                "%s/%s: the server contradicts the cached record (%s): loading it again",
+                *rkey,
+                error,
+            )
+            del self._records[rkey]
+            self._source.forget(*rkey)
+        return await self._record(*rkey, ahead=True, fresh=True)
 
     def release(self, handle: FileHandleT) -> None:
         opened = self._open_files.pop(handle, None)
@@ -400,26 +438,23 @@ class Namespace:
     def _restore_workspaces(self) -> list[str] | None:
         if self._config.workspaces is not None or self._meta is None:
             return None
-        ids = self._meta.load("workspaces")
-        if not isinstance(ids, list) or not all(
-            isinstance(i, str) and is_identifier(i) for i in ids
-        ):
-            return None
-        return ids
+        return self._meta.load(_parse_workspace_ids, "workspaces")
 
     def _restore_calls(self, workspace_id: str) -> dict[str, CallSummary] | None:
-        documents = self._meta.load("calls", workspace_id) if self._meta else None
-        if not isinstance(documents, list):
+        if self._meta is None:
             return None
-        calls: dict[str, CallSummary] = {}
-        for document in documents:
-            try:
+
+        def parse(documents: object) -> dict[str, CallSummary]:
+            if not isinstance(documents, list):
+                raise ValueError("not a list of calls")
+            calls: dict[str, CallSummary] = {}
+            for document in documents:
                 call = parse_call_summary(document, workspace_id)
-            except api.ValidationError:
-                return None
-            if call is not None:
-                calls[call.call_sid] = call
-        return calls
+                if call is not None:
+                    calls[call.call_sid] = call
+            return calls
+
+        return self._meta.load(parse, "calls", workspace_id)
 
     async def _workspace_ids(self) -> list[str]:
         return await self._workspaces.get(self._nursery)
@@ -484,7 +519,11 @@ class Namespace:
         inode = self._inode(NodeKey(workspace_id, call_sid))
         return Attributes(inode, True, 0, start_ns, 2, IMMUTABLE_TIMEOUT)
 
-    async def _record(self, workspace_id: str, call_sid: str, *, ahead: bool = False) -> CallRecord:
+    async def _record(
+        self, workspace_id: str, call_sid: str, *, ahead: bool = False, fresh: bool = False
+    ) -> CallRecord:
+        """The call's record; `ahead`: not a visit (no walk detection); `fresh`: not
+        the one kept on disk."""
         rkey = (workspace_id, call_sid)
         if not ahead:
             self._walk_ahead(workspace_id, call_sid)
@@ -498,7 +537,7 @@ class Namespace:
 
         async def load() -> CallRecord:
             try:
-                loaded = await self._source.load(workspace_id, call_sid, summary)
+                loaded = await self._source.load(workspace_id, call_sid, summary, fresh=fresh)
             except api.NotFound:
                 self._missing[rkey] = True
                 raise
@@ -549,7 +588,10 @@ class Namespace:
 
     def _file_attrs(self, record: CallRecord, file: PresentedFile) -> Attributes:
         inode = self._inode(NodeKey(record.workspace_id, record.call_sid, file.name))
-        return Attributes(inode, False, file.size, _ns(record.start), 1, IMMUTABLE_TIMEOUT)
+        # A kept record's sizes are asked for again each time until reads find them
+        # right: when the server contradicts one, the kernel gets the new size.
+        timeout = 0.0 if record.unconfirmed else IMMUTABLE_TIMEOUT
+        return Attributes(inode, False, file.size, _ns(record.start), 1, timeout)
 
     # --- inodes and handles ---------------------------------------------------------
 
@@ -615,6 +657,12 @@ def _time(when: dt.datetime) -> str:
 
 def _ns(when: dt.datetime) -> int:
     return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
+
+
+def _parse_workspace_ids(ids: object) -> list[str]:
+    if not isinstance(ids, list) or not all(isinstance(i, str) and is_identifier(i) for i in ids):
+        raise ValueError("not a list of workspace ids")
+    return ids
 
 
 def _listing_order(calls: Mapping[str, CallSummary]) -> list[str]:

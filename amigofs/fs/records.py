@@ -3,6 +3,10 @@
 Loading a call costs three small requests (urls and metadata at once, then the
 metadata file itself, which is served as metadata.json); audio bytes are only
 fetched when read, through the block cache.
+
+A record kept on disk by an earlier mount is used without a request, but not
+trusted beyond that: `CallRecord.from_disk` says so, and the namespace loads it
+again from the API when a download contradicts it.
 """
 
 from __future__ import annotations
@@ -58,6 +62,11 @@ class CallRecord:
     start: dt.datetime
     metadata: RecordingMetadata
     files: dict[str, PresentedFile] = field(default_factory=dict)
+    # Kept by an earlier mount: a download may yet find it wrong (a size the
+    # server contradicts), and then it is loaded again from the API.
+    from_disk: bool = False
+    # Of such a record, the stored files no read has yet found consistent.
+    unconfirmed: set[str] = field(default_factory=set)
 
 
 class _Link:
@@ -99,19 +108,14 @@ class RecordingSource:
         self._url_refresh: SingleFlight[RecordingUrls] = SingleFlight()
 
     async def load(
-        self, workspace_id: str, call_sid: str, summary: CallSummary | None
+        self, workspace_id: str, call_sid: str, summary: CallSummary | None, *, fresh: bool = False
     ) -> CallRecord:
-        stored = self._load_stored(workspace_id, call_sid)
+        """The call's record: the one kept on disk unless `fresh`, else from the API."""
+        stored = None if fresh else self._load_stored(workspace_id, call_sid)
         if stored is not None:
-            return self._build(workspace_id, call_sid, summary, *stored)
+            return self._build(workspace_id, call_sid, summary, *stored, from_disk=True)
         async with self._limit:
-            urls, metadata = await gather(
-                lambda: self._client.recording_urls(workspace_id, call_sid),
-                lambda: self._client.recording_metadata(workspace_id, call_sid),
-            )
-            metadata_file = (
-                await self._client.download_small(urls.metadata) if urls.metadata else None
-            )
+            urls, metadata, metadata_file = await self._fetch(workspace_id, call_sid)
         if self._meta is not None:
             document = {
                 "urls": recording_urls_document(urls),
@@ -123,15 +127,32 @@ class RecordingSource:
             self._meta.save(document, "records", workspace_id, call_sid)
         return self._build(workspace_id, call_sid, summary, urls, metadata, metadata_file)
 
+    async def _fetch(
+        self, workspace_id: str, call_sid: str
+    ) -> tuple[RecordingUrls, RecordingMetadata, bytes | None]:
+        urls, metadata = await gather(
+            lambda: self._client.recording_urls(workspace_id, call_sid),
+            lambda: self._client.recording_metadata(workspace_id, call_sid),
+        )
+        metadata_file = await self._client.download_small(urls.metadata) if urls.metadata else None
+        return urls, metadata, metadata_file
+
+    def forget(self, workspace_id: str, call_sid: str) -> None:
+        """Drops the call's record kept on disk (it was found wrong)."""
+        if self._meta is not None:
+            self._meta.discard("records", workspace_id, call_sid)
+
     def _load_stored(
         self, workspace_id: str, call_sid: str
     ) -> tuple[RecordingUrls, RecordingMetadata, bytes | None] | None:
         """A record an earlier mount kept: recordings never change, but their links
         expire, and an expired one is renewed when a download is refused."""
-        document = self._meta.load("records", workspace_id, call_sid) if self._meta else None
-        if not isinstance(document, dict):
+        if self._meta is None:
             return None
-        try:
+
+        def parse(document: object) -> tuple[RecordingUrls, RecordingMetadata, bytes | None]:
+            if not isinstance(document, dict):
+                raise ValueError("not a record")
             urls = parse_recording_urls(
                 document["urls"],
                 workspace_id=workspace_id,
@@ -143,10 +164,9 @@ class RecordingSource:
             )
             encoded = document["metadata_file"]
             metadata_file = None if encoded is None else base64.b64decode(encoded, validate=True)
-        except (api.ValidationError, KeyError, TypeError, ValueError) as exc:
-            log.warning("%s/%s: ignoring the cached record: %s", workspace_id, call_sid, exc)
-            return None
-        return urls, metadata, metadata_file
+            return urls, metadata, metadata_file
+
+        return self._meta.load(parse, "records", workspace_id, call_sid)
 
     def _build(
         self,
@@ -156,9 +176,11 @@ class RecordingSource:
         urls: RecordingUrls,
         metadata: RecordingMetadata,
         metadata_file: bytes | None,
+        *,
+        from_disk: bool = False,
     ) -> CallRecord:
         start = summary.started_at if summary and summary.started_at else metadata.call_start
-        record = CallRecord(workspace_id, call_sid, start, metadata)
+        record = CallRecord(workspace_id, call_sid, start, metadata, from_disk=from_disk)
         links: dict[str, _Link] = {}
         for name, path, fmt, rate, size in (
             (INBOUND, urls.inbound, metadata.inbound_format, metadata.inbound_sample_rate,
@@ -178,13 +200,17 @@ class RecordingSource:
             record.files[name] = PresentedFile(
                 name, layout.size, header=layout.header, stored=stored
             )
+            if from_disk:
+                record.unconfirmed.add(name)
         if metadata_file is not None:
             record.files[METADATA] = PresentedFile(
                 METADATA, len(metadata_file), content=metadata_file
             )
         return record
 
-    async def read(self, file: PresentedFile, offset: int, size: int) -> bytes | memoryview:
+    async def read(
+        self, file: PresentedFile, offset: int, size: int
+    ) -> bytes | bytearray | memoryview:
         """Bytes [offset, offset+size) of a presented file, clipped to its end."""
         end = min(offset + size, file.size)
         if offset >= end:

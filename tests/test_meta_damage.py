@@ -1,0 +1,155 @@
+"""What the mount keeps on disk about the tree (listings, call records) decides what it serves:
+a damaged copy is dropped and fetched again, a record the server contradicts is loaded again."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from amigofs.emulator.data import Recording
+from tests.emulator_proc import EmulatorProc, running_emulator
+from tests.mounting import Mount, mounted
+from tests.reliability import PRESENTED, presented_bytes, request_log
+
+pytestmark = pytest.mark.mount
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def recordings_of(emulator: EmulatorProc, workspace_id: str) -> list[Recording]:
+    return [c.recording for c in emulator.data.calls(workspace_id) if c.recording is not None]
+
+
+def read_everything(emulator: EmulatorProc, mnt: Mount, workspace_id: str) -> None:
+    """Lists the tree and reads every file, each compared with what the emulator serves."""
+    recordings = recordings_of(emulator, workspace_id)
+    assert sorted(os.listdir(mnt.path)) == [workspace_id]
+    assert sorted(os.listdir(mnt.path / workspace_id)) == sorted(r.call_sid for r in recordings)
+    for recording in recordings:
+        call_dir = mnt.path / workspace_id / recording.call_sid
+        assert sorted(os.listdir(call_dir)) == sorted(PRESENTED)
+        for name in PRESENTED:
+            got = sha256((call_dir / name).read_bytes())
+            assert got == sha256(presented_bytes(emulator, recording, name)), f"{call_dir}/{name}"
+
+
+def _other_hex(text: bytes) -> bytes:
+    """`text` with its last character replaced by another hex digit: still a valid id."""
+    return text[:-1] + (b"0" if text[-1:] != b"0" else b"1")
+
+
+def _edit(path: Path, pattern: bytes, change: Callable[[re.Match[bytes]], bytes]) -> None:
+    content = path.read_bytes()
+    edited, count = re.subn(pattern, change, content, count=1)
+    assert count == 1, f"{pattern!r} not in {path}"
+    path.write_bytes(edited)
+
+
+def _bigger_size(path: Path) -> None:
+    _edit(
+        path, rb'"inbound_size_bytes":(\d+)', lambda m: b'"inbound_size_bytes":%d' % (int(m[1]) + 2)
+    )
+
+
+def _other_metadata_file(path: Path) -> None:
+    # The first base64 character of the stored metadata.json, changed: still valid base64.
+    def flip(m: re.Match[bytes]) -> bytes:
+        return m[1] + (b"B" if m[2] == b"A" else b"A")
+
+    _edit(path, rb'("metadata_file":")([A-Za-z0-9+/])', flip)
+
+
+def _truncated(path: Path) -> None:
+    content = path.read_bytes()
+    path.write_bytes(content[: len(content) // 2])
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(b"\x00\xff not a record \x80\n" * 3)
+
+
+RECORD_DAMAGE: tuple[Callable[[Path], None], ...] = (
+    _bigger_size,
+    _other_metadata_file,
+    _truncated,
+    _garbage,
+)
+
+
+def test_damaged_listings_and_records_on_disk_are_dropped_and_fetched_again() -> None:
+    with running_emulator(workspaces=1, calls_per_workspace=10, max_duration=8.0) as emulator:
+        workspace_id = emulator.data.workspaces[0].id
+        recordings = recordings_of(emulator, workspace_id)
+        assert len(recordings) >= len(RECORD_DAMAGE) + 1
+        with mounted(emulator.url, emulator.api_key, "--timeout", "5") as first:
+            read_everything(emulator, first, workspace_id)
+        cache = first.cache_dir
+        meta = cache / "meta"
+        records = meta / "records" / workspace_id
+        listing = meta / "calls" / f"{workspace_id}.json"
+        workspaces = meta / "workspaces.json"
+        record_files = {r.call_sid: records / f"{r.call_sid}.json" for r in recordings}
+        assert sorted(p for p in meta.rglob("*") if p.is_file()) == sorted(
+            [workspaces, listing, *record_files.values()]
+        )
+
+        damaged = [workspaces, listing]
+        _edit(workspaces, workspace_id.encode(), lambda m: _other_hex(m[0]))
+        _edit(listing, recordings[0].call_sid.encode(), lambda m: _other_hex(m[0]))
+        for recording, damage in zip(recordings, RECORD_DAMAGE, strict=False):
+            damage(record_files[recording.call_sid])
+            damaged.append(record_files[recording.call_sid])
+        # And one replaced by a link to another call's (valid) record: never followed.
+        linked = record_files[recordings[-1].call_sid]
+        linked.unlink()
+        linked.symlink_to(record_files[recordings[-2].call_sid])
+        damaged.append(linked)
+
+        with mounted(
+            emulator.url, emulator.api_key, "--timeout", "5", "--cache-dir", str(cache)
+        ) as mnt:
+            read_everything(emulator, mnt, workspace_id)
+            log = mnt.log().splitlines()
+            for path in damaged:
+                naming = [line for line in log if str(path) in line]
+                assert len(naming) == 1, f"{path}: {naming or 'not in the log'}"
+            assert mnt.process.poll() is None
+
+
+def test_a_cached_record_the_server_contradicts_is_loaded_again() -> None:
+    # The same calls, recorded again longer: every size the first mount kept is now wrong.
+    knobs = {"workspaces": 1, "calls_per_workspace": 6}
+    with running_emulator(min_duration=2.0, max_duration=4.0, **knobs) as before:
+        workspace_id = before.data.workspaces[0].id
+        with mounted(before.url, before.api_key, "--timeout", "5") as first:
+            # Records kept (metadata.json read), no audio: nothing cached agrees with them.
+            for recording in recordings_of(before, workspace_id):
+                path = first.path / workspace_id / recording.call_sid / "metadata.json"
+                assert path.read_bytes() == recording.metadata_bytes
+        cache = first.cache_dir
+    with running_emulator(min_duration=6.0, max_duration=9.0, **knobs) as emulator:
+        recordings = recordings_of(emulator, workspace_id)
+        assert [r.call_sid for r in recordings] == [
+            r.call_sid for r in recordings_of(before, workspace_id)
+        ]
+        with mounted(
+            emulator.url, emulator.api_key, "--timeout", "5", "--cache-dir", str(cache)
+        ) as mnt:
+            for recording in recordings:
+                call_dir = mnt.path / workspace_id / recording.call_sid
+                # The audio first: only a download can find the record wrong.
+                for name in ("inbound.wav", "outbound.wav", "metadata.json"):
+                    truth = presented_bytes(emulator, recording, name)
+                    path = call_dir / name
+                    assert sha256(path.read_bytes()) == sha256(truth), f"{path}"
+                    assert os.stat(path).st_size == len(truth)
+            urls = [e for e in request_log(emulator) if e["op"] == "get-recording-urls"]
+            assert len(urls) == len(recordings), "each record is loaded again once"
+            assert mnt.process.poll() is None
