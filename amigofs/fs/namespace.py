@@ -2,11 +2,17 @@
 
 Owns inode numbers, cached listings, call records, directory snapshots and open
 files. Knows nothing of pyfuse3: the adapter turns its answers into FUSE replies.
+
+A workspace the API refuses (403) is refused here too, with EACCES, from the
+workspace directory's contents down, cached or not: never as an empty listing,
+which a `rsync --delete` would copy over a backup. Its cached data stays, for
+when a later request for it is answered again.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 import errno
 import logging
@@ -127,6 +133,9 @@ class _Listing(Generic[T]):
         self._persist = persist
         self._value: T | None = None
         self._loaded_at = 0.0
+        # The last refresh that failed: the next waits another `ttl`, so a refused
+        # or failing listing costs one request per `ttl`, not one per access.
+        self._failed_at = -ttl - 1.0
         self._flight: SingleFlight[T] = SingleFlight()
 
     @property
@@ -134,20 +143,29 @@ class _Listing(Generic[T]):
         return self._value
 
     def invalidate(self) -> None:
-        self._loaded_at = -self._ttl - 1.0
+        self._loaded_at = self._failed_at = -self._ttl - 1.0
 
     async def get(self, nursery: trio.Nursery) -> T:
         if self._value is None and self._restore is not None:
             self._value, self._restore = self._restore(), None
             self.invalidate()  # from an earlier mount: good to show, due for a refresh
         if self._value is None:
-            return await self._flight.run(None, self._reload)
-        if trio.current_time() - self._loaded_at > self._ttl and None not in self._flight:
+            return await self.refresh()
+        now = trio.current_time()
+        if now - max(self._loaded_at, self._failed_at) > self._ttl and None not in self._flight:
             nursery.start_soon(self._refresh_in_background)
         return self._value
 
+    async def refresh(self) -> T:
+        """Loads the listing now (joining a load under way)."""
+        return await self._flight.run(None, self._reload)
+
     async def _reload(self) -> T:
-        value = await self._load()
+        try:
+            value = await self._load()
+        except Exception:
+            self._failed_at = trio.current_time()
+            raise
         self._value, self._loaded_at = value, trio.current_time()
         if self._persist is not None:
             # A listing of many thousand calls is megabytes of JSON: written in a
@@ -157,9 +175,13 @@ class _Listing(Generic[T]):
 
     async def _refresh_in_background(self) -> None:
         try:
-            await self._flight.run(None, self._reload)
+            await self.refresh()
         except api.AmigoError as exc:
-            log.warning("%s: refresh failed, keeping the cached listing: %s", self._what, exc)
+            if isinstance(exc, api.AuthError) and exc.status == 403:
+                # Said once, by WorkspaceAccess: not again at every refresh.
+                log.debug("%s: refresh refused: %s", self._what, exc)
+            else:
+                log.warning("%s: refresh failed, keeping the cached listing: %s", self._what, exc)
 
 
 class Namespace:
@@ -181,6 +203,7 @@ class Namespace:
         self._inodes: dict[NodeKey, InodeT] = {NodeKey(): ROOT_INODE}
         self._keys: dict[InodeT, NodeKey] = {ROOT_INODE: NodeKey()}
         self._meta = meta
+        self._access = source.access
         self._workspaces: _Listing[list[str]] = _Listing(
             self._list_workspaces,
             config.listing_ttl,
@@ -222,6 +245,7 @@ class Namespace:
             if name not in await self._workspace_ids():
                 raise FsError(errno.ENOENT)
             return await self._workspace_attrs(name)
+        await self._allowed(key.workspace_id)
         if key.call_sid is None:
             return await self._call_attrs(key.workspace_id, name)
         record = await self._record(key.workspace_id, key.call_sid)
@@ -238,6 +262,7 @@ class Namespace:
             return Attributes(ROOT_INODE, True, 0, self._mount_time_ns, 1, self._config.listing_ttl)
         if key.call_sid is None:
             return await self._workspace_attrs(key.workspace_id)
+        await self._allowed(key.workspace_id)
         if key.file is None:
             return await self._call_attrs(key.workspace_id, key.call_sid)
         record = await self._record(key.workspace_id, key.call_sid)
@@ -252,8 +277,10 @@ class Namespace:
             attrs = await gather(*(lambda ws=ws: self._workspace_attrs(ws) for ws in ids))
             entries = [DirEntry(ws, a) for ws, a in zip(ids, attrs, strict=True)]
         elif key.call_sid is None:
+            await self._allowed(key.workspace_id)
             entries = await self._workspace_entries(key.workspace_id)
         else:
+            await self._allowed(key.workspace_id)
             record = await self._record(key.workspace_id, key.call_sid)
             entries = [
                 DirEntry(name, self._file_attrs(record, record.files[name]))
@@ -282,6 +309,7 @@ class Namespace:
             return handle
         if key.file is None or key.workspace_id is None or key.call_sid is None:
             raise FsError(errno.EISDIR)
+        await self._allowed(key.workspace_id)
         record = await self._record(key.workspace_id, key.call_sid)
         handle = self._new_handle()
         readahead = Readahead(max_window=self._config.max_readahead)
@@ -293,6 +321,8 @@ class Namespace:
         self, handle: FileHandleT, offset: int, size: int
     ) -> bytes | bytearray | memoryview:
         opened = self._open_files[handle]
+        if opened.record is not None and self._access.revoked(opened.record.workspace_id):
+            await self._allowed(opened.record.workspace_id)
         if opened.failed is not None:
             # When a read fails for want of the server, the kernel at once asks
             # again, through the same handle, for the page it could not get; the
@@ -369,6 +399,7 @@ class Namespace:
         key = self._key(inode)
         if key.workspace_id is None or key.call_sid is None or key.file == METADATA:
             return {}
+        await self._allowed(key.workspace_id)
         if key.file is None:
             archived = self._archived.get((key.workspace_id, key.call_sid))
             if archived is not None:
@@ -460,7 +491,16 @@ class Namespace:
         return await self._workspaces.get(self._nursery)
 
     async def _workspace_attrs(self, workspace_id: str) -> Attributes:
-        calls = await self._call_listing(workspace_id)
+        # A workspace the key may not see is not one that is gone: shown, in its
+        # parent's listing too, and refused when entered (which asks the API again).
+        listing = self._calls.get(workspace_id)
+        if self._access.revoked(workspace_id):
+            calls = listing.cached if listing is not None and listing.cached else {}
+        else:
+            try:
+                calls = await self._call_listing(workspace_id)
+            except api.AuthError:
+                calls = {}
         starts = [c.started_at for c in calls.values() if c.started_at is not None]
         # A workspace changes when a call is added: its newest call's time says so,
         # and stays the same across remounts.
@@ -470,12 +510,30 @@ class Namespace:
 
     # --- calls ---------------------------------------------------------------------
 
+    async def _allowed(self, workspace_id: str) -> None:
+        """Refuses a workspace the API refuses, asking it again (one listing) once
+        `listing_ttl` has passed since it last did."""
+        refused_at = self._access.refused_at(workspace_id)
+        if refused_at is None:
+            return
+        if trio.current_time() - refused_at > self._config.listing_ttl:
+            with contextlib.suppress(api.AmigoError):
+                await self._listing(workspace_id).refresh()
+            if not self._access.revoked(workspace_id):
+                return
+        raise FsError(errno.EACCES, f"{workspace_id}: access revoked")
+
     async def _call_listing(self, workspace_id: str) -> dict[str, CallSummary]:
+        return await self._listing(workspace_id).get(self._nursery)
+
+    def _listing(self, workspace_id: str) -> _Listing[dict[str, CallSummary]]:
         listing = self._calls.get(workspace_id)
         if listing is None:
 
             async def load() -> dict[str, CallSummary]:
-                calls = await self._client.list_calls(workspace_id)
+                calls = await self._access.checked(
+                    workspace_id, lambda: self._client.list_calls(workspace_id)
+                )
                 return {c.call_sid: c for c in calls}
 
             listing = self._calls[workspace_id] = _Listing(
@@ -487,7 +545,7 @@ class Namespace:
                     [call_summary_document(c) for c in calls.values()], "calls", workspace_id
                 ),
             )
-        return await listing.get(self._nursery)
+        return listing
 
     async def _workspace_entries(self, workspace_id: str) -> list[DirEntry]:
         calls = await self._call_listing(workspace_id)

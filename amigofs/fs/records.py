@@ -6,7 +6,8 @@ fetched when read, through the block cache.
 
 A record kept on disk by an earlier mount is used without a request, but not
 trusted beyond that: `CallRecord.from_disk` says so, and the namespace loads it
-again from the API when a download contradicts it.
+again from the API when a download contradicts it. Every request for a
+workspace also says whether the key may still see it (`WorkspaceAccess`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import trio
 
@@ -38,6 +41,8 @@ from amigofs.concurrency import gather
 from amigofs.fs.wav import UnknownAudioFormat, audio_layout
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 INBOUND, OUTBOUND, METADATA = "inbound.wav", "outbound.wav", "metadata.json"
 FILE_NAMES = (INBOUND, OUTBOUND, METADATA)
@@ -67,6 +72,44 @@ class CallRecord:
     from_disk: bool = False
     # Of such a record, the stored files no read has yet found consistent.
     unconfirmed: set[str] = field(default_factory=set)
+
+
+class WorkspaceAccess:
+    """Which workspaces the API now refuses this key (403), and since when.
+
+    Any refused request for a workspace marks it revoked; any answered one
+    clears that. The namespace refuses the workspace while it is marked.
+    """
+
+    def __init__(self) -> None:
+        self._refused: dict[str, float] = {}  # workspace -> last refusal (trio time)
+
+    def revoked(self, workspace_id: str) -> bool:
+        return workspace_id in self._refused
+
+    def refused_at(self, workspace_id: str) -> float | None:
+        return self._refused.get(workspace_id)
+
+    async def checked(self, workspace_id: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Runs a request for the workspace, noting whether it was refused."""
+        try:
+            result = await call()
+        except api.AuthError as exc:
+            if exc.status == 403:
+                if workspace_id not in self._refused:
+                    log.warning(
+                        "%s: access revoked: the API refuses this key the workspace (%s); "
+                        "refused here too (EACCES) until the API allows it again",
+                        workspace_id,
+                        exc,
+                    )
+                self._refused[workspace_id] = trio.current_time()
+            raise
+        if self._refused.pop(workspace_id, None) is not None:
+            log.warning(
+                "%s: access is back: the API allows this key the workspace again", workspace_id
+            )
+        return result
 
 
 class _Link:
@@ -106,6 +149,7 @@ class RecordingSource:
         self._store = store
         self._limit = trio.CapacityLimiter(concurrency)
         self._url_refresh: SingleFlight[RecordingUrls] = SingleFlight()
+        self.access = WorkspaceAccess()
 
     async def load(
         self, workspace_id: str, call_sid: str, summary: CallSummary | None, *, fresh: bool = False
@@ -115,7 +159,9 @@ class RecordingSource:
         if stored is not None:
             return self._build(workspace_id, call_sid, summary, *stored, from_disk=True)
         async with self._limit:
-            urls, metadata, metadata_file = await self._fetch(workspace_id, call_sid)
+            urls, metadata, metadata_file = await self.access.checked(
+                workspace_id, lambda: self._fetch(workspace_id, call_sid)
+            )
         if self._meta is not None:
             document = {
                 "urls": recording_urls_document(urls),
@@ -244,7 +290,10 @@ class RecordingSource:
         if link.path != stale:
             return link.path  # another reader renewed it meanwhile
         urls = await self._url_refresh.run(
-            (workspace_id, call_sid), lambda: self._client.recording_urls(workspace_id, call_sid)
+            (workspace_id, call_sid),
+            lambda: self.access.checked(
+                workspace_id, lambda: self._client.recording_urls(workspace_id, call_sid)
+            ),
         )
         log.info("%s/%s: download links renewed", workspace_id, call_sid)
         for other, path in ((INBOUND, urls.inbound), (OUTBOUND, urls.outbound)):
