@@ -1,8 +1,11 @@
-"""What the mount keeps on disk about the tree (listings, call records) decides what it serves:
-a damaged copy is dropped and fetched again, a record the server contradicts is loaded again."""
+"""What the mount keeps on disk about the tree (listings, call records) and what the API says
+about a call decide what the mount serves: a damaged copy is dropped and fetched again, a record
+the server contradicts is loaded again, and a metadata answer no parser can take costs that call
+only, never the mount."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -13,10 +16,12 @@ import pytest
 
 from amigofs.emulator.data import Recording
 from tests.emulator_proc import EmulatorProc, running_emulator
-from tests.mounting import Mount, mounted
-from tests.reliability import PRESENTED, presented_bytes, request_log
+from tests.mounting import Mount, mounted, wait_until
+from tests.reliability import PRESENTED, errno_of, presented_bytes, request_log
 
 pytestmark = pytest.mark.mount
+
+DEADLINE = 20.0
 
 
 def sha256(data: bytes) -> str:
@@ -152,4 +157,41 @@ def test_a_cached_record_the_server_contradicts_is_loaded_again() -> None:
                     assert os.stat(path).st_size == len(truth)
             urls = [e for e in request_log(emulator) if e["op"] == "get-recording-urls"]
             assert len(urls) == len(recordings), "each record is loaded again once"
+            assert mnt.process.poll() is None
+
+
+def test_metadata_no_parser_can_take_costs_that_call_not_the_mount() -> None:
+    with running_emulator(workspaces=1, calls_per_workspace=12, max_duration=6.0) as emulator:
+        workspace_id = emulator.data.workspaces[0].id
+        with mounted(emulator.url, emulator.api_key, "--workspace", workspace_id) as mnt:
+            workspace = mnt.path / workspace_id
+            sids = sorted(os.listdir(workspace))
+            nested = sids[4]
+            emulator.control(nest_metadata=[nested])
+            # Two calls entered in listing order: a walk, so the next ones load ahead,
+            # the nested one among them.
+            os.listdir(workspace / sids[0])
+            os.listdir(workspace / sids[1])
+
+            def asked() -> bool:
+                return any(
+                    e["op"] == "get-recording-metadata" and nested in e["path"]
+                    for e in request_log(emulator)
+                )
+
+            wait_until(asked, DEADLINE, "the nested call's metadata to be loaded ahead")
+            wait_until(
+                lambda: "RecursionError" in mnt.log() or mnt.process.poll() is not None,
+                DEADLINE,
+                "the loading ahead to fail",
+            )
+            assert mnt.process.poll() is None, mnt.log()
+            assert "Traceback" in mnt.log()
+            for sid in sids:
+                if sid == nested:
+                    assert errno_of(lambda s=sid: os.listdir(workspace / s)) == errno.EIO
+                else:
+                    assert sorted(os.listdir(workspace / sid)) == sorted(PRESENTED)
+            emulator.control(nest_metadata=[])
+            assert sorted(os.listdir(workspace / nested)) == sorted(PRESENTED)
             assert mnt.process.poll() is None

@@ -7,6 +7,9 @@ A workspace the API refuses (403) is refused here too, with EACCES, from the
 workspace directory's contents down, cached or not: never as an empty listing,
 which a `rsync --delete` would copy over a backup. Its cached data stays, for
 when a later request for it is answered again.
+
+Tasks started in the background (listing refreshes, loading ahead) log what
+goes wrong, a bug with its traceback, and end: none may end the mount.
 """
 
 from __future__ import annotations
@@ -182,6 +185,8 @@ class _Listing(Generic[T]):
                 log.debug("%s: refresh refused: %s", self._what, exc)
             else:
                 log.warning("%s: refresh failed, keeping the cached listing: %s", self._what, exc)
+        except Exception:
+            log.exception("%s: refresh failed (a bug), keeping the cached listing", self._what)
 
 
 class Namespace:
@@ -641,6 +646,8 @@ class Namespace:
         except (api.AmigoError, FsError) as exc:
             # Loaded ahead of need: whoever needs it later gets the error then.
             log.debug("%s/%s: loading ahead failed: %s", workspace_id, call_sid, exc)
+        except Exception:
+            log.exception("%s/%s: loading ahead failed (a bug)", workspace_id, call_sid)
         finally:
             self._walk_scheduled.discard((workspace_id, call_sid))
 
