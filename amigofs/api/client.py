@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import httpx
 import trio
 
-from amigofs.api import errors
+from amigofs.api import body, errors
 from amigofs.api.models import (
     CallSummary,
     DownloadPath,
@@ -46,7 +46,9 @@ T = TypeVar("T")
 DEFAULT_BASE_URL = "https://api.platform.amigo.ai"
 PAGE_LIMIT = 100  # the API's maximum; a larger limit is a 422
 MAX_PAGES = 10_000  # a server whose pages never end is broken, not big
-MAX_SMALL_FILE = 4 << 20  # metadata.json and the like are read whole
+# Of an error answer only this much is read (for a 202's restore time, a 503's detail).
+MAX_ERROR_BODY = 8 << 10
+_IDENTITY = {"Accept-Encoding": body.IDENTITY}
 _CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
@@ -71,6 +73,13 @@ class ClientConfig:
     read_timeout: float = 10.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     user_agent: str = "amigofs"
+    # Caps on the decoded bytes of one answer, enforced while it streams; past its cap an
+    # answer is a ProtocolError (a broken or hostile server: not retried).
+    max_json_bytes: int = 4 << 20  # a listing page (100 calls are some 50 KiB)
+    # The urls or metadata of one call (about 1 KiB); a walk has 16 of them in flight.
+    max_call_json_bytes: int = 256 << 10
+    # download_small: metadata.json (about 1 KiB), kept in memory with its call.
+    max_small_download_bytes: int = 1 << 20
 
 
 @dataclass(slots=True)
@@ -141,7 +150,9 @@ class PlatformClient:
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             auth=BearerAuth(api_key),
-            headers={"User-Agent": config.user_agent},
+            # Only what body.Decoder undoes with a cap: httpx would add br or zstd when
+            # their packages are installed, and decode them without one.
+            headers={"User-Agent": config.user_agent, "Accept-Encoding": body.ACCEPT_ENCODING},
             timeout=httpx.Timeout(
                 connect=config.connect_timeout,
                 read=config.read_timeout,
@@ -171,47 +182,55 @@ class PlatformClient:
 
     async def list_workspaces(self) -> list[Workspace]:
         found: dict[str, Workspace] = {}
-        for raw in await self._list_all("list-workspaces", "/v1/workspaces"):
+
+        def take(raw: object) -> None:
             try:
                 ws = parse_workspace(raw)
             except errors.ValidationError as exc:
                 log.warning("list-workspaces: skipped an entry: %s", exc)
-                continue
+                return
             if ws.id in found:
                 log.warning("list-workspaces: skipped a duplicate of %s", ws.id)
-                continue
+                return
             found[ws.id] = ws
+
+        await self._list_all("list-workspaces", "/v1/workspaces", take)
         return list(found.values())
 
     async def list_calls(self, workspace_id: str) -> list[CallSummary]:
         """Every call of the workspace that has a recording to mount."""
         _check_identifier(workspace_id, "workspace id")
         found: dict[str, CallSummary] = {}
-        for raw in await self._list_all("list-calls", f"/v1/{workspace_id}/calls"):
+
+        def take(raw: object) -> None:
             try:
                 call = parse_call_summary(raw, workspace_id)
             except errors.ValidationError as exc:
                 log.warning("list-calls %s: skipped an entry: %s", workspace_id, exc)
-                continue
+                return
             if call is None:
-                continue
+                return
             if call.call_sid in found:
                 log.warning("list-calls %s: skipped a duplicate of %s", workspace_id, call.call_sid)
-                continue
+                return
             found[call.call_sid] = call
+
+        await self._list_all("list-calls", f"/v1/{workspace_id}/calls", take)
         return list(found.values())
 
     async def recording_urls(self, workspace_id: str, call_sid: str) -> RecordingUrls:
         path = _recording_path(workspace_id, call_sid, "urls")
-        body = await self._get_json("get-recording-urls", path)
+        document = await self._get_json("get-recording-urls", path, self.config.max_call_json_bytes)
         return parse_recording_urls(
-            body, workspace_id=workspace_id, call_sid=call_sid, base_url=self.base_url
+            document, workspace_id=workspace_id, call_sid=call_sid, base_url=self.base_url
         )
 
     async def recording_metadata(self, workspace_id: str, call_sid: str) -> RecordingMetadata:
         path = _recording_path(workspace_id, call_sid, "metadata")
-        body = await self._get_json("get-recording-metadata", path)
-        return parse_recording_metadata(body, workspace_id=workspace_id, call_sid=call_sid)
+        document = await self._get_json(
+            "get-recording-metadata", path, self.config.max_call_json_bytes
+        )
+        return parse_recording_metadata(document, workspace_id=workspace_id, call_sid=call_sid)
 
     async def read_range(
         self, path: DownloadPath, start: int, end: int, *, total: int | None = None
@@ -259,56 +278,58 @@ class PlatformClient:
         await self._retrying("download-recording-file", attempt, progress=lambda: done)
 
     async def download_small(self, path: DownloadPath) -> bytes:
-        """A whole small stored file (metadata.json), checked against Content-Length."""
+        """A whole small stored file (metadata.json), at most max_small_download_bytes
+        (h11 checks it against Content-Length)."""
+        op, what = "download-recording-file", f"download {path.filename}"
 
         async def attempt() -> bytes:
             try:
-                async with self._http.stream("GET", path.target) as resp:
-                    await _read_error_body(resp)
-                    self._check_status("download-recording-file", path.target, resp)
+                async with self._http.stream("GET", path.target, headers=_IDENTITY) as resp:
+                    self._check_status(op, path.target, resp, await _error_document(resp))
                     if resp.status_code != 200:
-                        raise errors.ProtocolError(
-                            f"download {path.filename}: HTTP {resp.status_code}"
-                        )
-                    body = bytearray()
-                    async for chunk in resp.aiter_raw():
-                        body += chunk
-                        if len(body) > MAX_SMALL_FILE:
-                            raise errors.ProtocolError(f"download {path.filename}: file too large")
+                        raise errors.ProtocolError(f"{what}: HTTP {resp.status_code}")
+                    body.refuse_encoded(resp, what)
+                    data = await body.read_capped(resp, self.config.max_small_download_bytes, what)
             except httpx.TransportError as exc:
-                raise _transport_error("download-recording-file", path.target, exc) from None
-            self.stats.bytes_received += len(body)
-            return bytes(body)
+                raise self._transport_error(op, path.target, exc) from None
+            self.stats.bytes_received += len(data)
+            return bytes(data)
 
         return await self._retrying("download-recording-file", attempt)
 
     # --- plumbing ------------------------------------------------------------------
 
-    async def _list_all(self, op: str, path: str) -> list[Any]:
-        entries: list[Any] = []
+    async def _list_all(self, op: str, path: str, take: Callable[[object], None]) -> None:
+        """Gives each entry of each page to `take`, a page at a time: what is kept of a
+        listing is what `take` keeps, never the raw pages."""
         token = 0
         for _ in range(MAX_PAGES):
             params = {"limit": PAGE_LIMIT, "continuation_token": token}
-            page = parse_page(await self._get_json(op, path, params), op)
-            entries.extend(page.items)
+            page = parse_page(
+                await self._get_json(op, path, self.config.max_json_bytes, params), op
+            )
+            for entry in page.items:
+                take(entry)
             if page.next_token is None:
-                return entries
+                return
             if page.next_token <= token:
                 raise errors.ProtocolError(f"{op}: continuation_token did not advance")
             token = page.next_token
         raise errors.ProtocolError(f"{op}: more than {MAX_PAGES} pages")
 
-    async def _get_json(self, op: str, path: str, params: dict[str, int] | None = None) -> object:
+    async def _get_json(
+        self, op: str, path: str, cap: int, params: dict[str, int] | None = None
+    ) -> object:
+        what = f"{op} {path}"
+
         async def attempt() -> object:
             try:
-                resp = await self._http.get(path, params=params)
+                async with self._http.stream("GET", path, params=params) as resp:
+                    self._check_status(op, path, resp, await _error_document(resp))
+                    data = await body.read_capped(resp, cap, what)
             except httpx.TransportError as exc:
-                raise _transport_error(op, path, exc) from None
-            self._check_status(op, path, resp)
-            try:
-                return resp.json()
-            except ValueError:
-                raise errors.ProtocolError(f"{op} {path}: answer is not JSON") from None
+                raise self._transport_error(op, path, exc) from None
+            return body.parse_json(data, what)
 
         return await self._retrying(op, attempt)
 
@@ -326,12 +347,12 @@ class PlatformClient:
         """
         op = "download-recording-file"
         want = len(buf)
-        headers = {"Range": f"bytes={start}-{start + want - 1}"}
+        headers = {"Range": f"bytes={start}-{start + want - 1}", **_IDENTITY}
         got = 0
         try:
             async with self._http.stream("GET", path.target, headers=headers) as resp:
-                await _read_error_body(resp)
-                self._check_status(op, path.target, resp)
+                self._check_status(op, path.target, resp, await _error_document(resp))
+                body.refuse_encoded(resp, f"download {path.filename}")
                 if resp.status_code == 206:
                     _check_content_range(path, resp, start, want, total)
                     skip = 0
@@ -367,7 +388,7 @@ class PlatformClient:
         except httpx.TransportError as exc:
             if got == want:
                 return got  # all wanted bytes arrived; the rest of a 200 body does not matter
-            err = _transport_error(op, path.target, exc)
+            err = self._transport_error(op, path.target, exc)
             raise _ResumableShort(got, err) from None
         if got < want:
             raise _ResumableShort(
@@ -375,7 +396,9 @@ class PlatformClient:
             )
         return got
 
-    def _check_status(self, op: str, path: str, resp: httpx.Response) -> None:
+    def _check_status(self, op: str, path: str, resp: httpx.Response, document: object) -> None:
+        """Raises the error an answer's status means; `document` is an error answer's JSON
+        (from _error_document), or None."""
         status = resp.status_code
         if log.isEnabledFor(logging.DEBUG):
             # The path without its query: a signed link's signature is not for logs.
@@ -390,8 +413,7 @@ class PlatformClient:
             return
         where = f"{op} {path.split('?', 1)[0]}: HTTP {status}"
         if status == 202:
-            body = _json_or_none(resp)
-            eta = parse_archived(body)
+            eta = parse_archived(document)
             raise errors.Archived(
                 f"{where}: recording is archived"
                 + (f", restore expected at {eta.isoformat()}" if eta else ""),
@@ -411,8 +433,7 @@ class PlatformClient:
                 errors.RateLimited(f"{where}: rate limited", retry_after=wait), wait=wait or 0.0
             )
         if status == 503:
-            body = _json_or_none(resp)
-            detail = str(body.get("detail", "")) if isinstance(body, dict) else ""
+            detail = str(document.get("detail", "")) if isinstance(document, dict) else ""
             if "not configured" in detail.lower():
                 error: errors.ApiError = errors.NotConfigured(
                     f"{where}: call recording is not configured for this workspace", status=503
@@ -427,6 +448,12 @@ class PlatformClient:
         if 400 <= status <= 499:
             raise errors.RequestRejected(f"{where}: request rejected", status=status)
         raise errors.ProtocolError(f"{where}: unexpected status")
+
+    def _transport_error(
+        self, op: str, path: str, exc: httpx.TransportError
+    ) -> errors.TransportError:
+        # httpx's own message can hold the full URL; say only the operation and path.
+        return errors.TransportError(f"{op} {path.split('?', 1)[0]}: {type(exc).__name__}")
 
     async def _retrying(
         self,
@@ -542,21 +569,16 @@ def _retry_after(resp: httpx.Response) -> float | None:
     return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
-async def _read_error_body(resp: httpx.Response) -> None:
-    """Reads a streamed error answer, so _check_status sees its JSON (a 202's restore time,
-    a 503's "not configured"); a streamed body is otherwise unread and looks empty."""
-    if resp.status_code not in (200, 206):
-        await resp.aread()
-
-
-def _json_or_none(resp: httpx.Response) -> object:
-    try:
-        return resp.json()
-    except (ValueError, httpx.ResponseNotRead):
+async def _error_document(resp: httpx.Response) -> object:
+    """An error answer's JSON, for _check_status (a 202's restore time, a 503's "not
+    configured"), from at most MAX_ERROR_BODY bytes of it; None for a success, or a body
+    that is longer, or not JSON. The rest of a long body is never read."""
+    if resp.status_code in (200, 206):
         return None
-
-
-def _transport_error(op: str, path: str, exc: httpx.TransportError) -> errors.TransportError:
-    # httpx's own message can hold the full URL; say only the operation and path.
-    kind = type(exc).__name__
-    return errors.TransportError(f"{op} {path.split('?', 1)[0]}: {kind}")
+    data = await body.read_prefix(resp, MAX_ERROR_BODY)
+    if data is None:
+        return None
+    try:
+        return body.parse_json(data, "error answer")
+    except errors.ProtocolError:
+        return None

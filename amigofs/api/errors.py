@@ -86,7 +86,8 @@ class DeadlineExceeded(TransportError):
 
 
 class ProtocolError(AmigoError):
-    """The answer does not keep the API's contract (bad JSON, wrong Content-Range, short body)."""
+    """The answer does not keep the API's contract: bad or too deeply nested JSON, a body
+    past its size cap, a compressed download, a wrong Content-Range."""
 
 
 class ValidationError(ProtocolError):
