@@ -13,6 +13,7 @@ import email.utils
 import logging
 import random
 import re
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -37,7 +38,7 @@ from amigofs.api.models import (
     parse_workspace,
 )
 from amigofs.api.secret import ApiKey, BearerAuth
-from amigofs.api.transport import large_read_transport
+from amigofs.api.transport import large_read_transport, trust_store
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,7 @@ class PlatformClient:
         self.config = config
         self.stats = ClientStats()
         self.base_url = config.base_url.rstrip("/")
+        self._host = httpx.URL(self.base_url).host
         limits = httpx.Limits(
             max_connections=config.max_connections,
             max_keepalive_connections=config.max_connections,
@@ -160,7 +162,10 @@ class PlatformClient:
                 pool=config.retry.deadline,
             ),
             follow_redirects=False,  # a redirect could carry the key elsewhere
-            transport=transport or large_read_transport(limits),
+            # No proxy, netrc or CA bundle from the environment behind the user's back:
+            # the trust store is transport.trust_store's, said in the README.
+            trust_env=False,
+            transport=transport or large_read_transport(limits, trust_store()),
         )
 
     def __repr__(self) -> str:
@@ -453,7 +458,18 @@ class PlatformClient:
         self, op: str, path: str, exc: httpx.TransportError
     ) -> errors.TransportError:
         # httpx's own message can hold the full URL; say only the operation and path.
-        return errors.TransportError(f"{op} {path.split('?', 1)[0]}: {type(exc).__name__}")
+        where = f"{op} {path.split('?', 1)[0]}"
+        cause = _ssl_cause(exc)
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return errors.CertificateError(
+                f"{where}: TLS certificate of {self._host} not trusted: "
+                f"{cause.verify_message or cause.reason}"
+            )
+        if cause is not None:
+            return errors.TransportError(
+                f"{where}: TLS with {self._host} failed: {cause.reason or type(cause).__name__}"
+            )
+        return errors.TransportError(f"{where}: {type(exc).__name__}")
 
     async def _retrying(
         self,
@@ -474,6 +490,9 @@ class PlatformClient:
                     return await attempt()
                 except _ResumableShort as short:
                     failure = _Retryable(short.error)
+                except errors.CertificateError:
+                    self.stats.errors += 1
+                    raise  # trying again meets the same certificate
                 except errors.TransportError as exc:
                     failure = _Retryable(exc)
                 except _Retryable as exc:
@@ -582,3 +601,14 @@ async def _error_document(resp: httpx.Response) -> object:
         return body.parse_json(data, "error answer")
     except errors.ProtocolError:
         return None
+
+
+def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+    """The ssl error under an httpx one (httpx <- httpcore <- trio <- ssl), if any."""
+    seen = 0
+    cause: BaseException | None = exc
+    while cause is not None and seen < 10:
+        if isinstance(cause, ssl.SSLError):
+            return cause
+        cause, seen = cause.__cause__ or cause.__context__, seen + 1
+    return None

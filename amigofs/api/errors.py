@@ -13,6 +13,7 @@ errno in one place (`amigofs.fs.errors.to_errno`).
     │   ├── ServerError           other 5xx (after retries)
     │   └── RequestRejected       400, 416, 422 and other 4xx: the request itself was wrong
     ├── TransportError            no usable answer: connect/read failure, timeout, dropped body
+    │   ├── CertificateError      the server's TLS certificate is not trusted (not retried)
     │   └── DeadlineExceeded      retries gave up because the overall deadline ran out
     └── ProtocolError             an answer that breaks the API contract
         └── ValidationError       a field or entry that is missing, mistyped or unsafe
@@ -79,6 +80,10 @@ class RequestRejected(ApiError):
 
 class TransportError(AmigoError):
     """The request got no usable answer: connection refused or lost, timeout."""
+
+
+class CertificateError(TransportError):
+    """The server's TLS certificate failed verification: another try meets the same one."""
 
 
 class DeadlineExceeded(TransportError):
