@@ -173,6 +173,13 @@ TRICKY: list[object] = [
     -0.0,
     float("inf"),
     float("nan"),
+    # Terminal escapes: ESC (C0), CSI (C1), DEL, a bidi override, an unpaired surrogate.
+    "inbound\x1b[2J\x1b]0;title\x07",
+    "\x9b31mred",
+    "pcm16\x7f\x08",
+    "\u202eevil",
+    "\ud800",
+    "x" * 65,
 ]
 json_scalars = (
     st.none()
@@ -261,6 +268,12 @@ def is_aware_time(value: object) -> bool:
     return isinstance(value, dt.datetime) and value.tzinfo is not None
 
 
+def is_safe_text(value: object, max_len: int) -> bool:
+    """Text a terminal shows as it is (no control characters), of bounded length (each
+    character of the server's at most one 10-character escape)."""
+    return isinstance(value, str) and value.isprintable() and len(value) <= 10 * max_len
+
+
 def is_finite_non_negative(value: object) -> bool:
     return type(value) is float and math.isfinite(value) and value >= 0
 
@@ -285,8 +298,9 @@ def test_parse_recording_metadata_returns_a_safe_value_or_validation_error(doc: 
     assert is_finite_non_negative(meta.duration_seconds)
     assert is_finite_non_negative(meta.media_start_epoch_ms)
     assert is_aware_time(meta.call_start) and is_aware_time(meta.call_end)
-    for text in (meta.direction, meta.inbound_format, meta.outbound_format, meta.tts_provider):
-        assert isinstance(text, str)
+    for text in (meta.direction, meta.inbound_format, meta.outbound_format):
+        assert is_safe_text(text, 64)
+    assert is_safe_text(meta.tts_provider, 256)
 
 
 @PROPERTY
@@ -326,7 +340,7 @@ def test_parse_call_summary_returns_a_safe_call_none_or_validation_error(doc: ob
     assert is_identifier(call.call_sid)
     assert call.started_at is None or is_aware_time(call.started_at)
     assert call.duration_seconds is None or is_finite_non_negative(call.duration_seconds)
-    assert call.direction is None or isinstance(call.direction, str)
+    assert call.direction is None or is_safe_text(call.direction, 64)
 
 
 @PROPERTY
@@ -338,7 +352,7 @@ def test_parse_workspace_returns_a_safe_workspace_or_validation_error(doc: objec
         return
     assert isinstance(ws, Workspace)
     assert is_identifier(ws.id)
-    assert isinstance(ws.slug, str) and isinstance(ws.name, str)
+    assert is_safe_text(ws.slug, 1024) and is_safe_text(ws.name, 1024)
 
 
 @PROPERTY
@@ -368,3 +382,19 @@ def test_parse_download_path_never_raises_anything_else(value: object, text: str
         if path is not None:
             assert FILENAME_RE.fullmatch(path.filename) and ".." not in path.filename
             assert path.target.split("?", 1)[0] == PREFIX + path.filename
+
+
+def test_control_characters_in_text_are_kept_as_visible_escapes() -> None:
+    doc = {
+        **VALID_METADATA,
+        "direction": "inbound\x1b[2J",
+        "tts_provider": "\x1b]0;owned\x07eleven\x9b1m\x7f",
+    }
+    meta = parse_recording_metadata(doc, workspace_id=WS, call_sid=SID)
+    assert meta.direction == "inbound\\x1b[2J"
+    assert meta.tts_provider == "\\x1b]0;owned\\x07eleven\\x9b1m\\x7f"
+    summary = parse_call_summary({**VALID_CALL, "direction": "out\u202ebound"}, WS)
+    assert summary is not None and summary.direction == "out\\u202ebound"
+    # A text that is too long is refused, not cut: the answer is not the API's.
+    with pytest.raises(ValidationError, match="longer than 64"):
+        parse_call_summary({**VALID_CALL, "direction": "x" * 65}, WS)

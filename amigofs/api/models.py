@@ -2,8 +2,15 @@
 
 Every parser takes decoded JSON (`object`) and either returns a value whose fields
 are safe to use (identifiers that can become file names and URL segments, sizes
-that are non-negative integers) or raises `ValidationError` naming what is wrong.
-A listing parses entry by entry, so one bad entry never costs the whole listing.
+that are non-negative integers, text of bounded length that is safe to print) or
+raises `ValidationError` naming what is wrong. A listing parses entry by entry, so
+one bad entry never costs the whole listing.
+
+Free text from the server (direction, formats, tts_provider, workspace names)
+reaches terminals through xattrs (`getfattr -d`), log lines and stats, so each
+character that is not printable (C0 controls such as ESC, DEL, C1 controls such as
+CSI, bidirectional overrides, unpaired surrogates) is kept as a visible escape,
+`\\x1b` style: the text still shows, and a terminal never acts on it.
 """
 
 from __future__ import annotations
@@ -117,7 +124,19 @@ def _str(obj: dict[str, Any], key: str, what: str, *, max_len: int = 1024) -> st
         raise ValidationError(f"{what}: {key!r} is not a string")
     if len(value) > max_len:
         raise ValidationError(f"{what}: {key!r} is longer than {max_len} characters")
-    return value
+    return printable(value)
+
+
+def printable(text: str) -> str:
+    """`text` with each character that is not printable written as its escape."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(c: str) -> str:
+    n = ord(c)
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
 
 
 def _identifier(value: object, key: str, what: str) -> str:
@@ -214,12 +233,13 @@ def parse_call_summary(value: object, workspace_id: str) -> CallSummary | None:
         return None
     sid = _identifier(sid, "call_sid", what)
     started = obj.get("started_at")
+    direction = obj.get("direction")
     return CallSummary(
         workspace_id=workspace_id,
         call_sid=sid,
         started_at=None if started is None else parse_time(started, "started_at", what),
         duration_seconds=_optional_number(obj, "duration_seconds", what),
-        direction=obj["direction"] if isinstance(obj.get("direction"), str) else None,
+        direction=_str(obj, "direction", what, max_len=64) if isinstance(direction, str) else None,
     )
 
 
