@@ -1,20 +1,28 @@
 """What the mount keeps on disk about the tree (listings, call records) and what the API says
 about a call decide what the mount serves: a damaged copy is dropped and fetched again, a record
-the server contradicts is loaded again, and a metadata answer no parser can take costs that call
-only, never the mount."""
+the server contradicts is loaded again, and a metadata answer no parser can take (or any bug in a
+task started in the background) costs that call only, never the mount."""
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import hashlib
 import os
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
+import trio
+import trio.testing
 
+from amigofs.api.client import PlatformClient
+from amigofs.api.models import CallSummary
 from amigofs.emulator.data import Recording
+from amigofs.fs.namespace import ROOT_INODE, Namespace, NamespaceConfig
+from amigofs.fs.records import CallRecord, RecordingSource, WorkspaceAccess
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import Mount, mounted, wait_until
 from tests.reliability import PRESENTED, errno_of, presented_bytes, request_log
@@ -163,7 +171,8 @@ def test_a_cached_record_the_server_contradicts_is_loaded_again() -> None:
 def test_metadata_no_parser_can_take_costs_that_call_not_the_mount() -> None:
     with running_emulator(workspaces=1, calls_per_workspace=12, max_duration=6.0) as emulator:
         workspace_id = emulator.data.workspaces[0].id
-        with mounted(emulator.url, emulator.api_key, "--workspace", workspace_id) as mnt:
+        # --debug: the loading ahead says when it failed, whatever the error.
+        with mounted(emulator.url, emulator.api_key, "--workspace", workspace_id, "--debug") as mnt:
             workspace = mnt.path / workspace_id
             sids = sorted(os.listdir(workspace))
             nested = sids[4]
@@ -179,14 +188,15 @@ def test_metadata_no_parser_can_take_costs_that_call_not_the_mount() -> None:
                     for e in request_log(emulator)
                 )
 
+            def failed() -> bool:
+                return mnt.process.poll() is not None or any(
+                    "loading ahead failed" in line and nested in line
+                    for line in mnt.log().splitlines()
+                )
+
             wait_until(asked, DEADLINE, "the nested call's metadata to be loaded ahead")
-            wait_until(
-                lambda: "RecursionError" in mnt.log() or mnt.process.poll() is not None,
-                DEADLINE,
-                "the loading ahead to fail",
-            )
+            wait_until(failed, DEADLINE, "the loading ahead to fail")
             assert mnt.process.poll() is None, mnt.log()
-            assert "Traceback" in mnt.log()
             for sid in sids:
                 if sid == nested:
                     assert errno_of(lambda s=sid: os.listdir(workspace / s)) == errno.EIO
@@ -195,3 +205,77 @@ def test_metadata_no_parser_can_take_costs_that_call_not_the_mount() -> None:
             emulator.control(nest_metadata=[])
             assert sorted(os.listdir(workspace / nested)) == sorted(PRESENTED)
             assert mnt.process.poll() is None
+
+
+class _Client:
+    """The part of PlatformClient a namespace of configured workspaces uses."""
+
+    def __init__(self, calls: list[CallSummary]) -> None:
+        self.calls = calls
+        self.listings = 0
+        self.broken = False
+
+    async def list_calls(self, workspace_id: str) -> list[CallSummary]:
+        self.listings += 1
+        if self.broken:
+            raise RuntimeError("a bug in the listing")
+        return self.calls
+
+
+class _BrokenSource:
+    """A RecordingSource whose every load meets a bug."""
+
+    def __init__(self) -> None:
+        self.access = WorkspaceAccess()
+        self.loads: list[str] = []
+
+    async def load(
+        self, workspace_id: str, call_sid: str, summary: object, *, fresh: bool = False
+    ) -> CallRecord:
+        self.loads.append(call_sid)
+        raise RuntimeError(f"a bug loading {call_sid}")
+
+
+async def test_a_bug_in_a_background_task_is_logged_with_its_traceback_and_serving_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    workspace_id = "5b0e2f4c-2d8e-4c39-9a53-1f7d7c1e0a42"
+    sids = [f"CA{i:032x}" for i in range(6)]
+    start = dt.datetime(2024, 5, 1, 9, 0, tzinfo=dt.UTC)
+    calls = [
+        CallSummary(workspace_id, sid, start + dt.timedelta(minutes=i), 60.0, "inbound")
+        for i, sid in enumerate(sids)
+    ]
+    client, source = _Client(calls), _BrokenSource()
+    config = NamespaceConfig(workspaces=[workspace_id])
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            namespace = Namespace(
+                cast(PlatformClient, client), cast(RecordingSource, source), nursery, config
+            )
+            workspace = await namespace.lookup(ROOT_INODE, workspace_id)
+            # Two calls entered in listing order: a walk, so the next ones load ahead.
+            for sid in sids[:2]:
+                call = await namespace.lookup(workspace.inode, sid)
+                with pytest.raises(RuntimeError):
+                    await namespace.opendir(call.inode)
+            await trio.testing.wait_all_tasks_blocked()
+            assert sorted(source.loads) == sorted(sids)
+            # And a listing refreshed in the background meets one.
+            client.broken = True
+            namespace.drop_listings()
+            assert (await namespace.lookup(ROOT_INODE, workspace_id)).inode == workspace.inode
+            await trio.testing.wait_all_tasks_blocked()
+            assert client.listings == 2
+            # Still serving, from what it has.
+            call = await namespace.lookup(workspace.inode, sids[3])
+            assert (await namespace.getattr(call.inode)).is_dir
+            nursery.cancel_scope.cancel()
+    bugs = [
+        record.getMessage()
+        for record in caplog.records
+        if record.exc_info and isinstance(record.exc_info[1], RuntimeError)
+    ]
+    for sid in sids[2:]:
+        assert any("loading ahead failed" in m and sid in m for m in bugs), (sid, bugs)
+    assert any(f"call listing of {workspace_id}: refresh failed" in m for m in bugs), bugs
