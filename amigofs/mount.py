@@ -16,7 +16,8 @@ import trio
 
 from amigofs.api.client import ClientConfig, PlatformClient, RetryPolicy
 from amigofs.api.secret import ApiKey
-from amigofs.cache.disk import DiskCache
+from amigofs.cache.cache_dir import UnsafeCacheDir
+from amigofs.cache.disk import CacheInUse, DiskCache
 from amigofs.cache.meta import MetaStore
 from amigofs.cache.store import DEFAULT_BLOCK_SIZE, BlockStore
 from amigofs.cache.worker import FetchWorker, WorkerConfig
@@ -28,6 +29,11 @@ from amigofs.mount_table import mount_device, mounted_at
 from amigofs.notify import Notifier
 
 log = logging.getLogger(__name__)
+
+
+class MountRefused(Exception):
+    """The mount cannot start (its cache directory is another mount's, or unsafe); the
+    message says why in one line."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -114,7 +120,10 @@ async def serve(options: MountOptions, api_key: ApiKey) -> None:
         min_free_ratio=options.cache_min_free_ratio,
         owner=f"mounted at {options.mountpoint}",
     )
-    await trio.to_thread.run_sync(disk.open)
+    try:
+        await trio.to_thread.run_sync(disk.open)
+    except (CacheInUse, UnsafeCacheDir) as exc:
+        raise MountRefused(str(exc)) from None
     worker = FetchWorker(
         WorkerConfig(
             base_url=options.base_url,

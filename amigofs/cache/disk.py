@@ -180,6 +180,10 @@ class BlockWriter:
         return crc
 
     def _open(self) -> int:
+        if self._dir_fd is not None and os.fstat(self._dir_fd).st_nlink == 0:
+            # Removed under us (a cache cleaner): blocks renamed into it would vanish.
+            os.close(self._dir_fd)
+            self._dir_fd = None
         if self._dir_fd is None:
             root_fd = os.open(self._root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
@@ -197,13 +201,12 @@ class _Block:
     """One block in the index. A new object each time a block is (re)added, so that
     a check started on an earlier copy cannot vouch for this one."""
 
-    __slots__ = ("crc", "length", "pins", "verified")
+    __slots__ = ("crc", "length", "verified")
 
     def __init__(self, length: int, crc: int | None, *, verified: bool) -> None:
         self.length = length
         self.crc = crc  # None: not read yet (found by the scan at start)
         self.verified = verified
-        self.pins = 0
 
 
 @dataclass(slots=True)
@@ -241,6 +244,7 @@ class DiskCache:
         # (relative dir, block index) -> block, least recently used first.
         self._blocks: OrderedDict[tuple[str, int], _Block] = OrderedDict()
         self._fds: OrderedDict[tuple[str, int], int] = OrderedDict()
+        self._pins: dict[tuple[str, int], int] = {}
         self._bytes = 0
         self._reserved = 0  # bytes being fetched, counted before they land
         self._root_fd = -1
@@ -358,15 +362,18 @@ class DiskCache:
         self._bytes += footprint(length)
 
     def pin(self, key: FileKey, first: int, stop: int, delta: int) -> None:
-        """Pins (delta 1) or unpins (-1) blocks a reader is waiting to copy out:
-        eviction passes them by."""
+        """Pins (delta 1) or unpins (-1) blocks a reader is waiting to copy out, those
+        present and those yet to land: eviction passes them by."""
         rel = key.relative_dir
         for index in range(first, stop):
-            entry = self._blocks.get((rel, index))
-            if entry is not None:
-                entry.pins = max(0, entry.pins + delta)
+            where = (rel, index)
+            count = self._pins.get(where, 0) + delta
+            if count > 0:
+                self._pins[where] = count
+            else:
+                self._pins.pop(where, None)
 
-    def copy(self, key: FileKey, start: int, end: int) -> bytes | None:
+    def copy(self, key: FileKey, start: int, end: int) -> bytearray | None:
         """Bytes [start, end) of a stored file, if every block under them is ready and
         its file still holds it; None (and the missing block forgotten, to be fetched
         again) otherwise. Synchronous on purpose: nothing can evict a block between
@@ -378,9 +385,15 @@ class DiskCache:
             entry = self._blocks.get((rel, index))
             if entry is None or not entry.verified:
                 return None
+        # Every block's file first: one found gone or replaced is forgotten, all of
+        # them in one pass, so the caller fetches them again together.
+        fds = [self._block_fd(key, index, self._blocks[(rel, index)]) for index in range(first, stop)]
+        if None in fds:
+            return None
         out = bytearray(end - start)
         view = memoryview(out)
-        for index in range(first, stop):
+        for index, fd in zip(range(first, stop), fds, strict=True):
+            assert fd is not None
             where = (rel, index)
             entry = self._blocks[where]
             lo = max(start, index * block_size)
@@ -388,11 +401,9 @@ class DiskCache:
             if hi - lo != min(end, (index + 1) * block_size) - lo:
                 self._forget(where, "is shorter than its file says")
                 return None
-            fd = self._block_fd(key, index, entry)
-            if fd is None:
-                return None
+            offset = HEADER.size + lo - index * block_size
             try:
-                got = os.preadv(fd, [view[lo - start : hi - start]], HEADER.size + lo - index * block_size)
+                got = os.preadv(fd, [view[lo - start : hi - start]], offset)
             except OSError as exc:
                 self._forget(where, f"cannot be read ({exc.strerror})")
                 return None
@@ -400,7 +411,7 @@ class DiskCache:
                 self._forget(where, "was cut short on disk")
                 return None
             self._blocks.move_to_end(where)
-        return bytes(out) if len(out) < 4096 else out  # type: ignore[return-value]
+        return out
 
     def _block_fd(self, key: FileKey, index: int, entry: _Block) -> int | None:
         """An open descriptor of a block's file, reopened (and its header checked) if
@@ -522,6 +533,14 @@ class DiskCache:
         # Bytes being fetched are not on the disk yet, but will be.
         return min(self.max_bytes, self._bytes + max(0, free - self._reserved - floor))
 
+    def room_for(self, key: FileKey, first: int, stop: int) -> int:
+        """What blocks [first, stop) of a file will take on disk."""
+        last = min(stop, -(-key.size // self.block_size))
+        if last <= first:
+            return 0
+        tail = key.size - (last - 1) * self.block_size
+        return (last - 1 - first) * footprint(self.block_size) + footprint(min(tail, self.block_size))
+
     def reserve(self, length: int) -> bool:
         """Makes room for `length` bytes about to be fetched; False if there is none
         (every block pinned, or the disk is full): then fetch them without caching."""
@@ -548,7 +567,7 @@ class DiskCache:
         for where, entry in self._blocks.items():
             if excess <= 0:
                 break
-            if entry.pins:
+            if where in self._pins:
                 continue
             victims.append(where)
             excess -= footprint(entry.length)

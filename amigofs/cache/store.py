@@ -307,25 +307,29 @@ class BlockStore:
     async def _run_fetch(self, file: StoredFile, fetch: _Fetch, prefetch: bool) -> None:
         start = fetch.first * self.block_size
         end = min(file.size, fetch.stop * self.block_size)
+        room = self._disk.room_for(file.key, fetch.first, fetch.stop)
         try:
             if prefetch:
                 async with self._prefetch_budget.hold(end - start):
-                    if self._disk.reserve(end - start):
-                        await self._fetch_cached(file, fetch, start, end)
                     # No room on disk: nothing is fetched ahead.
-            else:
-                cached = self._disk.reserve(end - start)
-                if cached:
-                    try:
-                        await self._fetch_cached(file, fetch, start, end, reserved=False)
-                    except CacheFull as exc:
-                        log.warning("disk cache: %s; serving reads without caching", exc)
-                        self._disk.disk_full()
-                        cached = False
-                    finally:
-                        self._disk.unreserve(end - start)
-                if not cached:
-                    await self._fetch_uncached(file, fetch)
+                    if self._disk.reserve(room):
+                        try:
+                            await self._fetch_cached(file, fetch, start, end)
+                        finally:
+                            self._disk.unreserve(room)
+                return
+            cached = self._disk.reserve(room)
+            if cached:
+                try:
+                    await self._fetch_cached(file, fetch, start, end)
+                except CacheFull as exc:
+                    log.warning("disk cache: %s; serving reads without caching", exc)
+                    self._disk.disk_full()
+                    cached = False
+                finally:
+                    self._disk.unreserve(room)
+            if not cached:
+                await self._fetch_uncached(file, fetch)
         except Exception as exc:
             self.stats.fetch_errors += 1
             fetch.error = exc
@@ -338,24 +342,18 @@ class BlockStore:
             fetch.done = True
             fetch.notify()
 
-    async def _fetch_cached(
-        self, file: StoredFile, fetch: _Fetch, start: int, end: int, *, reserved: bool = True
-    ) -> None:
-        """Downloads into the disk cache (space already reserved)."""
+    async def _fetch_cached(self, file: StoredFile, fetch: _Fetch, start: int, end: int) -> None:
+        """Downloads into the disk cache (room already reserved)."""
         fetch.started = trio.current_time()  # not counting the wait for a prefetch budget
-        try:
-            await self._with_link(
-                file,
-                lambda path: self._worker.fetch(
-                    target=path.target, filename=path.filename, start=start, end=end,
-                    total=file.size, block_size=self.block_size,
-                    directory=file.key.relative_dir, nursery=self._nursery,
-                    on_blocks=lambda blocks: self._landed(file, fetch, blocks),
-                ),
-            )  # fmt: skip
-        finally:
-            if reserved:
-                self._disk.unreserve(end - start)
+        await self._with_link(
+            file,
+            lambda path: self._worker.fetch(
+                target=path.target, filename=path.filename, start=start, end=end,
+                total=file.size, block_size=self.block_size,
+                directory=file.key.relative_dir, nursery=self._nursery,
+                on_blocks=lambda blocks: self._landed(file, fetch, blocks),
+            ),
+        )  # fmt: skip
         self.stats.fetched_blocks += fetch.stop - fetch.first
         self.stats.fetched_bytes += end - start
 
