@@ -1,0 +1,476 @@
+"""A hostile server (tests/hostile_server.py) against the client and through a real mount.
+
+Gzip bombs on error bodies, list pages and metadata; a metadata body without end; JSON nested
+100,000 deep; downloads answered gzip-compressed; terminal escapes in metadata fields; a TLS
+certificate nobody trusts. What must hold each time: the mount and its fetch worker stay under
+300 MB peak RSS (VmHWM), the mount stays up (a later `ls` of its root works), the user gets EIO
+or the right bytes (never gzip bytes as a file's content), and nothing the server wrote reaches
+a terminal as a control sequence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import subprocess
+import time
+import tracemalloc
+from collections.abc import Awaitable, Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from amigofs.api import errors
+from amigofs.api.client import ClientConfig, PlatformClient, RetryPolicy
+from amigofs.api.models import DownloadPath
+from amigofs.api.secret import ApiKey
+from tests.hostile_server import (
+    Call,
+    HostileServer,
+    children_running,
+    compressed,
+    endless,
+    gzip_bomb,
+    lying_length,
+    nested,
+    peak_rss_mib,
+    redirect,
+    self_signed_tls,
+    trickle,
+    with_fields,
+)
+from tests.mounting import Mount, mounted, wait_until
+from tests.reliability import errno_of
+
+MAX_PEAK_MIB = 300
+DEADLINE = 60  # for one unit test, all of its requests included
+# Control characters a terminal acts on: C0 (but the newline ending a line), DEL, C1.
+CONTROL = {*range(0x20), 0x7F, *range(0x80, 0xA0)} - {0x0A}
+ESCAPES = {
+    "direction": "inbound\x1b[2J\x1b[H",
+    "tts_provider": "\x1b]0;owned\x07elevenlabs",
+    "inbound_format": "mulaw\x9b31m",
+    "outbound_format": "pcm16\x7f\x08\x08",
+}
+
+
+@pytest.fixture
+def server() -> Iterator[HostileServer]:
+    with HostileServer() as hostile:
+        yield hostile
+
+
+def by_sid(server: HostileServer) -> list[Call]:
+    """The calls in the order a workspace directory lists (and a walk enters) them."""
+    return sorted(server.calls, key=lambda c: c.call_sid)
+
+
+def control_bytes(text: str | bytes) -> list[str]:
+    chars = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text
+    return [repr(c) for c in chars if ord(c) in CONTROL]
+
+
+# --- the client alone ------------------------------------------------------------------
+
+
+def client_for(server: HostileServer, **config: object) -> PlatformClient:
+    retry = RetryPolicy(base_delay=0.01, max_delay=0.05, deadline=20.0)
+    return PlatformClient(
+        ClientConfig(base_url=server.url, retry=retry, **config),  # type: ignore[arg-type]
+        ApiKey(server.api_key),
+    )
+
+
+def download_path(server: HostileServer, call: Call, filename: str) -> DownloadPath:
+    target = f"/v1/{server.workspace_id}/recordings/{call.call_sid}/download/{filename}"
+    return DownloadPath(server.workspace_id, call.call_sid, filename, target)
+
+
+@contextlib.contextmanager
+def unused_listener() -> Iterator[tuple[str, socket.socket]]:
+    """A listening socket on another loopback address, and its URL: whether anything
+    connected to it is told by a non-blocking accept()."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.2", 0))
+        listener.listen(4)
+        listener.setblocking(False)
+        yield f"http://127.0.0.2:{listener.getsockname()[1]}", listener
+
+
+def assert_nobody_connected(listener: socket.socket) -> None:
+    with pytest.raises(BlockingIOError):
+        listener.accept()
+
+
+async def peak_traced_mib(operation: Awaitable[object]) -> tuple[object, float]:
+    """What `operation` (an awaitable) returned or raised, and the peak of Python memory
+    allocated meanwhile (tracemalloc: the bytes a body or its decoding took), in MiB."""
+    tracemalloc.start()
+    try:
+        with trio.fail_after(DEADLINE):
+            outcome = await operation
+    except errors.AmigoError as exc:
+        outcome = exc
+    finally:
+        peak = tracemalloc.get_traced_memory()[1] / (1 << 20)
+        tracemalloc.stop()
+    return outcome, peak
+
+
+async def test_an_error_body_bomb_is_read_no_further_than_a_few_kib(server: HostileServer) -> None:
+    call = server.calls[0]
+    server.misbehave("metadata", gzip_bomb(status=503), call=call)
+    server.misbehave("inbound", gzip_bomb(status=503), call=call)
+    async with client_for(server) as client:
+        failure, peak = await peak_traced_mib(
+            client.recording_metadata(server.workspace_id, call.call_sid)
+        )
+        assert isinstance(failure, errors.ServerError), failure
+        assert peak < 16, f"a 503 body took {peak:.0f} MiB"
+        failure, peak = await peak_traced_mib(
+            client.read_range(download_path(server, call, "inbound.wav"), 0, 4096)
+        )
+        assert isinstance(failure, errors.ServerError), failure
+        assert peak < 16, f"a 503 body took {peak:.0f} MiB"
+    assert server.misbehaved["metadata"] >= 2 and server.misbehaved["inbound"] >= 2
+
+
+async def test_json_bodies_past_their_cap_are_protocol_errors_without_retries(
+    server: HostileServer,
+) -> None:
+    call = server.calls[0]
+    server.misbehave("calls", gzip_bomb())
+    server.misbehave("metadata", endless(), call=call)
+    async with client_for(server) as client:
+        failure, peak = await peak_traced_mib(client.list_calls(server.workspace_id))
+        assert isinstance(failure, errors.ProtocolError), failure
+        assert "MiB" in str(failure), failure  # names the cap it broke
+        assert peak < 64, f"a list page took {peak:.0f} MiB"
+        started = time.monotonic()
+        failure, peak = await peak_traced_mib(
+            client.recording_metadata(server.workspace_id, call.call_sid)
+        )
+        assert isinstance(failure, errors.ProtocolError), failure
+        assert peak < 64, f"a metadata answer took {peak:.0f} MiB"
+        # Cut at the cap, not at the read timeout or the deadline.
+        assert time.monotonic() - started < 5
+    assert server.served["calls"] == 1 and server.served["metadata"] == 1  # not retried
+
+
+async def test_deeply_nested_json_is_a_protocol_error(server: HostileServer) -> None:
+    server.misbehave("metadata", nested())
+    server.misbehave("calls", nested())
+    async with client_for(server) as client:
+        with trio.fail_after(DEADLINE), pytest.raises(errors.ProtocolError, match="nested"):
+            await client.recording_metadata(server.workspace_id, server.calls[0].call_sid)
+        with trio.fail_after(DEADLINE), pytest.raises(errors.ProtocolError, match="nested"):
+            await client.list_calls(server.workspace_id)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_compressed_json_answers_still_decode(server: HostileServer, encoding: str) -> None:
+    server.misbehave("metadata", compressed(encoding))
+    server.misbehave("calls", compressed(encoding))
+    call = server.calls[0]
+    async with client_for(server) as client:
+        with trio.fail_after(DEADLINE):
+            metadata = await client.recording_metadata(server.workspace_id, call.call_sid)
+            calls = await client.list_calls(server.workspace_id)
+    assert metadata.inbound_size_bytes == len(call.inbound)
+    assert sorted(c.call_sid for c in calls) == sorted(c.call_sid for c in server.calls)
+    assert all(h["accept-encoding"] == "gzip, deflate" for h in server.headers_of("metadata"))
+
+
+async def test_compressed_downloads_are_protocol_errors_and_identity_is_asked(
+    server: HostileServer,
+) -> None:
+    call = server.calls[0]
+    server.misbehave("inbound", compressed())
+    server.misbehave("metadata.json", compressed())
+    async with client_for(server) as client:
+        with trio.fail_after(DEADLINE):
+            with pytest.raises(errors.ProtocolError, match="Content-Encoding"):
+                await client.read_range(download_path(server, call, "inbound.wav"), 0, 1000)
+            with pytest.raises(errors.ProtocolError, match="Content-Encoding"):
+                await client.download_small(download_path(server, call, "metadata.json"))
+            server.behave()
+            got = await client.read_range(download_path(server, call, "inbound.wav"), 0, 1000)
+            small = await client.download_small(download_path(server, call, "metadata.json"))
+    assert bytes(got) == call.inbound[:1000]
+    assert small == call.metadata_file
+    for kind in ("inbound", "metadata.json"):
+        assert [h.get("accept-encoding") for h in server.headers_of(kind)] == ["identity"] * 2
+
+
+async def test_a_small_download_past_its_cap_is_a_protocol_error(server: HostileServer) -> None:
+    call = server.calls[0]
+    async with client_for(server, max_small_download_bytes=100) as client:
+        with trio.fail_after(DEADLINE), pytest.raises(errors.ProtocolError, match="larger"):
+            await client.download_small(download_path(server, call, "metadata.json"))
+
+
+async def test_an_untrusted_certificate_is_named_and_not_retried(tmp_path: Path) -> None:
+    context, _ = self_signed_tls(tmp_path)
+    with HostileServer(tls=context) as server:
+        async with client_for(server) as client:
+            with trio.fail_after(DEADLINE), pytest.raises(errors.TransportError) as failure:
+                await client.list_workspaces()
+            assert dict(client.stats.requests) == {"list-workspaces": 1}
+    message = str(failure.value)
+    assert "TLS certificate of 127.0.0.1 not trusted" in message, message
+    assert "self-signed" in message or "self signed" in message, message
+
+
+async def test_ssl_cert_file_is_the_trust_store_when_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    context, cert = self_signed_tls(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    with HostileServer(tls=context) as server:
+        async with client_for(server) as client:
+            with trio.fail_after(DEADLINE):
+                workspaces = await client.list_workspaces()
+    assert [ws.id for ws in workspaces] == [server.workspace_id]
+
+
+async def test_proxy_variables_are_not_used(
+    server: HostileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with unused_listener() as (proxy_url, proxy):
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
+            monkeypatch.setenv(name, proxy_url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with client_for(server) as client:
+            with trio.fail_after(DEADLINE):
+                workspaces = await client.list_workspaces()
+        assert [ws.id for ws in workspaces] == [server.workspace_id]
+        assert_nobody_connected(proxy)
+
+
+async def test_a_redirect_elsewhere_is_not_followed(server: HostileServer) -> None:
+    call = server.calls[0]
+    with unused_listener() as (elsewhere, listener):
+        server.misbehave("metadata", redirect(elsewhere + "/v1/metadata"))
+        server.misbehave("inbound", redirect(elsewhere + "/inbound.wav", status=307))
+        async with client_for(server) as client:
+            with trio.fail_after(DEADLINE):
+                with pytest.raises(errors.ProtocolError, match="HTTP 302"):
+                    await client.recording_metadata(server.workspace_id, call.call_sid)
+                with pytest.raises(errors.ProtocolError, match="HTTP 307"):
+                    await client.read_range(download_path(server, call, "inbound.wav"), 0, 100)
+        assert_nobody_connected(listener)
+
+
+async def test_a_lying_content_length_never_yields_data(server: HostileServer) -> None:
+    call = server.calls[0]
+    server.misbehave("metadata", lying_length())
+    server.misbehave("inbound", lying_length())
+    server.misbehave("metadata.json", lying_length())
+    async with client_for(server) as client:
+        with trio.fail_after(DEADLINE):
+            with pytest.raises(errors.TransportError):
+                await client.recording_metadata(server.workspace_id, call.call_sid)
+            with pytest.raises(errors.ProtocolError, match="Content-Length"):
+                await client.read_range(download_path(server, call, "inbound.wav"), 0, 100)
+            with pytest.raises(errors.TransportError):
+                await client.download_small(download_path(server, call, "metadata.json"))
+
+
+async def test_a_trickling_body_ends_at_the_deadline(server: HostileServer) -> None:
+    server.misbehave("metadata", trickle(0.2))
+    retry = RetryPolicy(deadline=2.0)
+    config = ClientConfig(base_url=server.url, read_timeout=1.0, retry=retry)
+    async with PlatformClient(config, ApiKey(server.api_key)) as client:
+        started = time.monotonic()
+        with trio.fail_after(DEADLINE), pytest.raises(errors.DeadlineExceeded):
+            await client.recording_metadata(server.workspace_id, server.calls[0].call_sid)
+    assert time.monotonic() - started < 4
+
+
+# --- through a real mount ------------------------------------------------------------
+
+
+def mount(server: HostileServer, *flags: str) -> contextlib.AbstractContextManager[Mount]:
+    return mounted(server.url, server.api_key, "--timeout", "5", *flags)
+
+
+def assert_held_up(mnt: Mount, server: HostileServer) -> None:
+    """The mount is up and answers, and neither it nor its fetch worker peaked above
+    MAX_PEAK_MIB."""
+    assert mnt.process.poll() is None, mnt.log()
+    assert os.listdir(mnt.path) == [server.workspace_id]
+    peaks = {"mount": peak_rss_mib(mnt.process.pid)}
+    workers = children_running(mnt.process.pid, "amigofs.cache.worker")
+    assert workers, "no fetch worker"
+    peaks.update({f"worker {pid}": peak_rss_mib(pid) for pid in workers})
+    print(f"\npeak RSS: { {k: f'{v:.0f} MiB' for k, v in peaks.items()} }")
+    assert all(v < MAX_PEAK_MIB for v in peaks.values()), peaks
+
+
+def content_or_errno(path: Path) -> bytes | int:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        assert exc.errno is not None
+        return exc.errno
+
+
+def assert_eio_or(expected: bytes, got: bytes | int, what: str) -> None:
+    if isinstance(got, bytes):
+        assert not got.startswith(b"\x1f\x8b"), f"{what}: gzip bytes served as the content"
+        assert got == expected, f"{what}: {len(got)} bytes, not the file's"
+    else:
+        assert got == errno.EIO, f"{what}: {errno.errorcode.get(got, got)}"
+
+
+@pytest.mark.mount
+def test_gzip_bombs_on_503_bodies_cost_an_eio_not_the_memory(server: HostileServer) -> None:
+    first, second, *_ = server.calls
+    server.misbehave("metadata", gzip_bomb(status=503), call=first)
+    server.misbehave("inbound", gzip_bomb(status=503), call=second)  # the fetch worker's
+    with mount(server) as mnt:
+        workspace = mnt.path / server.workspace_id
+        assert sorted(os.listdir(workspace)) == sorted(c.call_sid for c in server.calls)
+        assert errno_of(lambda: os.listdir(workspace / first.call_sid)) == errno.EIO
+        call_dir = workspace / second.call_sid
+        assert errno_of(lambda: (call_dir / "inbound.wav").read_bytes()) == errno.EIO
+        assert (call_dir / "outbound.wav").read_bytes() == second.outbound
+        assert server.misbehaved["metadata"] >= 1 and server.misbehaved["inbound"] >= 1
+        assert_held_up(mnt, server)
+
+
+@pytest.mark.mount
+def test_gzip_bombs_on_list_pages_and_metadata_cost_an_eio_not_the_memory(
+    server: HostileServer,
+) -> None:
+    first, second, *_ = server.calls
+    server.misbehave("calls", gzip_bomb())
+    with mount(server) as mnt:
+        workspace = mnt.path / server.workspace_id
+        assert errno_of(lambda: os.listdir(workspace)) == errno.EIO
+        server.behave()
+        server.misbehave("metadata", gzip_bomb(), call=first)
+        assert sorted(os.listdir(workspace)) == sorted(c.call_sid for c in server.calls)
+        assert errno_of(lambda: os.listdir(workspace / first.call_sid)) == errno.EIO
+        assert (workspace / second.call_sid / "metadata.json").read_bytes() == second.metadata_file
+        assert server.misbehaved["calls"] >= 1 and server.misbehaved["metadata"] >= 1
+        assert_held_up(mnt, server)
+
+
+@pytest.mark.mount
+def test_an_endless_metadata_body_is_cut_at_its_cap(server: HostileServer) -> None:
+    first = server.calls[0]
+    server.misbehave("metadata", endless(), call=first)
+    with mount(server, "--timeout", "20") as mnt:
+        workspace = mnt.path / server.workspace_id
+        os.listdir(workspace)
+        started = time.monotonic()
+        assert errno_of(lambda: os.listdir(workspace / first.call_sid)) == errno.EIO
+        # At the cap: long before the deadline a client without one would have run into.
+        assert time.monotonic() - started < 10
+        assert_held_up(mnt, server)
+
+
+@pytest.mark.mount
+def test_nested_json_is_an_eio_and_never_ends_the_mount(server: HostileServer) -> None:
+    calls = by_sid(server)
+    server.misbehave("metadata", nested(), call=calls[0])
+    # Loaded ahead of a walk, in the background: an error there must not end the mount.
+    server.misbehave("metadata", nested(), call=calls[3])
+    with mount(server, "--debug", "--listing-ttl", "0.2") as mnt:
+        workspace = mnt.path / server.workspace_id
+        os.listdir(workspace)
+        assert errno_of(lambda: os.listdir(workspace / calls[0].call_sid)) == errno.EIO
+        os.listdir(workspace / calls[1].call_sid)
+        os.listdir(workspace / calls[2].call_sid)  # a walk in listing order: loads ahead
+        wait_until(
+            lambda: "loading ahead failed" in mnt.log() or mnt.process.poll() is not None,
+            20,
+            "the load ahead of calls[3]",
+        )
+        assert mnt.process.poll() is None, mnt.log()
+        assert errno_of(lambda: os.listdir(workspace / calls[3].call_sid)) == errno.EIO
+
+        # A listing refreshed in the background (its TTL is 0.2 s) meets nested JSON.
+        server.misbehave("calls", nested())
+
+        def refresh_failed() -> bool:
+            if mnt.process.poll() is not None:
+                return True
+            try:
+                os.listdir(workspace)  # a look at a stale listing starts its refresh
+            except OSError:
+                return True  # the mount is gone
+            return "refresh failed" in mnt.log()
+
+        wait_until(refresh_failed, 20, "a background refresh of the listing")
+        assert mnt.process.poll() is None, mnt.log()
+        # The cached listing is kept.
+        assert sorted(os.listdir(workspace)) == [c.call_sid for c in calls]
+        assert_held_up(mnt, server)
+
+
+@pytest.mark.mount
+def test_compressed_downloads_give_eio_or_the_right_bytes_never_gzip(
+    server: HostileServer,
+) -> None:
+    first, second, *_ = server.calls
+    server.misbehave("metadata.json", compressed(), call=first)
+    server.misbehave("inbound", compressed(), call=second)
+    with mount(server) as mnt:
+        workspace = mnt.path / server.workspace_id
+        os.listdir(workspace)
+        got = content_or_errno(workspace / first.call_sid / "metadata.json")
+        assert_eio_or(first.metadata_file, got, "metadata.json served compressed")
+        got = content_or_errno(workspace / second.call_sid / "inbound.wav")
+        assert_eio_or(second.inbound, got, "inbound.wav served compressed")
+        # Nothing of it was kept: once the server behaves, the bytes are right.
+        server.behave()
+        assert (workspace / first.call_sid / "metadata.json").read_bytes() == first.metadata_file
+        assert (workspace / second.call_sid / "inbound.wav").read_bytes() == second.inbound
+        for kind in ("metadata.json", "inbound"):
+            asked = {h.get("accept-encoding") for h in server.headers_of(kind)}
+            assert asked == {"identity"}, (kind, asked)
+        assert_held_up(mnt, server)
+
+
+@pytest.mark.mount
+def test_terminal_escapes_in_metadata_never_reach_a_terminal(server: HostileServer) -> None:
+    server.misbehave("metadata", with_fields(**ESCAPES))
+    server.misbehave("calls", with_fields(direction="\x1b[31minbound\x1b[0m"))
+    first = server.calls[0]
+    with mount(server) as mnt:
+        call_dir = mnt.path / server.workspace_id / first.call_sid
+        assert sorted(os.listdir(call_dir)) == ["inbound.wav", "metadata.json", "outbound.wav"]
+        for target in (call_dir, call_dir / "inbound.wav"):
+            for encoding in ("text", "base64"):
+                shown = subprocess.run(
+                    ["getfattr", "-d", "-e", encoding, str(target)],
+                    capture_output=True,
+                    check=True,
+                    timeout=30,
+                ).stdout
+                assert b"user.amigo.tts_provider" in shown, shown
+                assert control_bytes(shown) == [], (encoding, shown)
+            for name in os.listxattr(target):
+                value = os.getxattr(target, name).decode()
+                assert control_bytes(value) == [], (name, value)
+        # Still shown, escaped: the user sees what the server sent, harmlessly.
+        direction = os.getxattr(call_dir, "user.amigo.direction").decode()
+        assert direction.startswith("inbound") and "x1b" in direction, direction
+        assert (call_dir / "inbound.wav").read_bytes() == first.inbound
+        assert control_bytes(mnt.log()) == []
+        assert_held_up(mnt, server)
+
+
+@pytest.mark.mount
+def test_an_untrusted_certificate_is_named_in_the_mount_log(tmp_path: Path) -> None:
+    context, _ = self_signed_tls(tmp_path)
+    with HostileServer(tls=context) as server, mount(server) as mnt:
+        assert errno_of(lambda: os.listdir(mnt.path)) == errno.EIO
+        assert "TLS certificate of 127.0.0.1 not trusted" in mnt.log(), mnt.log()
+        assert mnt.process.poll() is None
