@@ -679,3 +679,26 @@ def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
     assert API_KEY not in message
     os.chmod(path, 0o600)
     assert ApiKey.from_file(path).reveal() == API_KEY
+
+
+async def test_a_slow_but_steady_download_outlasts_the_deadline(emu: EmulatorProc) -> None:
+    # 400 kB at 100 kB/s is 4 s against a 2 s deadline: bytes keep arriving, so it is
+    # slow, not stalled, and must not fail for its length.
+    file = long_outbound(emu)
+    emu.control(bandwidth=100_000)
+    async with client_for(emu, retry=RetryPolicy(deadline=2.0)) as client:
+        started = trio.current_time()
+        data = await client.read_range(file.path, 1000, 401_000, total=file.size)
+        assert trio.current_time() - started > 2.0
+    assert data == truth(emu, file, 1000, 401_000)
+
+
+async def test_a_trickle_still_ends_at_the_deadline(emu: EmulatorProc) -> None:
+    # 2 kB/s: far below what counts as progress, so the deadline is not moved on.
+    file = long_outbound(emu)
+    emu.control(bandwidth=2_000)
+    async with client_for(emu, retry=RetryPolicy(deadline=2.0)) as client:
+        started = trio.current_time()
+        with pytest.raises(errors.DeadlineExceeded):
+            await client.read_range(file.path, 0, 400_000, total=file.size)
+        assert trio.current_time() - started < 4.0

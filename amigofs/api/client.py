@@ -65,6 +65,10 @@ class RetryPolicy:
     unavailable_attempts: int = 3
 
 
+# Bytes that count as progress for a download's deadline (see _ProgressDeadline).
+PROGRESS_BYTES = 64 << 10
+
+
 @dataclass(slots=True, frozen=True)
 class ClientConfig:
     base_url: str = DEFAULT_BASE_URL
@@ -266,8 +270,10 @@ class PlatformClient:
         if not buf:
             return
         done = 0
+        clock = _ProgressDeadline(self.config.retry.deadline)
 
         def progress(got: int) -> None:
+            clock.progressed(done + got)
             if on_progress is not None:
                 on_progress(done + got)
 
@@ -280,7 +286,9 @@ class PlatformClient:
                 done += short.got
                 raise
 
-        await self._retrying("download-recording-file", attempt, progress=lambda: done)
+        await self._retrying(
+            "download-recording-file", attempt, progress=lambda: done, deadline=clock
+        )
 
     async def download_small(self, path: DownloadPath) -> bytes:
         """A whole small stored file (metadata.json), at most max_small_download_bytes
@@ -477,15 +485,17 @@ class PlatformClient:
         attempt: Callable[[], Awaitable[T]],
         *,
         progress: Callable[[], int] = lambda: 0,
+        deadline: _ProgressDeadline | None = None,
     ) -> T:
         policy = self.config.retry
-        give_up_at = min(trio.current_time() + policy.deadline, trio.current_effective_deadline())
+        clock = deadline or _ProgressDeadline(policy.deadline)
         tries = unavailable = 0
         last_progress = progress()
         while True:
             tries += 1
             self.stats.requests[op] += 1
-            with trio.move_on_at(give_up_at) as scope:
+            with trio.move_on_at(clock.at) as scope:
+                clock.scope = scope
                 try:
                     return await attempt()
                 except _ResumableShort as short:
@@ -497,6 +507,7 @@ class PlatformClient:
                     failure = _Retryable(exc)
                 except _Retryable as exc:
                     failure = exc
+            clock.scope = None
             if scope.cancelled_caught:
                 self.stats.errors += 1
                 raise errors.DeadlineExceeded(f"{op}: no answer within the deadline")
@@ -510,7 +521,7 @@ class PlatformClient:
             if (
                 tries >= policy.max_attempts
                 or unavailable >= policy.unavailable_attempts
-                or trio.current_time() + wait >= give_up_at
+                or trio.current_time() + wait >= clock.at
             ):
                 self.stats.errors += 1
                 # The httpx exception it came from holds the request, headers and
@@ -520,6 +531,29 @@ class PlatformClient:
             self.stats.retries += 1
             log.debug("%s: %s; retrying in %.2f s", op, failure.error, wait)
             await trio.sleep(wait)
+
+
+class _ProgressDeadline:
+    """The retry policy's deadline, moved forward each time another PROGRESS_BYTES
+    arrive: a download that keeps delivering is slow, not stalled, and must not fail
+    for its length; a trickle below PROGRESS_BYTES a deadline still ends it, and so
+    does a stall. Never past the caller's own trio deadline."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._hard = trio.current_effective_deadline()
+        self._counted = 0
+        self.at = min(trio.current_time() + seconds, self._hard)
+        self.scope: trio.CancelScope | None = None
+
+    def progressed(self, total: int) -> None:
+        """`total` bytes have arrived so far."""
+        if total - self._counted < PROGRESS_BYTES:
+            return
+        self._counted = total
+        self.at = min(trio.current_time() + self._seconds, self._hard)
+        if self.scope is not None:
+            self.scope.deadline = self.at
 
 
 class _ResumableShort(Exception):
