@@ -121,8 +121,10 @@ async def serve(options: MountOptions, api_key: ApiKey) -> None:
         owner=f"mounted at {options.mountpoint}",
     )
     try:
-        await trio.to_thread.run_sync(disk.open)
+        await trio.to_thread.run_sync(disk.open)  # first: it takes the directory's lock
+        meta = MetaStore(options.cache_dir)
     except (CacheInUse, UnsafeCacheDir) as exc:
+        disk.close()
         raise MountRefused(str(exc)) from None
     worker = FetchWorker(
         WorkerConfig(
@@ -139,10 +141,10 @@ async def serve(options: MountOptions, api_key: ApiKey) -> None:
         client = await stack.enter_async_context(PlatformClient(client_config, api_key))
         stack.push_async_callback(worker.aclose)
         stack.callback(disk.close)
+        stack.callback(meta.close)
         nursery = await stack.enter_async_context(trio.open_nursery())
         await worker.start(nursery)
         store = BlockStore(disk, worker, nursery, client=client, deadline=options.timeout)
-        meta = MetaStore(options.cache_dir)
         source = RecordingSource(client, store, meta)
         namespace = Namespace(
             client,
