@@ -146,6 +146,7 @@ async def serve(options: MountOptions, api_key: ApiKey) -> None:
         await worker.start(nursery)
         store = BlockStore(disk, worker, nursery, client=client, deadline=options.timeout)
         source = RecordingSource(client, store, meta)
+        source.access.on_revoked = _forget_kernel_entries
         namespace = Namespace(
             client,
             source,
@@ -181,6 +182,15 @@ async def serve(options: MountOptions, api_key: ApiKey) -> None:
             pyfuse3.close(unmount=True)
             log.info("unmounted %s", options.mountpoint)
             nursery.cancel_scope.cancel()
+
+
+def _forget_kernel_entries(workspace_id: str) -> None:
+    """Drops the kernel's cached entry of a workspace, and with it those below it, so
+    that the next look at any of them asks the mount (which now refuses it)."""
+    try:
+        pyfuse3.invalidate_entry_async(pyfuse3.ROOT_INODE, workspace_id.encode())
+    except OSError as exc:  # not cached: nothing to drop
+        log.debug("%s: kernel entry not dropped: %s", workspace_id, exc)
 
 
 STATUS_INTERVAL = 10.0

@@ -121,6 +121,9 @@ def test_a_revoked_workspace_is_eacces_never_empty_and_comes_back_without_a_down
                 path = call_dir / name
                 assert errno_of(lambda p=path: p.read_bytes()) == errno.EACCES, name
             assert errno_of(lambda: os.listdir(call_dir)) == errno.EACCES
+            # Not even what the kernel had cached (call directories for a day).
+            assert errno_of(lambda: os.stat(call_dir)) == errno.EACCES
+            assert errno_of(lambda: os.stat(call_dir / "inbound.wav")) == errno.EACCES
             log = mnt.log()
             assert any("revoked" in line and workspace_id in line for line in log.splitlines()), log
 

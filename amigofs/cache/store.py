@@ -333,8 +333,12 @@ class BlockStore:
         except Exception as exc:
             self.stats.fetch_errors += 1
             fetch.error = exc
-            # A reader that needs these blocks gets the error from the fetch.
-            log.debug("fetch of %s failed: %s", file.key.filename, exc)
+            # A reader that needs these blocks gets the error from the fetch; a bug
+            # (not an answer from the API) is logged whole, and ends only this fetch.
+            if isinstance(exc, errors.AmigoError):
+                log.debug("fetch of %s failed: %s", file.key.filename, exc)
+            else:
+                log.exception("fetch of %s failed", file.key.filename)
         finally:
             for index in range(fetch.first, fetch.stop):
                 if self._fetches.get((file.key, index)) is fetch:

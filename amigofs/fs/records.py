@@ -83,6 +83,9 @@ class WorkspaceAccess:
 
     def __init__(self) -> None:
         self._refused: dict[str, float] = {}  # workspace -> last refusal (trio time)
+        # Told of each newly revoked workspace: the kernel's cached entries below it
+        # (call directories are cached for a day) must go too.
+        self.on_revoked: Callable[[str], None] | None = None
 
     def revoked(self, workspace_id: str) -> bool:
         return workspace_id in self._refused
@@ -96,7 +99,8 @@ class WorkspaceAccess:
             result = await call()
         except api.AuthError as exc:
             if exc.status == 403:
-                if workspace_id not in self._refused:
+                newly = workspace_id not in self._refused
+                if newly:
                     log.warning(
                         "%s: access revoked: the API refuses this key the workspace (%s); "
                         "refused here too (EACCES) until the API allows it again",
@@ -104,6 +108,8 @@ class WorkspaceAccess:
                         exc,
                     )
                 self._refused[workspace_id] = trio.current_time()
+                if newly and self.on_revoked is not None:
+                    self.on_revoked(workspace_id)
             raise
         if self._refused.pop(workspace_id, None) is not None:
             log.warning(
