@@ -11,6 +11,7 @@ a terminal as a control sequence.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import socket
@@ -474,3 +475,22 @@ def test_an_untrusted_certificate_is_named_in_the_mount_log(tmp_path: Path) -> N
         assert errno_of(lambda: os.listdir(mnt.path)) == errno.EIO
         assert "TLS certificate of 127.0.0.1 not trusted" in mnt.log(), mnt.log()
         assert mnt.process.poll() is None
+
+
+def test_large_metadata_files_live_in_the_block_cache_not_in_memory() -> None:
+    # 100 calls with a 900 kB metadata.json each (under the 1 MiB cap): 90 MB that the
+    # mount once kept in memory with the records, and on disk outside --cache-size.
+    with HostileServer(calls=100) as server:
+        server.calls[:] = [dataclasses.replace(c, padding=900_000) for c in server.calls]
+        with mounted(server.url, server.api_key, "--cache-size", "16M") as mnt:
+            workspace = mnt.path / server.workspace_id
+            for _ in range(2):
+                for call in server.calls:
+                    data = (workspace / call.call_sid / "metadata.json").read_bytes()
+                    assert data == call.metadata_file, call.call_sid
+                subprocess.run(["sh", "-c", "echo 1 > /proc/sys/vm/drop_caches"], check=True)
+            peak = peak_rss_mib(mnt.process.pid)
+            on_disk = sum(p.stat().st_blocks * 512 for p in mnt.cache_dir.rglob("*") if p.is_file())
+            assert peak < 120, f"the mount peaked at {peak:.0f} MiB"
+            # --cache-size, plus the records and listings (a few kB a call).
+            assert on_disk <= (16 << 20) + 100 * 8192, f"the cache holds {on_disk} bytes"

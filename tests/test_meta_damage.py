@@ -71,12 +71,12 @@ def _bigger_size(path: Path) -> None:
     )
 
 
-def _other_metadata_file(path: Path) -> None:
-    # The first base64 character of the stored metadata.json, changed: still valid base64.
-    def flip(m: re.Match[bytes]) -> bytes:
-        return m[1] + (b"B" if m[2] == b"A" else b"A")
+def _other_metadata_size(path: Path) -> None:
+    # The size of the stored metadata.json, one more: still a valid record.
+    def bump(m: re.Match[bytes]) -> bytes:
+        return m[1] + str(int(m[2]) + 1).encode()
 
-    _edit(path, rb'("metadata_file":")([A-Za-z0-9+/])', flip)
+    _edit(path, rb'("metadata_size":)(\d+)', bump)
 
 
 def _truncated(path: Path) -> None:
@@ -90,7 +90,7 @@ def _garbage(path: Path) -> None:
 
 RECORD_DAMAGE: tuple[Callable[[Path], None], ...] = (
     _bigger_size,
-    _other_metadata_file,
+    _other_metadata_size,
     _truncated,
     _garbage,
 )

@@ -31,7 +31,7 @@ import trio
 from amigofs.api import errors
 from amigofs.api.client import PlatformClient
 from amigofs.api.models import DownloadPath
-from amigofs.cache.disk import CacheFull, DiskCache, FileKey, runs
+from amigofs.cache.disk import BlockWriter, CacheFull, DiskCache, FileKey, runs
 from amigofs.cache.worker import FetchWorker
 
 log = logging.getLogger(__name__)
@@ -207,6 +207,29 @@ class BlockStore:
         chunk = max(self._min_chunk_blocks, min(self._max_chunk_blocks, chunk))
         chunk = min(chunk, self._speed_chunk())
         self._start(file, start // self.block_size, (end - 1) // self.block_size + 1, chunk)
+
+    async def put(self, key: FileKey, data: bytes) -> None:
+        """Stores a whole small file the mount fetched itself (metadata.json) in the
+        cache; without room it is simply not kept, and read through its link later."""
+        first, stop = 0, -(-len(data) // self.block_size)
+        if stop == 0 or all(self._disk.is_ready(key, i) for i in range(first, stop)):
+            return
+        room = self._disk.room_for(key, first, stop)
+        if not self._disk.reserve(room):
+            return
+        try:
+            stored = await trio.to_thread.run_sync(self._write_whole, key, data)
+        except (CacheFull, OSError) as exc:
+            log.warning("disk cache: %s not kept: %s", key.filename, exc)
+            return
+        finally:
+            self._disk.unreserve(room)
+        for index, length, crc in stored:
+            self._disk.added(key, index, length, crc)
+
+    def _write_whole(self, key: FileKey, data: bytes) -> list[tuple[int, int, int]]:
+        with BlockWriter(str(self._disk.root), key.relative_dir, self.block_size) as writer:
+            return writer.write(0, memoryview(data))
 
     def forget(self, key: FileKey) -> None:
         """The last reader of a file has gone."""

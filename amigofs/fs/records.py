@@ -12,7 +12,6 @@ workspace also says whether the key may still see it (`WorkspaceAccess`).
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
@@ -51,7 +50,7 @@ FILE_NAMES = (INBOUND, OUTBOUND, METADATA)
 @dataclass(slots=True, frozen=True)
 class PresentedFile:
     """One file of a call directory: `header` (synthesized) then `stored` bytes,
-    or, for metadata.json, `content` held in memory."""
+    or `content` held in memory (the control file)."""
 
     name: str
     size: int
@@ -168,16 +167,21 @@ class RecordingSource:
             urls, metadata, metadata_file = await self.access.checked(
                 workspace_id, lambda: self._fetch(workspace_id, call_sid)
             )
+        metadata_size = None
+        if metadata_file is not None and urls.metadata is not None:
+            # Into the block cache, counted in --cache-size like the audio, not kept
+            # in memory with the record: a server's metadata.json can be large.
+            metadata_size = len(metadata_file)
+            key = FileKey(workspace_id, call_sid, urls.metadata.filename, metadata_size)
+            await self._store.put(key, metadata_file)
         if self._meta is not None:
             document = {
                 "urls": recording_urls_document(urls),
                 "metadata": recording_metadata_document(metadata),
-                "metadata_file": None
-                if metadata_file is None
-                else base64.b64encode(metadata_file).decode("ascii"),
+                "metadata_size": metadata_size,
             }
             self._meta.save(document, "records", workspace_id, call_sid)
-        return self._build(workspace_id, call_sid, summary, urls, metadata, metadata_file)
+        return self._build(workspace_id, call_sid, summary, urls, metadata, metadata_size)
 
     async def _fetch(
         self, workspace_id: str, call_sid: str
@@ -196,13 +200,13 @@ class RecordingSource:
 
     def _load_stored(
         self, workspace_id: str, call_sid: str
-    ) -> tuple[RecordingUrls, RecordingMetadata, bytes | None] | None:
+    ) -> tuple[RecordingUrls, RecordingMetadata, int | None] | None:
         """A record an earlier mount kept: recordings never change, but their links
         expire, and an expired one is renewed when a download is refused."""
         if self._meta is None:
             return None
 
-        def parse(document: object) -> tuple[RecordingUrls, RecordingMetadata, bytes | None]:
+        def parse(document: object) -> tuple[RecordingUrls, RecordingMetadata, int | None]:
             if not isinstance(document, dict):
                 raise ValueError("not a record")
             urls = parse_recording_urls(
@@ -214,9 +218,10 @@ class RecordingSource:
             metadata = parse_recording_metadata(
                 document["metadata"], workspace_id=workspace_id, call_sid=call_sid
             )
-            encoded = document["metadata_file"]
-            metadata_file = None if encoded is None else base64.b64decode(encoded, validate=True)
-            return urls, metadata, metadata_file
+            size = document["metadata_size"]
+            if size is not None and (type(size) is not int or not 0 <= size <= 1 << 30):
+                raise ValueError("metadata_size is not a size")
+            return urls, metadata, size
 
         return self._meta.load(parse, "records", workspace_id, call_sid)
 
@@ -227,7 +232,7 @@ class RecordingSource:
         summary: CallSummary | None,
         urls: RecordingUrls,
         metadata: RecordingMetadata,
-        metadata_file: bytes | None,
+        metadata_size: int | None,
         *,
         from_disk: bool = False,
     ) -> CallRecord:
@@ -254,9 +259,13 @@ class RecordingSource:
             )
             if from_disk:
                 record.unconfirmed.add(name)
-        if metadata_file is not None:
+        if metadata_size is not None and urls.metadata is not None:
+            link = links[METADATA] = _Link(
+                self, (workspace_id, call_sid, METADATA), urls.metadata, links
+            )
+            key = FileKey(workspace_id, call_sid, urls.metadata.filename, metadata_size)
             record.files[METADATA] = PresentedFile(
-                METADATA, len(metadata_file), content=metadata_file
+                METADATA, metadata_size, stored=StoredFile(key, link)
             )
         return record
 
@@ -302,7 +311,9 @@ class RecordingSource:
             ),
         )
         log.info("%s/%s: download links renewed", workspace_id, call_sid)
-        for other, path in ((INBOUND, urls.inbound), (OUTBOUND, urls.outbound)):
+        for other, path in (
+            (INBOUND, urls.inbound), (OUTBOUND, urls.outbound), (METADATA, urls.metadata)
+        ):
             other_link = link.siblings.get(other)
             if path is not None and other_link is not None:
                 other_link.path = path
