@@ -80,7 +80,10 @@ class AmigoOperations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         text = os.fsdecode(name)
         parent = InodeT(parent_inode)
-        attrs = await self._call(lambda: self._ns.lookup(parent, text), "lookup %r", text)
+        owner = ctx.uid in (self._uid, 0)
+        attrs = await self._call(
+            lambda: self._ns.lookup(parent, text, owner=owner), "lookup %r", text
+        )
         return self._entry(attrs)
 
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:

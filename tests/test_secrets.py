@@ -231,3 +231,29 @@ def test_cache_files_after_reads_are_0600_in_0700_dirs(emulator: EmulatorProc) -
         assert checked >= 1, "nothing in the cache to check"
     finally:
         context.__exit__(None, None, None)
+
+
+def test_other_users_cannot_run_up_the_owners_key_with_made_up_names(
+    emulator: EmulatorProc,
+) -> None:
+    workspace = next(emulator.data.recordings()).workspace_id
+    with mounted(emulator.url, emulator.api_key, "--allow-other") as shared:
+        listed = sorted(os.listdir(shared.path / workspace))
+        emulator.reset_stats()
+        probe = (
+            "import os, sys\n"
+            "gone = 0\n"
+            "for i in range(1000):\n"
+            "    try:\n"
+            f"        os.stat({str(shared.path / workspace)!r} + '/CA%032x' % i)\n"
+            "    except FileNotFoundError:\n"
+            "        gone += 1\n"
+            "print(gone)\n"
+        )
+        result = run(*AS_NOBODY, sys.executable, "-c", probe)
+        assert result.returncode == 0 and result.stdout.strip() == "1000", result
+        # Every name answered from the listing: not one request on the owner's key.
+        assert sum(emulator.stats()["requests"].values()) == 0, emulator.stats()["requests"]
+        # The calls that exist are still there for everyone.
+        visible = run(*AS_NOBODY, "stat", str(shared.path / workspace / listed[0]))
+        assert visible.returncode == 0, visible.stderr

@@ -240,7 +240,10 @@ class Namespace:
 
     # --- entry points used by the FUSE adapter -----------------------------------
 
-    async def lookup(self, parent: InodeT, name: str) -> Attributes:
+    async def lookup(self, parent: InodeT, name: str, *, owner: bool = True) -> Attributes:
+        """`owner`: asked by the mount's owner. Others (with --allow-other) get only the
+        calls the listing has: a lookup of an unlisted call costs requests on the
+        owner's key and rate limit, and made-up names must not run those up."""
         key = self._key(parent)
         if key.file is not None:
             raise FsError(errno.ENOTDIR)
@@ -252,7 +255,7 @@ class Namespace:
             return await self._workspace_attrs(name)
         await self._allowed(key.workspace_id)
         if key.call_sid is None:
-            return await self._call_attrs(key.workspace_id, name)
+            return await self._call_attrs(key.workspace_id, name, listed_only=not owner)
         record = await self._record(key.workspace_id, key.call_sid)
         file = record.files.get(name)
         if file is None:
@@ -568,12 +571,14 @@ class Namespace:
         ]
 
     async def _call_attrs(
-        self, workspace_id: str, call_sid: str, *, visit: bool = True
+        self, workspace_id: str, call_sid: str, *, visit: bool = True, listed_only: bool = False
     ) -> Attributes:
         if not is_identifier(call_sid):
             raise FsError(errno.ENOENT)
         calls = await self._call_listing(workspace_id)
         summary = calls.get(call_sid)
+        if summary is None and listed_only:
+            raise FsError(errno.ENOENT)
         if summary is not None and summary.started_at is not None:
             start_ns = _ns(summary.started_at)
         else:
