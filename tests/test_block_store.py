@@ -347,3 +347,28 @@ async def test_a_job_whose_waiter_leaves_still_announces_every_block_it_stored(
             nursery.cancel_scope.cancel()
     finally:
         disk.close()
+
+
+def test_block_files_of_another_user_are_never_served(
+    tmp_path: Path, files: dict[str, bytes]
+) -> None:
+    key = FileKey("ws", "call", "a", len(files["a"]))
+    data = files["a"]
+    write_earlier_mount(tmp_path, key, data, range(4))
+    directory = tmp_path / key.relative_dir
+    os.chown(directory / "0", 65534, 65534)  # planted: a correct header, not ours
+    disk = open_disk(tmp_path, blocks=16)
+    try:
+        assert not disk.has(key, 0) and not (directory / "0").exists()
+        assert disk.apply_checks(key, disk.check_blocks(key, disk.unverified(key, [1, 2, 3]))) == 0
+        assert disk.copy(key, BLOCK, 2 * BLOCK) == data[BLOCK : 2 * BLOCK]
+        # Swapped for another user's copy while mounted (the kept descriptor dropped).
+        disk.close()
+        disk = open_disk(tmp_path, blocks=16)
+        disk.apply_checks(key, disk.check_blocks(key, disk.unverified(key, [2])))
+        os.chown(directory / "2", 65534, 65534)
+        disk._close_fd((key.relative_dir, 2))
+        assert disk.copy(key, 2 * BLOCK, 3 * BLOCK) is None
+        assert not disk.has(key, 2)
+    finally:
+        disk.close()

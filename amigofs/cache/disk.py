@@ -317,6 +317,7 @@ class DiskCache:
                     if (
                         index is None
                         or not stat.S_ISREG(st.st_mode)
+                        or st.st_uid != os.geteuid()
                         or not 0 < length <= self.block_size
                     ):
                         # Temporary files of a killed worker, or anything foreign.
@@ -429,7 +430,7 @@ class DiskCache:
             self._forget(where, "is gone from the cache" if exc.errno == errno.ENOENT else f"cannot be opened ({exc.strerror})")
             return None
         header = unpack_header(os.pread(fd, HEADER.size, 0), key.digest, index)
-        if header is None or header != (entry.length, entry.crc):
+        if header is None or header != (entry.length, entry.crc) or not _ours(fd):
             os.close(fd)
             self._forget(where, "was replaced on disk")
             return None
@@ -490,6 +491,7 @@ class DiskCache:
                 and header[0] == entry.length
                 and zlib.crc32(view[HEADER.size :]) == header[1]
                 and os.fstat(fd).st_size == len(view)
+                and _ours(fd)
             ):
                 os.utime(fd)  # its last use, for the LRU order after a restart
                 results.append(VerifyResult(index, entry, fd, header[1]))
@@ -581,6 +583,13 @@ class DiskCache:
             self.evicted_blocks += len(victims)
             log.debug("disk cache: evicted %d blocks", len(victims))
         return excess <= 0
+
+
+def _ours(fd: int) -> bool:
+    """Whether an open block file is a regular file of this user's: nobody else's
+    file is served, whatever its header says."""
+    st = os.fstat(fd)
+    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
 
 
 def runs(indexes: list[int], longest: int) -> list[tuple[int, int]]:
