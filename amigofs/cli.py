@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import io
 import logging
 import os
+import stat
 import subprocess
 import sys
 from collections.abc import Callable
@@ -20,6 +22,7 @@ log = logging.getLogger("amigofs")
 
 KEY_ENV = "AMIGO_API_KEY"
 MOUNT_WAIT_SECONDS = 30.0
+MAX_LOG_SHOWN = 1 << 20
 _DEFAULTS = config.Settings()  # the defaults the help text names
 T = TypeVar("T")
 
@@ -179,6 +182,13 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         help="let other users use the mount (needs user_allow_other in /etc/fuse.conf for non-root)",
     )
     parser.add_argument(
+        "--insecure-http",
+        action="store_true",
+        default=None,
+        help="allow an http:// --base-url to another machine (the key crosses the network "
+        "unencrypted); plain http to loopback needs no flag",
+    )
+    parser.add_argument(
         "--timeout",
         type=_flag_type(config.parse_positive),
         metavar="SECONDS",
@@ -199,6 +209,13 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         help="most bytes of audio kept in --cache-dir, e.g. 500M or 20G "
         f"(default: {config.format_size(_DEFAULTS.cache_size)}); "
         "least recently used blocks go first",
+    )
+    parser.add_argument(
+        "--cache-min-free",
+        type=_flag_type(config.parse_min_free),
+        metavar="SIZE",
+        help="free space the disk cache leaves on its disk: it evicts rather than fill it "
+        f"past this, nor past 95%% of the disk (default: {config.format_size(_DEFAULTS.cache_min_free)})",
     )
     parser.add_argument(
         "--kernel-readahead",
@@ -274,8 +291,10 @@ def mount_settings(args: argparse.Namespace) -> config.Settings:
         "api_key_file": args.api_key_file,
         "cache_dir": args.cache_dir,
         "cache_size": args.cache_size,
+        "cache_min_free": args.cache_min_free,
         "kernel_readahead": args.kernel_readahead,
         "allow_other": args.allow_other,
+        "insecure_http": args.insecure_http,
         "timeout": args.timeout,
         "listing_ttl": args.listing_ttl,
         "log_level": "debug" if args.debug else args.log_level,
@@ -318,21 +337,27 @@ def run_mount(args: argparse.Namespace) -> int:
     base_url = settings.base_url
     mountpoint = Path(settings.mountpoint).absolute()
     check_mountpoint(mountpoint)
-    cache_dir = settings.cache_dir or default_cache_dir()
+    cache_dir = Path(settings.cache_dir or default_cache_dir()).absolute()
     options = MountOptions(
         mountpoint=mountpoint,
         base_url=base_url,
         workspaces=settings.workspaces,
-        cache_dir=Path(cache_dir).absolute(),
+        cache_dir=cache_dir,
         allow_other=settings.allow_other,
         timeout=settings.timeout,
         listing_ttl=settings.listing_ttl,
         negative_ttl=settings.negative_ttl,
         cache_size_bytes=settings.cache_size,
+        cache_min_free_bytes=settings.cache_min_free,
         kernel_readahead=settings.kernel_readahead,
     )
-    if not args.foreground:
-        return _detach(args.argv, mountpoint, options.cache_dir)
+    # Checked here, before anything is mounted, in the foreground as in the daemon.
+    cache_fd = _open_cache_dir(cache_dir)
+    try:
+        if not args.foreground:
+            return _detach(args.argv, mountpoint, cache_dir, cache_fd)
+    finally:
+        os.close(cache_fd)
     setup_logging(settings.log_level)
     return _mount_foreground(options, api_key)
 
@@ -366,7 +391,44 @@ def _mount_foreground(options: object, api_key: ApiKey) -> int:
     return 0
 
 
-def _detach(argv: list[str], mountpoint: Path, cache_dir: Path) -> int:
+def _open_cache_dir(cache_dir: Path) -> int:
+    """The cache directory, created 0700 if missing, as a descriptor; refused unless it
+    is the mounting user's and no one else can write it (amigofs.cache.cache_dir)."""
+    from amigofs.cache.cache_dir import UnsafeCacheDir, open_root
+
+    try:
+        return open_root(cache_dir)
+    except UnsafeCacheDir as exc:
+        raise UsageError(f"cache directory {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot create cache directory {cache_dir}: {exc.strerror}") from None
+
+
+def _open_log(cache_fd: int, log_path: Path) -> int:
+    """mount.log, opened inside the checked cache directory and never through a link:
+    whoever planted one there would have the daemon append to a file of their choice."""
+    from amigofs.cache.cache_dir import UnsafeCacheDir, check_owned
+
+    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    try:
+        fd = os.open(log_path.name, flags, 0o600, dir_fd=cache_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UsageError(
+                f"{log_path} is a symbolic link; amigofs logs only to a file of its own: "
+                "remove the link"
+            ) from None
+        raise UsageError(f"cannot open {log_path}: {exc.strerror}") from None
+    try:
+        check_owned(fd, str(log_path), kind=stat.S_IFREG)
+    except UnsafeCacheDir as exc:
+        os.close(fd)
+        raise UsageError(str(exc)) from None
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _detach(argv: list[str], mountpoint: Path, cache_dir: Path, cache_fd: int) -> int:
     """Starts the mount again in the foreground as a new session, returning once it is live.
 
     trio and pyfuse3 do not survive fork(), so the daemon is a fresh process.
@@ -375,12 +437,10 @@ def _detach(argv: list[str], mountpoint: Path, cache_dir: Path) -> int:
     """
     from amigofs.mount_table import wait_until_mounted
 
-    cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    log_path = cache_dir / "mount.log"
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    argv = [sys.executable, "-m", "amigofs", *argv, "--foreground"]
-    start = os.lseek(log_fd, 0, os.SEEK_END)
+    log_fd = _open_log(cache_fd, cache_dir / "mount.log")
     try:
+        argv = [sys.executable, "-m", "amigofs", *argv, "--foreground"]
+        start = os.lseek(log_fd, 0, os.SEEK_END)
         child = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -388,18 +448,17 @@ def _detach(argv: list[str], mountpoint: Path, cache_dir: Path) -> int:
             stderr=log_fd,
             start_new_session=True,
         )
+        try:
+            code = wait_until_mounted(mountpoint, child, MOUNT_WAIT_SECONDS)
+        except TimeoutError:
+            child.terminate()
+            raise UsageError(
+                f"the mount at {mountpoint} did not come up within {MOUNT_WAIT_SECONDS:.0f} s"
+            ) from None
+        if code is None:
+            return 0
+        # What the daemon said before it gave up, from the same descriptor.
+        sys.stderr.write(os.pread(log_fd, MAX_LOG_SHOWN, start).decode("utf-8", "replace"))
+        return code or 1
     finally:
         os.close(log_fd)
-    try:
-        code = wait_until_mounted(mountpoint, child, MOUNT_WAIT_SECONDS)
-    except TimeoutError:
-        child.terminate()
-        raise UsageError(
-            f"the mount at {mountpoint} did not come up within {MOUNT_WAIT_SECONDS:.0f} s"
-        ) from None
-    if code is None:
-        return 0
-    with open(log_path, "rb") as log_file:
-        log_file.seek(start)
-        sys.stderr.write(log_file.read().decode("utf-8", "replace"))
-    return code or 1

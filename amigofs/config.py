@@ -5,19 +5,29 @@
     api_key_file = "/etc/amigofs/prod.key"
     cache_dir = "/var/cache/amigofs/prod"
     cache_size = "20G"
+    cache_min_free = "1G"
 
 Every key can also come from the environment as AMIGOFS_<KEY> (AMIGOFS_CACHE_SIZE=20G,
 AMIGOFS_WORKSPACES=a,b); a flag beats the environment, which beats the file, which
 beats the default. A key the file should not have, or a value of the wrong type,
 is a one-line ConfigError naming it: a typo must not silently mount the wrong thing.
-The API key itself is never a setting (only the path of the file holding it).
+The API key itself is never a setting (only the path of the file holding it), and no
+error echoes a value that could hold a secret (the key file's path, the base URL, a key
+the file should not have).
+
+The file decides where the API key is sent, so it must be the user's own: owned by
+them or root and writable by no one else, as the key file must be. A base URL of plain
+http to another machine is refused unless insecure_http says it is meant.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import ipaddress
 import math
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,6 +37,7 @@ from urllib.parse import urlsplit
 
 from amigofs.api.client import DEFAULT_BASE_URL
 from amigofs.api.models import is_identifier
+from amigofs.api.secret import TrustedFileError, read_trusted_file
 
 ENV_PREFIX = "AMIGOFS_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -46,10 +57,14 @@ class Settings:
     api_key_file: Path | None = None
     cache_dir: Path | None = None  # None: $XDG_CACHE_HOME/amigofs or ~/.cache/amigofs
     cache_size: int = 4 << 30
+    # The disk cache keeps at least this much free on its disk (and at least 5% of it).
+    cache_min_free: int = 1 << 30
     # Larger kernel read requests: a quarter as many round trips through the FUSE loop
     # as the kernel's default 128K window gives (needs root; see mount.py).
     kernel_readahead: int = 1 << 20
     allow_other: bool = False
+    # Plain http to a host other than this machine: the key would cross in cleartext.
+    insecure_http: bool = False
     timeout: float = 30.0
     listing_ttl: float = 60.0
     negative_ttl: float = 5.0
@@ -88,6 +103,12 @@ def parse_readahead(value: object) -> int:
     if size > MAX_KERNEL_READAHEAD:
         raise ValueError(f"must be at most 64M, not {value!r}")
     return size
+
+
+def parse_min_free(value: object) -> int:
+    """The free space the disk cache leaves on its disk, such as 1G or 500M; 0 for none
+    beyond the 5% it always leaves."""
+    return _bytes(value)
 
 
 def _bytes(value: object) -> int:
@@ -142,18 +163,55 @@ def _string(value: object) -> str:
 
 
 def parse_base_url(value: object) -> str:
-    """The API server's root URL, http(s) with a host; without a trailing slash."""
+    """The API server's root URL, http(s) with a host; without a trailing slash.
+    Errors never show a user name, password, query or path: any could be a secret."""
     url = _string(value)
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError:
+        raise ValueError("must be an http(s) URL with a host (this one cannot be parsed)") from None
+    if "@" in parts.netloc:
+        raise ValueError(
+            "must not hold a user name or password (the API key goes in AMIGO_API_KEY "
+            "or api_key_file)"
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"must be an http(s) URL with a host, not {url!r}")
+        raise ValueError("must be an http(s) URL with a host, such as https://api.example.com")
     if parts.query or parts.fragment or (parts.path not in ("", "/")):
-        raise ValueError(f"must be the server's root URL, not {url!r}")
+        raise ValueError(
+            f"must be the server's root URL, {parts.scheme}://{parts.netloc}, "
+            "without a path, query or fragment"
+        )
     return url.rstrip("/")
+
+
+def is_cleartext_to_another_host(url: str) -> bool:
+    """Whether requests to `url` would leave this machine unencrypted: plain http to a
+    host that is not loopback (localhost, 127.0.0.0/8, ::1)."""
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return False
+    host = (parts.hostname or "").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return False  # RFC 6761: always loopback
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return True  # a name: it may resolve anywhere
+    mapped = getattr(address, "ipv4_mapped", None)
+    return not (address.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
 def _path(value: object) -> Path:
     return Path(os.path.expanduser(_string(value)))
+
+
+def _secret_path(value: object) -> Path:
+    # The key file's path: a key pasted here by mistake must not be printed back.
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected the path of the file holding the API key")
+    return Path(os.path.expanduser(value.strip()))
 
 
 def parse_workspaces(value: object) -> tuple[str, ...] | None:
@@ -178,11 +236,13 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "mountpoint": _path,
     "base_url": parse_base_url,
     "workspaces": parse_workspaces,
-    "api_key_file": _path,
+    "api_key_file": _secret_path,
     "cache_dir": _path,
     "cache_size": parse_size,
+    "cache_min_free": parse_min_free,
     "kernel_readahead": parse_readahead,
     "allow_other": _bool,
+    "insecure_http": _bool,
     "timeout": parse_positive,
     "listing_ttl": parse_positive,
     "negative_ttl": parse_positive,
@@ -198,13 +258,23 @@ _TOML_TYPES: dict[str, tuple[type, ...]] = {
     "api_key_file": (str,),
     "cache_dir": (str,),
     "cache_size": (int, str),
+    "cache_min_free": (int, str),
     "kernel_readahead": (int, str),
     "allow_other": (bool,),
+    "insecure_http": (bool,),
     "timeout": (int, float),
     "listing_ttl": (int, float),
     "negative_ttl": (int, float),
     "log_level": (str,),
 }
+# Keys whose value may hold a secret (a key pasted as the path, a password in the
+# URL): their errors name the key and what was expected, never the value.
+_SECRET_BEARING = ("api_key_file", "base_url")
+# Names that say someone tried to put the key itself in the file.
+_KEY_LIKE = re.compile(r"key|token|secret|passw|bearer|auth|credential", re.IGNORECASE)
+# What a setting's name looks like; an unknown key of another shape is not echoed
+# (a line of a key file, say, read as TOML).
+_NAME_LIKE = re.compile(r"[a-z][a-z_]{0,39}")
 _TYPE_NAMES = {
     str: "a string",
     list: "a list",
@@ -218,26 +288,27 @@ _TYPE_NAMES = {
 
 
 def load_file(path: Path) -> dict[str, Any]:
-    """The settings a TOML file gives; relative paths in it are relative to the file."""
+    """The settings a TOML file gives; relative paths in it are relative to the file.
+    Refused unless it is the user's own (see the module's docstring)."""
     try:
-        with open(path, "rb") as file:
-            document = tomllib.load(file)
-    except FileNotFoundError:
-        raise ConfigError(f"config {path}: no such file") from None
-    except OSError as exc:
-        raise ConfigError(f"config {path}: {exc.strerror}") from None
+        data = read_trusted_file(path, "config", private=False, instead="a config file of your own")
+    except TrustedFileError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        document = tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config {path}: not valid TOML: {exc}") from None
     values: dict[str, Any] = {}
     for key, raw in document.items():
         if key not in _PARSERS:
-            raise ConfigError(f"config {path}: unknown key {key!r} (known: {', '.join(KEYS)})")
+            raise ConfigError(f"config {path}: {_unknown_key(key)}")
         types = _TOML_TYPES[key]
         if not isinstance(raw, types) or (isinstance(raw, bool) and bool not in types):
             wanted = " or ".join(dict.fromkeys(_TYPE_NAMES[t] for t in types))
-            raise ConfigError(
-                f"config {path}: {key}: expected {wanted}, not {type(raw).__name__} {raw!r}"
+            given = (
+                type(raw).__name__ if key in _SECRET_BEARING else f"{type(raw).__name__} {raw!r}"
             )
+            raise ConfigError(f"config {path}: {key}: expected {wanted}, not {given}")
         try:
             value = _PARSERS[key](raw)
         except ValueError as exc:
@@ -246,6 +317,18 @@ def load_file(path: Path) -> dict[str, Any]:
             value = path.parent.absolute() / value
         values[key] = value
     return values
+
+
+def _unknown_key(key: str) -> str:
+    shown = repr(key) if _NAME_LIKE.fullmatch(key) else "(not shown: it could be a secret)"
+    if _KEY_LIKE.search(key):
+        return (
+            f"unknown key {shown}: the API key itself is never a setting; put it in a file "
+            "only you can read (mode 0600) and name that file with api_key_file"
+        )
+    close = difflib.get_close_matches(key, KEYS, n=1) if _NAME_LIKE.fullmatch(key) else []
+    hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(KEYS)}"
+    return f"unknown key {shown} ({hint})"
 
 
 def load_environment(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -270,4 +353,17 @@ def resolve(
         merged.update(load_file(config_file))
     merged.update(load_environment(environ))
     merged.update({key: value for key, value in flags.items() if value is not None})
-    return Settings(**merged)
+    settings = Settings(**merged)
+    if not settings.insecure_http and is_cleartext_to_another_host(settings.base_url):
+        if flags.get("base_url") is not None:
+            where = "--base-url"
+        elif ENV_PREFIX + "BASE_URL" in environ:
+            where = ENV_PREFIX + "BASE_URL"
+        else:
+            where = f"config {config_file}: base_url"
+        raise ConfigError(
+            f"{where} {settings.base_url} is plain http to another machine: the API key "
+            "would cross the network unencrypted; use https, or allow it with "
+            "--insecure-http (insecure_http = true, AMIGOFS_INSECURE_HTTP=1)"
+        )
+    return settings

@@ -22,13 +22,14 @@ _VALUED = {
     "api_key_file": "--api-key-file",
     "cache_dir": "--cache-dir",
     "cache_size": "--cache-size",
+    "cache_min_free": "--cache-min-free",
     "kernel_readahead": "--kernel-readahead",
     "timeout": "--timeout",
     "listing_ttl": "--listing-ttl",
     "log_level": "--log-level",
     "config": "--config",
 }
-_FLAGS = {"allow_other": "--allow-other", "debug": "--debug"}
+_FLAGS = {"allow_other": "--allow-other", "insecure_http": "--insecure-http", "debug": "--debug"}
 # For mount(8), systemd or the kernel's generic handling; amigofs is read-only whatever
 # they say, so rw and ro change nothing.
 _IGNORED = {

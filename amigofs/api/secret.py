@@ -3,14 +3,74 @@
 from __future__ import annotations
 
 import os
+import pwd
 import stat
 from pathlib import Path
 
 import httpx
 
+MAX_TRUSTED_FILE = 1 << 20  # a key or a config file; more is a mistake
 
-class KeyFileError(Exception):
-    """The key file is missing, empty or readable by others."""
+
+class TrustedFileError(Exception):
+    """A file that decides what the key is or where it goes (the key file, a config
+    file) cannot be trusted or read; the message names the path as given and the fix."""
+
+
+class KeyFileError(TrustedFileError):
+    """The key file is missing, empty, not a regular file, or someone else's."""
+
+
+def read_trusted_file(path: Path, what: str, *, private: bool, instead: str) -> bytes:
+    """The contents of a small file that only the user (or root) could have written:
+    a regular file owned by the user or root, not writable by group or others, and
+    with `private` not readable by them either (as ssh has it for keys). `what` names
+    it in messages ("API key file"), `instead` is what to use when it will not do
+    ("a key file of your own"). A symbolic link is followed, as the user gave it;
+    a FIFO or a device is refused without waiting on it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise TrustedFileError(f"cannot open {what} {path}: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise TrustedFileError(f"{what} {path} is not a regular file")
+        if st.st_uid not in (os.geteuid(), 0):
+            raise TrustedFileError(
+                f"{what} {path} is owned by {_user_name(st.st_uid)}, not by you or root; "
+                f"use {instead}"
+            )
+        if private:
+            problem, fix, loose = "accessible by", "chmod 600", 0o077
+        else:
+            problem, fix, loose = "writable by", "chmod go-w", 0o022
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & loose:
+            advice = f"run: {fix} {path}" if _users_own(path, st) else f"use {instead}"
+            raise TrustedFileError(
+                f"{what} {path} is {problem} group or others (mode {mode:04o}); {advice}"
+            )
+        data = os.read(fd, MAX_TRUSTED_FILE + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_TRUSTED_FILE:
+        raise TrustedFileError(f"{what} {path} is larger than {MAX_TRUSTED_FILE >> 10} KiB")
+    return data
+
+
+def _users_own(path: Path, st: os.stat_result) -> bool:
+    """Whether to tell the user to chmod `path`: only a file that is plainly theirs
+    (their uid and group, named directly, not through a link), never whatever a
+    path happened to lead to (a system file such as /etc/shadow: root's, group shadow)."""
+    return st.st_uid == os.geteuid() and st.st_gid == os.getegid() and not os.path.islink(path)
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 class ApiKey:
@@ -38,23 +98,14 @@ class ApiKey:
 
     @classmethod
     def from_file(cls, path: Path) -> ApiKey:
-        """Reads a key file, refusing one that group or others can read (as ssh does)."""
+        """Reads a key file, refusing one that group or others can read (as ssh does)
+        or that someone other than the user or root owns."""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError as exc:
-            raise KeyFileError(f"cannot open API key file {path}: {exc.strerror}") from None
-        try:
-            mode = os.fstat(fd).st_mode
-            if not stat.S_ISREG(mode):
-                raise KeyFileError(f"API key file {path} is not a regular file")
-            if mode & 0o077:
-                raise KeyFileError(
-                    f"API key file {path} is accessible by group or others "
-                    f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
-                )
-            data = os.read(fd, 4096)
-        finally:
-            os.close(fd)
+            data = read_trusted_file(
+                path, "API key file", private=True, instead="a key file of your own (mode 0600)"
+            )
+        except TrustedFileError as exc:
+            raise KeyFileError(str(exc)) from None
         try:
             return cls(data.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):

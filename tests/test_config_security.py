@@ -1,0 +1,409 @@
+"""What decides where the API key goes, and what it is, must be the user's own: config
+files, key files and the cache directory that someone else could write are refused,
+with one line naming the path and the fix, before anything is sent anywhere; plain http
+leaves the machine only when asked for; errors never echo a secret."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from amigofs.api.secret import ApiKey
+from amigofs.control import read_stats
+from amigofs.mount_table import is_mounted
+from tests.emulator_proc import EmulatorProc, running_emulator
+from tests.mounting import MOUNT_DEADLINE, force_unmount, public_tempdir, wait_until
+
+pytestmark = pytest.mark.mount
+
+REFUSAL_DEADLINE = 20.0  # a refusal is immediate; this only bounds a hang
+SECRET = "SENTINEL-" + secrets.token_hex(8)  # a value that must never be printed
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    uid: int
+    gid: int
+
+
+@pytest.fixture(scope="module")
+def other_user() -> Iterator[User]:
+    """A second local user, made for these tests and always removed."""
+    name = "amigofs-t" + secrets.token_hex(3)
+    subprocess.run(["useradd", "--create-home", "--shell", "/usr/sbin/nologin", name],
+                   check=True, capture_output=True, timeout=REFUSAL_DEADLINE)  # fmt: skip
+    try:
+        entry = pwd.getpwnam(name)
+        yield User(name, entry.pw_uid, entry.pw_gid)
+    finally:
+        subprocess.run(["userdel", "-r", name], check=True, capture_output=True,
+                       timeout=REFUSAL_DEADLINE)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[EmulatorProc]:
+    with running_emulator(workspaces=1, calls_per_workspace=1, max_duration=5.0) as emu:
+        yield emu
+
+
+@pytest.fixture
+def mountpoint() -> Iterator[Path]:
+    path = public_tempdir("amigofs-sec-")
+    try:
+        yield path
+    finally:
+        force_unmount(path)
+        path.rmdir()
+
+
+@contextlib.contextmanager
+def listener(host: str) -> Iterator[socket.socket]:
+    """A TCP server socket nobody should connect to; `nothing_arrived` says if one did."""
+    with socket.socket() as server:
+        server.bind((host, 0))
+        server.listen(8)
+        server.setblocking(False)
+        yield server
+
+
+def nothing_arrived(server: socket.socket) -> bool:
+    # The command has exited: a connection it made would be queued by now.
+    try:
+        connection, _ = server.accept()
+    except BlockingIOError:
+        return True
+    connection.close()
+    return False
+
+
+def own_address() -> str:
+    """An address of this machine that is not loopback (the one its route out uses)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))  # picks a route; a UDP connect sends nothing
+        address: str = probe.getsockname()[0]
+    if address.startswith("127."):
+        pytest.skip("this machine has no address other than loopback")
+    return address
+
+
+def url_of(server: socket.socket) -> str:
+    host, port = server.getsockname()[:2]
+    return f"http://{host}:{port}"
+
+
+def without_key() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "AMIGO_API_KEY"}
+
+
+def mount(*argv: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "amigofs", "mount", *map(str, argv)],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        timeout=REFUSAL_DEADLINE, env=without_key() if env is None else env,
+    )  # fmt: skip
+
+
+def assert_refused(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+    assert result.returncode == 2, result
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and line.startswith("amigofs: "), result.stderr
+    for needle in needles:
+        assert needle in line, (needle, line)
+    assert SECRET not in result.stderr + result.stdout
+    return line
+
+
+def key_file(directory: Path, key: str, mode: int = 0o600) -> Path:
+    path = directory / "api.key"
+    path.write_text(key + "\n")
+    path.chmod(mode)
+    return path
+
+
+# --- the config file ----------------------------------------------------------------------
+
+
+def test_a_config_owned_by_another_user_is_refused_and_nothing_is_sent(
+    other_user: User, tmp_path: Path, mountpoint: Path
+) -> None:
+    # The issue's case: the config points at another host and at a file only root can read.
+    root_only = key_file(tmp_path, SECRET)
+    with listener("127.0.0.3") as server:
+        config = tmp_path / "amigofs.toml"
+        config.write_text(f'base_url = "{url_of(server)}"\napi_key_file = "{root_only}"\n')
+        os.chown(config, other_user.uid, other_user.gid)
+        result = mount(mountpoint, "--config", config, "--foreground")
+        line = assert_refused(result, f"config {config} is owned by {other_user.name}")
+        assert "use a config file of your own" in line
+        assert nothing_arrived(server)
+    assert not is_mounted(mountpoint)
+
+
+@pytest.mark.parametrize("mode", [0o666, 0o664, 0o646, 0o620], ids=oct)
+def test_a_config_others_can_write_is_refused(tmp_path: Path, mountpoint: Path, mode: int) -> None:
+    with listener("127.0.0.3") as server:
+        config = tmp_path / "amigofs.toml"
+        config.write_text(f'base_url = "{url_of(server)}"\n')
+        config.chmod(mode)
+        env = {**os.environ, "AMIGO_API_KEY": SECRET}
+        result = mount(mountpoint, "--config", config, "--foreground", env=env)
+        assert_refused(
+            result,
+            f"config {config} is writable by group or others (mode {mode:04o})",
+            f"run: chmod go-w {config}",
+        )
+        assert nothing_arrived(server)
+
+
+def test_a_config_from_the_environment_gets_the_same_rule(tmp_path: Path, mountpoint: Path) -> None:
+    config = tmp_path / "amigofs.toml"
+    config.write_text('base_url = "http://127.0.0.3:9"\n')
+    config.chmod(0o666)
+    env = {**without_key(), "AMIGOFS_CONFIG": str(config), "AMIGO_API_KEY": SECRET}
+    assert_refused(mount(mountpoint, "--foreground", env=env), f"config {config} is writable")
+
+
+def test_a_fifo_as_config_or_key_file_is_refused_at_once(tmp_path: Path, mountpoint: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o600)
+    for argv, what in ((("--api-key-file", fifo), "API key file"), (("--config", fifo), "config")):
+        started = time.monotonic()
+        result = mount(mountpoint, *argv, "--foreground")
+        assert_refused(result, f"{what} {fifo} is not a regular file")
+        assert time.monotonic() - started < REFUSAL_DEADLINE / 2
+
+
+# --- the key file -------------------------------------------------------------------------
+
+
+def test_a_key_file_message_names_the_given_path_and_advises_only_the_users_own_file(
+    tmp_path: Path, mountpoint: Path, other_user: User
+) -> None:
+    # A system file that is not a key: no advice to chmod it.
+    shadow = assert_refused(mount(mountpoint, "--api-key-file", "/etc/shadow", "--foreground"),
+                            "API key file /etc/shadow is accessible by group or others")  # fmt: skip
+    assert "chmod" not in shadow and "use a key file of your own" in shadow
+    # The user's own loose key file: the fix, naming that path.
+    own = key_file(tmp_path, SECRET, 0o640)
+    assert_refused(mount(mountpoint, "--api-key-file", own, "--foreground"),
+                   f"API key file {own} is accessible by group or others (mode 0640)",
+                   f"run: chmod 600 {own}")  # fmt: skip
+    # Through a link: named as given, and no chmod of whatever the link points at.
+    link = tmp_path / "link.key"
+    link.symlink_to(own)
+    through = assert_refused(mount(mountpoint, "--api-key-file", link, "--foreground"),
+                             f"API key file {link} is accessible by group or others")  # fmt: skip
+    assert "chmod" not in through
+    # Another user's key file, even a private one.
+    theirs = key_file(Path(tempfile.mkdtemp(dir=tmp_path)), SECRET, 0o600)
+    os.chown(theirs, other_user.uid, other_user.gid)
+    assert_refused(mount(mountpoint, "--api-key-file", theirs, "--foreground"),
+                   f"API key file {theirs} is owned by {other_user.name}")  # fmt: skip
+
+
+def test_a_private_key_file_reached_through_a_link_is_read(tmp_path: Path) -> None:
+    # As systemd credentials and Kubernetes secrets are laid out.
+    target = key_file(tmp_path, SECRET)
+    link = tmp_path / "current.key"
+    link.symlink_to(target)
+    assert ApiKey.from_file(link).reveal() == SECRET
+
+
+# --- errors never echo a secret ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        f'base_url = "https://amigo:{SECRET}@api.example.com"',
+        f'base_url = "https://api.example.com/v1?token={SECRET}"',
+        f'base_url = "ftp://{SECRET}@api.example.com"',
+        f'api_key_file = ["{SECRET}"]',
+        f'api_key_file = {{ key = "{SECRET}" }}',
+        f'api_key = "{SECRET}"',
+        f'token = "{SECRET}"',
+        f'{SECRET} = "x"',
+    ],
+)
+def test_a_config_error_does_not_echo_a_secret(tmp_path: Path, mountpoint: Path, line: str) -> None:
+    config = tmp_path / "amigofs.toml"
+    config.write_text(line + "\n")
+    assert_refused(mount(mountpoint, "--config", config, "--foreground"), f"config {config}")
+
+
+def test_a_base_url_error_from_a_flag_or_the_environment_does_not_echo_a_secret(
+    mountpoint: Path,
+) -> None:
+    url = f"https://amigo:{SECRET}@api.example.com"
+    assert_refused(mount(mountpoint, "--base-url", url, "--foreground"), "--base-url")
+    env = {**without_key(), "AMIGOFS_BASE_URL": url}
+    assert_refused(mount(mountpoint, "--foreground", env=env), "AMIGOFS_BASE_URL")
+
+
+def test_the_api_key_named_as_a_setting_says_where_it_goes(
+    tmp_path: Path, mountpoint: Path
+) -> None:
+    config = tmp_path / "amigofs.toml"
+    config.write_text(f'api_key = "{SECRET}"\n')
+    line = assert_refused(mount(mountpoint, "--config", config, "--foreground"))
+    assert "the API key itself is never a setting" in line and "api_key_file" in line
+
+
+# --- plain http -------------------------------------------------------------------------
+
+
+def test_plain_http_to_another_host_is_refused_before_connecting(mountpoint: Path) -> None:
+    # This machine's own non-loopback address: a connection would show here.
+    address = own_address()
+    with listener(address) as server:
+        env = {**without_key(), "AMIGO_API_KEY": SECRET}
+        result = mount(mountpoint, "--base-url", url_of(server), "--foreground", env=env)
+        assert_refused(result, f"--base-url {url_of(server)} is plain http", "--insecure-http")
+        env_url = {**env, "AMIGOFS_BASE_URL": url_of(server)}
+        assert_refused(mount(mountpoint, "--foreground", env=env_url), "--insecure-http")
+        assert nothing_arrived(server)
+    # The documentation's address, which nothing answers: refused, not waited on.
+    result = mount(mountpoint, "--base-url", "http://192.0.2.1", "--foreground", env=env)
+    assert_refused(result, "is plain http", "--insecure-http")
+    assert not is_mounted(mountpoint)
+
+
+def test_insecure_http_lets_plain_http_to_another_host_through(
+    mountpoint: Path, tmp_path: Path
+) -> None:
+    address = own_address()
+    with listener(address) as server:
+        server.setblocking(True)
+        server.settimeout(MOUNT_DEADLINE)
+        for how in ("flag", "env", "config"):
+            env = {**without_key(), "AMIGO_API_KEY": SECRET}
+            argv = [mountpoint, "--base-url", url_of(server), "--cache-dir", tmp_path / how,
+                    "--timeout", "3"]  # fmt: skip
+            if how == "flag":
+                argv.append("--insecure-http")
+            elif how == "env":
+                env["AMIGOFS_INSECURE_HTTP"] = "1"
+            else:
+                config = tmp_path / "amigofs.toml"
+                config.write_text("insecure_http = true\n")
+                argv += ["--config", config]
+            # Daemon mode: returns once the mount is live. Listing the root asks the server.
+            started = mount(*argv, env=env)
+            assert started.returncode == 0, (how, started.stderr)
+            lister = subprocess.Popen(["ls", str(mountpoint)], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)  # fmt: skip
+            daemon = read_stats(mountpoint)["pid"]  # the control file asks no server
+            try:
+                connection, _ = server.accept()
+                with connection:
+                    connection.settimeout(MOUNT_DEADLINE)
+                    request = connection.recv(65536)
+                assert request.startswith(b"GET /"), how
+                assert b"Bearer " + SECRET.encode() in request, how
+            finally:
+                force_unmount(mountpoint)
+                lister.kill()
+                lister.wait()
+            gone = Path(f"/proc/{daemon}")
+            wait_until(lambda: not gone.exists(), MOUNT_DEADLINE, "the daemon to exit")  # noqa: B023
+
+
+def test_plain_http_to_loopback_is_allowed(emulator: EmulatorProc, mountpoint: Path) -> None:
+    env = {**without_key(), "AMIGO_API_KEY": emulator.api_key}
+    for host in ("127.0.0.1", "localhost"):
+        url = emulator.url.replace("127.0.0.1", host)
+        with tempfile.TemporaryDirectory() as cache:
+            result = mount(mountpoint, "--base-url", url, "--cache-dir", cache, env=env)
+            try:
+                assert result.returncode == 0, result.stderr
+                assert os.listdir(mountpoint) == [emulator.data.workspaces[0].id]
+            finally:
+                force_unmount(mountpoint)
+
+
+# --- the cache directory ------------------------------------------------------------------
+
+
+def test_a_mount_log_symlink_in_the_cache_dir_is_refused_and_its_target_untouched(
+    emulator: EmulatorProc, tmp_path: Path, mountpoint: Path
+) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"root's file\n")
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    (cache / "mount.log").symlink_to(victim)
+    env = {**without_key(), "AMIGO_API_KEY": emulator.api_key}
+    try:
+        result = mount(mountpoint, "--base-url", emulator.url, "--cache-dir", cache, env=env)
+        assert_refused(result, f"{cache / 'mount.log'} is a symbolic link")
+        assert victim.read_bytes() == b"root's file\n"
+        assert not is_mounted(mountpoint)
+    finally:
+        force_unmount(mountpoint)
+
+
+@pytest.mark.parametrize("foreground", [True, False])
+@pytest.mark.parametrize("whose", ["another user's", "mode 0777"])
+def test_a_cache_dir_someone_else_can_write_is_refused(
+    emulator: EmulatorProc, tmp_path: Path, mountpoint: Path, other_user: User,
+    whose: str, foreground: bool,
+) -> None:  # fmt: skip
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    if whose == "mode 0777":
+        cache.chmod(0o777)
+        why = "writable"
+    else:
+        os.chown(cache, other_user.uid, other_user.gid)
+        why = "owned by"
+    env = {**without_key(), "AMIGO_API_KEY": emulator.api_key}
+    flags = ["--foreground"] if foreground else []
+    try:
+        result = mount(mountpoint, "--base-url", emulator.url, "--cache-dir", cache, *flags,
+                       env=env)  # fmt: skip
+        assert_refused(result, f"cache directory {cache}", why)
+        assert not is_mounted(mountpoint)
+        assert os.listdir(cache) == []
+    finally:
+        force_unmount(mountpoint)
+        wait_until(lambda: not is_mounted(mountpoint), MOUNT_DEADLINE, "no mount left")
+
+
+# --- cache_min_free -----------------------------------------------------------------------
+
+
+def test_cache_min_free_comes_from_a_flag_the_environment_the_file_or_fstab(
+    tmp_path: Path, mountpoint: Path
+) -> None:
+    from amigofs import config
+    from amigofs.fstab import mount_arguments
+
+    path = tmp_path / "amigofs.toml"
+    path.write_text('cache_min_free = "2G"\n')
+    assert config.resolve({}, {}, None).cache_min_free == 1 << 30
+    assert config.resolve({}, {}, path).cache_min_free == 2 << 30
+    assert config.resolve({}, {"AMIGOFS_CACHE_MIN_FREE": "0"}, path).cache_min_free == 0
+    flag = config.parse_min_free("500M")
+    assert config.resolve({"cache_min_free": flag}, {}, path).cache_min_free == 500 << 20
+    assert mount_arguments("/mnt/a", ["cache_min_free=3G,insecure_http"])[2:] == [
+        "--cache-min-free", "3G", "--insecure-http",
+    ]  # fmt: skip
+    env = {**without_key(), "AMIGO_API_KEY": SECRET}
+    bad = mount(mountpoint, "--cache-min-free=-1G", "--foreground", env=env)
+    assert bad.returncode == 2  # argparse's usage, then its one error line:
+    assert "argument --cache-min-free: must not be negative" in bad.stderr.splitlines()[-1]
+    path.write_text("cache_min_free = true\n")
+    assert_refused(mount(mountpoint, "--config", path, "--foreground", env=env), "cache_min_free")
