@@ -378,11 +378,13 @@ def run_stats(args: argparse.Namespace) -> int:
 def _mount_foreground(options: object, api_key: ApiKey) -> int:
     import trio
 
-    from amigofs.mount import MountOptions, serve
+    from amigofs.mount import MountOptions, MountRefused, serve
 
     assert isinstance(options, MountOptions)
     try:
         trio.run(serve, options, api_key)
+    except MountRefused as exc:
+        raise UsageError(str(exc)) from None
     except RuntimeError as exc:
         # pyfuse3.init reports a failed mount (no /dev/fuse, no permission) this way.
         if "mount" in str(exc).lower() or "fuse" in str(exc).lower():

@@ -60,7 +60,7 @@ def unmount_guards(mountpoint: Path) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         try:
-            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            argv = os.fsdecode((entry / "cmdline").read_bytes()).split("\0")
         except OSError:  # not a process, or gone meanwhile
             continue
         if argv[1:3] == wanted and argv[4:5] == [str(mountpoint.resolve())]:

@@ -22,7 +22,7 @@ import pytest
 
 from amigofs import config
 from amigofs.emulator.data import Recording
-from amigofs.mount_table import is_mounted
+from amigofs.mount_table import is_mounted, mount_type
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import (
     MOUNT_DEADLINE,
@@ -335,9 +335,7 @@ def test_fstab_helper_mounts_and_returns_once_live() -> None:
         assert result.returncode == 0, result.stderr
         assert is_mounted(mountpoint)  # at once: it returned only once live
         assert os.listdir(mountpoint) == [workspace]
-        mounts = Path("/proc/mounts").read_text().splitlines()
-        fields = next(f for f in map(str.split, mounts) if f[1] == str(mountpoint))
-        assert fields[2] == "fuse.amigofs"
+        assert mount_type(str(mountpoint)) == "fuse.amigofs"
 
         bad = run(BIN / "mount.fuse.amigofs", "none", tmp, "-o", "colour=blue", env=env)
         assert bad.returncode != 0 and "colour" in bad.stderr

@@ -128,7 +128,7 @@ def open_file(dir_fd: int, name: str, flags: int, path: str, *, mode: int = 0o60
 
 def _open_failure(path: str, exc: OSError) -> str:
     if exc.errno == errno.ELOOP:
-        return f"{path} is a symbolic link; the cache directory must be a real directory"
+        return f"{path} is a symbolic link; amigofs does not follow links in its cache directory"
     if exc.errno == errno.ENOTDIR:
         return f"{path} is not a directory"
     return f"cannot open {path}: {exc.strerror}"

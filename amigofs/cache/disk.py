@@ -281,14 +281,16 @@ class DiskCache:
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(self._lock_fd, 4096, 0).decode("utf-8", "replace").strip()
+            holder = os.fsdecode(os.pread(self._lock_fd, 4096, 0)).strip()
             holder = "".join(c if c.isprintable() else "?" for c in holder)[:300]
             raise CacheInUse(
                 f"cache directory {self.root} is in use by another amigofs mount"
                 f" ({holder or 'unknown'}); give each mount its own --cache-dir"
             ) from None
         os.ftruncate(self._lock_fd, 0)
-        os.pwrite(self._lock_fd, f"{self._owner or 'pid'} (pid {os.getpid()})\n".encode(), 0)
+        # The mount point may be any bytes (os.fsencode gives them back as they were).
+        holder = f"{self._owner or 'pid'} (pid {os.getpid()})\n"
+        os.pwrite(self._lock_fd, os.fsencode(holder), 0)
 
     def _scan(self) -> None:
         with contextlib.suppress(FileNotFoundError):
