@@ -407,3 +407,65 @@ def test_cache_min_free_comes_from_a_flag_the_environment_the_file_or_fstab(
     assert "argument --cache-min-free: must not be negative" in bad.stderr.splitlines()[-1]
     path.write_text("cache_min_free = true\n")
     assert_refused(mount(mountpoint, "--config", path, "--foreground", env=env), "cache_min_free")
+
+
+# --- the cache directory in a world-writable place ----------------------------------------------
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A directory like /tmp: everyone may create entries in it (sticky)."""
+    path = Path(tempfile.mkdtemp(prefix="amigofs-shared-", dir="/tmp"))
+    path.chmod(0o1777)
+    try:
+        yield path
+    finally:
+        subprocess.run(["rm", "-rf", str(path)], check=False, timeout=REFUSAL_DEADLINE)
+
+
+def test_a_planted_symlink_as_the_default_cache_dir_is_refused_and_its_target_untouched(
+    emulator: EmulatorProc, mountpoint: Path, other_user: User, shared_tmp: Path
+) -> None:
+    # XDG_CACHE_HOME in a shared place; the other user plants `amigofs` as a link to a
+    # directory of the victim's (as /etc would be), before the first mount.
+    target = shared_tmp / "victims-dir"
+    target.mkdir(mode=0o755)
+    (target / "passwd").write_text("root:x:0:0\n")
+    subprocess.run([*as_user(other_user), "ln", "-s", str(target), str(shared_tmp / "amigofs")],
+                   check=True, timeout=REFUSAL_DEADLINE)  # fmt: skip
+    env = {**without_key(), "AMIGO_API_KEY": emulator.api_key, "XDG_CACHE_HOME": str(shared_tmp)}
+    for flags in (["--foreground"], []):
+        try:
+            result = mount(mountpoint, "--base-url", emulator.url, *flags, env=env)
+            assert_refused(result, str(shared_tmp / "amigofs"))
+            assert not is_mounted(mountpoint)
+        finally:
+            force_unmount(mountpoint)
+        assert (target.stat().st_mode & 0o777) == 0o755, "the link's target was chmodded"
+        assert sorted(os.listdir(target)) == ["passwd"], "the mount wrote into the target"
+
+
+def test_a_premade_cache_dir_with_planted_blocks_is_refused_and_nothing_is_served(
+    emulator: EmulatorProc, mountpoint: Path, other_user: User, shared_tmp: Path
+) -> None:
+    # The other user makes the cache directory first, with forged blocks of a recording
+    # and a data file anyone may read (where the mount would write the audio).
+    cache = shared_tmp / "amigofs"
+    recording = next(emulator.data.recordings())
+    planted = cache / "blocks.v2" / recording.workspace_id / recording.call_sid / "x.wav.100"
+    script = (f"mkdir -p {planted} && chmod 700 {cache} && head -c 300 /dev/zero > {planted}/0"
+              f" && chmod 666 {planted}/0")  # fmt: skip
+    subprocess.run([*as_user(other_user), "sh", "-c", script], check=True,
+                   timeout=REFUSAL_DEADLINE)  # fmt: skip
+    env = {**without_key(), "AMIGO_API_KEY": emulator.api_key, "XDG_CACHE_HOME": str(shared_tmp)}
+    try:
+        result = mount(mountpoint, "--base-url", emulator.url, "--foreground", env=env)
+        assert_refused(result, str(cache), "owned by")
+        assert not is_mounted(mountpoint)
+    finally:
+        force_unmount(mountpoint)
+    assert (planted / "0").read_bytes() == b"\0" * 300  # nothing written to it either
+
+
+def as_user(user: User) -> list[str]:
+    return ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups"]
