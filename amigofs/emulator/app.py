@@ -28,7 +28,15 @@ from urllib.parse import parse_qsl, quote, unquote
 import trio
 
 from amigofs.emulator.config import BODY_FAULT_KINDS, EmulatorConfig
-from amigofs.emulator.data import METADATA_FILENAME, Dataset, StoredObject, parse_date
+from amigofs.emulator.data import (
+    METADATA_FILENAME,
+    CallList,
+    Dataset,
+    Recording,
+    StoredObject,
+    parse_date,
+)
+from amigofs.emulator.link import Admission, OverCapacity, SharedLink
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +72,19 @@ CONTROL_KNOBS = (
     "url_ttl",
     "retry_after",
     "stall_seconds",
+    "link_bandwidth",
+    "max_connections",
+    "over_capacity",
+    "new_calls_per_second",
 )
 """Config fields POST /__control may change at run time."""
-CONTROL_MOVES = ("restore", "archive", "revoke", "grant", "nest_metadata")
+CONTROL_MOVES = ("restore", "archive", "revoke", "grant", "nest_metadata", "add_calls")
 """POST /__control keys that change state rather than a config field: restore/archive move
 recorded calls (by SID) out of and into the archive tier; revoke/grant take workspace ids away
 from the key and give them back (a revoked workspace's routes answer 403, as a foreign one's
 do); nest_metadata names the calls whose metadata is answered as JSON nested too deep for any
-parser (replacing the previous list; [] ends it)."""
+parser (replacing the previous list; [] ends it); add_calls puts N new calls at the head of every
+workspace (an integer) or of the workspaces named ({workspace_id: N}), at once."""
 
 NESTED_DEPTH = 100_000
 """Arrays nested this deep exceed any JSON parser's recursion limit."""
@@ -175,7 +188,14 @@ class EmulatorApp:
         self.config = config
         self.data = data if data is not None else Dataset(config)
         self.stats = Stats()
-        self.archived: set[str] = {r.call_sid for r in self.data.recordings() if r.archived}
+        # Archive moves at run time, over what the dataset starts with (which may be a million
+        # calls long: never a set of every SID).
+        self._restored: set[str] = set()
+        self._archived: set[str] = set()
+        self.link = SharedLink(config.link_bandwidth)
+        self.admission = Admission()
+        self._clock_base = time.monotonic()
+        self._clock_added = 0
         self._owned = {ws.id for ws in self.data.workspaces}
         self.revoked: set[str] = set()
         self.nested_metadata: set[str] = set()
@@ -202,7 +222,7 @@ class EmulatorApp:
         try:
             if request.segments[0] == "v1":
                 await self._api(request, receive, send)
-            elif request.path in ("/__stats", "/__stats/reset", "/__control"):
+            elif request.path in ("/__stats", "/__stats/reset", "/__stats/link", "/__control"):
                 await self._harness(request, receive, send)
             else:
                 raise _detail(404, "Not Found")
@@ -214,8 +234,11 @@ class EmulatorApp:
     async def _harness(self, request: _Request, receive: Receive, send: Send) -> None:
         if request.path == "/__stats" and request.method == "GET":
             await _respond_json(send, 200, self.stats.to_json())
+        elif request.path == "/__stats/link" and request.method == "GET":
+            await _respond_json(send, 200, self.admission.stats.to_json())
         elif request.path == "/__stats/reset" and request.method == "POST":
             self.stats.reset()
+            self.admission.stats.reset()
             await _respond_json(send, 200, {"reset": True})
         elif request.path == "/__control" and request.method == "GET":
             await _respond_json(send, 200, self._control_state())
@@ -233,7 +256,27 @@ class EmulatorApp:
         else:
             raise _detail(405, "Method Not Allowed")
 
+    def archived(self) -> set[str]:
+        """The SIDs of the recordings archived now."""
+        return (set(self.data.archived_sids()) - self._restored) | self._archived
+
+    def _is_archived(self, recording: Recording) -> bool:
+        if recording.call_sid in self._archived:
+            return True
+        return recording.archived and recording.call_sid not in self._restored
+
+    def _advance_clock(self) -> None:
+        """Add the calls new_calls_per_second has made due since the rate was last set."""
+        rate = self.config.new_calls_per_second
+        if rate <= 0:
+            return
+        due = int((time.monotonic() - self._clock_base) * rate)
+        if due > self._clock_added:
+            self.data.add_calls(due - self._clock_added)
+            self._clock_added = due
+
     def _control_state(self) -> dict[str, object]:
+        self._advance_clock()
         c = self.config
         return {
             "fault_rate": c.fault_rate,
@@ -243,9 +286,16 @@ class EmulatorApp:
             "url_ttl": c.url_ttl,
             "retry_after": c.retry_after,
             "stall_seconds": c.stall_seconds,
-            "archived": sorted(self.archived),
+            "link_bandwidth": c.link_bandwidth,
+            "max_connections": c.max_connections,
+            "over_capacity": c.over_capacity,
+            "new_calls_per_second": c.new_calls_per_second,
+            "tls": c.tls,
+            "archived": sorted(self.archived()),
             "revoked": sorted(self.revoked),
             "nested_metadata": sorted(self.nested_metadata),
+            "added_calls": self.data.added_calls(),
+            "calls": {ws.id: len(self.data.calls(ws.id)) for ws in self.data.workspaces},
         }
 
     def _apply_control(self, changes: dict[str, Any]) -> None:
@@ -253,10 +303,10 @@ class EmulatorApp:
         unknown = sorted(set(changes) - set(knobs) - set(CONTROL_MOVES))
         if unknown:
             raise ValueError(f"unknown control keys {unknown}")
-        known_sids = {r.call_sid for r in self.data.recordings()}
-        moves = {key: list(changes.get(key, [])) for key in CONTROL_MOVES}
+        added = self._added_calls(changes.get("add_calls", 0))
+        moves = {key: list(changes.get(key, [])) for key in CONTROL_MOVES if key != "add_calls"}
         for sid in moves["restore"] + moves["archive"] + moves["nest_metadata"]:
-            if sid not in known_sids:
+            if not isinstance(sid, str) or self.data.find_recording(sid) is None:
                 raise ValueError(f"no recorded call {sid!r}")
         for workspace_id in moves["revoke"] + moves["grant"]:
             if workspace_id not in self._owned:
@@ -274,19 +324,78 @@ class EmulatorApp:
             for name, value in previous.items():
                 setattr(self.config, name, value)
             raise
-        self.archived.difference_update(moves["restore"])
-        self.archived.update(moves["archive"])
+        if self.config.new_calls_per_second != previous["new_calls_per_second"]:
+            # The calls due at the old rate arrive; the new rate counts from now.
+            rate = self.config.new_calls_per_second
+            self.config.new_calls_per_second = previous["new_calls_per_second"]
+            self._advance_clock()
+            self.config.new_calls_per_second = rate
+            self._clock_base, self._clock_added = time.monotonic(), 0
+        self.link.rate = self.config.link_bandwidth
+        for workspace_id, count in added.items():
+            self.data.add_calls(count, workspace_id)
+        self._restored.update(moves["restore"])
+        self._archived.difference_update(moves["restore"])
+        self._archived.update(moves["archive"])
+        self._restored.difference_update(moves["archive"])
         self.revoked.difference_update(moves["grant"])
         self.revoked.update(moves["revoke"])
         if "nest_metadata" in changes:
             self.nested_metadata = set(moves["nest_metadata"])
+
+    def _added_calls(self, value: object) -> dict[str, int]:
+        """add_calls as {workspace_id: count}; ValueError for anything else."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = {ws.id: value for ws in self.data.workspaces}
+        if not isinstance(value, dict):
+            raise ValueError("add_calls must be an integer or an object of workspace ids")
+        for workspace_id, count in value.items():
+            if self.data.workspace(workspace_id) is None:
+                raise ValueError(f"no workspace {workspace_id!r}")
+            if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+                raise ValueError("add_calls counts must be integers >= 0")
+        return value
 
     # --- API routes ---------------------------------------------------------------------------
 
     async def _api(self, request: _Request, receive: Receive, send: Send) -> None:
         op, handler = self._route(request.segments)
         entry = self.stats.arrival(op, request.path, request.headers.get("range"))
-        send = _status_recorder(send, entry)
+        send = self._through_link(_status_recorder(send, entry))
+        try:
+            token = await self.admission.enter(
+                self.config.max_connections, self.config.over_capacity
+            )
+        except OverCapacity:
+            log.debug("over capacity: 429 for %s", request.path)
+            retry = [("retry-after", str(self.config.retry_after))]
+            await _respond_json(send, 429, {"detail": "Too many connections"}, retry)
+            return
+        try:
+            await self._admitted(request, receive, send, op, handler)
+        finally:
+            self.admission.leave(token)
+        log.debug("%s %s -> %s", request.method, request.path, entry["status"])
+
+    def _through_link(self, send: Send) -> Send:
+        """Every API response body passes the shared link (when link_bandwidth is set)."""
+
+        async def paced_send(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                await self.link.take(len(message.get("body", b"")))
+            await send(message)
+
+        return paced_send
+
+    async def _admitted(
+        self,
+        request: _Request,
+        receive: Receive,
+        send: Send,
+        op: str,
+        handler: Callable[[_Request, Receive, Send, str | None], Awaitable[None]] | None,
+    ) -> None:
+        self._advance_clock()
         try:
             if handler is None:
                 raise _detail(404, "Not Found")
@@ -309,7 +418,6 @@ class EmulatorApp:
             await handler(request, receive, send, fault)
         except _Stop as stop:
             await _respond_json(send, stop.status, stop.body, stop.headers)
-        log.debug("%s %s -> %s", request.method, request.path, entry["status"])
 
     def _route(
         self, segments: list[str]
@@ -394,16 +502,26 @@ class EmulatorApp:
         date_from = _date_param(query, "date_from")
         date_to = _date_param(query, "date_to")
         self._check_owned(workspace_id)
-        calls = [
-            call.summary
-            for call in self.data.calls(workspace_id)
-            if (date_from is None or call.started_at.date() >= date_from)
-            and (date_to is None or call.started_at.date() <= date_to)
-            and query.get("direction") in (None, "", call.summary["direction"])
-            and query.get("status") in (None, "", call.summary["status"])
-        ]
-        page: list[Any] = calls[offset : offset + limit]
-        more = offset + limit < len(calls)
+        calls = self.data.call_list(workspace_id)
+        assert calls is not None  # owned
+        first, end = _date_span(calls, date_from, date_to)
+        page: list[Any]
+        if query.get("direction") or query.get("status"):
+            # Filters on the calls themselves: a scan, fine for the small datasets tests use.
+            matching = [
+                call.summary
+                for call in calls[first:end]
+                if query.get("direction") in (None, "", call.summary["direction"])
+                and query.get("status") in (None, "", call.summary["status"])
+            ]
+            total = len(matching)
+            page = matching[offset : offset + limit]
+        else:
+            total = end - first
+            page = [
+                call.summary for call in calls[first + offset : min(end, first + offset + limit)]
+            ]
+        more = offset + limit < total
         if self.config.hostile_listing:
             page += self.data.hostile_call_items(page)
         await _respond_json(
@@ -411,7 +529,7 @@ class EmulatorApp:
             200,
             {
                 "items": page,
-                "total": len(calls),
+                "total": total,
                 "has_more": more,
                 "continuation_token": offset + limit if more else None,
             },
@@ -429,9 +547,10 @@ class EmulatorApp:
         workspace = self.data.workspace(workspace_id)
         if workspace is None or not workspace.recording_configured:
             raise _detail(503, "Call recording not configured for this workspace")
-        if self.data.recording(workspace_id, call_sid) is None:
+        recording = self.data.recording(workspace_id, call_sid)
+        if recording is None:
             raise _detail(404, "Recording not found")
-        if call_sid in self.archived:
+        if self._is_archived(recording):
             eta = datetime.now(UTC) + ARCHIVE_RESTORE
             raise _Stop(
                 202,
@@ -574,10 +693,10 @@ class EmulatorApp:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
             bandwidth = self.config.bandwidth
-            chunk_bytes = CHUNK_BYTES
+            chunk_bytes = SharedLink.chunk_bytes(self.config.link_bandwidth, CHUNK_BYTES)
             if bandwidth is not None:
                 # About ten chunks a second keeps the pacing smooth.
-                chunk_bytes = min(CHUNK_BYTES, max(4096, bandwidth // 10))
+                chunk_bytes = min(chunk_bytes, max(4096, bandwidth // 10))
             began = trio.current_time()
             position = start
             while position < end:
@@ -667,6 +786,21 @@ async def _respond_json(
     send: Send, status: int, body: object, headers: Iterable[tuple[str, str]] = ()
 ) -> None:
     await _respond(send, status, _json_bytes(body), "application/json", headers)
+
+
+def _date_span(calls: CallList, date_from: date | None, date_to: date | None) -> tuple[int, int]:
+    """The positions [first, end) of the calls started within [date_from, date_to] (UTC dates,
+    inclusive): two binary searches, as start times only decrease along the list."""
+    first, end = 0, len(calls)
+    if date_to is not None and date_to < date.max:
+        first = calls.first_before(_midnight(date_to + timedelta(days=1)))
+    if date_from is not None:
+        end = calls.first_before(_midnight(date_from))
+    return first, max(first, end)
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def _int_param(

@@ -1,19 +1,33 @@
-"""The ``amigofs emulator`` subcommand: serve the API emulator on a port."""
+"""The ``amigofs emulator`` subcommand: serve the API emulator on a port.
+
+Link profiles (``--link-profile``) set the link knobs at once, for benchmarks that must see what
+the internet adds; explicit options override a profile's values:
+
+- ``loopback`` (the default): no latency, no bandwidth limits, no cap on connections.
+- ``internet``: ``--latency 0.05`` (50 ms before each answer), ``--bandwidth 3000000`` (3 MB/s
+  per response, the vendor proxy's cap per download), ``--link-bandwidth 24000000`` (24 MB/s
+  shared by every response at once: one uplink), ``--max-connections 32`` with
+  ``--over-capacity queue``. Add ``--tls`` to pay TLS handshakes too.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 
 import trio
 
-from amigofs.emulator.config import FAULT_KINDS, EmulatorConfig
-from amigofs.emulator.process import listening_line
+from amigofs.emulator.config import FAULT_KINDS, LINK_PROFILES, OVER_CAPACITY_MODES, EmulatorConfig
+from amigofs.emulator.process import certificate_line, listening_line
 from amigofs.emulator.server import serve
+from amigofs.emulator.tls import CertificateError, make_certificate
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +37,13 @@ API_KEY_ENV = "AMIGO_API_KEY"
 _KNOB_FLAGS: tuple[tuple[str, str, type, str], ...] = (
     ("--seed", "seed", int, "seed of the synthetic dataset; same seed, same bytes (default 1)"),
     ("--workspaces", "workspaces", int, "workspaces the key owns (default 2)"),
-    ("--calls", "calls_per_workspace", int, "recorded calls per workspace (default 25)"),
+    (
+        "--calls",
+        "calls_per_workspace",
+        int,
+        "recorded calls per workspace (default 25); above 10000 they are made on demand, so "
+        "a million cost no memory",
+    ),
     ("--long-calls", "long_calls", int, "of those, calls lasting --long-duration (default 0)"),
     ("--long-duration", "long_duration", float, "seconds of a long call (default 3600)"),
     ("--min-duration", "min_duration", float, "shortest ordinary call in seconds (default 5)"),
@@ -98,6 +118,39 @@ _KNOB_FLAGS: tuple[tuple[str, str, type, str], ...] = (
     ("--latency", "latency", float, "seconds added before answering each /v1 request"),
     ("--bandwidth", "bandwidth", int, "bytes per second per response body (default unlimited)"),
     (
+        "--link-bandwidth",
+        "link_bandwidth",
+        int,
+        "bytes per second shared by all response bodies at once, one uplink (default unlimited)",
+    ),
+    (
+        "--max-connections",
+        "max_connections",
+        int,
+        "requests in flight at most, as a vendor proxy caps them (default no cap)",
+    ),
+    (
+        "--over-capacity",
+        "over_capacity",
+        str,
+        f"what a request beyond --max-connections gets: {' or '.join(OVER_CAPACITY_MODES)} "
+        "(with Retry-After: --retry-after) (default queue)",
+    ),
+    (
+        "--new-calls-per-second",
+        "new_calls_per_second",
+        float,
+        "new calls added at the head of every workspace per second while running, so listing "
+        "offsets shift (default 0)",
+    ),
+    (
+        "--tls",
+        "tls",
+        bool,
+        "serve HTTPS with a self-signed certificate made at start; its path is printed before "
+        "the listening line",
+    ),
+    (
         "--url-ttl",
         "url_ttl",
         float,
@@ -110,6 +163,8 @@ _METAVARS = {
     "fault_rate": "P",
     "fault_kinds": "KINDS",
     "bandwidth": "BYTES",
+    "link_bandwidth": "BYTES",
+    "over_capacity": "MODE",
     "seed": "N",
     "retry_after": "S",
     "evil_host": "URL",
@@ -129,10 +184,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
     parser.epilog = (
         "Once it accepts connections it prints one line, "
-        "'amigofs emulator listening on http://HOST:PORT'. SIGINT or SIGTERM stop it. "
-        "Harness endpoints (no auth): GET /__stats, POST /__stats/reset, "
+        "'amigofs emulator listening on http://HOST:PORT' (https with --tls, after a line "
+        "'amigofs emulator certificate PATH'). SIGINT or SIGTERM stop it. "
+        "Link profiles: 'loopback' (default: no latency, no limits); 'internet' = --latency "
+        "0.05 --bandwidth 3000000 --link-bandwidth 24000000 --max-connections 32 "
+        "--over-capacity queue (50 ms a request, 3 MB/s per download, 24 MB/s shared, 32 "
+        "requests in flight); options given override the profile's. "
+        "Harness endpoints (no auth): GET /__stats, GET /__stats/link (requests in flight, "
+        "queued, refused), POST /__stats/reset, "
         "GET|POST /__control (JSON: fault_rate, fault_kinds, latency, bandwidth, url_ttl, "
-        "retry_after, stall_seconds, restore: [sid], archive: [sid])."
+        "retry_after, stall_seconds, link_bandwidth, max_connections, over_capacity, "
+        "new_calls_per_second, restore: [sid], archive: [sid], revoke: [ws], grant: [ws], "
+        "nest_metadata: [sid], add_calls: N or {ws: N})."
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8080, help="port; 0 picks a free one")
@@ -141,6 +204,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="KEY",
         help=f"the bearer key clients must send (default: ${API_KEY_ENV})",
+    )
+    parser.add_argument(
+        "--link-profile",
+        dest="emulator_link_profile",
+        choices=sorted(LINK_PROFILES),
+        default=None,
+        help="set the link knobs at once (see below); options given override its values",
     )
     for flag, name, kind, text in _KNOB_FLAGS:
         if kind is bool:
@@ -186,7 +256,8 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     api_key = args.api_key or os.environ.get(API_KEY_ENV)
     if not api_key:
         raise ValueError(f"an API key is required: --api-key or ${API_KEY_ENV}")
-    knobs: dict[str, object] = {}
+    profile = getattr(args, "emulator_link_profile", None)
+    knobs: dict[str, object] = dict(LINK_PROFILES[profile]) if profile else {}
     for _, name, _, _ in _KNOB_FLAGS:
         value = getattr(args, f"emulator_{name}")
         if value is None:
@@ -210,10 +281,24 @@ def run(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     failure: OSError | None = None
+    # The key and certificate live as long as this process, in a directory only we can read.
+    tls_dir = Path(tempfile.mkdtemp(prefix="amigofs-emulator-tls-")) if config.tls else None
     try:
-        trio.run(_main, config, args.host, args.port)
-    except* OSError as group:
-        failure = _first_os_error(group)
+        certificate = None
+        if tls_dir is not None:
+            try:
+                cert, key = make_certificate(tls_dir, args.host)
+            except CertificateError as error:
+                print(f"amigofs emulator: {error}", file=sys.stderr)
+                return 1
+            certificate = (str(cert), str(key))
+        try:
+            trio.run(_main, config, args.host, args.port, certificate)
+        except* OSError as group:
+            failure = _first_os_error(group)
+    finally:
+        if tls_dir is not None:
+            shutil.rmtree(tls_dir, ignore_errors=True)
     if failure is not None:
         print(
             f"amigofs emulator: cannot listen on {args.host}:{args.port}: {failure}",
@@ -231,7 +316,9 @@ def _first_os_error(group: BaseExceptionGroup[OSError]) -> OSError:
     return error
 
 
-async def _main(config: EmulatorConfig, host: str, port: int) -> None:
+async def _main(
+    config: EmulatorConfig, host: str, port: int, certificate: tuple[str, str] | None
+) -> None:
     stop = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
@@ -240,10 +327,13 @@ async def _main(config: EmulatorConfig, host: str, port: int) -> None:
                     config,
                     host=host,
                     port=port,
+                    certificate=certificate,
                     shutdown_trigger=stop.wait,
                     task_status=task_status,
                 )
             )
+            if certificate is not None:
+                print(certificate_line(certificate[0]), flush=True)
             print(listening_line(url), flush=True)
             async for signum in signals:
                 log.info("signal %s: shutting down", signal.Signals(signum).name)

@@ -28,14 +28,46 @@ URL_FAULTS: tuple[str, ...] = (
 )
 """Where ``evil_urls`` calls' download links point instead of their own download folder."""
 
+MAX_CALLS = 1_000_000_000
+"""Calls a workspace can hold (besides those added at run time)."""
+MAX_WORKSPACES = 1 << 20
+
+OVER_CAPACITY_MODES: tuple[str, ...] = ("queue", "429")
+"""What a request beyond ``max_connections`` gets: a place in line, or 429 with Retry-After."""
+
+LINK_PROFILES: dict[str, dict[str, object]] = {
+    "loopback": {
+        "latency": 0.0,
+        "bandwidth": None,
+        "link_bandwidth": None,
+        "max_connections": None,
+        "over_capacity": "queue",
+    },
+    "internet": {
+        "latency": 0.05,
+        "bandwidth": 3_000_000,
+        "link_bandwidth": 24_000_000,
+        "max_connections": 32,
+        "over_capacity": "queue",
+    },
+}
+"""Named sets of link knobs (``--link-profile``). "internet" is the benchmarks' model of the API
+across the internet: 50 ms before each answer, 3 MB/s per response (the vendor proxy's cap per
+download), 24 MB/s shared by all responses at once (one uplink), at most 32 requests in flight
+with the rest queued. "loopback" is the default: no latency and no limits. Add ``tls`` for the
+handshakes too."""
+
 
 @dataclass(slots=True)
 class EmulatorConfig:
     """What the emulator serves and how it misbehaves.
 
     The dataset depends only on the first group of fields, so two emulators with the same values
-    serve byte-identical data. The second group (faults, pacing, link expiry) can be changed at run
-    time through ``POST /__control``.
+    serve byte-identical data. The second group (faults, pacing, the link, link expiry, new calls)
+    can be changed at run time through ``POST /__control``, except ``tls``.
+
+    Workspaces of up to ``data.EAGER_CALLS`` calls are built up front; larger ones (up to
+    ``MAX_CALLS``) are made call by call from their index, so a million calls cost no memory.
     """
 
     api_key: str
@@ -68,6 +100,20 @@ class EmulatorConfig:
     latency: float = 0.0
     bandwidth: int | None = None
     url_ttl: float | None = None
+    link_bandwidth: int | None = None
+    """Bytes per second shared by every response body at once (one uplink), besides the
+    per-response ``bandwidth``. None: unlimited."""
+    max_connections: int | None = None
+    """Requests in flight at most (a vendor proxy's cap; for HTTP/1.1 clients, their connections
+    in use). None: no cap."""
+    over_capacity: str = "queue"
+    """What a request beyond max_connections gets (OVER_CAPACITY_MODES)."""
+    new_calls_per_second: float = 0.0
+    """New calls added at the head of every workspace while the emulator runs (listing offsets
+    shift under a client, as they do at the real service)."""
+    tls: bool = False
+    """Serve HTTPS with a self-signed certificate made at start (amigofs.emulator.tls); fixed
+    at start, unlike the other fields of this group."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -90,6 +136,10 @@ class EmulatorConfig:
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        if self.calls_per_workspace + self.null_sid_calls + self.no_recording_calls > MAX_CALLS:
+            raise ValueError(f"a workspace holds at most {MAX_CALLS} calls")
+        if self.workspaces > MAX_WORKSPACES:
+            raise ValueError(f"at most {MAX_WORKSPACES} workspaces")
         if self.long_calls > self.calls_per_workspace:
             raise ValueError("long_calls must be <= calls_per_workspace")
         if self.archived_calls > self.calls_per_workspace:
@@ -121,3 +171,11 @@ class EmulatorConfig:
             raise ValueError("bandwidth must be > 0 (or None for unlimited)")
         if self.url_ttl is not None and self.url_ttl <= 0:
             raise ValueError("url_ttl must be > 0 (or None for links that never expire)")
+        if self.link_bandwidth is not None and self.link_bandwidth <= 0:
+            raise ValueError("link_bandwidth must be > 0 (or None for unlimited)")
+        if self.max_connections is not None and self.max_connections <= 0:
+            raise ValueError("max_connections must be > 0 (or None for no cap)")
+        if self.over_capacity not in OVER_CAPACITY_MODES:
+            raise ValueError(f"over_capacity must be one of {list(OVER_CAPACITY_MODES)}")
+        if not 0.0 <= self.new_calls_per_second <= 1_000_000:
+            raise ValueError("new_calls_per_second must be within [0, 1000000]")

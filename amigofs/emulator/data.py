@@ -17,6 +17,7 @@ reads the wrong offset gets different bytes.
 from __future__ import annotations
 
 import array
+import bisect
 import hashlib
 import json
 import math
@@ -24,11 +25,12 @@ import random
 import struct
 import sys
 import uuid
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
-from typing import Literal, Protocol
+from typing import Literal, Protocol, overload
 
 from amigofs.emulator.config import METADATA_FAULTS, SIZE_FAULTS, URL_FAULTS, EmulatorConfig
 
@@ -422,12 +424,373 @@ class Call:
     recording: Recording | None
 
 
+EAGER_CALLS = 10_000
+"""Workspaces of at most this many recorded calls are built up front, as they always were (their
+bytes stay what earlier versions served); larger ones are made call by call (_LazyOriginals)."""
+
+NEW_CALL_GAP_MAX = 60
+"""Seconds between the start times of calls added at run time, at most (see _gap_seconds)."""
+
+_MASK64 = (1 << 64) - 1
+_SID_MAGIC = 0x616D69676F667321  # b"amigofs!": what a decrypted SID of ours starts with
+_SID_WORKSPACE_BITS = 24
+_SID_SERIAL_BITS = 40
+
+
+class SidCodec:
+    """The invertible map between (workspace index, serial) and a call SID.
+
+    The SID is ``CA`` and 32 hex digits, the 128-bit block (magic, workspace, serial) enciphered
+    by a four-round Feistel network keyed by the seed: SIDs look random and differ between seeds,
+    yet any SID maps back to its call in microseconds, and one that is not ours (a random or
+    mistyped SID) fails the magic check. Serials count a workspace's calls oldest first, the
+    calls added at run time after the seeded ones.
+    """
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, seed: int) -> None:
+        self._keys = [
+            hashlib.blake2b(f"amigofs-emulator:{seed}:sid:{r}".encode(), digest_size=16).digest()
+            for r in range(4)
+        ]
+
+    def _round(self, r: int, half: int) -> int:
+        digest = hashlib.blake2b(half.to_bytes(8, "little"), key=self._keys[r], digest_size=8)
+        return int.from_bytes(digest.digest(), "little")
+
+    def encode(self, workspace: int, serial: int) -> str:
+        assert 0 <= workspace < 1 << _SID_WORKSPACE_BITS and 0 <= serial < 1 << _SID_SERIAL_BITS
+        left, right = _SID_MAGIC, (workspace << _SID_SERIAL_BITS) | serial
+        for r in range(4):
+            left, right = right, left ^ self._round(r, right)
+        return f"CA{(left << 64) | right:032x}"
+
+    def decode(self, sid: str) -> tuple[int, int] | None:
+        """(workspace index, serial) of a SID this codec made, else None."""
+        if len(sid) != 34 or not sid.startswith("CA"):
+            return None
+        try:
+            block = int(sid[2:], 16)
+        except ValueError:
+            return None
+        if sid != f"CA{block:032x}":  # only the canonical spelling names the call
+            return None
+        left, right = block >> 64, block & _MASK64
+        for r in reversed(range(4)):
+            left, right = right ^ self._round(r, left), left
+        if left != _SID_MAGIC:
+            return None
+        return right >> _SID_SERIAL_BITS, right & ((1 << _SID_SERIAL_BITS) - 1)
+
+
+def _gap_seconds(count: int) -> int:
+    """Mean seconds between the start times of a lazy workspace's calls: its calls span about
+    HISTORY_DAYS, but never closer than 2 s (start times are whole seconds, and a gap of G with
+    a jitter below G keeps them strictly decreasing)."""
+    return max(2, HISTORY_DAYS * 86400 // max(count, 1))
+
+
+def _jitter(seed: int, workspace_id: str, what: str, index: int, gap: int) -> int:
+    """A seeded value in [0, gap) for one call: cheaper than a Random per call."""
+    key = f"{seed}:{workspace_id}:{what}:{index}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") % gap
+
+
+class _Originals(Protocol):
+    """The calls a workspace starts with, newest first (position q = 0 is the newest)."""
+
+    count: int
+
+    def call(self, q: int) -> Call: ...
+
+    def started(self, q: int) -> datetime: ...
+
+    def find(self, sid: str) -> int | None: ...
+
+    def archived_sids(self) -> Iterator[str]: ...
+
+
+class _EagerOriginals:
+    """A small workspace's calls, built once (Dataset._make_calls)."""
+
+    __slots__ = ("_by_sid", "_calls", "count")
+
+    def __init__(self, calls: list[Call]) -> None:
+        self._calls = calls
+        self.count = len(calls)
+        self._by_sid = {c.call_sid: q for q, c in enumerate(calls) if c.call_sid is not None}
+
+    def call(self, q: int) -> Call:
+        return self._calls[q]
+
+    def started(self, q: int) -> datetime:
+        return self._calls[q].started_at
+
+    def find(self, sid: str) -> int | None:
+        return self._by_sid.get(sid)
+
+    def archived_sids(self) -> Iterator[str]:
+        for call in self._calls:
+            if call.recording is not None and call.recording.archived:
+                yield call.recording.call_sid
+
+
+_CACHE_CALLS = 4096
+"""Lazily made calls kept per workspace: a request touches one call several times, and a client
+reads a call's three files soon after listing it."""
+
+
+class _LazyOriginals:
+    """A large workspace's calls, each made from its position and the seed when asked for.
+
+    Position q (0 the newest) starts at ``epoch - lead - q * gap - jitter(q)`` with the jitter
+    in [0, gap): strictly decreasing, computable from q alone, so a date is a binary search over
+    positions. Its serial is ``count - 1 - q`` and its SID encodes that (SidCodec). The few
+    calls without a SID or recording sit at seeded positions (a sorted list); the recorded
+    calls' rank (q minus the specials before it) places the archived ones oldest, the broken
+    ones newest and the long ones at a seeded sample of ranks, as the eager path does.
+    """
+
+    __slots__ = (
+        "_cache",
+        "_data",
+        "_gap",
+        "_kinds",
+        "_lead",
+        "_long",
+        "_service_ids",
+        "_service_number",
+        "_specials",
+        "_ws",
+        "_ws_index",
+        "count",
+        "recorded",
+    )
+
+    def __init__(self, data: Dataset, config: EmulatorConfig, ws: Workspace, index: int) -> None:
+        self._data = data
+        self._ws = ws
+        self._ws_index = index
+        self.recorded = config.calls_per_workspace
+        special = config.null_sid_calls + config.no_recording_calls
+        self.count = self.recorded + special
+        rng = _rng(config.seed, "lazy-calls", ws.id)
+        self._service_ids = [_uuid4(rng) for _ in range(2)]
+        self._service_number = f"+1415555{rng.randrange(10000):04d}"
+        positions = rng.sample(range(self.count), special)
+        self._kinds = {
+            q: "null_sid" if n < config.null_sid_calls else "no_recording"
+            for n, q in enumerate(positions)
+        }
+        self._specials = sorted(positions)
+        self._long = set(rng.sample(range(self.recorded), config.long_calls))
+        self._gap = _gap_seconds(self.count)
+        longest = config.long_duration if config.long_calls else config.max_duration
+        # Every call ends before the epoch, as in the eager path.
+        self._lead = math.ceil(longest) + 60
+        self._cache: OrderedDict[int, Call] = OrderedDict()
+
+    def started(self, q: int) -> datetime:
+        seconds = self._lead + q * self._gap + self._jitter(q)
+        return self._data.epoch - timedelta(seconds=seconds)
+
+    def _jitter(self, q: int) -> int:
+        return _jitter(self._data.seed, self._ws.id, "start", self.count - 1 - q, self._gap)
+
+    def find(self, sid: str) -> int | None:
+        decoded = self._data.sid_codec.decode(sid)
+        if decoded is None or decoded[0] != self._ws_index or decoded[1] >= self.count:
+            return None
+        q = self.count - 1 - decoded[1]
+        return None if self._kinds.get(q) == "null_sid" else q
+
+    def _rank(self, q: int) -> int:
+        """Recorded calls newer than position q (q's rank among the recorded, newest 0)."""
+        return q - bisect.bisect_left(self._specials, q)
+
+    def archived_sids(self) -> Iterator[str]:
+        archived = self._data.config.archived_calls
+        q = self.count
+        while archived > 0 and q > 0:
+            q -= 1
+            if q not in self._kinds:
+                archived -= 1
+                yield self._data.sid_codec.encode(self._ws_index, self.count - 1 - q)
+
+    def call(self, q: int) -> Call:
+        if not 0 <= q < self.count:
+            raise IndexError(q)
+        call = self._cache.get(q)
+        if call is not None:
+            self._cache.move_to_end(q)
+            return call
+        call = self._make(q)
+        self._cache[q] = call
+        if len(self._cache) > _CACHE_CALLS:
+            self._cache.popitem(last=False)
+        return call
+
+    def _make(self, q: int) -> Call:
+        config = self._data.config
+        kind = self._kinds.get(q, "recorded")
+        serial = self.count - 1 - q
+        sid = None if kind == "null_sid" else self._data.sid_codec.encode(self._ws_index, serial)
+        rng = _rng(config.seed, "call", self._ws.id, serial)
+        rank = self._rank(q) if kind == "recorded" else -1
+        if rank in self._long:
+            duration = config.long_duration
+        else:
+            duration = round(rng.uniform(config.min_duration, config.max_duration), 3)
+        call = self._data._make_call(
+            self._ws,
+            rng,
+            kind,
+            sid,
+            self.started(q),
+            duration,
+            kind == "recorded" and rank >= self.recorded - config.archived_calls,
+            self._service_ids,
+            self._service_number,
+        )
+        plan = _fault_plan(config)
+        if call.recording is not None and 0 <= rank < len(plan):
+            call = _with_fault(call, *plan[rank])
+        return call
+
+
+def _fault_plan(config: EmulatorConfig) -> list[tuple[str, str]]:
+    """The faults of the newest recorded (not archived) calls, newest first."""
+    return (
+        [("metadata_fault", METADATA_FAULTS[i % len(METADATA_FAULTS)])
+         for i in range(config.bad_metadata)]
+        + [("size_fault", SIZE_FAULTS[i % len(SIZE_FAULTS)])
+           for i in range(config.size_mismatch)]
+        + [("url_fault", URL_FAULTS[i % len(URL_FAULTS)]) for i in range(config.evil_urls)]
+    )  # fmt: skip
+
+
+def _with_fault(call: Call, field_name: str, kind: str) -> Call:
+    rec = call.recording
+    assert rec is not None
+    rec = replace(rec, **{field_name: kind})  # type: ignore[arg-type]
+    if field_name == "metadata_fault":
+        rec = _break_metadata(rec)
+    return replace(call, recording=rec)
+
+
+class CallList(Sequence[Call]):
+    """A workspace's calls in listing order, newest first: those added at run time (Dataset.
+    add_calls), then the ones it started with. Indexing makes calls on demand for large
+    workspaces, so iterate a million-call list only if you mean it."""
+
+    __slots__ = ("_added_cache", "_data", "_gap", "_index", "_newest", "_originals", "_ws", "added")
+
+    def __init__(self, data: Dataset, ws: Workspace, index: int, originals: _Originals) -> None:
+        self._data = data
+        self._ws = ws
+        self._index = index
+        self._originals = originals
+        self.added = 0
+        self._newest = originals.started(0) if originals.count else data.epoch
+        self._gap = min(NEW_CALL_GAP_MAX, _gap_seconds(originals.count))
+        self._added_cache: OrderedDict[int, Call] = OrderedDict()
+
+    def __len__(self) -> int:
+        return self.added + self._originals.count
+
+    @overload
+    def __getitem__(self, position: int) -> Call: ...
+
+    @overload
+    def __getitem__(self, position: slice) -> list[Call]: ...
+
+    def __getitem__(self, position: int | slice) -> Call | list[Call]:
+        if isinstance(position, slice):
+            return [self[p] for p in range(*position.indices(len(self)))]
+        if position < 0:
+            position += len(self)
+        if not 0 <= position < len(self):
+            raise IndexError(position)
+        if position < self.added:
+            return self._added_call(self.added - 1 - position)
+        return self._originals.call(position - self.added)
+
+    def __iter__(self) -> Iterator[Call]:
+        for position in range(len(self)):
+            yield self[position]
+
+    def started(self, position: int) -> datetime:
+        """The start time of the call at a position, without making the call."""
+        if position < self.added:
+            return self._added_start(self.added - 1 - position)
+        return self._originals.started(position - self.added)
+
+    def first_before(self, moment: datetime) -> int:
+        """The first position whose call started before ``moment`` (start times only decrease
+        along the list): a binary search, so a date filter costs a few dozen start times."""
+        return bisect.bisect_left(range(len(self)), True, key=lambda p: self.started(p) < moment)
+
+    def find(self, sid: str) -> int | None:
+        """The position of the call with this SID, or None."""
+        q = self._originals.find(sid)
+        if q is not None:
+            return self.added + q
+        decoded = self._data.sid_codec.decode(sid)
+        if decoded is None or decoded[0] != self._index:
+            return None
+        k = decoded[1] - self._originals.count
+        return self.added - 1 - k if 0 <= k < self.added else None
+
+    def archived_sids(self) -> Iterator[str]:
+        """The SIDs of the calls that start archived (never one added at run time)."""
+        return self._originals.archived_sids()
+
+    def _added_start(self, k: int) -> datetime:
+        # After every original call and strictly increasing with k (jitter < gap).
+        jitter = _jitter(self._data.seed, self._ws.id, "new-start", k, self._gap)
+        return self._newest + timedelta(seconds=(k + 1) * self._gap - jitter)
+
+    def _added_call(self, k: int) -> Call:
+        call = self._added_cache.get(k)
+        if call is not None:
+            return call
+        config = self._data.config
+        rng = _rng(config.seed, "new-call", self._ws.id, k)
+        service_rng = _rng(config.seed, "new-call-service", self._ws.id)
+        service_ids = [_uuid4(service_rng) for _ in range(2)]
+        service_number = f"+1415555{service_rng.randrange(10000):04d}"
+        call = self._data._make_call(
+            self._ws,
+            rng,
+            "recorded",
+            self._data.sid_codec.encode(self._index, self._originals.count + k),
+            self._added_start(k),
+            round(rng.uniform(config.min_duration, config.max_duration), 3),
+            False,
+            service_ids,
+            service_number,
+        )
+        self._added_cache[k] = call
+        if len(self._added_cache) > _CACHE_CALLS:
+            self._added_cache.popitem(last=False)
+        return call
+
+
 class Dataset:
-    """All workspaces and calls of an emulator config, and the bytes of every stored file."""
+    """All workspaces and calls of an emulator config, and the bytes of every stored file.
+
+    Workspaces are made up front. Their calls are too when there are at most EAGER_CALLS of
+    them; larger workspaces (up to a million calls and beyond) are made call by call, with
+    memory and start-up time independent of the count. ``add_calls`` puts new calls at the
+    head of a workspace, as the emulator does at run time.
+    """
 
     def __init__(self, config: EmulatorConfig) -> None:
+        self.config = replace(config)
         self.seed = config.seed
         self.epoch = dataset_epoch(config.seed)
+        self.sid_codec = SidCodec(config.seed)
         rng = _rng(config.seed, "workspaces")
         self.workspaces: list[Workspace] = [
             self._make_workspace(
@@ -439,30 +802,64 @@ class Dataset:
         self.foreign_workspace_id: str = _uuid4(_rng(config.seed, "foreign"))
         """A workspace that exists but that the emulator's key does not own (403)."""
         self._workspaces = {ws.id: ws for ws in self.workspaces}
-        self._calls: dict[str, list[Call]] = {}
-        self._by_sid: dict[tuple[str, str], Call] = {}
-        for ws in self.workspaces:
-            calls = self._make_calls(config, ws)
-            self._calls[ws.id] = calls
-            for call in calls:
-                if call.call_sid is not None:
-                    self._by_sid[ws.id, call.call_sid] = call
+        self.lazy = config.calls_per_workspace > EAGER_CALLS
+        self._calls: dict[str, CallList] = {}
+        for index, ws in enumerate(self.workspaces):
+            originals: _Originals
+            if self.lazy:
+                originals = _LazyOriginals(self, config, ws, index)
+            else:
+                originals = _EagerOriginals(self._make_calls(config, ws))
+            self._calls[ws.id] = CallList(self, ws, index, originals)
 
     # workspaces and calls
 
     def workspace(self, workspace_id: str) -> Workspace | None:
         return self._workspaces.get(workspace_id)
 
-    def calls(self, workspace_id: str) -> list[Call]:
+    def calls(self, workspace_id: str) -> Sequence[Call]:
         """Every call of a workspace, newest first (the listing order)."""
-        return self._calls.get(workspace_id, [])
+        return self._calls.get(workspace_id, ())
+
+    def call_list(self, workspace_id: str) -> CallList | None:
+        return self._calls.get(workspace_id)
 
     def call(self, workspace_id: str, call_sid: str) -> Call | None:
-        return self._by_sid.get((workspace_id, call_sid))
+        calls = self._calls.get(workspace_id)
+        if calls is None:
+            return None
+        position = calls.find(call_sid)
+        return None if position is None else calls[position]
 
     def recording(self, workspace_id: str, call_sid: str) -> Recording | None:
         call = self.call(workspace_id, call_sid)
         return None if call is None else call.recording
+
+    def find_recording(self, call_sid: str) -> Recording | None:
+        """The recording with this SID in any workspace."""
+        for workspace_id in self._calls:
+            rec = self.recording(workspace_id, call_sid)
+            if rec is not None:
+                return rec
+        return None
+
+    def add_calls(self, count: int, workspace_id: str | None = None) -> None:
+        """Add ``count`` new recorded calls at the head of one workspace (or of every one), with
+        start times after every call it holds: listing offsets shift by ``count``."""
+        if count < 0:
+            raise ValueError("count must be >= 0")
+        for ws_id, calls in self._calls.items():
+            if workspace_id is None or ws_id == workspace_id:
+                calls.added += count
+
+    def added_calls(self) -> dict[str, int]:
+        """Calls added to each workspace since the start."""
+        return {ws_id: calls.added for ws_id, calls in self._calls.items()}
+
+    def archived_sids(self) -> Iterator[str]:
+        """The SIDs of the recordings that start in the archive."""
+        for calls in self._calls.values():
+            yield from calls.archived_sids()
 
     def recordings(self) -> Iterator[Recording]:
         for calls in self._calls.values():
@@ -477,11 +874,18 @@ class Dataset:
 
     def sound(self) -> list[Recording]:
         """Recordings without any injected fault (archived ones included)."""
-        return [
-            r
-            for r in self.recordings()
-            if r.metadata_fault is None and r.size_fault is None and r.url_fault is None
-        ]
+        return list(self._sound())
+
+    def _sound(self) -> Iterator[Recording]:
+        for r in self.recordings():
+            if r.metadata_fault is None and r.size_fault is None and r.url_fault is None:
+                yield r
+
+    def _sound_in(self, workspace_id: str) -> Iterator[Recording]:
+        for call in self.calls(workspace_id):
+            r = call.recording
+            if r is not None and r.metadata_fault is r.size_fault is r.url_fault is None:
+                yield r
 
     # hostile listings
 
@@ -548,11 +952,7 @@ class Dataset:
         if rec is None or rec.url_fault is None:
             return None
         other = next(
-            (
-                r
-                for r in self.sound()
-                if r.workspace_id == workspace_id and r is not rec and not r.archived
-            ),
+            (r for r in self._sound_in(workspace_id) if r.call_sid != call_sid and not r.archived),
             None,
         )
         other_sid = other.call_sid if other is not None else "CA" + "0" * 32
@@ -650,9 +1050,12 @@ class Dataset:
         archived = set(recorded_oldest_first[: config.archived_calls])
         calls = []
         for index, (kind, started, duration) in enumerate(drafts):
+            # The SID is the call's first draw, as it always was: the same seed, the same SIDs.
+            sid = None if kind == "null_sid" else f"CA{rng.getrandbits(128):032x}"
             call = self._make_call(
-                ws, rng, kind, started, duration, index in archived, service_ids, service_number
-            )
+                ws, rng, kind, sid, started, duration, index in archived, service_ids,
+                service_number,
+            )  # fmt: skip
             calls.append(call)
         calls.sort(key=lambda c: (c.started_at, c.summary["entity_id"]), reverse=True)
         return self._inject_faults(config, calls)
@@ -661,24 +1064,14 @@ class Dataset:
     def _inject_faults(config: EmulatorConfig, calls: list[Call]) -> list[Call]:
         """Breaks the newest recorded (not archived) calls as bad_metadata, size_mismatch and
         evil_urls ask, in that order and in listing order, so tests can find them."""
-        plan = (
-            [("metadata_fault", METADATA_FAULTS[i % len(METADATA_FAULTS)])
-             for i in range(config.bad_metadata)]
-            + [("size_fault", SIZE_FAULTS[i % len(SIZE_FAULTS)])
-               for i in range(config.size_mismatch)]
-            + [("url_fault", URL_FAULTS[i % len(URL_FAULTS)]) for i in range(config.evil_urls)]
-        )  # fmt: skip
+        plan = _fault_plan(config)
         if not plan:
             return calls
         result = []
         for call in calls:
             rec = call.recording
             if rec is not None and not rec.archived and plan:
-                field_name, kind = plan.pop(0)
-                rec = replace(rec, **{field_name: kind})  # type: ignore[arg-type]
-                if field_name == "metadata_fault":
-                    rec = _break_metadata(rec)
-                call = replace(call, recording=rec)
+                call = _with_fault(call, *plan.pop(0))
             result.append(call)
         return result
 
@@ -687,13 +1080,13 @@ class Dataset:
         ws: Workspace,
         rng: random.Random,
         kind: str,
+        call_sid: str | None,
         started: datetime,
         duration: float,
         archived: bool,
         service_ids: list[str],
         service_number: str,
     ) -> Call:
-        call_sid = None if kind == "null_sid" else f"CA{rng.getrandbits(128):032x}"
         direction = rng.choice(("inbound", "inbound", "outbound"))
         service_id = rng.choice(service_ids)
         caller = f"+1{rng.randrange(200, 999)}{rng.randrange(10**7):07d}"

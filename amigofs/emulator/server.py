@@ -49,12 +49,12 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _url(host: str, port: int) -> str:
+def _url(host: str, port: int, scheme: str = "http") -> str:
     try:
         is_v6 = ipaddress.ip_address(host).version == 6
     except ValueError:
         is_v6 = False
-    return f"http://[{host}]:{port}" if is_v6 else f"http://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if is_v6 else f"{scheme}://{host}:{port}"
 
 
 async def serve(
@@ -63,6 +63,7 @@ async def serve(
     host: str = "127.0.0.1",
     port: int = 0,
     app: EmulatorApp | None = None,
+    certificate: tuple[str, str] | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -70,7 +71,8 @@ async def serve(
 
     Port 0 picks a free port; the real URL (``http://HOST:PORT``) is reported through
     task_status. We bind the socket ourselves and hand it to hypercorn as ``fd://`` so the bound
-    port is known before hypercorn starts accepting.
+    port is known before hypercorn starts accepting. With ``certificate`` (PEM certificate and
+    key files) it serves HTTPS, and the URL says ``https://``.
     """
     if app is None:
         app = EmulatorApp(config)
@@ -78,7 +80,11 @@ async def serve(
     bound_port = sock.getsockname()[1]
     # hypercorn wraps the descriptor in its own socket object and closes it on exit.
     hc_config = _hypercorn_config(sock.detach())
-    url = _url(host, bound_port)
+    scheme = "http"
+    if certificate is not None:
+        hc_config.certfile, hc_config.keyfile = certificate
+        scheme = "https"
+    url = _url(host, bound_port, scheme)
     async with trio.open_nursery() as nursery:
         await nursery.start(
             partial(
