@@ -37,26 +37,30 @@ from amigofs.cache.meta import MetaStore
 from amigofs.cache.singleflight import SingleFlight
 from amigofs.cache.store import BlockStore, StoredFile
 from amigofs.concurrency import gather
-from amigofs.fs.wav import UnknownAudioFormat, audio_layout
+from amigofs.fs.stereo import Channel, NoStereo, StereoView
+from amigofs.fs.wav import UnknownAudioFormat, audio_layout, is_wav_container
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 INBOUND, OUTBOUND, METADATA = "inbound.wav", "outbound.wav", "metadata.json"
-FILE_NAMES = (INBOUND, OUTBOUND, METADATA)
+CALL = "call.wav"  # both channels in one stereo file (amigofs.fs.stereo)
+FILE_NAMES = (INBOUND, OUTBOUND, CALL, METADATA)
 
 
 @dataclass(slots=True, frozen=True)
 class PresentedFile:
     """One file of a call directory: `header` (synthesized) then `stored` bytes,
-    or `content` held in memory (the control file)."""
+    `content` held in memory (the control file), or a `stereo` mix of two stored
+    files (call.wav)."""
 
     name: str
     size: int
     header: bytes = b""
     stored: StoredFile | None = None
     content: bytes | None = None
+    stereo: StereoView | None = None
 
 
 @dataclass(slots=True)
@@ -148,8 +152,10 @@ class RecordingSource:
         meta: MetaStore | None = None,
         *,
         concurrency: int = 8,
+        call_wav: bool = True,
     ) -> None:
         self._client = client
+        self._call_wav = call_wav  # False: --no-call-wav
         self._meta = meta
         self._store = store
         self._limit = trio.CapacityLimiter(concurrency)
@@ -239,6 +245,7 @@ class RecordingSource:
         start = summary.started_at if summary and summary.started_at else metadata.call_start
         record = CallRecord(workspace_id, call_sid, start, metadata, from_disk=from_disk)
         links: dict[str, _Link] = {}
+        sources: dict[str, tuple[StoredFile, str, int, bool]] = {}
         for name, path, fmt, rate, size in (
             (INBOUND, urls.inbound, metadata.inbound_format, metadata.inbound_sample_rate,
              metadata.inbound_size_bytes),
@@ -259,6 +266,19 @@ class RecordingSource:
             )
             if from_disk:
                 record.unconfirmed.add(name)
+            sources[name] = (stored, fmt, rate, is_wav_container(path.filename))
+        if self._call_wav and INBOUND in sources and OUTBOUND in sources:
+            try:
+                left, right = (
+                    Channel.of(name, *sources[name][:3], metadata.duration_seconds,
+                               sources[name][3])
+                    for name in (INBOUND, OUTBOUND)
+                )  # fmt: skip
+                stereo = StereoView(left, right)
+            except NoStereo as exc:
+                log.warning("%s/%s: %s not shown: %s", workspace_id, call_sid, CALL, exc)
+            else:
+                record.files[CALL] = PresentedFile(CALL, stereo.size, stereo=stereo)
         if metadata_size is not None and urls.metadata is not None:
             link = links[METADATA] = _Link(
                 self, (workspace_id, call_sid, METADATA), urls.metadata, links
@@ -278,6 +298,8 @@ class RecordingSource:
             return b""
         if file.content is not None:
             return memoryview(file.content)[offset:end]
+        if file.stereo is not None:
+            return await file.stereo.read(self._store, offset, end - offset)
         header_len = len(file.header)
         if end <= header_len:
             return file.header[offset:end]
@@ -291,6 +313,8 @@ class RecordingSource:
 
     def prefetch(self, file: PresentedFile, offset: int, end: int) -> None:
         """Starts fetching [offset, end) of a presented file ahead of its reader."""
+        if file.stereo is not None:
+            file.stereo.prefetch(self._store, offset, end)
         if file.stored is not None:
             header_len = len(file.header)
             self._store.prefetch(file.stored, max(0, offset - header_len), max(0, end - header_len))
@@ -299,6 +323,11 @@ class RecordingSource:
         """The file's last reader has closed it."""
         if file.stored is not None:
             self._store.forget(file.stored.key)
+        if file.stereo is not None:
+            # Only the blocks kept in memory (no room on disk) go: those of a mono
+            # file still open are fetched again if needed, at worst.
+            for stored in file.stereo.stored_files:
+                self._store.forget(stored.key)
 
     async def renew(self, link: _Link, stale: DownloadPath) -> DownloadPath:
         workspace_id, call_sid, name = link.key
