@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ import httpx
 from amigofs.emulator.cli import knob_arguments
 from amigofs.emulator.config import EmulatorConfig
 from amigofs.emulator.data import Dataset
-from amigofs.emulator.process import await_listening
+from amigofs.emulator.process import await_listening, await_listening_details
 from tests.mounting import stop_process
 
 START_DEADLINE = 30.0
@@ -34,13 +35,25 @@ STOP_DEADLINE = 10.0
 class EmulatorProc:
     """A running emulator subprocess and the ground truth it serves."""
 
-    def __init__(self, process: subprocess.Popen[str], url: str, config: EmulatorConfig) -> None:
+    def __init__(
+        self,
+        process: subprocess.Popen[str],
+        url: str,
+        config: EmulatorConfig,
+        certificate: str | None = None,
+    ) -> None:
         self.process = process
         self.url = url
         self.config = config
         self.api_key = config.api_key
+        self.certificate = certificate
+        """With tls: the PEM file of the emulator's self-signed certificate."""
         self._data: Dataset | None = None
-        self._client = httpx.Client(base_url=url, timeout=10.0)
+        self._client = httpx.Client(base_url=url, timeout=10.0, verify=self.ssl_context())
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client context trusting this emulator's certificate (the system's without tls)."""
+        return ssl.create_default_context(cafile=self.certificate)
 
     @property
     def data(self) -> Dataset:
@@ -62,6 +75,22 @@ class EmulatorProc:
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result
+
+    def link_stats(self) -> dict[str, int]:
+        """Requests in flight now and at most, queued and refused (max_connections)."""
+        response = self._client.get("/__stats/link")
+        response.raise_for_status()
+        result: dict[str, int] = response.json()
+        return result
+
+    def synced_data(self) -> Dataset:
+        """``data`` with the calls the server has added since the start (add_calls,
+        new_calls_per_second) added to it too, as of this moment."""
+        added: dict[str, int] = self.control()["added_calls"]
+        data = self.data
+        for workspace_id, count in added.items():
+            data.add_calls(count - data.added_calls()[workspace_id], workspace_id)
+        return data
 
     def reset_stats(self) -> None:
         self._client.post("/__stats/reset").raise_for_status()
@@ -114,12 +143,16 @@ def start_emulator(api_key: str = "test-key", *, port: int = 0, **knobs: Any) ->
         env=env,
     )
     try:
-        url = _await_listening(process)
+        if config.tls:
+            listening = await_listening_details(process, START_DEADLINE)
+            url, certificate = listening.url, listening.certificate
+        else:
+            url, certificate = _await_listening(process), None
     except BaseException:
         process.kill()
         process.wait()
         raise
-    return EmulatorProc(process, url, dataclasses.replace(config))
+    return EmulatorProc(process, url, dataclasses.replace(config), certificate)
 
 
 @contextlib.contextmanager

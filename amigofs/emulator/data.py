@@ -536,7 +536,7 @@ class _EagerOriginals:
                 yield call.recording.call_sid
 
 
-_CACHE_CALLS = 4096
+_CACHE_CALLS = 1024
 """Lazily made calls kept per workspace: a request touches one call several times, and a client
 reads a call's three files soon after listing it."""
 
@@ -1192,8 +1192,34 @@ class Dataset:
 
 
 def _metadata_document(metadata: dict[str, object]) -> bytes:
-    """metadata.json as the platform stores it."""
-    return (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode()
+    """metadata.json as the platform stores it: ``json.dumps(indent=2, sort_keys=True)``."""
+    # The same bytes for a flat document, without the pure-Python encoder indent= needs: a
+    # million-call workspace makes one per call it lists.
+    lines = []
+    for key in sorted(metadata):
+        text = _scalar_json(metadata[key])
+        if text is None:
+            return (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode()
+        lines.append(f"  {_json_string(key)}: {text}")
+    if not lines:
+        return b"{}\n"
+    return ("{\n" + ",\n".join(lines) + "\n}\n").encode()
+
+
+_json_string = json.encoder.encode_basestring_ascii
+
+
+def _scalar_json(value: object) -> str | None:
+    """``json.dumps(value)`` for a string, None, bool, int or finite float; None otherwise."""
+    if isinstance(value, str):
+        return _json_string(value)
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return float.__repr__(value)
+    return None
 
 
 def _break_metadata(rec: Recording) -> Recording:
