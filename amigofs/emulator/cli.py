@@ -332,9 +332,11 @@ async def _main(
                     task_status=task_status,
                 )
             )
+            lines = [listening_line(url)]
             if certificate is not None:
-                print(certificate_line(certificate[0]), flush=True)
-            print(listening_line(url), flush=True)
+                # One write: a reader that waits with select() sees both lines arrive.
+                lines.insert(0, certificate_line(certificate[0]))
+            print("\n".join(lines), flush=True)
             async for signum in signals:
                 log.info("signal %s: shutting down", signal.Signals(signum).name)
                 stop.set()

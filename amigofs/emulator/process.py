@@ -6,7 +6,7 @@ wait for that line, with a deadline, instead of guessing a port or sleeping.
 
 With ``--tls`` the URL is ``https://`` and the line before it says where the
 self-signed certificate is: ``amigofs emulator certificate /PATH/emulator-cert.pem``
-(await_listening_details returns both).
+(await_listening_details returns both). The two lines are written at once.
 """
 
 from __future__ import annotations
@@ -60,6 +60,10 @@ def await_listening_details(process: subprocess.Popen[Any], deadline: float) -> 
                 line = raw.decode() if isinstance(raw, bytes) else raw
                 if line.startswith(CERTIFICATE_PREFIX):
                     certificate = line[len(CERTIFICATE_PREFIX) :].strip()
+                    # The listening line came in the same write (see cli._main), so it may sit
+                    # in the file's buffer already, where select() cannot see it.
+                    raw = process.stdout.readline()
+                    line = raw.decode() if isinstance(raw, bytes) else raw
                 if line.startswith(LISTENING_PREFIX):
                     return Listening(line[len(LISTENING_PREFIX) :].strip(), certificate)
                 if line == "":
