@@ -74,10 +74,23 @@ def _vary(make: Callable[[int, int], bytes], variant: str) -> Callable[[int, int
     return varied
 
 
+MEDIA_EXTRA = 800  # samples a "longer_media" stored file has beyond the metadata's duration
+
+
+class _LongerMedia(emulator_data.AudioObject):
+    """A stored file, raw or WAV, with more samples than the metadata's duration says
+    (its size, and a WAV's header, say so truly)."""
+
+    def __init__(self, *, samples: int, **rest: object) -> None:
+        super().__init__(samples=samples + MEDIA_EXTRA, **rest)  # type: ignore[arg-type]
+
+
 @contextlib.contextmanager
 def _varied_headers(variant: str) -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
-        if variant != "plain":
+        if variant == "longer_media":
+            patch.setattr(emulator_data, "AudioObject", _LongerMedia)
+        elif variant != "plain":
             for name in ("_pcm_wav_header", "_ulaw_wav_header"):
                 patch.setattr(emulator_data, name, _vary(getattr(emulator_data, name), variant))
         yield
@@ -401,9 +414,12 @@ def test_byte_exact_at_random_offsets_and_under_eight_readers(source: Source, mn
     assert not failures, failures
 
 
-def test_a_header_that_disagrees_with_the_metadata_is_eio_and_logged() -> None:
+@pytest.mark.parametrize("variant", ["stale", "longer_media"])
+def test_a_header_that_disagrees_with_the_metadata_is_eio_and_logged(variant: str) -> None:
+    # "stale": a data chunk claiming more than the file holds; "longer_media": headers
+    # true to the file, but more samples than the duration call.wav was sized from.
     with emulator_with(
-        "stale", workspaces=1, calls_per_workspace=6, min_duration=5.0, max_duration=10.0
+        variant, workspaces=1, calls_per_workspace=6, min_duration=5.0, max_duration=10.0
     ) as src, mounted(src.proc.url, API_KEY) as mnt:  # fmt: skip
         lying = [r for r in src.data.sound() if r.storage == "wav"]
         honest = [r for r in src.data.sound() if r.storage == "raw"]

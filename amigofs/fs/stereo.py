@@ -284,8 +284,8 @@ class StereoView:
             if self._checked:
                 return
             wavs = [s for s in self._sources if s.channel.wav]
-            found = await gather(*(lambda s=s: self._locate(store, s.channel) for s in wavs))
             try:
+                found = await gather(*(lambda s=s: self._locate(store, s.channel) for s in wavs))
                 for source, (offset, samples) in zip(wavs, found, strict=True):
                     source.offset, source.samples = offset, samples
                 frames = [_frames_of(s.samples, s.channel.rate, self.rate) for s in self._sources]
@@ -298,6 +298,7 @@ class StereoView:
                         f"gives {self.frames}"
                     )  # fmt: skip
             except StereoMismatch as exc:
+                # The stored files do not change: every later read gets the same answer.
                 self._failure = exc
                 log.error("%s/%s: %s", *self._where(), exc)
                 raise
@@ -311,10 +312,8 @@ class StereoView:
             return bytes(await store.read(stored, start, end))
 
         def mismatch(what: str) -> StereoMismatch:
-            exc = StereoMismatch(f"call.wav: stored {stored.key.filename} ({channel.name}): {what}")
-            self._failure = exc
-            log.error("%s/%s: %s", *self._where(), exc)
-            return exc
+            stored_as = "" if stored.key.filename == channel.name else f" ({stored.key.filename})"
+            return StereoMismatch(f"call.wav: stored {channel.name}{stored_as}: {what}")
 
         try:
             info = await read_wav_header(read, stored.size)
