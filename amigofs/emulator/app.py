@@ -3,8 +3,10 @@
 Routes under ``/v1`` follow platform-subset.openapi.json and need the bearer key; ``/__stats``
 and ``/__control`` are the test harness's view and steering wheel and need no key.
 
-Check order on API routes: fault injection, 401 (key), 422 (parameters), 403 (workspace), then
-the operation's own answers (400 filename, 503 not configured, 404, 202 archived, 403 link).
+Check order on API routes: admission (max_connections: wait, or 429 at once), latency, fault
+injection, 401 (key), 422 (parameters), 403 (workspace), then the operation's own answers (400
+filename, 503 not configured, 404, 202 archived, 403 link). A request holds its place from the
+latency to its last body byte; every body byte passes the shared link (link.py).
 """
 
 from __future__ import annotations

@@ -559,6 +559,7 @@ class _LazyOriginals:
         "_kinds",
         "_lead",
         "_long",
+        "_long_listed",
         "_service_ids",
         "_service_number",
         "_specials",
@@ -584,7 +585,11 @@ class _LazyOriginals:
             for n, q in enumerate(positions)
         }
         self._specials = sorted(positions)
-        self._long = set(rng.sample(range(self.recorded), config.long_calls))
+        # The seeded sample of long ranks, or of short ones when those are fewer (benchmarks ask
+        # for every call long): a set of at most half the calls.
+        self._long_listed = config.long_calls <= self.recorded // 2
+        listed = config.long_calls if self._long_listed else self.recorded - config.long_calls
+        self._long = set(rng.sample(range(self.recorded), listed))
         self._gap = _gap_seconds(self.count)
         longest = config.long_duration if config.long_calls else config.max_duration
         # Every call ends before the epoch, as in the eager path.
@@ -638,7 +643,7 @@ class _LazyOriginals:
         sid = None if kind == "null_sid" else self._data.sid_codec.encode(self._ws_index, serial)
         rng = _rng(config.seed, "call", self._ws.id, serial)
         rank = self._rank(q) if kind == "recorded" else -1
-        if rank in self._long:
+        if rank >= 0 and (rank in self._long) == self._long_listed:
             duration = config.long_duration
         else:
             duration = round(rng.uniform(config.min_duration, config.max_duration), 3)
