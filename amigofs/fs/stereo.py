@@ -27,7 +27,8 @@ every read is EIO with a log line, never padded or truncated audio.
 
 Reads and prefetches map a range of call.wav to the two sources' byte ranges
 under it, so a seek costs only the blocks there, and the blocks are the ones the
-mono files are served from.
+mono files are served from. Readahead windows that begin in the first
+PROBE_BYTES of call.wav are not fetched (see there).
 """
 
 from __future__ import annotations
