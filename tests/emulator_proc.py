@@ -97,7 +97,9 @@ class EmulatorProc:
 
     def control(self, **changes: Any) -> dict[str, Any]:
         """Change run-time knobs (fault_rate, fault_kinds, latency, bandwidth, url_ttl,
-        retry_after, stall_seconds) or move calls with restore=[sid] / archive=[sid]."""
+        retry_after, stall_seconds, link_bandwidth, max_connections, over_capacity,
+        new_calls_per_second) or move calls with restore=[sid] / archive=[sid], or add
+        calls with add_calls=N / add_calls={workspace_id: N} (see synced_data)."""
         response = self._client.post("/__control", json=changes)
         response.raise_for_status()
         result: dict[str, Any] = response.json()
