@@ -99,8 +99,11 @@ class AmigoOperations(pyfuse3.Operations):
         return await self._call(lambda: self._ns.opendir(node), "opendir %d", inode)
 
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        entries = self._ns.readdir(FileHandleT(fh), start_id)
-        for offset, entry in enumerate(entries, start=start_id + 1):
+        handle = FileHandleT(fh)
+        entries = await self._call(
+            lambda: self._ns.readdir(handle, start_id), "readdir %d@%d", fh, start_id
+        )
+        for offset, entry in entries:
             if not pyfuse3.readdir_reply(
                 token, os.fsencode(entry.name), self._entry(entry.attrs), offset
             ):

@@ -18,6 +18,7 @@ from amigofs.api.client import ClientConfig, PlatformClient, RetryPolicy
 from amigofs.api.secret import ApiKey
 from amigofs.cache.cache_dir import UnsafeCacheDir
 from amigofs.cache.disk import CacheInUse, DiskCache
+from amigofs.cache.index import CallIndex
 from amigofs.cache.meta import MetaStore
 from amigofs.cache.store import DEFAULT_BLOCK_SIZE, BlockStore
 from amigofs.cache.worker import FetchWorker, WorkerConfig
@@ -126,6 +127,8 @@ async def serve(options: MountOptions, api_key: ApiKey) -> None:
     except (CacheInUse, UnsafeCacheDir) as exc:
         disk.close()
         raise MountRefused(str(exc)) from None
+    index = CallIndex(options.cache_dir)
+    await trio.to_thread.run_sync(index.open)
     worker = FetchWorker(
         WorkerConfig(
             base_url=options.base_url,
@@ -142,6 +145,7 @@ async def serve(options: MountOptions, api_key: ApiKey) -> None:
         stack.push_async_callback(worker.aclose)
         stack.callback(disk.close)
         stack.callback(meta.close)
+        stack.callback(index.close)
         nursery = await stack.enter_async_context(trio.open_nursery())
         await worker.start(nursery)
         store = BlockStore(disk, worker, nursery, client=client, deadline=options.timeout)
@@ -161,6 +165,7 @@ async def serve(options: MountOptions, api_key: ApiKey) -> None:
                 failure_memory=min(2.0, options.timeout / 3),
             ),
             meta,
+            index=index,
         )
         operations = AmigoOperations(namespace, handler_timeout=options.timeout)
         counters = MountCounters(

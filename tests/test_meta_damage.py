@@ -18,8 +18,9 @@ import pytest
 import trio
 import trio.testing
 
-from amigofs.api.client import PlatformClient
+from amigofs.api.client import CallPage, PlatformClient
 from amigofs.api.models import CallSummary
+from amigofs.cache.index import CallIndex
 from amigofs.emulator.data import Recording
 from amigofs.fs.namespace import ROOT_INODE, Namespace, NamespaceConfig
 from amigofs.fs.records import CallRecord, RecordingSource, WorkspaceAccess
@@ -106,16 +107,18 @@ def test_damaged_listings_and_records_on_disk_are_dropped_and_fetched_again() ->
         cache = first.cache_dir
         meta = cache / "meta"
         records = meta / "records" / workspace_id
-        listing = meta / "calls" / f"{workspace_id}.json"
         workspaces = meta / "workspaces.json"
+        index = cache / "index.sqlite"  # the listings
         record_files = {r.call_sid: records / f"{r.call_sid}.json" for r in recordings}
         assert sorted(p for p in meta.rglob("*") if p.is_file()) == sorted(
-            [workspaces, listing, *record_files.values()]
+            [workspaces, *record_files.values()]
         )
 
-        damaged = [workspaces, listing]
+        damaged = [workspaces, index]
         _edit(workspaces, workspace_id.encode(), lambda m: _other_hex(m[0]))
-        _edit(listing, recordings[0].call_sid.encode(), lambda m: _other_hex(m[0]))
+        for leftover in cache.glob("index.sqlite-*"):
+            leftover.unlink()
+        _garbage(index)
         for recording, damage in zip(recordings, RECORD_DAMAGE, strict=False):
             damage(record_files[recording.call_sid])
             damaged.append(record_files[recording.call_sid])
@@ -215,11 +218,12 @@ class _Client:
         self.listings = 0
         self.broken = False
 
-    async def list_calls(self, workspace_id: str) -> list[CallSummary]:
+    async def list_calls_page(self, workspace_id: str, offset: int) -> CallPage:
         self.listings += 1
         if self.broken:
             raise RuntimeError("a bug in the listing")
-        return self.calls
+        page = self.calls[offset : offset + 100]
+        return CallPage(page, len(page), len(self.calls), offset + 100 < len(self.calls))
 
 
 class _BrokenSource:
@@ -237,7 +241,7 @@ class _BrokenSource:
 
 
 async def test_a_bug_in_a_background_task_is_logged_with_its_traceback_and_serving_goes_on(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     workspace_id = "5b0e2f4c-2d8e-4c39-9a53-1f7d7c1e0a42"
     sids = [f"CA{i:032x}" for i in range(6)]
@@ -248,12 +252,22 @@ async def test_a_bug_in_a_background_task_is_logged_with_its_traceback_and_servi
     ]
     client, source = _Client(calls), _BrokenSource()
     config = NamespaceConfig(workspaces=[workspace_id])
+    index = CallIndex(tmp_path)
+    index.open()
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             namespace = Namespace(
-                cast(PlatformClient, client), cast(RecordingSource, source), nursery, config
-            )
+                cast(PlatformClient, client), cast(RecordingSource, source), nursery, config,
+                index=index,
+            )  # fmt: skip
             workspace = await namespace.lookup(ROOT_INODE, workspace_id)
+            handle = await namespace.opendir(workspace.inode)
+            listed: list[str] = []
+            offset = 0
+            while entries := await namespace.readdir(handle, offset):
+                listed += [entry.name for _, entry in entries]
+                offset = entries[-1][0]
+            assert sorted(listed) == sorted(sids)
             # Two calls entered in listing order: a walk, so the next ones load ahead.
             for sid in sids[:2]:
                 call = await namespace.lookup(workspace.inode, sid)
@@ -271,6 +285,7 @@ async def test_a_bug_in_a_background_task_is_logged_with_its_traceback_and_servi
             call = await namespace.lookup(workspace.inode, sids[3])
             assert (await namespace.getattr(call.inode)).is_dir
             nursery.cancel_scope.cancel()
+    index.close()
     bugs = [
         record.getMessage()
         for record in caplog.records

@@ -74,7 +74,7 @@ def test_tree_matches_the_emulator_across_pages(emulator: EmulatorProc, mount: M
         assert sorted(os.listdir(mount.path / workspace_id)) == expected
     recording = next(emulator.data.recordings())
     files = os.listdir(mount.path / recording.workspace_id / recording.call_sid)
-    assert sorted(files) == ["inbound.wav", "metadata.json", "outbound.wav"]
+    assert sorted(files) == ["call.wav", "inbound.wav", "metadata.json", "outbound.wav"]
 
 
 @pytest.mark.parametrize("storage", ["wav", "raw"])
@@ -135,7 +135,7 @@ def test_rsync_twice_transfers_nothing_the_second_time(
     first = run("rsync", "-a", "--stats", source, str(tmp_path / "backup"))
     assert first.returncode == 0, first.stderr
     calls = recorded_calls(emulator, workspace_id)
-    assert re.search(rf"Number of regular files transferred: {3 * len(calls):,}\b", first.stdout)
+    assert re.search(rf"Number of regular files transferred: {4 * len(calls):,}\b", first.stdout)
     for recording in random.Random(7).sample(calls, 5):
         backup = tmp_path / "backup" / recording.call_sid
         assert (backup / "metadata.json").read_bytes() == recording.metadata_bytes
@@ -163,7 +163,9 @@ def test_mtimes_are_the_call_start_and_stable_across_remounts(
     }
     assert os.stat(mount.path / relative).st_mtime == expected
     assert set(first.values()) == {expected}
+    # A workspace's time is its newest call's start, once its listing has been read.
     newest = max(c.started_at for c in emulator.data.calls(recording.workspace_id))
+    os.listdir(mount.path / recording.workspace_id)
     assert os.stat(mount.path / recording.workspace_id).st_mtime == newest.timestamp()
     with mounted(emulator.url, emulator.api_key) as again:
         assert {n: os.stat(again.path / relative / n).st_mtime for n in first} == first
@@ -176,6 +178,7 @@ def test_common_tools_work_and_writes_fail_with_erofs(
     call_dir = mount.path / recording.workspace_id / recording.call_sid
     found = run("find", str(call_dir), "-type", "f", "-name", "*.wav")
     assert sorted(found.stdout.split()) == [
+        str(call_dir / "call.wav"),
         str(call_dir / "inbound.wav"),
         str(call_dir / "outbound.wav"),
     ]
@@ -400,7 +403,7 @@ def test_a_walk_in_listing_order_loads_the_next_calls_ahead() -> None:
             emulator.reset_stats()
             found = run("find", str(mnt.path / workspace_id), "-type", "f")
             assert found.returncode == 0, found.stderr
-            assert len(found.stdout.split()) == 3 * len(calls)
+            assert len(found.stdout.split()) == 4 * len(calls)  # call.wav too
             log = [e for e in emulator.stats()["log"] if e["op"] == "get-recording-urls"]
             assert len(log) == len({e["path"] for e in log}) == len(calls)
             times = sorted(float(e["time"]) for e in log)

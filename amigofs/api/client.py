@@ -9,6 +9,7 @@ sooner. What it raises is the tree in `amigofs.api.errors`.
 from __future__ import annotations
 
 import collections
+import datetime as dt
 import email.utils
 import logging
 import random
@@ -67,6 +68,17 @@ class RetryPolicy:
 
 # Bytes that count as progress for a download's deadline (see _ProgressDeadline).
 PROGRESS_BYTES = 64 << 10
+
+
+@dataclass(slots=True, frozen=True)
+class CallPage:
+    """One page of list-calls: the calls on it that can be mounted, how many entries
+    it had in all (some have no recording), the listing's total, and whether more follow."""
+
+    calls: list[CallSummary]
+    entries: int
+    total: int | None
+    has_more: bool
 
 
 @dataclass(slots=True, frozen=True)
@@ -227,6 +239,45 @@ class PlatformClient:
         await self._list_all("list-calls", f"/v1/{workspace_id}/calls", take)
         return list(found.values())
 
+    async def list_calls_page(
+        self,
+        workspace_id: str,
+        offset: int,
+        *,
+        limit: int = PAGE_LIMIT,
+        date_from: dt.date | None = None,
+        date_to: dt.date | None = None,
+    ) -> CallPage:
+        """One page of a workspace's calls from `offset` (newest first, as the service
+        lists them; code that syncs must not rely on that), with the listing's `total`."""
+        _check_identifier(workspace_id, "workspace id")
+        params: dict[str, int | str] = {"limit": limit, "offset": offset}
+        if date_from is not None:
+            params["date_from"] = date_from.isoformat()
+        if date_to is not None:
+            params["date_to"] = date_to.isoformat()
+        op = "list-calls"
+        page = parse_page(
+            await self._get_json(op, f"/v1/{workspace_id}/calls", self.config.max_json_bytes, params),
+            op,
+        )
+        calls: list[CallSummary] = []
+        seen: set[str] = set()
+        for raw in page.items:
+            try:
+                call = parse_call_summary(raw, workspace_id)
+            except errors.ValidationError as exc:
+                log.warning("list-calls %s: skipped an entry: %s", workspace_id, exc)
+                continue
+            if call is None:
+                continue
+            if call.call_sid in seen:
+                log.warning("list-calls %s: skipped a duplicate of %s", workspace_id, call.call_sid)
+                continue
+            seen.add(call.call_sid)
+            calls.append(call)
+        return CallPage(calls, len(page.items), page.total, page.next_token is not None)
+
     async def recording_urls(self, workspace_id: str, call_sid: str) -> RecordingUrls:
         path = _recording_path(workspace_id, call_sid, "urls")
         document = await self._get_json("get-recording-urls", path, self.config.max_call_json_bytes)
@@ -331,7 +382,7 @@ class PlatformClient:
         raise errors.ProtocolError(f"{op}: more than {MAX_PAGES} pages")
 
     async def _get_json(
-        self, op: str, path: str, cap: int, params: dict[str, int] | None = None
+        self, op: str, path: str, cap: int, params: Mapping[str, int | str] | None = None
     ) -> object:
         what = f"{op} {path}"
 

@@ -97,10 +97,12 @@ class RecordingMetadata:
 
 @dataclass(slots=True, frozen=True)
 class Page:
-    """One page of a listing: the raw entries and where the next page starts."""
+    """One page of a listing: the raw entries, where the next page starts, and the
+    listing's size as the server gave it with this page (list-calls has it)."""
 
     items: list[Any]
     next_token: int | None
+    total: int | None = None
 
 
 # --- field helpers -------------------------------------------------------------
@@ -206,11 +208,14 @@ def parse_page(value: object, what: str) -> Page:
     if not isinstance(has_more, bool):
         raise ValidationError(f"{what}: 'has_more' is not a boolean")
     token = obj.get("continuation_token")
+    total = obj.get("total")
+    if isinstance(total, bool) or not isinstance(total, int) or not 0 <= total < 1 << 40:
+        total = None
     if has_more:
         if isinstance(token, bool) or not isinstance(token, int) or token < 0:
             raise ValidationError(f"{what}: has_more without a usable continuation_token")
-        return Page(items, token)
-    return Page(items, None)
+        return Page(items, token, total)
+    return Page(items, None, total)
 
 
 def parse_workspace(value: object) -> Workspace:

@@ -1,7 +1,14 @@
 """The tree: MOUNT/<workspace_id>/<call_sid>/{inbound.wav, outbound.wav, metadata.json}.
 
-Owns inode numbers, cached listings, call records, directory snapshots and open
-files. Knows nothing of pyfuse3: the adapter turns its answers into FUSE replies.
+Owns inode numbers, listings, call records, directory handles and open files.
+Knows nothing of pyfuse3: the adapter turns its answers into FUSE replies.
+
+A workspace's calls live in the call index on disk (amigofs.cache.index), filled
+by a sync the mount owns (amigofs.fs.listing): a workspace directory lists from
+the index as the sync fills it, never waiting for the whole listing, and a call
+looked up by its SID costs that call's own requests only. A call's inode numbers
+come from its row in the index (stable across remounts); nothing grows in memory
+with the number of calls.
 
 A workspace the API refuses (403) is refused here too, with EACCES, from the
 workspace directory's contents down, cached or not: never as an empty listing,
@@ -20,7 +27,7 @@ import datetime as dt
 import errno
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, NewType, TypeVar
 
@@ -29,12 +36,14 @@ import trio
 
 from amigofs.api import errors as api
 from amigofs.api.client import PlatformClient
-from amigofs.api.models import CallSummary, call_summary_document, is_identifier, parse_call_summary
+from amigofs.api.models import CallSummary, is_identifier
+from amigofs.cache.index import CallIndex, CallRow
 from amigofs.cache.meta import MetaStore
 from amigofs.cache.readahead import Readahead
 from amigofs.cache.singleflight import SingleFlight
 from amigofs.concurrency import gather
 from amigofs.fs.errors import FsError
+from amigofs.fs.listing import WorkspaceSync
 from amigofs.fs.records import (
     FILE_NAMES,
     INBOUND,
@@ -56,6 +65,12 @@ ROOT_INODE = InodeT(1)
 IMMUTABLE_TIMEOUT = 24 * 3600.0
 # Call records loaded ahead of a walk through a workspace in listing order.
 WALK_AHEAD = 16
+# Inodes of calls and their files: from the call's row in the index, SLOTS apiece
+# (the directory, then its files in the order of FILE_NAMES, which only grows).
+CALL_INODES = 1 << 32
+SLOTS = 8
+# Calls read from the index per readdir request (the kernel takes what fits).
+READDIR_BATCH = 256
 
 # The mount's own numbers (`amigofs stats`), in its root: found by name only,
 # never listed, readable by its owner only, generated when opened.
@@ -105,7 +120,7 @@ class NamespaceConfig:
     workspaces: Sequence[str] | None = None  # None: every workspace the key can list
     listing_ttl: float = 60.0
     negative_ttl: float = 5.0
-    max_records: int = 100_000
+    max_records: int = 10_000
     max_readahead: int = 32 << 20
     failure_memory: float = 2.0
     # Makes the content of the control file; None: the mount has none.
@@ -197,16 +212,20 @@ class Namespace:
         nursery: trio.Nursery,
         config: NamespaceConfig,
         meta: MetaStore | None = None,
+        *,
+        index: CallIndex,
     ) -> None:
         self._client = client
         self._source = source
         self._nursery = nursery
         self._config = config
+        self._index = index
         self._mount_time_ns = time.time_ns()
-        # Inodes are never reused while mounted: a few per call, cheap to keep,
-        # and stable numbers let rsync and find recognise what they saw.
+        # The root, the control file and the workspaces: a few, numbered as met.
+        # Calls and their files are numbered from the index (see CALL_INODES).
         self._inodes: dict[NodeKey, InodeT] = {NodeKey(): ROOT_INODE}
         self._keys: dict[InodeT, NodeKey] = {ROOT_INODE: NodeKey()}
+        self._rows: cachetools.LRUCache[int, CallRow] = cachetools.LRUCache(20_000)
         self._meta = meta
         self._access = source.access
         self._workspaces: _Listing[list[str]] = _Listing(
@@ -216,14 +235,13 @@ class Namespace:
             restore=self._restore_workspaces,
             persist=lambda ids: self._save(list(ids), "workspaces"),
         )
-        self._calls: dict[str, _Listing[dict[str, CallSummary]]] = {}
+        self._syncs: dict[str, WorkspaceSync] = {}
         self._records: cachetools.LRUCache[tuple[str, str], CallRecord] = cachetools.LRUCache(
             config.max_records
         )
         self._record_flights: SingleFlight[CallRecord] = SingleFlight()
-        # Walk detection: each workspace's listing in order, and the last record entered.
-        self._walk_orders: dict[str, tuple[object, dict[str, int], list[str]]] = {}
-        self._walk_last: dict[str, int | None] = {}
+        # Walk detection: the row of the last call entered in each workspace.
+        self._walk_last: dict[str, CallRow] = {}
         self._walk_scheduled: set[tuple[str, str]] = set()
         self._missing: cachetools.TTLCache[tuple[str, str], bool] = cachetools.TTLCache(
             maxsize=10_000, ttl=config.negative_ttl, timer=trio.current_time
@@ -233,7 +251,9 @@ class Namespace:
         self._archived: cachetools.TTLCache[tuple[str, str], api.Archived] = cachetools.TTLCache(
             maxsize=10_000, ttl=config.negative_ttl, timer=trio.current_time
         )
-        self._dir_snapshots: dict[FileHandleT, list[DirEntry]] = {}
+        # A directory handle: a snapshot (the root, a call), or a workspace's id,
+        # whose calls are read from the index as the kernel asks for them.
+        self._dir_snapshots: dict[FileHandleT, list[DirEntry] | str] = {}
         self._open_files: dict[FileHandleT, OpenFile] = {}
         self._open_counts: collections.Counter[InodeT] = collections.Counter()
         self._next_handle = 0
@@ -255,7 +275,7 @@ class Namespace:
             return await self._workspace_attrs(name)
         await self._allowed(key.workspace_id)
         if key.call_sid is None:
-            return await self._call_attrs(key.workspace_id, name, listed_only=not owner)
+            return await self._call_attrs(key.workspace_id, name, indexed_only=not owner)
         record = await self._record(key.workspace_id, key.call_sid)
         file = record.files.get(name)
         if file is None:
@@ -286,7 +306,10 @@ class Namespace:
             entries = [DirEntry(ws, a) for ws, a in zip(ids, attrs, strict=True)]
         elif key.call_sid is None:
             await self._allowed(key.workspace_id)
-            entries = await self._workspace_entries(key.workspace_id)
+            self._sync(key.workspace_id).ensure(retry=True)
+            handle = self._new_handle()
+            self._dir_snapshots[handle] = key.workspace_id
+            return handle
         else:
             await self._allowed(key.workspace_id)
             record = await self._record(key.workspace_id, key.call_sid)
@@ -299,9 +322,27 @@ class Namespace:
         self._dir_snapshots[handle] = entries
         return handle
 
-    def readdir(self, handle: FileHandleT, start: int) -> list[DirEntry]:
-        """Entries from offset `start` of the snapshot taken at opendir."""
-        return self._dir_snapshots[handle][start:]
+    async def readdir(self, handle: FileHandleT, start: int) -> list[tuple[int, DirEntry]]:
+        """Entries after offset `start`, each with its own offset. A workspace's come
+        from the index: while its sync is still filling it, this waits for the next
+        calls (under the request's deadline); none at all means the listing is whole.
+        A listing that cannot complete fails here: never a short one that looks whole."""
+        listing = self._dir_snapshots[handle]
+        if not isinstance(listing, str):
+            return [(offset, entry) for offset, entry in enumerate(listing, 1)][start:]
+        workspace_id = listing
+        sync = self._sync(workspace_id)
+        while True:
+            await self._allowed(workspace_id)
+            rows = self._index.after(workspace_id, start, READDIR_BATCH)
+            if rows:
+                return [(row.row_id, DirEntry(row.call_sid, self._row_attrs(row))) for row in rows]
+            sync.ensure()
+            if sync.complete:
+                return []
+            if sync.error is not None:
+                raise sync.error
+            await sync.changed.wait()
 
     def releasedir(self, handle: FileHandleT) -> None:
         self._dir_snapshots.pop(handle, None)
@@ -434,8 +475,7 @@ class Namespace:
     def _archived_xattrs(
         self, workspace_id: str, call_sid: str, archived: api.Archived
     ) -> dict[str, bytes]:
-        listing = self._calls.get(workspace_id)
-        summary = listing.cached.get(call_sid) if listing and listing.cached else None
+        summary = self._summary(workspace_id, call_sid)
         values: dict[str, str] = {}
         if summary is not None:
             if summary.duration_seconds is not None:
@@ -459,8 +499,8 @@ class Namespace:
     def drop_listings(self) -> None:
         """Makes the next access list workspaces and calls again (SIGHUP)."""
         self._workspaces.invalidate()
-        for listing in self._calls.values():
-            listing.invalidate()
+        for sync in self._syncs.values():
+            sync.force()
         self._missing.clear()
 
     # --- workspaces ---------------------------------------------------------------
@@ -479,113 +519,126 @@ class Namespace:
             return None
         return self._meta.load(_parse_workspace_ids, "workspaces")
 
-    def _restore_calls(self, workspace_id: str) -> dict[str, CallSummary] | None:
-        if self._meta is None:
-            return None
-
-        def parse(documents: object) -> dict[str, CallSummary]:
-            if not isinstance(documents, list):
-                raise ValueError("not a list of calls")
-            calls: dict[str, CallSummary] = {}
-            for document in documents:
-                call = parse_call_summary(document, workspace_id)
-                if call is not None:
-                    calls[call.call_sid] = call
-            return calls
-
-        return self._meta.load(parse, "calls", workspace_id)
-
     async def _workspace_ids(self) -> list[str]:
         return await self._workspaces.get(self._nursery)
 
     async def _workspace_attrs(self, workspace_id: str) -> Attributes:
+        # A workspace changes when a call is added: its newest call's time says so,
+        # and stays the same across remounts. (Before anything is indexed: the mount's.)
         # A workspace the key may not see is not one that is gone: shown, in its
         # parent's listing too, and refused when entered (which asks the API again).
-        listing = self._calls.get(workspace_id)
-        if self._access.revoked(workspace_id):
-            calls = listing.cached if listing is not None and listing.cached else {}
-        else:
-            try:
-                calls = await self._call_listing(workspace_id)
-            except api.AuthError:
-                calls = {}
-        starts = [c.started_at for c in calls.values() if c.started_at is not None]
-        # A workspace changes when a call is added: its newest call's time says so,
-        # and stays the same across remounts.
-        mtime_ns = _ns(max(starts)) if starts else self._mount_time_ns
+        # Looking a workspace up must cost no listing (a stat of one of its calls would
+        # wait on it): until the index knows its newest call, the kernel asks again.
+        newest = self._index.newest_ns(workspace_id)
         inode = self._inode(NodeKey(workspace_id))
-        return Attributes(inode, True, 0, mtime_ns, 1, self._config.listing_ttl)
+        if newest is None:
+            return Attributes(inode, True, 0, self._mount_time_ns, 1, 0.0)
+        return Attributes(inode, True, 0, newest, 1, self._config.listing_ttl)
 
     # --- calls ---------------------------------------------------------------------
 
     async def _allowed(self, workspace_id: str) -> None:
-        """Refuses a workspace the API refuses, asking it again (one listing) once
+        """Refuses a workspace the API refuses, asking it again (one listing page) once
         `listing_ttl` has passed since it last did."""
         refused_at = self._access.refused_at(workspace_id)
         if refused_at is None:
             return
         if trio.current_time() - refused_at > self._config.listing_ttl:
             with contextlib.suppress(api.AmigoError):
-                await self._listing(workspace_id).refresh()
+                await self._access.checked(
+                    workspace_id, lambda: self._client.list_calls_page(workspace_id, 0)
+                )
             if not self._access.revoked(workspace_id):
                 return
         raise FsError(errno.EACCES, f"{workspace_id}: access revoked")
 
-    async def _call_listing(self, workspace_id: str) -> dict[str, CallSummary]:
-        return await self._listing(workspace_id).get(self._nursery)
-
-    def _listing(self, workspace_id: str) -> _Listing[dict[str, CallSummary]]:
-        listing = self._calls.get(workspace_id)
-        if listing is None:
-
-            async def load() -> dict[str, CallSummary]:
-                calls = await self._access.checked(
-                    workspace_id, lambda: self._client.list_calls(workspace_id)
-                )
-                return {c.call_sid: c for c in calls}
-
-            listing = self._calls[workspace_id] = _Listing(
-                load,
-                self._config.listing_ttl,
-                f"call listing of {workspace_id}",
-                restore=lambda: self._restore_calls(workspace_id),
-                persist=lambda calls: self._save(
-                    [call_summary_document(c) for c in calls.values()], "calls", workspace_id
-                ),
+    def _sync(self, workspace_id: str) -> WorkspaceSync:
+        sync = self._syncs.get(workspace_id)
+        if sync is None:
+            sync = self._syncs[workspace_id] = WorkspaceSync(
+                workspace_id,
+                client=self._client,
+                index=self._index,
+                nursery=self._nursery,
+                checked=self._access.checked,
+                listing_ttl=self._config.listing_ttl,
+                failure_memory=self._config.failure_memory,
             )
-        return listing
+        return sync
 
-    async def _workspace_entries(self, workspace_id: str) -> list[DirEntry]:
-        calls = await self._call_listing(workspace_id)
-        # Calls listed without a start time need their metadata for an mtime:
-        # fetch those records together, bounded by the source's limiter.
-        # Not a visit of those calls: they must not count as a walk (ahead=True).
-        undated = [sid for sid, c in calls.items() if c.started_at is None]
-        if undated:
-            await gather(
-                *(lambda sid=sid: self._record(workspace_id, sid, ahead=True) for sid in undated)
-            )
-        return [
-            DirEntry(sid, await self._call_attrs(workspace_id, sid, visit=False))
-            for sid in _listing_order(calls)
-        ]
+    def _summary(self, workspace_id: str, call_sid: str) -> CallSummary | None:
+        row = self._index.by_sid(workspace_id, call_sid)
+        return None if row is None else row.summary()
+
+    def _row_attrs(self, row: CallRow) -> Attributes:
+        """A call directory's attributes from its row; one listed without a start time
+        is asked again (its metadata has one), not cached."""
+        self._rows[row.row_id] = row
+        inode = InodeT(CALL_INODES + row.row_id * SLOTS)
+        if row.started_ns is None:
+            return Attributes(inode, True, 0, self._mount_time_ns, 2, 0.0)
+        return Attributes(inode, True, 0, row.started_ns, 2, IMMUTABLE_TIMEOUT)
+
+    async def _call_row(self, workspace_id: str, call_sid: str, *, visit: bool) -> CallRow:
+        """The call's row in the index: one not indexed (not listed yet, or its
+        workspace not synced yet) is looked up by its own requests and indexed."""
+        row = self._index.by_sid(workspace_id, call_sid)
+        if row is not None:
+            return row
+        try:
+            record = await self._record(workspace_id, call_sid, ahead=not visit)
+        except api.Archived:
+            # No record while it is archived: the listing has the call and its time.
+            row = await self._wait_listed(workspace_id, call_sid)
+            if row is None:
+                raise
+            return row
+        summary = CallSummary(
+            workspace_id, call_sid, record.start, record.metadata.duration_seconds,
+            record.metadata.direction,
+        )  # fmt: skip
+        await trio.to_thread.run_sync(
+            lambda: self._index.add(workspace_id, [summary], listed=False)
+        )
+        row = self._index.by_sid(workspace_id, call_sid)
+        if row is None:
+            raise FsError(errno.EIO, f"{workspace_id}/{call_sid}: not kept in the call index")
+        return row
+
+    async def _wait_listed(self, workspace_id: str, call_sid: str) -> CallRow | None:
+        """The call's row once the workspace's sync has indexed it; None if the whole
+        listing lacks it."""
+        sync = self._sync(workspace_id)
+        while True:
+            row = self._index.by_sid(workspace_id, call_sid)
+            if row is not None:
+                return row
+            sync.ensure()
+            if sync.complete:
+                return None
+            if sync.error is not None:
+                raise sync.error
+            await sync.changed.wait()
 
     async def _call_attrs(
-        self, workspace_id: str, call_sid: str, *, visit: bool = True, listed_only: bool = False
+        self, workspace_id: str, call_sid: str, *, visit: bool = True, indexed_only: bool = False
     ) -> Attributes:
         if not is_identifier(call_sid):
             raise FsError(errno.ENOENT)
-        calls = await self._call_listing(workspace_id)
-        summary = calls.get(call_sid)
-        if summary is None and listed_only:
-            raise FsError(errno.ENOENT)
-        if summary is not None and summary.started_at is not None:
-            start_ns = _ns(summary.started_at)
+        if indexed_only:
+            # Whatever the name, one listing of the workspace at most: never a
+            # request of its own.
+            row = await self._wait_listed(workspace_id, call_sid)
+            if row is None:
+                raise FsError(errno.ENOENT)
         else:
-            # Not (yet) in the listing, e.g. a call that just ended: its metadata decides.
-            start_ns = _ns((await self._record(workspace_id, call_sid, ahead=not visit)).start)
-        inode = self._inode(NodeKey(workspace_id, call_sid))
-        return Attributes(inode, True, 0, start_ns, 2, IMMUTABLE_TIMEOUT)
+            row = await self._call_row(workspace_id, call_sid, visit=visit)
+        attrs = self._row_attrs(row)
+        if row.started_ns is None:
+            # Listed without a start time: its metadata has one.
+            start = (await self._record(workspace_id, call_sid, ahead=not visit)).start
+            return Attributes(attrs.inode, True, 0, _ns(start), 2, IMMUTABLE_TIMEOUT)
+        return attrs
 
     async def _record(
         self, workspace_id: str, call_sid: str, *, ahead: bool = False, fresh: bool = False
@@ -600,8 +653,7 @@ class Namespace:
             return record
         if rkey in self._missing:
             raise FsError(errno.ENOENT)
-        listing = self._calls.get(workspace_id)
-        summary = listing.cached.get(call_sid) if listing and listing.cached else None
+        summary = self._summary(workspace_id, call_sid)
 
         async def load() -> CallRecord:
             try:
@@ -615,35 +667,34 @@ class Namespace:
         return await self._record_flights.run(rkey, load)
 
     def _walk_ahead(self, workspace_id: str, call_sid: str) -> None:
-        """When call directories are entered in listing order (find, rsync, cp -r, a
-        file manager's preview pane), loads the next few records ahead, a few at once,
-        so a walk of a workspace does not pay one round trip after another."""
-        listing = self._calls.get(workspace_id)
-        calls = listing.cached if listing is not None else None
-        if not calls:
+        """When call directories are entered in listing order (find, a file manager's
+        preview pane) or in name order (rsync, cp -r, a glob: they sort), loads the next
+        few records ahead, a few at once, so a walk of a workspace does not pay one
+        round trip after another."""
+        row = self._index.by_sid(workspace_id, call_sid)
+        if row is None:
             return
-        order = self._walk_orders.get(workspace_id)
-        if order is None or order[0] is not calls:
-            sids = _listing_order(calls)
-            order = self._walk_orders[workspace_id] = (
-                calls,
-                {s: i for i, s in enumerate(sids)},
-                sids,
-            )
-        _calls, position, sids = order
-        index = position.get(call_sid)
         previous = self._walk_last.get(workspace_id)
-        if index == previous:
+        if previous is not None and previous.row_id == row.row_id:
             return  # the same call directory again (its files being looked at)
-        self._walk_last[workspace_id] = index
-        if index is None or previous is None or not 0 < index - previous <= 2:
-            return  # not a walk in order (yet)
-        for sid in sids[index + 1 : index + 1 + WALK_AHEAD]:
-            rkey = (workspace_id, sid)
+        self._walk_last[workspace_id] = row
+        if previous is None:
+            return
+        # A walk: this call is one of the next two after the last one entered.
+        if row.row_id in {r.row_id for r in self._index.after(workspace_id, previous.row_id, 2)}:
+            ahead = self._index.after(workspace_id, row.row_id, WALK_AHEAD)
+        elif row.call_sid in {
+            r.call_sid for r in self._index.after_sid(workspace_id, previous.call_sid, 2)
+        }:
+            ahead = self._index.after_sid(workspace_id, row.call_sid, WALK_AHEAD)
+        else:
+            return
+        for next_row in ahead:
+            rkey = (workspace_id, next_row.call_sid)
             if rkey in self._records or rkey in self._walk_scheduled or rkey in self._missing:
                 continue
             self._walk_scheduled.add(rkey)
-            self._nursery.start_soon(self._load_quietly, workspace_id, sid)
+            self._nursery.start_soon(self._load_quietly, workspace_id, next_row.call_sid)
 
     async def _load_quietly(self, workspace_id: str, call_sid: str) -> None:
         try:
@@ -657,7 +708,10 @@ class Namespace:
             self._walk_scheduled.discard((workspace_id, call_sid))
 
     def _file_attrs(self, record: CallRecord, file: PresentedFile) -> Attributes:
-        inode = self._inode(NodeKey(record.workspace_id, record.call_sid, file.name))
+        row = self._index.by_sid(record.workspace_id, record.call_sid)
+        if row is None:  # every call shown has a row (see _call_row)
+            raise FsError(errno.EIO, f"{record.workspace_id}/{record.call_sid}: not indexed")
+        inode = InodeT(CALL_INODES + row.row_id * SLOTS + 1 + FILE_NAMES.index(file.name))
         # A kept record's sizes are asked for again each time until reads find them
         # right: when the server contradicts one, the kernel gets the new size.
         timeout = 0.0 if record.unconfirmed else IMMUTABLE_TIMEOUT
@@ -673,6 +727,13 @@ class Namespace:
         return inode
 
     def _key(self, inode: InodeT) -> NodeKey:
+        if inode >= CALL_INODES:
+            row_id, slot = divmod(inode - CALL_INODES, SLOTS)
+            row = self._rows.get(row_id) or self._index.by_id(row_id)
+            if row is None or slot > len(FILE_NAMES):
+                raise FsError(errno.ENOENT)
+            self._rows[row_id] = row
+            return NodeKey(row.workspace_id, row.call_sid, FILE_NAMES[slot - 1] if slot else None)
         key = self._keys.get(inode)
         if key is None:
             raise FsError(errno.ENOENT)
@@ -733,9 +794,3 @@ def _parse_workspace_ids(ids: object) -> list[str]:
     if not isinstance(ids, list) or not all(isinstance(i, str) and is_identifier(i) for i in ids):
         raise ValueError("not a list of workspace ids")
     return ids
-
-
-def _listing_order(calls: Mapping[str, CallSummary]) -> list[str]:
-    """Call ids in the order a workspace directory lists them: by id, the calls
-    without a start time last. A walk (find, rsync) enters them in this order."""
-    return sorted(calls, key=lambda sid: (calls[sid].started_at is None, sid))

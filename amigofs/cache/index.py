@@ -1,0 +1,400 @@
+"""The call index: the calls of each workspace, on disk in SQLite (CACHE_DIR/index.sqlite).
+
+Workspaces hold 10^5 to 10^6 calls: their listing lives here, not in memory, and a
+remount shows it at once. A call's row id is its place in the mount for good: the
+offset a directory listing resumes from, and the base of its inode numbers, stable
+across remounts. The sync of a workspace keeps its progress here (which pages of the
+listing have been read, and the listing's size each reported), so a sync cut short,
+by a timeout or a kill, goes on where it stopped.
+
+WAL mode, one writer connection used from a worker thread (writes never block the
+trio thread) and one reader connection on the trio thread, which in WAL mode never
+waits on the writer. A file that is damaged, of another format, or not this user's
+is set aside and rebuilt from the API: the index is a cache, never served wrong.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import sqlite3
+import stat
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from amigofs.api.models import CallSummary
+
+log = logging.getLogger(__name__)
+
+FORMAT = "amigofs-index 1"
+NAME = "index.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS format (value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS workspaces (
+    id INTEGER PRIMARY KEY,
+    workspace_id TEXT NOT NULL UNIQUE,
+    complete INTEGER NOT NULL DEFAULT 0,   -- a whole listing is indexed
+    synced_at REAL,                        -- wall clock of the last complete sync
+    base_total INTEGER,                    -- the listing's size when this sync began
+    newest_first INTEGER NOT NULL DEFAULT 1,
+    newest_ns INTEGER                      -- the newest call's start
+);
+CREATE TABLE IF NOT EXISTS calls (
+    id INTEGER PRIMARY KEY,                -- its place in listings, and its inodes
+    ws INTEGER NOT NULL,
+    call_sid TEXT NOT NULL,
+    started_ns INTEGER,
+    duration REAL,
+    direction TEXT,
+    listed INTEGER NOT NULL DEFAULT 1,     -- 0: known by a lookup, not from the listing
+    UNIQUE (ws, call_sid)
+);
+CREATE INDEX IF NOT EXISTS calls_by_ws ON calls (ws, id);
+CREATE TABLE IF NOT EXISTS pages (         -- the progress of the current sync
+    ws INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    entries INTEGER NOT NULL,
+    total INTEGER NOT NULL,                -- the listing's size this page reported
+    PRIMARY KEY (ws, offset)
+);
+"""
+
+
+@dataclass(slots=True, frozen=True)
+class CallRow:
+    row_id: int
+    workspace_id: str
+    call_sid: str
+    started_ns: int | None
+    duration: float | None
+    direction: str | None
+    listed: bool
+
+    def summary(self) -> CallSummary:
+        started = (
+            None
+            if self.started_ns is None
+            else dt.datetime.fromtimestamp(self.started_ns / 1e9, dt.UTC)
+        )
+        return CallSummary(
+            self.workspace_id, self.call_sid, started, self.duration, self.direction
+        )
+
+
+@dataclass(slots=True, frozen=True)
+class PageRecord:
+    offset: int
+    entries: int
+    total: int
+
+
+@dataclass(slots=True, frozen=True)
+class SyncState:
+    complete: bool
+    synced_at: float | None
+    base_total: int | None
+    newest_first: bool
+    pages: tuple[PageRecord, ...]
+
+
+_CALL_COLUMNS = "c.id, w.workspace_id, c.call_sid, c.started_ns, c.duration, c.direction, c.listed"
+
+
+def _row(values: tuple[object, ...]) -> CallRow:
+    row_id, ws, sid, started, duration, direction, listed = values
+    return CallRow(
+        int(row_id),  # type: ignore[call-overload]
+        str(ws),
+        str(sid),
+        None if started is None else int(started),  # type: ignore[call-overload]
+        None if duration is None else float(duration),  # type: ignore[arg-type]
+        None if direction is None else str(direction),
+        bool(listed),
+    )
+
+
+def started_ns(call: CallSummary) -> int | None:
+    if call.started_at is None:
+        return None
+    when = call.started_at
+    return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
+
+
+class CallIndex:
+    def __init__(self, cache_dir: Path) -> None:
+        self.path = cache_dir / NAME
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._write_lock = threading.Lock()
+        self._ws_rows: dict[str, int] = {}
+
+    # --- start and stop (blocking) ------------------------------------------------
+
+    def open(self) -> None:
+        """Opens the index, or sets a bad one aside and starts a new one."""
+        try:
+            self._connect()
+            self._check()
+        except (sqlite3.Error, ValueError, OSError) as exc:
+            log.warning("call index %s is unusable (%s); rebuilding it from the API", self.path, exc)
+            self.close()
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{self.path}{suffix}")
+            self._connect()
+            self._check()
+
+    def _connect(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            st = os.lstat(self.path)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+                raise ValueError("not a regular file of this user's")
+        # The directory is ours and 0700 (see cache_dir): the file is made 0600 in it.
+        old_umask = os.umask(0o077)
+        try:
+            self._writer = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        finally:
+            os.umask(old_umask)
+        self._writer.execute("PRAGMA journal_mode=WAL")
+        self._writer.execute("PRAGMA synchronous=NORMAL")  # a cache: a crash may lose the tail
+        self._writer.executescript(_SCHEMA)
+        self._reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+
+    def _check(self) -> None:
+        writer = self._conn(self._writer)
+        found = [r[0] for r in writer.execute("SELECT value FROM format")]
+        if not found:
+            writer.execute("INSERT INTO format VALUES (?)", (FORMAT,))
+        elif found != [FORMAT]:
+            raise ValueError(f"format {found!r}, not {FORMAT!r}")
+        result = writer.execute("PRAGMA quick_check").fetchone()
+        if result is None or result[0] != "ok":
+            raise ValueError(f"quick_check: {result}")
+
+    def close(self) -> None:
+        for name in ("_reader", "_writer"):
+            conn = getattr(self, name)
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+                setattr(self, name, None)
+
+    @staticmethod
+    def _conn(conn: sqlite3.Connection | None) -> sqlite3.Connection:
+        if conn is None:
+            raise RuntimeError("the call index is not open")
+        return conn
+
+    # --- reads: on the trio thread, quick, by key -------------------------------------
+
+    def workspace_row(self, workspace_id: str) -> int:
+        """The workspace's row id, made if new (a write, but once per workspace)."""
+        row = self._ws_rows.get(workspace_id)
+        if row is None:
+            with self._write_lock:
+                writer = self._conn(self._writer)
+                writer.execute(
+                    "INSERT OR IGNORE INTO workspaces (workspace_id) VALUES (?)", (workspace_id,)
+                )
+                found = writer.execute(
+                    "SELECT id FROM workspaces WHERE workspace_id = ?", (workspace_id,)
+                ).fetchone()
+            row = self._ws_rows[workspace_id] = int(found[0])
+        return row
+
+    def by_sid(self, workspace_id: str, call_sid: str) -> CallRow | None:
+        found = self._conn(self._reader).execute(
+            f"SELECT {_CALL_COLUMNS} FROM calls c JOIN workspaces w ON w.id = c.ws "
+            "WHERE c.ws = ? AND c.call_sid = ?",
+            (self.workspace_row(workspace_id), call_sid),
+        ).fetchone()
+        return None if found is None else _row(found)
+
+    def by_id(self, row_id: int) -> CallRow | None:
+        found = self._conn(self._reader).execute(
+            f"SELECT {_CALL_COLUMNS} FROM calls c JOIN workspaces w ON w.id = c.ws WHERE c.id = ?",
+            (row_id,),
+        ).fetchone()
+        return None if found is None else _row(found)
+
+    def after(
+        self, workspace_id: str, after_id: int, limit: int, *, listed_only: bool = False
+    ) -> list[CallRow]:
+        """The workspace's calls in listing order (row id) after `after_id`."""
+        listed = " AND c.listed = 1" if listed_only else ""
+        return [
+            _row(r)
+            for r in self._conn(self._reader).execute(
+                f"SELECT {_CALL_COLUMNS} FROM calls c JOIN workspaces w ON w.id = c.ws "
+                f"WHERE c.ws = ? AND c.id > ?{listed} ORDER BY c.id LIMIT ?",
+                (self.workspace_row(workspace_id), after_id, limit),
+            )
+        ]
+
+    def after_sid(self, workspace_id: str, call_sid: str, limit: int) -> list[CallRow]:
+        """The workspace's calls in name order after `call_sid` (as rsync, which sorts
+        what it lists, walks them)."""
+        return [
+            _row(r)
+            for r in self._conn(self._reader).execute(
+                f"SELECT {_CALL_COLUMNS} FROM calls c JOIN workspaces w ON w.id = c.ws "
+                "WHERE c.ws = ? AND c.call_sid > ? ORDER BY c.call_sid LIMIT ?",
+                (self.workspace_row(workspace_id), call_sid, limit),
+            )
+        ]
+
+    def newest_ns(self, workspace_id: str) -> int | None:
+        found = self._conn(self._reader).execute(
+            "SELECT newest_ns FROM workspaces WHERE id = ?", (self.workspace_row(workspace_id),)
+        ).fetchone()
+        return None if found is None or found[0] is None else int(found[0])
+
+    def sync_state(self, workspace_id: str) -> SyncState:
+        ws = self.workspace_row(workspace_id)
+        reader = self._conn(self._reader)
+        complete, synced_at, base_total, newest_first = reader.execute(
+            "SELECT complete, synced_at, base_total, newest_first FROM workspaces WHERE id = ?",
+            (ws,),
+        ).fetchone()
+        pages = tuple(
+            PageRecord(int(o), int(e), int(t))
+            for o, e, t in reader.execute(
+                "SELECT offset, entries, total FROM pages WHERE ws = ? ORDER BY offset", (ws,)
+            )
+        )
+        return SyncState(
+            bool(complete),
+            None if synced_at is None else float(synced_at),
+            None if base_total is None else int(base_total),
+            bool(newest_first),
+            pages,
+        )
+
+    def known(self, workspace_id: str, sids: Iterable[str]) -> set[str]:
+        """Which of `sids` are in the listing already (listed, not only looked up)."""
+        wanted = list(sids)
+        if not wanted:
+            return set()
+        marks = ",".join("?" * len(wanted))
+        return {
+            str(r[0])
+            for r in self._conn(self._reader).execute(
+                f"SELECT call_sid FROM calls WHERE ws = ? AND listed = 1 AND call_sid IN ({marks})",
+                (self.workspace_row(workspace_id), *wanted),
+            )
+        }
+
+    def listed_count(self, workspace_id: str) -> int:
+        found = self._conn(self._reader).execute(
+            "SELECT count(*) FROM calls WHERE ws = ? AND listed = 1",
+            (self.workspace_row(workspace_id),),
+        ).fetchone()
+        return int(found[0])
+
+    # --- writes: blocking, call from a thread ----------------------------------------
+
+    def restart_sync(self, workspace_id: str) -> None:
+        """The listing is to be read whole again (its calls stay indexed meanwhile)."""
+        ws = self.workspace_row(workspace_id)
+        with self._write_lock:
+            writer = self._conn(self._writer)
+            writer.execute("BEGIN")
+            try:
+                writer.execute("DELETE FROM pages WHERE ws = ?", (ws,))
+                writer.execute(
+                    "UPDATE workspaces SET complete = 0, base_total = NULL WHERE id = ?", (ws,)
+                )
+                writer.execute("COMMIT")
+            except BaseException:
+                writer.execute("ROLLBACK")
+                raise
+
+    def add(self, workspace_id: str, calls: list[CallSummary], *, listed: bool = True) -> None:
+        """Adds calls (those known already are kept, with their row id: their place in
+        listings and their inodes do not move), and a page's progress with them."""
+        self.add_page(workspace_id, calls, None, listed=listed)
+
+    def add_page(
+        self,
+        workspace_id: str,
+        calls: list[CallSummary],
+        page: PageRecord | None,
+        *,
+        listed: bool = True,
+    ) -> None:
+        ws = self.workspace_row(workspace_id)
+        rows = [
+            (ws, c.call_sid, started_ns(c), c.duration_seconds, c.direction, int(listed))
+            for c in calls
+        ]
+        newest = max((r[2] for r in rows if r[2] is not None), default=None)
+        with self._write_lock:
+            writer = self._conn(self._writer)
+            writer.execute("BEGIN")
+            try:
+                writer.executemany(
+                    "INSERT INTO calls (ws, call_sid, started_ns, duration, direction, listed) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (ws, call_sid) DO UPDATE SET "
+                    "listed = max(listed, excluded.listed), "
+                    "started_ns = coalesce(started_ns, excluded.started_ns)",
+                    rows,
+                )
+                if newest is not None:
+                    writer.execute(
+                        "UPDATE workspaces SET newest_ns = max(coalesce(newest_ns, 0), ?) "
+                        "WHERE id = ?",
+                        (newest, ws),
+                    )
+                if page is not None:
+                    writer.execute(
+                        "INSERT OR REPLACE INTO pages (ws, offset, entries, total) "
+                        "VALUES (?, ?, ?, ?)",
+                        (ws, page.offset, page.entries, page.total),
+                    )
+                writer.execute("COMMIT")
+            except BaseException:
+                writer.execute("ROLLBACK")
+                raise
+
+    def begin_sync(self, workspace_id: str, base_total: int, newest_first: bool) -> None:
+        """A new sync of the whole listing: its progress so far is dropped."""
+        self._update_sync(workspace_id, base_total=base_total, newest_first=newest_first)
+
+    def finish_sync(self, workspace_id: str, synced_at: float) -> None:
+        self._update_sync(workspace_id, complete=True, synced_at=synced_at)
+
+    def _update_sync(
+        self,
+        workspace_id: str,
+        *,
+        base_total: int | None = None,
+        newest_first: bool = True,
+        complete: bool = False,
+        synced_at: float | None = None,
+    ) -> None:
+        ws = self.workspace_row(workspace_id)
+        with self._write_lock:
+            writer = self._conn(self._writer)
+            writer.execute("BEGIN")
+            try:
+                writer.execute("DELETE FROM pages WHERE ws = ?", (ws,))
+                if complete:
+                    writer.execute(
+                        "UPDATE workspaces SET complete = 1, synced_at = ?, base_total = NULL "
+                        "WHERE id = ?",
+                        (synced_at, ws),
+                    )
+                else:
+                    writer.execute(
+                        "UPDATE workspaces SET base_total = ?, newest_first = ? WHERE id = ?",
+                        (base_total, int(newest_first), ws),
+                    )
+                writer.execute("COMMIT")
+            except BaseException:
+                writer.execute("ROLLBACK")
+                raise

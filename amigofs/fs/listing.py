@@ -1,0 +1,279 @@
+"""The sync of a workspace's call listing into the call index, owned by the mount.
+
+A FUSE request never waits for a whole listing, and never cancels one: a sync runs
+in the mount's nursery, keeps its progress in the index page by page, and readers
+(readdir) take what is indexed so far and wait for more. Once the first page gives
+the listing's `total`, the other pages are fetched by offset, PARALLEL_PAGES at a
+time (the client honours 429 and Retry-After).
+
+Calls that arrive during a sync shift every offset of a newest-first listing. Each
+page reports the listing's total as it was when that page was read; a page read
+after `s` new calls arrived holds the calls that were at [offset - s, offset - s + n)
+when the sync began. The sync fetches pages until those ranges cover the whole
+listing it began with, plus the new calls at its head: none missed, none doubled
+(the index keeps each call once). A service that lists oldest first grows at the
+tail instead; which one the service does is read off the first page's start times.
+
+After a complete sync, a refresh (after --listing-ttl) asks only for what is new:
+pages from the newest end until a page whose calls are all known.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import trio
+
+from amigofs.api import errors as api
+from amigofs.api.client import PAGE_LIMIT, CallPage, PlatformClient
+from amigofs.cache.index import CallIndex, PageRecord
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+PARALLEL_PAGES = 8
+# Rounds of catching up on pages that shifted under a sync before it gives up.
+MAX_ROUNDS = 8
+# A refresh that finds more new pages than this syncs the whole listing again.
+MAX_REFRESH_PAGES = 200
+
+
+class WorkspaceSync:
+    """Keeps one workspace's listing in the index."""
+
+    def __init__(
+        self,
+        workspace_id: str,
+        *,
+        client: PlatformClient,
+        index: CallIndex,
+        nursery: trio.Nursery,
+        checked: Callable[[str, Callable[[], Awaitable[CallPage]]], Awaitable[CallPage]],
+        listing_ttl: float,
+        failure_memory: float,
+    ) -> None:
+        self.workspace_id = workspace_id
+        self._client = client
+        self._index = index
+        self._nursery = nursery
+        self._checked = checked
+        self._ttl = listing_ttl
+        self._failure_memory = failure_memory
+        self._running = False
+        self._forced = False  # SIGHUP: the next listing waits for a refresh
+        self.error: Exception | None = None
+        self._failed_at = 0.0
+        self.changed = trio.Event()  # set (and replaced) as calls land and at the end
+        self.requests = 0
+
+    @property
+    def complete(self) -> bool:
+        """The index holds a whole listing, and no refresh is being waited for."""
+        return not self._forced and self._index.sync_state(self.workspace_id).complete
+
+    def ensure(self, *, retry: bool = False) -> None:
+        """Starts a sync if none runs and the index lacks a whole or fresh listing;
+        `retry`: at once after a failure (a new listing of the directory)."""
+        if self._running:
+            return
+        if self.error is not None:
+            if not retry and trio.current_time() - self._failed_at < self._failure_memory:
+                return  # readers get this error for a moment, then the next try
+            self.error = None
+        state = self._index.sync_state(self.workspace_id)
+        fresh = state.synced_at is not None and time.time() - state.synced_at <= self._ttl
+        if state.complete and fresh and not self._forced:
+            return
+        self._running = True
+        self._nursery.start_soon(self._run)
+
+    def force(self) -> None:
+        """The next listing shows what the API has now (SIGHUP)."""
+        self._forced = True
+        self.error = None
+        self.ensure()
+
+    async def _run(self) -> None:
+        refreshing = False
+        try:
+            state = self._index.sync_state(self.workspace_id)
+            refreshing = state.complete
+            if refreshing:
+                await self._refresh(state.newest_first)
+            else:
+                await self._sync()
+            self._forced = False
+        except Exception as exc:
+            self.error, self._failed_at = exc, trio.current_time()
+            what = f"call listing of {self.workspace_id}"
+            if isinstance(exc, api.AuthError) and exc.status == 403:
+                # Said once, by WorkspaceAccess: not again at every refresh.
+                log.debug("%s: refused: %s", what, exc)
+            elif isinstance(exc, api.AmigoError) and refreshing:
+                log.warning("%s: refresh failed, keeping the cached listing: %s", what, exc)
+            elif isinstance(exc, api.AmigoError):
+                log.warning("%s: failed (what is indexed is kept): %s", what, exc)
+            else:
+                log.exception("%s: %s (a bug)", what, "refresh failed" if refreshing else "failed")
+        finally:
+            self._running = False
+            self._notify()
+
+    def _notify(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+    async def _page(self, offset: int) -> CallPage:
+        self.requests += 1
+        return await self._checked(
+            self.workspace_id, lambda: self._client.list_calls_page(self.workspace_id, offset)
+        )
+
+    async def _store(self, page: CallPage, offset: int | None) -> None:
+        record = None
+        if offset is not None and page.total is not None:
+            record = PageRecord(offset, _covered(page), page.total)
+        await trio.to_thread.run_sync(
+            lambda: self._index.add_page(self.workspace_id, page.calls, record)
+        )
+        self._notify()
+
+    # --- a whole listing ---------------------------------------------------------
+
+    async def _sync(self) -> None:
+        state = self._index.sync_state(self.workspace_id)
+        base, newest_first = state.base_total, state.newest_first
+        pages = {p.offset: p for p in state.pages}
+        if base is None or 0 not in pages:
+            first = await self._page(0)
+            if first.total is None:
+                await self._sync_in_order(first)
+                return
+            base, newest_first = first.total, _newest_first(first)
+            await trio.to_thread.run_sync(
+                lambda: self._index.begin_sync(self.workspace_id, base, newest_first)
+            )
+            await self._store(first, 0)
+            pages = {0: PageRecord(0, _covered(first), first.total)}
+        else:
+            log.info("%s: resuming the listing's sync (%d pages read)", self.workspace_id, len(pages))
+        for _round in range(MAX_ROUNDS):
+            todo = _missing_offsets(list(pages.values()), base, newest_first)
+            if not todo:
+                break
+            for record in await self._fetch_all(todo):
+                pages[record.offset] = record
+        else:
+            raise api.ProtocolError(
+                f"list-calls {self.workspace_id}: the listing kept shifting; try again later"
+            )
+        await trio.to_thread.run_sync(
+            lambda: self._index.finish_sync(self.workspace_id, time.time())
+        )
+        log.info("%s: listing synced (%d requests)", self.workspace_id, self.requests)
+
+    async def _fetch_all(self, offsets: list[int]) -> list[PageRecord]:
+        """Pages at `offsets`, PARALLEL_PAGES at a time, each stored as it lands."""
+        limiter = trio.CapacityLimiter(PARALLEL_PAGES)
+        done: list[PageRecord] = []
+
+        async def one(offset: int) -> None:
+            async with limiter:
+                page = await self._page(offset)
+                await self._store(page, offset)
+                total = page.total if page.total is not None else offset + page.entries
+                done.append(PageRecord(offset, _covered(page), total))
+
+        async with trio.open_nursery() as nursery:
+            for offset in offsets:
+                nursery.start_soon(one, offset)
+        return done
+
+    async def _sync_in_order(self, first: CallPage) -> None:
+        """A server that gives no total: one page after another."""
+        page, offset = first, 0
+        await self._store(page, None)
+        while page.has_more and page.entries:
+            offset += page.entries
+            page = await self._page(offset)
+            await self._store(page, None)
+        await trio.to_thread.run_sync(
+            lambda: self._index.finish_sync(self.workspace_id, time.time())
+        )
+
+    # --- what is new since -------------------------------------------------------
+
+    async def _refresh(self, newest_first: bool) -> None:
+        offset = 0
+        for _ in range(MAX_REFRESH_PAGES):
+            page = await self._page(offset)
+            known = self._index.known(self.workspace_id, (c.call_sid for c in page.calls))
+            await self._store(page, None)
+            if not page.has_more or not page.entries:
+                break
+            if newest_first and len(known) == len(page.calls):
+                break  # everything from here on is indexed
+            if not newest_first:
+                # New calls are at the tail: skip to it.
+                listed = self._index.listed_count(self.workspace_id)
+                offset = max(offset + page.entries, listed - PAGE_LIMIT)
+                if offset >= (page.total or 0):
+                    break
+                continue
+            offset += page.entries
+        else:
+            # More new calls than a refresh should page through: sync it all again.
+            await trio.to_thread.run_sync(
+                lambda: self._index.restart_sync(self.workspace_id)
+            )
+            await self._sync()
+            return
+        await trio.to_thread.run_sync(
+            lambda: self._index.finish_sync(self.workspace_id, time.time())
+        )
+
+
+def _covered(page: CallPage) -> int:
+    """How many places of the listing a page covers: a page that carries more entries
+    than asked for (a broken or hostile server) still covers only its own."""
+    return min(page.entries, PAGE_LIMIT)
+
+
+def _newest_first(page: CallPage) -> bool:
+    starts = [c.started_at for c in page.calls if c.started_at is not None]
+    return len(starts) < 2 or starts[0] >= starts[-1]
+
+
+def _missing_offsets(pages: list[PageRecord], base: int, newest_first: bool) -> list[int]:
+    """Offsets still to read so that the pages read cover the listing a sync began
+    with (`base` calls) and the calls added since (see the module's docstring)."""
+    latest = max([base, *(p.total for p in pages)])
+    added = latest - base
+    if newest_first:
+        # Each page's range in the numbering of when the sync began; new calls at
+        # negative positions, before the first.
+        covered = sorted((p.offset - (p.total - base), p.entries) for p in pages)
+        want_start, want_end, shift = -added, base, added
+    else:
+        covered = sorted((p.offset, p.entries) for p in pages)
+        want_start, want_end, shift = 0, latest, 0
+    gaps: list[tuple[int, int]] = []
+    position = want_start
+    for start, length in covered:
+        if start > position:
+            gaps.append((position, min(start, want_end)))
+        position = max(position, start + length)
+        if position >= want_end:
+            break
+    if position < want_end:
+        gaps.append((position, want_end))
+    offsets: list[int] = []
+    for start, end in gaps:
+        # Where those calls are now: `shift` places further down a newest-first listing.
+        first = max(0, start + shift)
+        offsets.extend(range(first, end + shift, PAGE_LIMIT))
+    return sorted(set(offsets))
