@@ -16,6 +16,8 @@ from amigofs.fs.wav import audio_layout
 from tests.emulator_proc import EmulatorProc
 
 PRESENTED = ("inbound.wav", "outbound.wav", METADATA_FILENAME)
+# What a call directory with both channels lists: those, and the stereo view of both.
+LISTED = (*PRESENTED, "call.wav")
 
 
 def errno_of(call: Callable[[], object]) -> int:

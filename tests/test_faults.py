@@ -19,6 +19,7 @@ import pytest
 from tests.emulator_proc import running_emulator, start_emulator
 from tests.mounting import mounted, wait_until
 from tests.reliability import (
+    LISTED,
     PRESENTED,
     ThreadResult,
     errno_of,
@@ -111,7 +112,7 @@ def test_a_stalled_body_is_abandoned_and_retried_within_the_deadline() -> None:
         recording = next(emulator.data.recordings())
         with mounted(emulator.url, emulator.api_key, "--timeout", "6") as mnt:
             call_dir = mnt.path / recording.workspace_id / recording.call_sid
-            assert sorted(os.listdir(call_dir)) == sorted(PRESENTED)
+            assert sorted(os.listdir(call_dir)) == sorted(LISTED)
             emulator.control(fault_rate=1.0, fault_kinds=["stall"])
             started = time.monotonic()
             reader = ThreadResult(lambda: (call_dir / "outbound.wav").read_bytes())
@@ -251,7 +252,7 @@ def test_a_trickling_server_runs_into_the_deadline_then_reads_resume() -> None:
         recording = next(emulator.data.recordings())
         with mounted(emulator.url, emulator.api_key, "--timeout", "3") as mnt:
             call_dir = mnt.path / recording.workspace_id / recording.call_sid
-            assert sorted(os.listdir(call_dir)) == sorted(PRESENTED)
+            assert sorted(os.listdir(call_dir)) == sorted(LISTED)
             # 2 kB/s: bytes keep coming (no silence long enough for a read timeout), far too
             # slowly for a 1 MiB block.
             emulator.control(bandwidth=2000)
@@ -283,7 +284,7 @@ def test_a_read_that_needs_the_network_fails_within_the_deadline(outage: str) ->
         recording = next(emulator.data.recordings())
         with mounted(emulator.url, emulator.api_key, "--timeout", "3") as mnt:
             call_dir = mnt.path / recording.workspace_id / recording.call_sid
-            assert sorted(os.listdir(call_dir)) == sorted(PRESENTED)
+            assert sorted(os.listdir(call_dir)) == sorted(LISTED)
             if outage == "server_gone":
                 emulator.stop()
             else:
@@ -304,7 +305,7 @@ def test_archived_while_mounted_fails_fast_with_eagain_then_reads_after_restore(
         expected = presented_bytes(emulator, recording, "outbound.wav")[-65536:]
         with mounted(emulator.url, emulator.api_key, "--timeout", "10") as mnt:
             call_dir = mnt.path / recording.workspace_id / recording.call_sid
-            assert sorted(os.listdir(call_dir)) == sorted(PRESENTED)
+            assert sorted(os.listdir(call_dir)) == sorted(LISTED)
             emulator.control(archive=[recording.call_sid])
             started = time.monotonic()
             path = call_dir / "outbound.wav"

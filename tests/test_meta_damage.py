@@ -26,7 +26,7 @@ from amigofs.fs.namespace import ROOT_INODE, Namespace, NamespaceConfig
 from amigofs.fs.records import CallRecord, RecordingSource, WorkspaceAccess
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import Mount, mounted, wait_until
-from tests.reliability import PRESENTED, errno_of, presented_bytes, request_log
+from tests.reliability import LISTED, PRESENTED, errno_of, presented_bytes, request_log
 
 pytestmark = pytest.mark.mount
 
@@ -48,7 +48,7 @@ def read_everything(emulator: EmulatorProc, mnt: Mount, workspace_id: str) -> No
     assert sorted(os.listdir(mnt.path / workspace_id)) == sorted(r.call_sid for r in recordings)
     for recording in recordings:
         call_dir = mnt.path / workspace_id / recording.call_sid
-        assert sorted(os.listdir(call_dir)) == sorted(PRESENTED)
+        assert sorted(os.listdir(call_dir)) == sorted(LISTED)
         for name in PRESENTED:
             got = sha256((call_dir / name).read_bytes())
             assert got == sha256(presented_bytes(emulator, recording, name)), f"{call_dir}/{name}"
@@ -204,9 +204,9 @@ def test_metadata_no_parser_can_take_costs_that_call_not_the_mount() -> None:
                 if sid == nested:
                     assert errno_of(lambda s=sid: os.listdir(workspace / s)) == errno.EIO
                 else:
-                    assert sorted(os.listdir(workspace / sid)) == sorted(PRESENTED)
+                    assert sorted(os.listdir(workspace / sid)) == sorted(LISTED)
             emulator.control(nest_metadata=[])
-            assert sorted(os.listdir(workspace / nested)) == sorted(PRESENTED)
+            assert sorted(os.listdir(workspace / nested)) == sorted(LISTED)
             assert mnt.process.poll() is None
 
 

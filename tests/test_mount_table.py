@@ -137,7 +137,7 @@ def test_a_mount_at_a_non_utf8_mount_point_serves_and_unmounts_cleanly(
         ls = subprocess.run(
             ["ls", os.fsencode(call_dir)], capture_output=True, timeout=TOOL_TIMEOUT
         )
-        assert ls.stdout.split() == [b"inbound.wav", b"metadata.json", b"outbound.wav"]
+        assert ls.stdout.split() == [b"call.wav", b"inbound.wav", b"metadata.json", b"outbound.wav"]
         # As under a locale such as en_US.UTF-8, where Python's stdout is strict.
         strict = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
         stats = subprocess.run([*AMIGOFS, "stats", os.fsencode(mountpoint)],

@@ -15,7 +15,7 @@ import pytest
 
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import mounted, wait_until
-from tests.reliability import PRESENTED, errno_of, presented_bytes
+from tests.reliability import LISTED, PRESENTED, errno_of, presented_bytes
 
 pytestmark = pytest.mark.mount
 
@@ -90,7 +90,7 @@ def test_a_revoked_workspace_is_eacces_never_empty_and_comes_back_without_a_down
             first = run("rsync", "-a", f"{workspace}/", str(backup))
             assert first.returncode == 0, first.stderr
             saved = tree(backup)
-            assert len(saved) == 3 * len(expected)
+            assert len(saved) == len(LISTED) * len(expected)
             emulator.reset_stats()
 
             emulator.control(revoke=[workspace_id])
