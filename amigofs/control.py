@@ -8,6 +8,7 @@ everyone else unless allow_other, and then the file's mode does.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -22,7 +23,9 @@ from amigofs.cache.store import BlockStore
 from amigofs.cache.worker import FetchWorker
 from amigofs.fs.namespace import CONTROL_NAME
 
-VERSION = 1
+# 2: the cache's counters named for what they count (reads ready or waited, blocks
+# fetched, verified, damaged, evicted), where 1 had memory/disk "hits".
+VERSION = 2
 
 
 class NotAMount(Exception):
@@ -59,12 +62,18 @@ class MountCounters:
             "bytes_fetched": self.client.stats.bytes_received + self.worker.stats.bytes_received,
             "bytes_in_flight": self.disk.reserved_bytes,
             "cache": {
-                "memory_hits": store.read_hits,
-                "disk_hits": store.verified_blocks,
-                "misses": store.read_misses,
-                "fetched_blocks": store.fetched_blocks,
-                "fetched_bytes": store.fetched_bytes,
+                # Reads whose blocks were all on disk and checked: served at once.
+                "reads_ready": store.read_hits,
+                # Reads that waited for a block: its download, or its first check (the
+                # CRC of a block an earlier mount left), which costs no request.
+                "reads_waited": store.read_misses,
+                "blocks_fetched": store.fetched_blocks,
+                "bytes_fetched": store.fetched_bytes,
                 "fetch_errors": store.fetch_errors,
+                "blocks_verified": store.verified_blocks,
+                "blocks_damaged": store.damaged_blocks,
+                "blocks_evicted": self.disk.evicted_blocks,
+                "bytes_uncached": store.uncached_bytes,  # served from memory: no room on disk
                 "used_bytes": self.disk.used_bytes,
                 "max_bytes": self.disk.max_bytes,
                 "dir": str(self.disk.root),
@@ -88,7 +97,14 @@ def read_stats(mountpoint: Path) -> dict[str, Any]:
         raise NotAMount(f"{mountpoint} is not an amigofs mount") from None
     except PermissionError:
         raise NotAMount(f"{mountpoint}: only the user who mounted it can read its stats") from None
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        if exc.errno in (errno.ENOTCONN, errno.ECONNABORTED):
+            raise NotAMount(
+                f"{mountpoint} is a dead mount: the daemon that served it is gone; "
+                f"remove it with: fusermount3 -u -z {mountpoint}"
+            ) from None
+        raise NotAMount(f"{mountpoint}: cannot read its stats: {exc.strerror}") from None
+    except ValueError as exc:
         raise NotAMount(f"{mountpoint}: cannot read its stats: {exc}") from None
     if not isinstance(document, dict) or document.get("version") != VERSION:
         raise NotAMount(f"{mountpoint}: stats in an unknown format")
@@ -108,19 +124,22 @@ def format_stats(document: dict[str, Any]) -> str:
     requests = document["requests"]
     width = max([len(op) for op in requests] + [8])
     lines = [
-        f"amigofs at {document['mountpoint']} (pid {document['pid']}, "
+        f"amigofs at {os.path.normpath(document['mountpoint'])} (pid {document['pid']}, "
         f"up {_duration(document['uptime_seconds'])}), serving {document['base_url']}",
         "requests:",
         *(f"  {op:<{width}}  {count}" for op, count in requests.items()),
         f"  {'total':<{width}}  {sum(requests.values())}",
         f"retries:          {document['retries']}",
-        f"errors:           {document['errors']}",
+        f"errors:           {document['errors']} (requests that failed after their retries)",
         f"bytes fetched:    {document['bytes_fetched']} ({format_bytes(document['bytes_fetched'])})",
         f"bytes in flight:  {document['bytes_in_flight']}",
-        f"cache hits:       memory {cache['memory_hits']} reads, disk {cache['disk_hits']} blocks "
-        "(left by an earlier mount)",
-        f"cache misses:     {cache['misses']} reads ({cache['fetched_blocks']} blocks fetched, "
-        f"{cache['fetch_errors']} failed)",
+        f"reads:            {cache['reads_ready']} served at once from the disk cache, "
+        f"{cache['reads_waited']} waited for a block (a download or its first check)",
+        f"blocks:           {cache['blocks_fetched']} fetched ({cache['fetch_errors']} failed), "
+        f"{cache['blocks_verified']} checked on first use, {cache['blocks_damaged']} damaged, "
+        f"{cache['blocks_evicted']} evicted",
+        f"not cached:       {format_bytes(cache['bytes_uncached'])} served from memory "
+        "(no room on disk)",
         f"cache size:       {format_bytes(cache['used_bytes'])} of "
         f"{format_bytes(cache['max_bytes'])} in {cache['dir']}",
     ]
