@@ -1,18 +1,21 @@
-"""The `amigofs` command: mount, stats, prefetch, demo and emulator."""
+"""The `amigofs` command: mount, unmount, workspaces, stats, prefetch, demo and emulator."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import io
 import logging
 import os
+import re
+import signal
 import stat
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from amigofs import __version__, config
 from amigofs.api.client import DEFAULT_BASE_URL
@@ -31,12 +34,21 @@ class UsageError(Exception):
     """A mistake of the user's: printed as one line, exit status 2, no traceback."""
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, via_options: bool = False) -> int:
+    """`via_options`: called by mount.fuse.amigofs, whose user typed `key=value`
+    options, not flags; messages name them so."""
     _print_paths_as_bytes()
+    given = list(sys.argv[1:] if argv is None else argv)
+    try:
+        expanded = _expand_options(given)
+    except UsageError as exc:
+        print(f"amigofs: {exc}", file=sys.stderr)
+        return 2
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(expanded)
     # What the daemon is started with again when the mount detaches.
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.argv = given
+    args.via_options = via_options
     try:
         result: int = args.run(args)
         return result
@@ -45,6 +57,31 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _expand_options(argv: list[str]) -> list[str]:
+    """`amigofs mount ... -o key=value,...` (as sshfs and rclone take them, with the
+    names of fstab and the config file) as the flags they stand for."""
+    from amigofs import fstab
+
+    if not argv or argv[0] != "mount":
+        return argv
+    out, items = [argv[0]], iter(argv[1:])
+    for item in items:
+        if item == "--":
+            out += [item, *items]
+            break
+        if item == "-o" or (item.startswith("-o") and not item.startswith("--")):
+            value = next(items, None) if item == "-o" else item[2:]
+            if value is None:
+                raise UsageError("-o needs options: -o key=value[,key=value...]")
+            try:
+                out += fstab.option_flags([value])
+            except fstab.OptionError as exc:
+                raise UsageError(str(exc)) from None
+        else:
+            out.append(item)
+    return out
 
 
 def _print_paths_as_bytes() -> None:
@@ -60,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="amigofs",
         description="Mount the call recordings of the Amigo Platform API as a read-only "
-        "filesystem: MOUNT/<workspace_id>/<call_sid>/{inbound.wav,outbound.wav,metadata.json}.",
+        "filesystem: MOUNT/<workspace_id>/<call_sid>/{inbound.wav,outbound.wav,call.wav,"
+        "metadata.json}.",
     )
     parser.add_argument("--version", action="version", version=f"amigofs {__version__}")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
@@ -71,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Mount the call recordings at MOUNTPOINT (read-only). The API key comes "
         f"from the environment variable {KEY_ENV} or from --api-key-file, never from the "
         "command line. Settings come from flags, then AMIGOFS_<KEY> environment variables, "
-        "then --config FILE, then defaults. Unmount with: fusermount3 -u MOUNTPOINT",
+        "then --config FILE, then defaults. Before mounting it checks that the server "
+        "answers, takes the key and shows the workspaces asked for. Unmount with: "
+        "amigofs unmount MOUNTPOINT",
     )
     mount.add_argument(
         "mountpoint",
@@ -83,55 +123,74 @@ def build_parser() -> argparse.ArgumentParser:
     add_mount_arguments(mount)
     mount.set_defaults(run=run_mount)
 
+    from amigofs import demo, prefetch, unmount, workspaces
+    from amigofs.emulator import cli as emulator_cli
+
+    _add_command(
+        commands, "unmount", unmount,
+        help="unmount a mount and wait until its daemon has exited",
+        description="Unmount the amigofs mount at MOUNTPOINT (fusermount3 -u) and wait "
+        "until the daemon serving it has exited. A mount that a program still uses is "
+        "busy: --lazy detaches it at once.",
+    )  # fmt: skip
+    _add_command(
+        commands, "workspaces", workspaces,
+        help="list the workspaces the API key can see (id, slug, name)",
+        description="List the workspaces the API key can list, with their ids (what "
+        f"--workspace takes), slugs and names. The key comes from {KEY_ENV} or "
+        "--api-key-file, the server from --base-url, as for mount.",
+    )  # fmt: skip
+
     stats = commands.add_parser(
         "stats",
-        help="show what a running mount has done: requests, bytes, cache hits, errors",
+        help="show what a running mount has done: requests, bytes, cache, errors",
         description="Show the counters of the amigofs mount at MOUNTPOINT: requests by kind, "
-        "bytes fetched, cache hits and misses, retries, errors, bytes in flight and the size "
-        "of the disk cache. Only the user who mounted it can read them.",
+        "bytes fetched, reads served from the disk cache or waiting for it, blocks fetched "
+        "and checked, retries, errors, bytes in flight and the size of the disk cache. Only "
+        "the user who mounted it can read them.",
     )
     stats.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
-    stats.add_argument("--json", action="store_true", help="print the counters as JSON")
+    output = stats.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print the counters as JSON")
+    output.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="print them in the Prometheus text format (for node_exporter's textfile collector)",
+    )
     stats.set_defaults(run=run_stats)
 
-    from amigofs import prefetch
-
-    prefetch_parser = commands.add_parser(
-        "prefetch",
+    _add_command(
+        commands, "prefetch", prefetch,
         help="warm the disk cache of a mount for calls, a workspace or a date range",
         description="Read the audio of every call under each PATH (a call directory, a "
         "workspace, the mount's root, or files) through the mount, so that its disk cache "
         "holds them: later reads fetch nothing. Run again after an interruption, it fetches "
         "only what is missing.",
-    )
-    prefetch.add_arguments(prefetch_parser)
-    prefetch_parser.set_defaults(run=prefetch.run)
-
-    from amigofs import demo
-
-    demo_parser = commands.add_parser(
-        "demo",
+    )  # fmt: skip
+    _add_command(
+        commands, "demo", demo,
         help="run the bundled API emulator and mount it, to try amigofs without an account",
         description="Start the bundled Platform API emulator on a free loopback port with a "
         "handful of synthetic calls, mount it, and show what to try. Ctrl-C unmounts and stops.",
-    )
-    demo.add_arguments(demo_parser)
-    demo_parser.set_defaults(run=demo.run)
-
-    from amigofs.emulator import cli as emulator_cli
-
-    emulator = commands.add_parser(
-        "emulator",
+    )  # fmt: skip
+    _add_command(
+        commands, "emulator", emulator_cli,
         help="serve the bundled emulator of the Platform API (for tests and scripts)",
         description="Serve a deterministic emulator of the five Platform API operations "
         "amigofs uses, with synthetic calls and real audio, on loopback.",
-    )
-    emulator_cli.add_arguments(emulator)
-    emulator.set_defaults(run=emulator_cli.run)
+    )  # fmt: skip
     return parser
 
 
-def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_command(commands: Any, name: str, module: Any, *, help: str, description: str) -> None:
+    """A command whose module has add_arguments(parser) and run(args)."""
+    parser = commands.add_parser(name, help=help, description=description)
+    module.add_arguments(parser)
+    parser.set_defaults(run=module.run)
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the API is and the key for it: what every command that asks it takes."""
     # Defaults live in amigofs.config: None here means "not given on the command line".
     parser.add_argument(
         "--config",
@@ -145,23 +204,35 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"the Platform API server (default: {DEFAULT_BASE_URL})",
     )
     parser.add_argument(
+        "--api-key-file",
+        type=Path,
+        metavar="FILE",
+        help=f"read the API key from FILE (mode 0600) instead of ${KEY_ENV}",
+    )
+    parser.add_argument(
+        "--insecure-http",
+        action="store_true",
+        default=None,
+        help="allow an http:// --base-url to another machine (the key crosses the network "
+        "unencrypted); plain http to loopback needs no flag",
+    )
+
+
+def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
+    add_server_arguments(parser)
+    parser.add_argument(
         "--workspace",
         action="append",
         dest="workspaces",
         metavar="UUID",
-        help="show only this workspace (repeat for more; default: every workspace the key lists)",
+        help="show only this workspace, by its id (a UUID: `amigofs workspaces` lists them); "
+        "repeat for more (default: every workspace the key lists)",
     )
     parser.add_argument(
         "--cache-dir",
         type=Path,
         metavar="DIR",
         help="where cached data is kept (default: $XDG_CACHE_HOME/amigofs or ~/.cache/amigofs)",
-    )
-    parser.add_argument(
-        "--api-key-file",
-        type=Path,
-        metavar="FILE",
-        help=f"read the API key from FILE (mode 0600) instead of ${KEY_ENV}",
     )
     parser.add_argument(
         "--foreground", "-f", action="store_true", help="stay in the foreground until unmounted"
@@ -182,13 +253,6 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         help="let other users use the mount (needs user_allow_other in /etc/fuse.conf for non-root)",
     )
     parser.add_argument(
-        "--insecure-http",
-        action="store_true",
-        default=None,
-        help="allow an http:// --base-url to another machine (the key crosses the network "
-        "unencrypted); plain http to loopback needs no flag",
-    )
-    parser.add_argument(
         "--timeout",
         type=_flag_type(config.parse_positive),
         metavar="SECONDS",
@@ -201,6 +265,21 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="how long listings are kept before they are refreshed in the background "
         f"(default: {_DEFAULTS.listing_ttl:g})",
+    )
+    parser.add_argument(
+        "--negative-ttl",
+        type=_flag_type(config.parse_positive),
+        metavar="SECONDS",
+        help="how long a call SID the API says does not exist stays missing "
+        f"(default: {_DEFAULTS.negative_ttl:g})",
+    )
+    parser.add_argument(
+        "-o",
+        action="append",
+        dest="options",
+        metavar="KEY=VALUE[,...]",
+        help="settings as fstab options and config keys name them, e.g. "
+        "-o cache_size=20G,timeout=60,allow_other (see mount.fuse.amigofs --help)",
     )
     parser.add_argument(
         "--cache-size",
@@ -259,7 +338,9 @@ def default_cache_dir() -> Path:
     return Path(base) / "amigofs"
 
 
-def read_api_key(key_file: Path | None) -> ApiKey:
+def read_api_key(key_file: Path | None, *, via_options: bool = False) -> ApiKey:
+    """The key from the key file if one is named, else from $AMIGO_API_KEY: a named
+    file wins over the environment (it is the more deliberate of the two)."""
     if key_file is not None:
         try:
             return ApiKey.from_file(key_file)
@@ -267,7 +348,8 @@ def read_api_key(key_file: Path | None) -> ApiKey:
             raise UsageError(str(exc)) from None
     value = os.environ.get(KEY_ENV, "")
     if not value.strip():
-        raise UsageError(f"no API key: set {KEY_ENV} or pass --api-key-file FILE")
+        named = "the option api_key_file=FILE" if via_options else "--api-key-file FILE"
+        raise UsageError(f"no API key: set {KEY_ENV} or pass {named}")
     try:
         return ApiKey(value)
     except ValueError as exc:
@@ -275,31 +357,37 @@ def read_api_key(key_file: Path | None) -> ApiKey:
 
 
 def mount_settings(args: argparse.Namespace) -> config.Settings:
-    """Flags, then the environment, then the config file, then defaults."""
+    """Flags, then the environment, then the config file, then defaults. Commands
+    that take only some of mount's flags (workspaces) leave the others to the rest."""
+
+    def flag(name: str) -> Any:
+        return getattr(args, name, None)
+
     try:
-        workspaces = config.parse_workspaces(args.workspaces) if args.workspaces else None
+        workspaces = config.parse_workspaces(flag("workspaces")) if flag("workspaces") else None
     except ValueError as exc:
         raise UsageError(f"--workspace: {exc}") from None
     try:
-        base_url = config.parse_base_url(args.base_url) if args.base_url else None
+        base_url = config.parse_base_url(flag("base_url")) if flag("base_url") else None
     except ValueError as exc:
         raise UsageError(f"--base-url: {exc}") from None
     flags = {
-        "mountpoint": args.mountpoint,
+        "mountpoint": flag("mountpoint"),
         "base_url": base_url,
         "workspaces": workspaces,
-        "api_key_file": args.api_key_file,
-        "cache_dir": args.cache_dir,
-        "cache_size": args.cache_size,
-        "cache_min_free": args.cache_min_free,
-        "kernel_readahead": args.kernel_readahead,
-        "allow_other": args.allow_other,
-        "insecure_http": args.insecure_http,
-        "timeout": args.timeout,
-        "listing_ttl": args.listing_ttl,
-        "log_level": "debug" if args.debug else args.log_level,
+        "api_key_file": flag("api_key_file"),
+        "cache_dir": flag("cache_dir"),
+        "cache_size": flag("cache_size"),
+        "cache_min_free": flag("cache_min_free"),
+        "kernel_readahead": flag("kernel_readahead"),
+        "allow_other": flag("allow_other"),
+        "insecure_http": flag("insecure_http"),
+        "timeout": flag("timeout"),
+        "listing_ttl": flag("listing_ttl"),
+        "negative_ttl": flag("negative_ttl"),
+        "log_level": "debug" if flag("debug") else flag("log_level"),
     }
-    config_file = args.config
+    config_file = flag("config")
     if config_file is None and os.environ.get(config.ENV_PREFIX + "CONFIG"):
         config_file = Path(os.environ[config.ENV_PREFIX + "CONFIG"])
     try:
@@ -333,11 +421,12 @@ def run_mount(args: argparse.Namespace) -> int:
     settings = mount_settings(args)
     if settings.mountpoint is None:
         raise UsageError("no mount point: give MOUNTPOINT or `mountpoint` in --config FILE")
-    api_key = read_api_key(settings.api_key_file)
+    api_key = read_api_key(settings.api_key_file, via_options=args.via_options)
     base_url = settings.base_url
-    mountpoint = Path(settings.mountpoint).absolute()
+    # Normalised (no `..`, no `./`) as the kernel will name it in /proc/mounts and stats.
+    mountpoint = Path(os.path.normpath(Path(settings.mountpoint).absolute()))
     check_mountpoint(mountpoint)
-    cache_dir = Path(settings.cache_dir or default_cache_dir()).absolute()
+    cache_dir = Path(os.path.normpath(Path(settings.cache_dir or default_cache_dir()).absolute()))
     options = MountOptions(
         mountpoint=mountpoint,
         base_url=base_url,
@@ -359,19 +448,41 @@ def run_mount(args: argparse.Namespace) -> int:
     finally:
         os.close(cache_fd)
     setup_logging(settings.log_level)
-    return _mount_foreground(options, api_key)
+    return _mount_foreground(_checked(options, api_key), api_key)
+
+
+def _checked(options: Any, api_key: ApiKey) -> Any:
+    """The options with only the workspaces the key can see, once the server has said
+    it takes the key (amigofs.preflight); UsageError when the mount must not go ahead."""
+    import dataclasses
+
+    from amigofs import preflight
+
+    try:
+        checked = preflight.run_check(
+            options.base_url, api_key, options.workspaces, options.cache_dir, options.timeout
+        )
+    except preflight.Refused as exc:
+        raise UsageError(str(exc)) from None
+    for warning in checked.warnings:
+        logging.getLogger("amigofs.preflight").warning("%s", warning)
+    return dataclasses.replace(options, workspaces=checked.workspaces)
 
 
 def run_stats(args: argparse.Namespace) -> int:
     import json
 
     from amigofs.control import NotAMount, format_stats, read_stats
+    from amigofs.metrics import render
 
     try:
-        document = read_stats(Path(args.mountpoint).absolute())
+        document = read_stats(Path(os.path.normpath(Path(args.mountpoint).absolute())))
     except NotAMount as exc:
         raise UsageError(str(exc)) from None
-    print(json.dumps(document, indent=2) if args.json else format_stats(document))
+    if args.prometheus:
+        sys.stdout.write(render(document))
+    else:
+        print(json.dumps(document, indent=2) if args.json else format_stats(document))
     return 0
 
 
@@ -382,7 +493,14 @@ def _mount_foreground(options: object, api_key: ApiKey) -> int:
 
     assert isinstance(options, MountOptions)
     try:
-        trio.run(serve, options, api_key)
+        try:
+            trio.run(serve, options, api_key)
+        finally:
+            # Unmounted: what is left is the interpreter's exit, during which Python puts
+            # back the default handlers, so a second SIGTERM/SIGINT would kill the process
+            # by the signal. Ignored signals stay ignored; the stop is done already.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     except MountRefused as exc:
         raise UsageError(str(exc)) from None
     except RuntimeError as exc:
@@ -399,11 +517,41 @@ def _open_cache_dir(cache_dir: Path) -> int:
     from amigofs.cache.cache_dir import UnsafeCacheDir, open_root
 
     try:
-        return open_root(cache_dir)
+        fd = open_root(cache_dir)
     except UnsafeCacheDir as exc:
         raise UsageError(f"cache directory {exc}") from None
     except OSError as exc:
         raise UsageError(f"cannot create cache directory {cache_dir}: {exc.strerror}") from None
+    try:
+        _check_writable(fd, cache_dir)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+PROBE_NAME = ".amigofs-probe"
+
+
+def _check_writable(fd: int, cache_dir: Path) -> None:
+    """A directory that cannot hold files (under /proc or /sys, on a read-only disk)
+    is refused here in one line, not by a traceback once the cache opens."""
+    try:
+        probe = os.open(
+            PROBE_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600, dir_fd=fd,
+        )  # fmt: skip
+    except FileExistsError:
+        probe = -1  # left by a mount that was killed: the directory takes files
+    except OSError as exc:
+        raise UsageError(
+            f"cache directory {cache_dir} cannot hold files ({exc.strerror}): "
+            "choose a directory on a disk (--cache-dir)"
+        ) from None
+    if probe >= 0:
+        os.close(probe)
+    with contextlib.suppress(OSError):
+        os.unlink(PROBE_NAME, dir_fd=fd)
 
 
 def _open_log(cache_fd: int, log_path: Path) -> int:
@@ -430,6 +578,41 @@ def _open_log(cache_fd: int, log_path: Path) -> int:
     return fd
 
 
+STOP_SECONDS = 15.0
+
+
+def _stop_daemon(child: subprocess.Popen[bytes], mountpoint: Path) -> None:
+    """Stops a daemon that has not come up (SIGTERM, SIGKILL if it lingers) and leaves
+    no mount of it behind. The mount point was checked to be free before it started,
+    so an amigofs mount found there now is its own."""
+    from amigofs.mount_table import FUSE_TYPE, mount_type
+
+    # Ctrl-C again while we clean up must not leave the daemon running.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        child.terminate()
+        try:
+            child.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        target = os.path.realpath(mountpoint)
+        if mount_type(target) == FUSE_TYPE:
+            subprocess.run(["fusermount3", "-u", "-z", target], capture_output=True, check=False)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+_WARNING = re.compile(rb"^amigofs\[\d+\] WARNING amigofs\.preflight: (.*)$", re.MULTILINE)
+
+
+def _pass_on_warnings(log_text: bytes) -> None:
+    """The daemon's warnings about what it mounted (a workspace left out, a server not
+    answering) reach the user who ran the command, not only mount.log."""
+    for match in _WARNING.finditer(log_text):
+        print(f"amigofs: warning: {match.group(1).decode('utf-8', 'replace')}", file=sys.stderr)
+
+
 def _detach(argv: list[str], mountpoint: Path, cache_dir: Path, cache_fd: int) -> int:
     """Starts the mount again in the foreground as a new session, returning once it is live.
 
@@ -453,11 +636,18 @@ def _detach(argv: list[str], mountpoint: Path, cache_dir: Path, cache_fd: int) -
         try:
             code = wait_until_mounted(mountpoint, child, MOUNT_WAIT_SECONDS)
         except TimeoutError:
-            child.terminate()
+            _stop_daemon(child, mountpoint)
             raise UsageError(
                 f"the mount at {mountpoint} did not come up within {MOUNT_WAIT_SECONDS:.0f} s"
             ) from None
+        except KeyboardInterrupt:
+            # The daemon is in a session of its own, so the terminal's Ctrl-C reached
+            # only us: stop it, or it would mount after we have said we were stopped.
+            _stop_daemon(child, mountpoint)
+            print("amigofs: interrupted; nothing was mounted", file=sys.stderr)
+            return 130
         if code is None:
+            _pass_on_warnings(os.pread(log_fd, MAX_LOG_SHOWN, start))
             return 0
         # What the daemon said before it gave up, from the same descriptor.
         sys.stderr.write(os.pread(log_fd, MAX_LOG_SHOWN, start).decode("utf-8", "replace"))

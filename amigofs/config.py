@@ -36,7 +36,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from amigofs.api.client import DEFAULT_BASE_URL
-from amigofs.api.models import is_identifier
 from amigofs.api.secret import TrustedFileError, read_trusted_file
 
 ENV_PREFIX = "AMIGOFS_"
@@ -203,6 +202,15 @@ def is_cleartext_to_another_host(url: str) -> bool:
     return not (address.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
+def parser(key: str) -> Callable[[Any], Any]:
+    """The function that reads the value of setting `key` (ValueError if it is wrong)."""
+    return _PARSERS[key]
+
+
+def parse_path(value: object) -> Path:
+    return _path(value)
+
+
 def _path(value: object) -> Path:
     return Path(os.path.expanduser(_string(value)))
 
@@ -214,14 +222,26 @@ def _secret_path(value: object) -> Path:
     return Path(os.path.expanduser(value.strip()))
 
 
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+
+
+def is_workspace_id(name: str) -> bool:
+    """Workspace ids are UUIDs (the API's `format: uuid`): a name of another shape is
+    refused before any request is made."""
+    return _UUID.fullmatch(name) is not None
+
+
 def parse_workspaces(value: object) -> tuple[str, ...] | None:
     if isinstance(value, str):
         value = [part for part in value.replace(",", " ").split()]
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise ValueError(f"expected a list of workspace ids, not {value!r}")
-    bad = [item for item in value if not is_identifier(item)]
+    bad = [item for item in value if not is_workspace_id(item)]
     if bad:
-        raise ValueError(f"{bad[0]!r} is not a workspace id")
+        raise ValueError(
+            f"{bad[0]!r} is not a workspace id (a UUID such as 3f0c0e6a-1b2c-4d5e-8f90-a1b2c3d4e5f6; "
+            "`amigofs workspaces` lists them)"
+        )
     return tuple(dict.fromkeys(value)) or None
 
 
@@ -301,7 +321,7 @@ def load_file(path: Path) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key, raw in document.items():
         if key not in _PARSERS:
-            raise ConfigError(f"config {path}: {_unknown_key(key)}")
+            raise ConfigError(f"config {path}: {unknown_key(key)}")
         types = _TOML_TYPES[key]
         if not isinstance(raw, types) or (isinstance(raw, bool) and bool not in types):
             wanted = " or ".join(dict.fromkeys(_TYPE_NAMES[t] for t in types))
@@ -319,16 +339,17 @@ def load_file(path: Path) -> dict[str, Any]:
     return values
 
 
-def _unknown_key(key: str) -> str:
+def unknown_key(key: str, known: tuple[str, ...] = KEYS, what: str = "key") -> str:
+    """What to say of a name that is no setting (a file's key, an fstab option)."""
     shown = repr(key) if _NAME_LIKE.fullmatch(key) else "(not shown: it could be a secret)"
     if _KEY_LIKE.search(key):
         return (
-            f"unknown key {shown}: the API key itself is never a setting; put it in a file "
+            f"unknown {what} {shown}: the API key itself is never a setting; put it in a file "
             "only you can read (mode 0600) and name that file with api_key_file"
         )
-    close = difflib.get_close_matches(key, KEYS, n=1) if _NAME_LIKE.fullmatch(key) else []
-    hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(KEYS)}"
-    return f"unknown key {shown} ({hint})"
+    close = difflib.get_close_matches(key, known, n=1) if _NAME_LIKE.fullmatch(key) else []
+    hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(known)}"
+    return f"unknown {what} {shown} ({hint})"
 
 
 def load_environment(environ: Mapping[str, str]) -> dict[str, Any]:
