@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -223,20 +224,50 @@ async def _report(mountpoint: str, counters: MountCounters, notifier: Notifier) 
         )
 
 
+# How long the first SIGTERM/SIGINT may take before the log says what it waits on.
+STUCK_SECONDS = 2.0
+
+
+def _exit_at_once(signum: int, frame: object) -> None:
+    """SIGTERM/SIGINT once the signal receiver below is closed (the mount on its way
+    down): exit now, with the status a second signal has, not killed by the signal."""
+    os._exit(1)
+
+
 async def _handle_signals(namespace: Namespace, notifier: Notifier) -> None:
+    # What the receiver puts back when it closes, while the mount is torn down.
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, _exit_at_once)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        stopping = False
-        async for signum in signals:
-            if signum == signal.SIGHUP:
-                log.info("SIGHUP: listings dropped; new calls show on the next look")
-                namespace.drop_listings()
-            elif not stopping:
-                stopping = True
-                log.info("%s: unmounting", signal.Signals(signum).name)
-                notifier.stopping(f"{signal.Signals(signum).name}: unmounting")
-                pyfuse3.terminate()
-            else:
-                # A second signal while a handler is stuck: leave now; the kernel
-                # drops the mount when /dev/fuse closes with the process.
-                log.warning("%s again: exiting at once", signal.Signals(signum).name)
-                os._exit(1)
+        first: signal.Signals | None = None
+        told = False
+        while True:
+            with trio.move_on_after(STUCK_SECONDS if first is not None and not told else math.inf):
+                signum = int(await signals.__anext__())
+                if signum == signal.SIGHUP:
+                    log.info("SIGHUP: listings dropped; new calls show on the next look")
+                    namespace.drop_listings()
+                elif first is None:
+                    first = signal.Signals(signum)
+                    log.info("%s: unmounting", first.name)
+                    notifier.stopping(f"{first.name}: unmounting")
+                    pyfuse3.terminate()
+                else:
+                    # A second signal while a handler is stuck: leave now; the kernel
+                    # drops the mount when /dev/fuse closes with the process.
+                    log.warning("%s again: exiting at once", signal.Signals(signum).name)
+                    os._exit(1)
+                continue
+            # Still here: a file operation is waiting on the network and unmounting
+            # waits for it; say so, and how not to wait.
+            told = True
+            assert first is not None
+            log.warning(
+                "%s: still unmounting after %.0f s: waiting for file operations in progress "
+                "(each gives up within --timeout); to exit at once, send the signal again "
+                "(kill -%s %d, or Ctrl-C again)",
+                first.name,
+                STUCK_SECONDS,
+                first.name.removeprefix("SIG"),
+                os.getpid(),
+            )
