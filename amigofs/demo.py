@@ -58,13 +58,15 @@ def run(args: argparse.Namespace) -> int:
             [sys.executable, "-m", "amigofs", "emulator", "--host", "127.0.0.1", "--port", "0",
              "--workspaces", "2", "--calls", str(args.calls), "--seed", str(args.seed)],
             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+            process_group=0,
         )  # fmt: skip
         processes.append(emulator)
         url = _emulator_url(emulator)
+        # Warnings and errors only: the guide below is what the user reads.
         mount = subprocess.Popen(
             [sys.executable, "-m", "amigofs", "mount", str(mountpoint), "--base-url", url,
-             "--cache-dir", str(cache_dir), "--foreground"],
-            env=env, stdin=subprocess.DEVNULL, text=True,
+             "--cache-dir", str(cache_dir), "--foreground", "--log-level", "warning"],
+            env=env, stdin=subprocess.DEVNULL, text=True, process_group=0,
         )  # fmt: skip
         processes.insert(0, mount)
         ours = _wait_mounted(mountpoint, target, mount)
@@ -73,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
             time.sleep(0.2)
         return 0
     except DemoError as exc:
+        if stop:
+            # Ctrl-C while it was starting: the terminal sent it to the emulator and
+            # the mount too, which is why they stopped; a stop, not a failure.
+            return 0
         raise UsageError(str(exc)) from None
     finally:
         for process in processes:  # the mount first, so it unmounts while the server is up
@@ -114,8 +120,11 @@ def _stop_on_signals() -> list[int]:
     def handler(signum: int, frame: object) -> None:
         received.append(signum)
 
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+    # The emulator and the mount are in process groups of their own, so that the
+    # terminal's Ctrl-C (or hangup) reaches only us: a child hit while still starting
+    # Python would print a KeyboardInterrupt traceback. We stop them, in order.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, handler)
     return received
 
 

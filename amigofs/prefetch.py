@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +22,18 @@ from typing import Any
 
 from amigofs.control import NotAMount, format_bytes, read_stats
 from amigofs.fs.namespace import CONTROL_NAME
+from amigofs.fs.records import CALL
 from amigofs.mount_table import amigofs_root
 
 CHUNK = 1 << 20
-PLAIN_INTERVAL = 5.0
+# Files of a call made from its other files' blocks (call.wav: both channels): reading
+# them warms nothing the others do not, so a walk leaves them out (named, they are read).
+DERIVED = frozenset({CALL})
+PLAIN_INTERVAL = 5.0  # a line this often without a terminal, as rsync --info=progress2
 BAR_INTERVAL = 0.2
+# No ETA before this much time and data: the first reads' rate says nothing of the rest.
+ETA_AFTER_SECONDS = 2.0
+ETA_AFTER_BYTES = 1 << 20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,6 +105,77 @@ def collect(
                 yield Target(found, found.stat().st_size)
 
 
+class Ticker:
+    """Calls `show` every `interval` seconds from a thread of its own, so that a line
+    comes while nothing else happens (a scan waiting on a listing, a slow read)."""
+
+    def __init__(self, show: Callable[[], None], interval: float) -> None:
+        self._show, self._interval = show, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="prefetch-progress", daemon=True)
+
+    def __enter__(self) -> Ticker:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._show()
+
+
+class Scan:
+    """What the scan of the paths has found so far, shown while it runs: a workspace
+    of 10^5 calls takes a while to list."""
+
+    def __init__(self, *, quiet: bool) -> None:
+        self.files = self.bytes = 0
+        self._tty = sys.stderr.isatty()
+        self._quiet = quiet
+        self._started = time.monotonic()
+
+    def add(self, target: Target) -> None:
+        self.files += 1
+        self.bytes += target.size
+
+    def line(self) -> str:
+        return (
+            f"scanning: {_count(self.files, 'file')}, {format_bytes(self.bytes)} so far "
+            f"({time.monotonic() - self._started:.0f} s)"
+        )
+
+    def show(self) -> None:
+        if self._quiet:
+            return
+        if self._tty:
+            sys.stderr.write(f"\r{self.line()}\033[K")
+            sys.stderr.flush()
+        else:
+            print(f"prefetch: {self.line()}", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self._tty and not self._quiet:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+def _eta(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours >= 24:
+        return f"{hours // 24}d{hours % 24:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+
 def _walk(
     root: Path, path: Path, since: dt.date | None, until: dt.date | None, skipped: list[str]
 ) -> Iterator[Path]:
@@ -118,6 +196,8 @@ def _walk(
         print(f"amigofs prefetch: skipping {path}: {exc.strerror}", file=sys.stderr)
         return
     for entry in entries:
+        if depth == 2 and entry.name in DERIVED:
+            continue
         yield from _walk(root, Path(entry.path), since, until, skipped)
 
 
@@ -153,21 +233,26 @@ class Progress:
         elapsed = max(time.monotonic() - self._started, 1e-6)
         rate = self.done_bytes / elapsed
         left = self.total_bytes - self.done_bytes
-        eta = f"{left / rate:.0f} s" if rate > 0 and left > 0 else "-"
+        # A rate from the first second or the first bytes says nothing of the rest.
+        settled = elapsed >= ETA_AFTER_SECONDS and self.done_bytes >= ETA_AFTER_BYTES
+        eta = _eta(left / rate) if settled and rate > 0 and left > 0 else "-"
         percent = 100.0 * self.done_bytes / self.total_bytes if self.total_bytes else 100.0
         return (
             f"{format_bytes(self.done_bytes)} of {format_bytes(self.total_bytes)} "
-            f"({percent:.0f}%), {self.done_files}/{self.total_files} files, "
+            f"({percent:.0f}%), {self.done_files}/{_count(self.total_files, 'file')}, "
             f"{format_bytes(rate)}/s, ETA {eta}"
         )
 
-    def show(self, *, final: bool = False) -> None:
+    def show(self, *, final: bool = False, tick: bool = False) -> None:
+        """A bar redrawn as reads land on a terminal; otherwise a line each time the
+        ticker says (every PLAIN_INTERVAL seconds), and one at the end."""
         if self._quiet and not final:
             return
+        if not self._tty and not (tick or final):
+            return
         now = time.monotonic()
-        interval = BAR_INTERVAL if self._tty else PLAIN_INTERVAL
         with self._lock:
-            if not final and now - self._shown < interval:
+            if self._tty and not final and now - self._shown < BAR_INTERVAL:
                 return
             self._shown = now
         if self._tty:
@@ -176,8 +261,11 @@ class Progress:
             bar = "#" * filled + "-" * (width - filled)
             sys.stderr.write(f"\r[{bar}] {self.line()}\033[K" + ("\n" if final else ""))
             sys.stderr.flush()
-        elif not final:
+        else:
             print(f"prefetch: {self.line()}", file=sys.stderr, flush=True)
+
+    def tick(self) -> None:
+        self.show(tick=True)
 
     def _print(self, text: str) -> None:
         if self._tty:
@@ -222,14 +310,18 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--since is after --until")
     before = {root: _stats(root) for root in roots}
     skipped: list[str] = []
+    scan = Scan(quiet=args.quiet)
+    targets: list[Target] = []
     try:
-        targets = [
-            target
-            for root, paths in roots.items()
-            for target in collect(root, paths, args.since, args.until, skipped)
-        ]
+        with Ticker(scan.show, BAR_INTERVAL if sys.stderr.isatty() else PLAIN_INTERVAL):
+            for root, paths in roots.items():
+                for target in collect(root, paths, args.since, args.until, skipped):
+                    scan.add(target)
+                    targets.append(target)
     except OSError as exc:
         raise UsageError(f"cannot list {exc.filename}: {exc.strerror}") from None
+    finally:
+        scan.done()
     total = sum(t.size for t in targets)
     for root, stats in before.items():
         if stats is not None and total > stats["cache"]["max_bytes"]:
@@ -244,14 +336,16 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     executor = ThreadPoolExecutor(max_workers=args.jobs, thread_name_prefix="prefetch")
     futures: list[Future[None]] = []
+    ticker = Ticker(progress.tick, BAR_INTERVAL if sys.stderr.isatty() else PLAIN_INTERVAL)
     try:
-        futures = [executor.submit(_read, t, progress, stop) for t in targets]
-        pending = set(futures)
-        while pending:
-            # A short wait, so that Ctrl-C is seen at once.
-            done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
-            for future in done:
-                future.result()
+        with ticker:
+            futures = [executor.submit(_read, t, progress, stop) for t in targets]
+            pending = set(futures)
+            while pending:
+                # A short wait, so that Ctrl-C is seen at once.
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    future.result()
     except KeyboardInterrupt:
         stop.set()
         executor.shutdown(wait=True, cancel_futures=True)
@@ -265,18 +359,33 @@ def run(args: argparse.Namespace) -> int:
         stop.set()
         executor.shutdown(wait=True, cancel_futures=True)
     progress.show(final=True)
-    fetched = 0
+    fetched: int | None = 0
     for root, stats in before.items():
         after = _stats(root)
-        if stats is not None and after is not None:
+        if stats is None or after is None or fetched is None:
+            fetched = None  # another user's mount: its stats are not ours to read
+        else:
             fetched += after["bytes_fetched"] - stats["bytes_fetched"]
     print(
-        f"amigofs prefetch: {progress.done_files} files, {format_bytes(progress.done_bytes)} "
-        f"read, {format_bytes(fetched)} fetched from the API, the rest was cached"
+        f"amigofs prefetch: {_count(progress.done_files, 'file')}, "
+        f"{format_bytes(progress.done_bytes)} read, {_where_from(progress.done_bytes, fetched)}"
         + (f"; {len(progress.failed)} failed" if progress.failed else ""),
         file=sys.stderr,
     )
     return 1 if progress.failed else 0
+
+
+def _where_from(read: int, fetched: int | None) -> str:
+    """Where what was read came from. What is read is a little more than what is
+    fetched even when nothing was cached (WAV headers are made here, not fetched)."""
+    if fetched is None:
+        return "from the mount (its stats are not readable to you)"
+    if fetched == 0:
+        return "all of it from the disk cache (nothing fetched from the API)"
+    cached = read - fetched
+    if cached <= max(64 << 10, read // 100):
+        return f"{format_bytes(fetched)} fetched from the API (none of it was cached)"
+    return f"{format_bytes(fetched)} fetched from the API, the rest from the disk cache"
 
 
 def _stats(root: Path) -> dict[str, Any] | None:
