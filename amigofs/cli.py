@@ -423,10 +423,11 @@ def run_mount(args: argparse.Namespace) -> int:
         raise UsageError("no mount point: give MOUNTPOINT or `mountpoint` in --config FILE")
     api_key = read_api_key(settings.api_key_file, via_options=args.via_options)
     base_url = settings.base_url
-    # Normalised (no `..`, no `./`) as the kernel will name it in /proc/mounts and stats.
-    mountpoint = Path(os.path.normpath(Path(settings.mountpoint).absolute()))
+    # As the kernel will name it in /proc/mounts (no `..`, no links), and so in the log
+    # and the stats. The cache directory is not resolved: a link there is refused.
+    mountpoint = Path(os.path.realpath(Path(settings.mountpoint).absolute()))
     check_mountpoint(mountpoint)
-    cache_dir = Path(os.path.normpath(Path(settings.cache_dir or default_cache_dir()).absolute()))
+    cache_dir = Path(settings.cache_dir or default_cache_dir()).absolute()
     options = MountOptions(
         mountpoint=mountpoint,
         base_url=base_url,
@@ -476,7 +477,7 @@ def run_stats(args: argparse.Namespace) -> int:
     from amigofs.metrics import render
 
     try:
-        document = read_stats(Path(os.path.normpath(Path(args.mountpoint).absolute())))
+        document = read_stats(Path(os.path.realpath(Path(args.mountpoint).absolute())))
     except NotAMount as exc:
         raise UsageError(str(exc)) from None
     if args.prometheus:
