@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from amigofs.config import is_workspace_id
 from amigofs.emulator.process import await_listening
 from amigofs.mount_table import FUSE_TYPE, MountEntry, mount_entry, wait_until_mounted
 
@@ -149,7 +150,9 @@ def _wait_mounted(mountpoint: Path, target: str, mount: subprocess.Popen[str]) -
 
 
 def _print_guide(mountpoint: Path, url: str) -> None:
-    workspace = next(iter(sorted(os.listdir(mountpoint))), "WORKSPACE")
+    # The root may list other entries beside the workspaces (views of them).
+    workspaces = sorted(n for n in os.listdir(mountpoint) if is_workspace_id(n))
+    workspace = next(iter(workspaces), "WORKSPACE")
     calls = sorted(os.listdir(mountpoint / workspace)) if workspace != "WORKSPACE" else []
     call = calls[0] if calls else "CALL"
     here = mountpoint / workspace / call

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from amigofs.config import is_workspace_id
 from amigofs.control import NotAMount, format_bytes, read_stats
 from amigofs.fs.namespace import CONTROL_NAME
 from amigofs.fs.records import CALL
@@ -198,6 +199,8 @@ def _walk(
     for entry in entries:
         if depth == 2 and entry.name in DERIVED:
             continue
+        if depth == 0 and not is_workspace_id(entry.name):
+            continue  # not a workspace: another view of the same calls
         yield from _walk(root, Path(entry.path), since, until, skipped)
 
 

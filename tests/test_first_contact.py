@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from amigofs.config import is_workspace_id
 from amigofs.mount_table import is_mounted
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import (
@@ -60,6 +61,11 @@ def fstab_helper(
 ) -> subprocess.CompletedProcess[str]:
     """mount.fuse.amigofs, as mount(8) runs it (through python, so that it is this tree's)."""
     return python_m("amigofs.fstab", *argv, env=env)
+
+
+def workspaces_in(root: Path) -> list[str]:
+    """The workspaces a mount's root lists (whatever else it may list beside them)."""
+    return sorted(name for name in os.listdir(root) if is_workspace_id(name))
 
 
 def with_key(key: str | None) -> dict[str, str]:
@@ -209,7 +215,7 @@ def test_a_server_that_is_down_mounts_what_an_earlier_mount_cached() -> None:
         assert result.returncode == 0, result.stderr
         assert "Traceback" not in result.stderr
         assert f"serving what the cache in {cache} holds" in result.stderr, result.stderr
-        assert os.listdir(mnt) == [workspace]
+        assert workspaces_in(mnt) == [workspace]
         assert sorted(os.listdir(mnt / workspace)) == calls
 
 
@@ -231,7 +237,7 @@ def test_one_bad_workspace_among_good_ones_mounts_the_good_ones(emulator: Emulat
         assert result.stderr == (
             f"amigofs: warning: workspace {FOREIGN} is not visible to this API key: not mounted\n"
         )
-        assert os.listdir(mnt) == [good]
+        assert workspaces_in(mnt) == [good]
         assert FOREIGN in (tmp / "c" / "mount.log").read_text()
 
 
@@ -313,7 +319,7 @@ def test_ctrl_c_on_a_foreground_mount_leaves_a_clean_terminal_and_no_mount(
             wait_until(
                 lambda: is_mounted(mnt) or process.poll() is not None, MOUNT_DEADLINE, "mount"
             )
-            workspace = sorted(os.listdir(mnt))[0]
+            workspace = workspaces_in(mnt)[0]
             call = sorted(os.listdir(mnt / workspace))[0]
             (mnt / workspace / call / "outbound.wav").read_bytes()  # the fetch worker at work
             _, err = interrupt(process)
@@ -413,7 +419,7 @@ def test_unmount_waits_for_the_daemon_and_says_when_busy_or_not_mounted(
     emulator: EmulatorProc,
 ) -> None:
     with mounted(emulator.url, emulator.api_key) as mnt:
-        workspace = sorted(os.listdir(mnt.path))[0]
+        workspace = workspaces_in(mnt.path)[0]
         # A shell sitting in a directory of the mount keeps it busy.
         holder = subprocess.Popen(["sleep", "600"], cwd=mnt.path / workspace)
         try:
@@ -487,7 +493,7 @@ def test_mount_takes_o_options_with_the_fstab_names(emulator: EmulatorProc) -> N
                    "timeout=20,negative_ttl=3,cache_size=64M,kernel_readahead=512K")  # fmt: skip
         result = amigofs("mount", mnt, "-o", options, env=with_key(emulator.api_key))
         assert result.returncode == 0, result.stderr
-        assert os.listdir(mnt) == [workspace]
+        assert workspaces_in(mnt) == [workspace]
         stats = json.loads(amigofs("stats", "--json", mnt).stdout)
         assert stats["cache"]["max_bytes"] == 64 << 20
 
@@ -537,7 +543,7 @@ def test_fstab_helper_help_lists_every_option() -> None:
 
 def test_stats_in_the_prometheus_format_parse_and_agree_with_json(emulator: EmulatorProc) -> None:
     with mounted(emulator.url, emulator.api_key) as mnt:
-        workspace = sorted(os.listdir(mnt.path))[0]
+        workspace = workspaces_in(mnt.path)[0]
         call = sorted(os.listdir(mnt.path / workspace))[0]
         (mnt.path / workspace / call / "outbound.wav").read_bytes()
         wait_until(
@@ -572,7 +578,7 @@ def test_stats_in_the_prometheus_format_parse_and_agree_with_json(emulator: Emul
 
 def test_stats_text_names_what_is_counted_and_a_normalised_path(emulator: EmulatorProc) -> None:
     with mounted(emulator.url, emulator.api_key) as mnt:
-        workspace = sorted(os.listdir(mnt.path))[0]
+        workspace = workspaces_in(mnt.path)[0]
         result = amigofs("stats", f"{mnt.path}/{workspace}/..")
         assert result.returncode == 0, result.stderr
         first = result.stdout.splitlines()[0]
