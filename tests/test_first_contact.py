@@ -662,11 +662,19 @@ def test_prefetch_on_a_terminal_draws_a_bar_and_shows_the_scan(slow_emulator: Em
     with scratch() as tmp, mounted(emu.url, emu.api_key, "--cache-dir", str(tmp / "c")) as mnt:
         workspace = mnt.path / emu.data.workspaces[0].id
         command = f"{sys.executable} -m amigofs prefetch {workspace}"
-        # script(1) gives the command a terminal and copies what it writes.
-        result = subprocess.run(["script", "-qec", command, "/dev/null"], capture_output=True,
-                                timeout=TIMEOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+        # Half a second a request: listing what to read takes a while, as on a large
+        # workspace behind the internet, and the scan shows meanwhile.
+        emu.control(latency=0.5)
+        try:
+            # script(1) gives the command a terminal and copies what it writes.
+            result = subprocess.run(["script", "-qec", command, "/dev/null"],
+                                    capture_output=True, timeout=TIMEOUT,
+                                    stdin=subprocess.DEVNULL)  # fmt: skip
+        finally:
+            emu.control(latency=0.0)
         out = result.stdout.decode()  # bytes: text mode would turn each \r into a newline
         assert result.returncode == 0, out
+        assert "\rscanning: " in out or out.startswith("scanning: "), out
         assert "\r[" in out and "#" in out and "ETA" in out, out
         assert "(100%)" in out
         assert "Traceback" not in out
