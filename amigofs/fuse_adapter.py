@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DIR_MODE = stat.S_IFDIR | 0o555
+LINK_MODE = stat.S_IFLNK | 0o777  # a link's own mode is not used; 0777 is what ls shows
 FILE_MODE = stat.S_IFREG | 0o444
 PRIVATE_FILE_MODE = stat.S_IFREG | 0o400
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
@@ -59,7 +60,9 @@ class AmigoOperations(pyfuse3.Operations):
         entry.generation = 0
         entry.entry_timeout = attrs.timeout
         entry.attr_timeout = attrs.timeout
-        if attrs.is_dir:
+        if attrs.link is not None:
+            entry.st_mode = LINK_MODE
+        elif attrs.is_dir:
             entry.st_mode = DIR_MODE
         else:
             entry.st_mode = PRIVATE_FILE_MODE if attrs.private else FILE_MODE
@@ -108,6 +111,11 @@ class AmigoOperations(pyfuse3.Operations):
                 token, os.fsencode(entry.name), self._entry(entry.attrs), offset
             ):
                 break
+
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        node = InodeT(inode)
+        target = await self._call(lambda: self._ns.readlink(node), "readlink %d", inode)
+        return os.fsencode(target)
 
     async def releasedir(self, fh: int) -> None:
         self._ns.releasedir(FileHandleT(fh))

@@ -45,6 +45,11 @@ class Mount:
         return self.process.wait(STOP_DEADLINE)
 
 
+def workspace_names(root: Path) -> list[str]:
+    """What the mount's root lists, less the views (by-date/, by-name/): its workspaces."""
+    return [name for name in os.listdir(root) if name not in ("by-date", "by-name")]
+
+
 def wait_until(condition, deadline: float, what: str, interval: float = 0.02) -> None:  # type: ignore[no-untyped-def]
     """Polls `condition` until true; fails the test once `deadline` seconds pass."""
     end = time.monotonic() + deadline

@@ -23,7 +23,13 @@ import pytest
 from amigofs.api.secret import ApiKey
 from amigofs.mount_table import is_mounted
 from tests.emulator_proc import EmulatorProc, running_emulator
-from tests.mounting import MOUNT_DEADLINE, force_unmount, public_tempdir, wait_until
+from tests.mounting import (
+    MOUNT_DEADLINE,
+    force_unmount,
+    public_tempdir,
+    wait_until,
+    workspace_names,
+)
 
 pytestmark = pytest.mark.mount
 
@@ -333,7 +339,7 @@ def test_plain_http_to_loopback_is_allowed(emulator: EmulatorProc, mountpoint: P
             result = mount(mountpoint, "--base-url", url, "--cache-dir", cache, env=env)
             try:
                 assert result.returncode == 0, result.stderr
-                assert os.listdir(mountpoint) == [emulator.data.workspaces[0].id]
+                assert workspace_names(mountpoint) == [emulator.data.workspaces[0].id]
             finally:
                 force_unmount(mountpoint)
 

@@ -24,6 +24,7 @@ from tests.mounting import (
     public_tempdir,
     stop_process,
     wait_until,
+    workspace_names,
 )
 
 pytestmark = pytest.mark.mount
@@ -85,7 +86,7 @@ def test_demo_refuses_a_live_amigofs_mount_which_goes_on_serving(emulator: Emula
         result = run_demo(mnt.path)
         assert_refused(result, f"mount point {mnt.path} is already mounted (busy)")
         assert mnt.process.poll() is None
-        assert os.listdir(mnt.path) == [emulator.data.workspaces[0].id]
+        assert workspace_names(mnt.path) == [emulator.data.workspaces[0].id]
         assert mnt.unmount() == 0
 
 
@@ -112,12 +113,12 @@ def test_demo_mounts_an_empty_directory_and_unmounts_on_ctrl_c(tmp_path: Path) -
                    DEMO_DEADLINE, "the demo's guide")  # fmt: skip
         assert demo.poll() is None, (tmp_path / "stderr").read_text()
         assert is_mounted(mountpoint)
-        assert len(os.listdir(mountpoint)) == 2  # the demo's two workspaces
+        assert len(workspace_names(mountpoint)) == 2  # the demo's two workspaces
         url = next(w for w in guide.read_text().split() if w.startswith("http://127.0.0.1:"))
         demo.send_signal(signal.SIGINT)
         assert demo.wait(DEMO_DEADLINE) == 0
         assert not is_mounted(mountpoint)
-        assert os.listdir(mountpoint) == []
+        assert workspace_names(mountpoint) == []
         stderr = (tmp_path / "stderr").read_text()
         assert stderr.strip().splitlines()[-1] == "amigofs demo: unmounted and stopped", stderr
         host, port = url.removeprefix("http://").split(":")

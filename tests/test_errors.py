@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
 
+from amigofs.mount_table import is_mounted
 from tests.emulator_proc import EmulatorProc, running_emulator
-from tests.mounting import Mount, mounted, wait_until
+from tests.mounting import (
+    Mount,
+    force_unmount,
+    mount_command,
+    mounted,
+    public_tempdir,
+    wait_until,
+)
 from tests.reliability import errno_of
 
 pytestmark = pytest.mark.mount
@@ -70,11 +79,22 @@ def test_unknown_sid_is_enoent(emulator: EmulatorProc, mount: Mount) -> None:
     assert sum(emulator.stats()["requests"].values()) == 0
 
 
-def test_wrong_key_is_eacces(emulator: EmulatorProc) -> None:
-    with mounted(emulator.url, "not-the-key") as mnt:
-        assert errno_of(lambda: os.listdir(mnt.path)) == errno.EACCES
-        assert "API key missing or invalid" in mnt.log()
-        assert "not-the-key" not in mnt.log()
+def test_a_wrong_key_is_refused_when_mounting_in_one_line(emulator: EmulatorProc) -> None:
+    # Checked before the mount says yes (a key that loses access later: test_revoked).
+    point = public_tempdir("amigofs-mnt-")
+    try:
+        result = subprocess.run(
+            mount_command(emulator.url, point, point.parent / f"{point.name}-cache"),
+            env={**os.environ, "AMIGO_API_KEY": "not-the-key"},
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert not is_mounted(point)
+    finally:
+        force_unmount(point)
+        point.rmdir()
+    assert result.returncode == 2, result
+    assert len(result.stderr.strip().splitlines()) == 1 and "401" in result.stderr, result.stderr
+    assert "not-the-key" not in result.stderr + result.stdout
 
 
 def test_server_gone_is_eio_within_the_deadline_and_the_mount_stays() -> None:

@@ -25,7 +25,7 @@ from amigofs.emulator.data import (
     HOSTILE_WORKSPACE_IDS,
 )
 from tests.emulator_proc import EmulatorProc, running_emulator
-from tests.mounting import Mount, mounted, wait_until
+from tests.mounting import Mount, mounted, wait_until, workspace_names
 from tests.reliability import (
     PRESENTED,
     errno_of,
@@ -143,7 +143,7 @@ def test_hostile_listings_show_only_the_valid_entries() -> None:
         ) as emulator,
         mounted(emulator.url, emulator.api_key, "--timeout", "5") as mnt,
     ):
-        assert sorted(os.listdir(mnt.path)) == sorted(ws.id for ws in emulator.data.workspaces)
+        assert sorted(workspace_names(mnt.path)) == sorted(ws.id for ws in emulator.data.workspaces)
         for workspace in emulator.data.workspaces:
             listing = os.listdir(mnt.path / workspace.id)
             expected = sorted(

@@ -43,7 +43,15 @@ from tests.hostile_server import (
     trickle,
     with_fields,
 )
-from tests.mounting import Mount, mounted, wait_until
+from tests.mounting import (
+    Mount,
+    force_unmount,
+    mount_command,
+    mounted,
+    public_tempdir,
+    wait_until,
+    workspace_names,
+)
 from tests.reliability import errno_of
 
 MAX_PEAK_MIB = 300
@@ -303,7 +311,7 @@ def assert_held_up(mnt: Mount, server: HostileServer) -> None:
     """The mount is up and answers, and neither it nor its fetch worker peaked above
     MAX_PEAK_MIB."""
     assert mnt.process.poll() is None, mnt.log()
-    assert os.listdir(mnt.path) == [server.workspace_id]
+    assert workspace_names(mnt.path) == [server.workspace_id]
     peaks = {"mount": peak_rss_mib(mnt.process.pid)}
     workers = children_running(mnt.process.pid, "amigofs.cache.worker")
     assert workers, "no fetch worker"
@@ -469,12 +477,22 @@ def test_terminal_escapes_in_metadata_never_reach_a_terminal(server: HostileServ
 
 
 @pytest.mark.mount
-def test_an_untrusted_certificate_is_named_in_the_mount_log(tmp_path: Path) -> None:
+def test_an_untrusted_certificate_is_named_when_mounting(tmp_path: Path) -> None:
     context, _ = self_signed_tls(tmp_path)
-    with HostileServer(tls=context) as server, mount(server) as mnt:
-        assert errno_of(lambda: os.listdir(mnt.path)) == errno.EIO
-        assert "TLS certificate of 127.0.0.1 not trusted" in mnt.log(), mnt.log()
-        assert mnt.process.poll() is None
+    point = public_tempdir("amigofs-mnt-")
+    with HostileServer(tls=context) as server:
+        try:
+            result = subprocess.run(
+                mount_command(server.url, point, tmp_path / "cache"),
+                env={**os.environ, "AMIGO_API_KEY": server.api_key},
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+        finally:
+            force_unmount(point)
+            point.rmdir()
+    assert result.returncode == 2, result
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "TLS certificate of 127.0.0.1 not trusted" in result.stderr, result.stderr
 
 
 def test_large_metadata_files_live_in_the_block_cache_not_in_memory() -> None:

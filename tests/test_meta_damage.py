@@ -25,7 +25,7 @@ from amigofs.emulator.data import Recording
 from amigofs.fs.namespace import ROOT_INODE, Namespace, NamespaceConfig
 from amigofs.fs.records import CallRecord, RecordingSource, WorkspaceAccess
 from tests.emulator_proc import EmulatorProc, running_emulator
-from tests.mounting import Mount, mounted, wait_until
+from tests.mounting import Mount, mounted, wait_until, workspace_names
 from tests.reliability import LISTED, PRESENTED, errno_of, presented_bytes, request_log
 
 pytestmark = pytest.mark.mount
@@ -44,7 +44,7 @@ def recordings_of(emulator: EmulatorProc, workspace_id: str) -> list[Recording]:
 def read_everything(emulator: EmulatorProc, mnt: Mount, workspace_id: str) -> None:
     """Lists the tree and reads every file, each compared with what the emulator serves."""
     recordings = recordings_of(emulator, workspace_id)
-    assert sorted(os.listdir(mnt.path)) == [workspace_id]
+    assert sorted(workspace_names(mnt.path)) == [workspace_id]
     assert sorted(os.listdir(mnt.path / workspace_id)) == sorted(r.call_sid for r in recordings)
     for recording in recordings:
         call_dir = mnt.path / workspace_id / recording.call_sid
@@ -180,10 +180,10 @@ def test_metadata_no_parser_can_take_costs_that_call_not_the_mount() -> None:
             sids = sorted(os.listdir(workspace))
             nested = sids[4]
             emulator.control(nest_metadata=[nested])
-            # Two calls entered in listing order: a walk, so the next ones load ahead,
+            # Three calls entered in name order: a walk, so the next ones load ahead,
             # the nested one among them.
-            os.listdir(workspace / sids[0])
-            os.listdir(workspace / sids[1])
+            for sid in sids[:3]:
+                os.listdir(workspace / sid)
 
             def asked() -> bool:
                 return any(
@@ -268,8 +268,8 @@ async def test_a_bug_in_a_background_task_is_logged_with_its_traceback_and_servi
                 listed += [entry.name for _, entry in entries]
                 offset = entries[-1][0]
             assert sorted(listed) == sorted(sids)
-            # Two calls entered in listing order: a walk, so the next ones load ahead.
-            for sid in sids[:2]:
+            # Three calls entered in name order: a walk, so the next ones load ahead.
+            for sid in sids[:3]:
                 call = await namespace.lookup(workspace.inode, sid)
                 with pytest.raises(RuntimeError):
                     await namespace.opendir(call.inode)
@@ -291,6 +291,6 @@ async def test_a_bug_in_a_background_task_is_logged_with_its_traceback_and_servi
         for record in caplog.records
         if record.exc_info and isinstance(record.exc_info[1], RuntimeError)
     ]
-    for sid in sids[2:]:
+    for sid in sids[3:]:
         assert any("loading ahead failed" in m and sid in m for m in bugs), (sid, bugs)
     assert any(f"call listing of {workspace_id}: refresh failed" in m for m in bugs), bugs

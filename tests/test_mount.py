@@ -29,6 +29,7 @@ from tests.mounting import (
     public_tempdir,
     unmount_guards,
     wait_until,
+    workspace_names,
 )
 from tests.reliability import stored_name
 
@@ -66,7 +67,7 @@ def some_recordings(emulator: EmulatorProc, storage: str, count: int) -> list[Re
 
 def test_tree_matches_the_emulator_across_pages(emulator: EmulatorProc, mount: Mount) -> None:
     workspaces = sorted(ws.id for ws in emulator.data.workspaces)
-    assert sorted(os.listdir(mount.path)) == workspaces
+    assert sorted(workspace_names(mount.path)) == workspaces
     for workspace_id in workspaces:
         expected = sorted(r.call_sid for r in recorded_calls(emulator, workspace_id))
         # Calls without a SID or a recording are in the listing but must not show.
@@ -258,7 +259,9 @@ def test_other_users_cannot_enter_unless_allow_other(emulator: EmulatorProc, mou
     with mounted(emulator.url, emulator.api_key, "--allow-other") as shared:
         allowed = run(*as_nobody, str(shared.path))
         assert allowed.returncode == 0, allowed.stderr
-        assert sorted(allowed.stdout.split()) == sorted(ws.id for ws in emulator.data.workspaces)
+        assert sorted(allowed.stdout.split()) == sorted(
+            [*(ws.id for ws in emulator.data.workspaces), "by-date", "by-name"]
+        )
 
 
 def test_ls_l_of_a_workspace_of_1000_calls_fetches_no_audio() -> None:
@@ -351,7 +354,7 @@ def test_command_line_contract(emulator: EmulatorProc, tmp_path: Path) -> None:
                       env=env_without_key)  # fmt: skip
         assert started.returncode == 0, started.stderr
         try:
-            assert sorted(os.listdir(mountpoint)) == sorted(
+            assert sorted(workspace_names(mountpoint)) == sorted(
                 ws.id for ws in emulator.data.workspaces
             )
             busy = run(*amigofs, "mount", str(mountpoint), "--base-url", emulator.url,
@@ -381,7 +384,7 @@ def test_kernel_readahead_is_widened_to_1m_and_set_by_the_flag(emulator: Emulato
         wait_until(lambda: kernel_readahead_kb(mnt.path) == 256, 10, "a 256K readahead")
     with mounted(emulator.url, emulator.api_key, "--kernel-readahead", "0") as mnt:
         os.statvfs(mnt.path)  # past the handshake, after which a 1M window would be set
-        os.listdir(mnt.path)
+        workspace_names(mnt.path)
         assert kernel_readahead_kb(mnt.path) == 128
 
 

@@ -23,6 +23,7 @@ from tests.mounting import (
     public_tempdir,
     stop_process,
     wait_until,
+    workspace_names,
 )
 
 pytestmark = pytest.mark.mount
@@ -80,7 +81,7 @@ def test_a_mount_comes_up_serves_and_unmounts_beside_a_non_utf8_mount_point(
 ) -> None:
     workspace = emulator.data.workspaces[0].id
     with mounted(emulator.url, emulator.api_key) as mnt:
-        assert os.listdir(mnt.path) == [workspace]
+        assert workspace_names(mnt.path) == [workspace]
         stats = run(*AMIGOFS, "stats", str(mnt.path))
         assert stats.returncode == 0, stats.stderr
         assert f"amigofs at {mnt.path}" in stats.stdout
@@ -105,7 +106,7 @@ def test_mount_fuse_amigofs_detaches_beside_a_non_utf8_mount_point(
             capture_output=True, text=True, timeout=TOOL_TIMEOUT, env=env,
         )  # fmt: skip
         assert helper.returncode == 0, helper.stderr
-        assert os.listdir(mountpoint) == [emulator.data.workspaces[0].id]
+        assert workspace_names(mountpoint) == [emulator.data.workspaces[0].id]
         daemon = read_stats(mountpoint)["pid"]
         subprocess.run(["fusermount3", "-u", str(mountpoint)], check=True, timeout=TOOL_TIMEOUT)
         wait_until(lambda: _gone(daemon), MOUNT_DEADLINE, "the daemon to exit")

@@ -36,6 +36,7 @@ from tests.mounting import (
     public_tempdir,
     unmount_guards,
     wait_until,
+    workspace_names,
 )
 from tests.reliability import PRESENTED, presented_bytes
 
@@ -154,7 +155,7 @@ def test_notify_ready_after_mount_then_sigterm_unmounts_and_exits_0() -> None:
             assert mounted_then
             assert f"MAINPID={process.pid}" in first.splitlines()
             assert any(line.startswith("STATUS=") for line in first.splitlines())
-            assert os.listdir(mountpoint) == [emulator.data.workspaces[0].id]
+            assert workspace_names(mountpoint) == [emulator.data.workspaces[0].id]
 
             process.send_signal(signal.SIGTERM)
             assert process.wait(STOP_DEADLINE) == 0, mount.log()
@@ -235,7 +236,7 @@ def test_mounting_over_a_dead_mount_says_how_to_remove_it() -> None:
             mnt.process.wait(STOP_DEADLINE)
             assert is_mounted(mnt.path)
             with pytest.raises(OSError) as dead:
-                os.listdir(mnt.path)
+                workspace_names(mnt.path)
             assert dead.value.errno == errno.ENOTCONN
 
             env = {**os.environ, "AMIGO_API_KEY": emulator.api_key}
@@ -294,7 +295,7 @@ def test_toml_config_mounts_the_listed_workspaces() -> None:
         result = amigofs("mount", "--config", path, env=env)
         assert result.returncode == 0, result.stderr
         assert is_mounted(mountpoint)
-        assert sorted(os.listdir(mountpoint)) == chosen
+        assert sorted(workspace_names(mountpoint)) == chosen
         assert os.listdir(mountpoint / chosen[0])
         wait_until(lambda: kernel_readahead_kb(mountpoint) == 512, 10, "a 512K readahead")
         log = (tmp / "cache" / "mount.log").read_text()
@@ -357,7 +358,7 @@ def test_fstab_helper_mounts_and_returns_once_live() -> None:
         result = run(BIN / "mount.fuse.amigofs", "none", mountpoint, "-o", options, env=env)
         assert result.returncode == 0, result.stderr
         assert is_mounted(mountpoint)  # at once: it returned only once live
-        assert os.listdir(mountpoint) == [workspace]
+        assert workspace_names(mountpoint) == [workspace]
         assert mount_type(str(mountpoint)) == "fuse.amigofs"
 
         bad = run(BIN / "mount.fuse.amigofs", "none", tmp, "-o", "colour=blue", env=env)
@@ -450,7 +451,7 @@ def test_stats_match_the_emulators_counters() -> None:
         text = amigofs("stats", mnt.path)
         assert text.returncode == 0 and "bytes fetched" in text.stdout, text.stderr
         # The control file is private and out of every listing.
-        assert ".amigofs-stats" not in os.listdir(mnt.path)
+        assert ".amigofs-stats" not in workspace_names(mnt.path)
         assert (mnt.path / ".amigofs-stats").stat().st_mode & 0o777 == 0o400
         assert amigofs("stats", mnt.path.parent).returncode == 2
 
@@ -545,7 +546,7 @@ def test_demo_mounts_within_30_s_and_ffprobe_reads_it() -> None:
     try:
         wait_until(lambda: is_mounted(mountpoint) or demo.poll() is not None, 30, "the demo")
         assert demo.poll() is None
-        workspace = sorted(os.listdir(mountpoint))[0]
+        workspace = sorted(workspace_names(mountpoint))[0]
         call = sorted(os.listdir(mountpoint / workspace))[0]
         probe = run(
             "ffprobe", "-v", "error", "-show_entries", "stream=codec_name,sample_rate",

@@ -17,7 +17,7 @@ from amigofs.emulator.data import Recording
 from amigofs.fs.wav import audio_layout
 from amigofs.mount_table import is_mounted
 from tests.emulator_proc import EmulatorProc, running_emulator
-from tests.mounting import mounted, public_tempdir, unmount_guards, wait_until
+from tests.mounting import mounted, public_tempdir, unmount_guards, wait_until, workspace_names
 
 pytestmark = pytest.mark.mount
 
@@ -272,7 +272,7 @@ def test_remount_shows_the_tree_from_disk_without_the_api() -> None:
         target = Expected(emulator, next(emulator.data.recordings()), "outbound.wav")
         call_dir = target.relative.parent
         with mounted(emulator.url, emulator.api_key, "--cache-dir", str(cache)) as mnt:
-            tree = {ws: sorted(os.listdir(mnt.path / ws)) for ws in sorted(os.listdir(mnt.path))}
+            tree = {ws: sorted(os.listdir(mnt.path / ws)) for ws in sorted(workspace_names(mnt.path))}
             sizes = {
                 name: os.stat(mnt.path / call_dir / name).st_size
                 for name in os.listdir(mnt.path / call_dir)
@@ -282,7 +282,7 @@ def test_remount_shows_the_tree_from_disk_without_the_api() -> None:
     # The server is gone now: what the first mount saw is still there, from disk.
     with mounted(url, key, "--cache-dir", str(cache), "--timeout", "5") as mnt:
         assert {
-            ws: sorted(os.listdir(mnt.path / ws)) for ws in sorted(os.listdir(mnt.path))
+            ws: sorted(os.listdir(mnt.path / ws)) for ws in sorted(workspace_names(mnt.path))
         } == tree
         assert {
             n: os.stat(mnt.path / call_dir / n).st_size for n in os.listdir(mnt.path / call_dir)

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.emulator_proc import EmulatorProc, running_emulator
-from tests.mounting import mounted, wait_until
+from tests.mounting import mounted, wait_until, workspace_names
 from tests.reliability import LISTED, PRESENTED, errno_of, presented_bytes
 
 pytestmark = pytest.mark.mount
@@ -111,7 +111,7 @@ def test_a_revoked_workspace_is_eacces_never_empty_and_comes_back_without_a_down
             # Asked again at most once a listing TTL, not once an access.
             assert emulator.stats()["requests"].get("list-calls", 0) - asked <= 2
             # Still there, refused: not gone.
-            assert os.listdir(mnt.path) == [workspace_id]
+            assert workspace_names(mnt.path) == [workspace_id]
             ls = run("ls", "-l", str(workspace))
             assert ls.returncode != 0 and "Permission denied" in ls.stderr, ls
             again = run("rsync", "-a", "--delete", f"{workspace}/", str(backup))

@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS calls (
     UNIQUE (ws, call_sid)
 );
 CREATE INDEX IF NOT EXISTS calls_by_ws ON calls (ws, id);
+CREATE INDEX IF NOT EXISTS calls_by_start ON calls (ws, started_ns);
 CREATE TABLE IF NOT EXISTS pages (         -- the progress of the current sync
     ws INTEGER NOT NULL,
     offset INTEGER NOT NULL,
@@ -247,6 +248,27 @@ class CallIndex:
                 (self.workspace_row(workspace_id), call_sid, limit),
             )
         ]
+
+    def started_between(self, workspace_id: str, start_ns: int, end_ns: int) -> list[CallRow]:
+        """The workspace's calls that started in [start_ns, end_ns), oldest first."""
+        return [
+            _row(r)
+            for r in self._conn(self._reader).execute(
+                f"SELECT {_CALL_COLUMNS} FROM calls c JOIN workspaces w ON w.id = c.ws "
+                "WHERE c.ws = ? AND c.started_ns >= ? AND c.started_ns < ? "
+                "ORDER BY c.started_ns, c.call_sid",
+                (self.workspace_row(workspace_id), start_ns, end_ns),
+            )
+        ]
+
+    def first_start_from(self, workspace_id: str, start_ns: int) -> int | None:
+        """The earliest call start at or after `start_ns` (days are found by jumping
+        from one to the next: a query a day, whatever the number of calls)."""
+        found = self._conn(self._reader).execute(
+            "SELECT min(started_ns) FROM calls WHERE ws = ? AND started_ns >= ?",
+            (self.workspace_row(workspace_id), start_ns),
+        ).fetchone()
+        return None if found is None or found[0] is None else int(found[0])
 
     def newest_ns(self, workspace_id: str) -> int | None:
         found = self._conn(self._reader).execute(

@@ -35,7 +35,7 @@ import cachetools
 import trio
 
 from amigofs.api import errors as api
-from amigofs.api.client import PlatformClient
+from amigofs.api.client import CallPage, PlatformClient
 from amigofs.api.models import CallSummary, is_identifier
 from amigofs.cache.index import CallIndex, CallRow
 from amigofs.cache.meta import MetaStore
@@ -43,7 +43,7 @@ from amigofs.cache.readahead import Readahead
 from amigofs.cache.singleflight import SingleFlight
 from amigofs.concurrency import gather
 from amigofs.fs.errors import FsError
-from amigofs.fs.listing import WorkspaceSync
+from amigofs.fs.listing import PARALLEL_PAGES, WorkspaceSync
 from amigofs.fs.records import (
     FILE_NAMES,
     INBOUND,
@@ -52,6 +52,16 @@ from amigofs.fs.records import (
     CallRecord,
     PresentedFile,
     RecordingSource,
+)
+from amigofs.fs.views import (
+    BY_DATE,
+    BY_NAME,
+    VIEWS,
+    Days,
+    call_link,
+    parse_entry,
+    usable_slug,
+    workspace_link,
 )
 
 log = logging.getLogger(__name__)
@@ -69,6 +79,7 @@ WALK_AHEAD = 16
 # (the directory, then its files in the order of FILE_NAMES, which only grows).
 CALL_INODES = 1 << 32
 SLOTS = 8
+LINK_SLOT = SLOTS - 1  # the call's entry in by-date
 # Calls read from the index per readdir request (the kernel takes what fits).
 READDIR_BATCH = 256
 
@@ -85,6 +96,8 @@ class NodeKey:
     workspace_id: str | None = None
     call_sid: str | None = None
     file: str | None = None
+    view: str | None = None  # by-date, by-name (see amigofs.fs.views)
+    day: str | None = None  # a day directory of by-date
 
 
 @dataclass(slots=True, frozen=True)
@@ -96,6 +109,7 @@ class Attributes:
     nlink: int
     timeout: float
     private: bool = False  # readable by the owner only (the control file)
+    link: str | None = None  # a symbolic link to this (relative) target
 
 
 @dataclass(slots=True, frozen=True)
@@ -125,6 +139,8 @@ class NamespaceConfig:
     failure_memory: float = 2.0
     # Makes the content of the control file; None: the mount has none.
     control: Callable[[], bytes] | None = None
+    views: bool = True  # by-date/ and by-name/ in the root
+    timezone: str | None = None  # of by-date's days and times; None: UTC
 
 
 class _Listing(Generic[T]):
@@ -236,12 +252,21 @@ class Namespace:
             persist=lambda ids: self._save(list(ids), "workspaces"),
         )
         self._syncs: dict[str, WorkspaceSync] = {}
+        self._days = Days.named(config.timezone)
+        # A day's listing of by-date, kept as long as a listing is.
+        self._day_listings: cachetools.TTLCache[tuple[str, str], dict[str, DirEntry]] = (
+            cachetools.TTLCache(maxsize=64, ttl=config.listing_ttl, timer=trio.current_time)
+        )
+        self._slugs: _Listing[dict[str, str]] = _Listing(
+            self._list_slugs, config.listing_ttl, "workspace names"
+        )
         self._records: cachetools.LRUCache[tuple[str, str], CallRecord] = cachetools.LRUCache(
             config.max_records
         )
         self._record_flights: SingleFlight[CallRecord] = SingleFlight()
-        # Walk detection: the row of the last call entered in each workspace.
-        self._walk_last: dict[str, CallRow] = {}
+        # Walk detection: the last call entered in each workspace, the order of the
+        # step to it (listing or name), and how many steps in that order in a row.
+        self._walk_last: dict[str, tuple[CallRow | None, str | None, int]] = {}
         self._walk_scheduled: set[tuple[str, str]] = set()
         self._missing: cachetools.TTLCache[tuple[str, str], bool] = cachetools.TTLCache(
             maxsize=10_000, ttl=config.negative_ttl, timer=trio.current_time
@@ -265,11 +290,15 @@ class Namespace:
         calls the listing has: a lookup of an unlisted call costs requests on the
         owner's key and rate limit, and made-up names must not run those up."""
         key = self._key(parent)
+        if key.view is not None:
+            return await self._view_lookup(key, name)
         if key.file is not None:
             raise FsError(errno.ENOTDIR)
         if key.workspace_id is None:
             if name == CONTROL_NAME and self._config.control is not None:
                 return self._control_attrs()
+            if name in VIEWS and self._config.views:
+                return self._dir_attrs(NodeKey(view=name))
             if name not in await self._workspace_ids():
                 raise FsError(errno.ENOENT)
             return await self._workspace_attrs(name)
@@ -286,6 +315,8 @@ class Namespace:
         key = self._key(inode)
         if key == _CONTROL_KEY:
             return self._control_attrs()
+        if key.view is not None:
+            return await self._view_getattr(key)
         if key.workspace_id is None:
             return Attributes(ROOT_INODE, True, 0, self._mount_time_ns, 1, self._config.listing_ttl)
         if key.call_sid is None:
@@ -298,12 +329,16 @@ class Namespace:
 
     async def opendir(self, inode: InodeT) -> FileHandleT:
         key = self._key(inode)
-        if key.file is not None:
+        if key.view is not None:
+            entries = await self._view_entries(key)
+        elif key.file is not None:
             raise FsError(errno.ENOTDIR)
-        if key.workspace_id is None:
+        elif key.workspace_id is None:
             ids = await self._workspace_ids()
             attrs = await gather(*(lambda ws=ws: self._workspace_attrs(ws) for ws in ids))
             entries = [DirEntry(ws, a) for ws, a in zip(ids, attrs, strict=True)]
+            if self._config.views:
+                entries += [DirEntry(view, self._dir_attrs(NodeKey(view=view))) for view in VIEWS]
         elif key.call_sid is None:
             await self._allowed(key.workspace_id)
             self._sync(key.workspace_id).ensure(retry=True)
@@ -356,7 +391,9 @@ class Namespace:
             self._open_files[handle] = OpenFile(inode, control, Readahead(max_window=0))
             self._open_counts[inode] += 1
             return handle
-        if key.file is None or key.workspace_id is None or key.call_sid is None:
+        if key.view is not None or key.file is None or key.workspace_id is None:
+            raise FsError(errno.EISDIR)
+        if key.call_sid is None:
             raise FsError(errno.EISDIR)
         await self._allowed(key.workspace_id)
         record = await self._record(key.workspace_id, key.call_sid)
@@ -446,6 +483,8 @@ class Namespace:
         """user.amigo.* attributes of a call directory or audio file, from the call's
         metadata (loaded once per mount, as listing the directory does); none elsewhere."""
         key = self._key(inode)
+        if key.view is not None:
+            return {}
         if key.workspace_id is None or key.call_sid is None or key.file == METADATA:
             return {}
         await self._allowed(key.workspace_id)
@@ -502,6 +541,179 @@ class Namespace:
         for sync in self._syncs.values():
             sync.force()
         self._missing.clear()
+
+    # --- the views -------------------------------------------------------------------
+
+    async def readlink(self, inode: InodeT) -> str:
+        attrs = await self.getattr(inode)
+        if attrs.link is None:
+            raise FsError(errno.EINVAL)
+        return attrs.link
+
+    def _dir_attrs(self, key: NodeKey, mtime_ns: int | None = None) -> Attributes:
+        mtime = self._mount_time_ns if mtime_ns is None else mtime_ns
+        return Attributes(self._inode(key), True, 0, mtime, 1, self._config.listing_ttl)
+
+    def _date_link_attrs(self, row: CallRow) -> Attributes:
+        target = call_link(row.workspace_id, row.call_sid)
+        inode = InodeT(CALL_INODES + row.row_id * SLOTS + LINK_SLOT)
+        start = row.started_ns or 0
+        return Attributes(inode, False, len(target), start, 1, IMMUTABLE_TIMEOUT, link=target)
+
+    async def _view_lookup(self, key: NodeKey, name: str) -> Attributes:
+        if key.view == BY_NAME:
+            if key.workspace_id is not None:
+                raise FsError(errno.ENOTDIR)
+            for entry in await self._view_entries(key):
+                if entry.name == name:
+                    return entry.attrs
+            raise FsError(errno.ENOENT)
+        if key.workspace_id is None:  # by-date/<workspace>
+            if name not in await self._workspace_ids():
+                raise FsError(errno.ENOENT)
+            return self._dir_attrs(NodeKey(name, view=BY_DATE))
+        await self._allowed(key.workspace_id)
+        if key.call_sid is not None:
+            raise FsError(errno.ENOTDIR)
+        if key.day is None:  # a day: any, entered by name before the index has it
+            day = self._days.parse(name)
+            if day is None:
+                raise FsError(errno.ENOENT)
+            return self._dir_attrs(
+                NodeKey(key.workspace_id, view=BY_DATE, day=name), self._days.bounds_ns(day)[0]
+            )
+        if parse_entry(name) is None:
+            raise FsError(errno.ENOENT)
+        found = (await self._day_listing(key.workspace_id, key.day)).get(name)
+        if found is None:
+            raise FsError(errno.ENOENT)
+        return found.attrs
+
+    async def _view_getattr(self, key: NodeKey) -> Attributes:
+        if key.view == BY_NAME and key.workspace_id is not None:
+            return self._name_link_attrs(key.workspace_id)
+        if key.workspace_id is None:
+            return self._dir_attrs(key)
+        await self._allowed(key.workspace_id)
+        if key.call_sid is not None:  # an entry of a day
+            row = self._index.by_sid(key.workspace_id, key.call_sid)
+            if row is None:
+                raise FsError(errno.ENOENT)
+            return self._date_link_attrs(row)
+        if key.day is not None:
+            day = self._days.parse(key.day)
+            return self._dir_attrs(key, self._days.bounds_ns(day)[0] if day else None)
+        return self._dir_attrs(key)
+
+    async def _view_entries(self, key: NodeKey) -> list[DirEntry]:
+        if key.view == BY_NAME:
+            if key.workspace_id is not None:
+                raise FsError(errno.ENOTDIR)
+            shown = set(await self._workspace_ids())
+            return [
+                DirEntry(slug, self._name_link_attrs(ws))
+                for slug, ws in sorted((await self._slugs.get(self._nursery)).items())
+                if ws in shown
+            ]
+        if key.call_sid is not None:
+            raise FsError(errno.ENOTDIR)
+        if key.workspace_id is None:
+            return [
+                DirEntry(ws, self._dir_attrs(NodeKey(ws, view=BY_DATE)))
+                for ws in await self._workspace_ids()
+            ]
+        await self._allowed(key.workspace_id)
+        if key.day is not None:
+            listing = await self._day_listing(key.workspace_id, key.day)
+            return [listing[name] for name in sorted(listing)]
+        return await self._days_of(key.workspace_id)
+
+    def _name_link_attrs(self, workspace_id: str) -> Attributes:
+        target = workspace_link(workspace_id)
+        inode = self._inode(NodeKey(workspace_id, view=BY_NAME))
+        return Attributes(
+            inode, False, len(target), self._mount_time_ns, 1, self._config.listing_ttl,
+            link=target,
+        )  # fmt: skip
+
+    async def _list_slugs(self) -> dict[str, str]:
+        """slug -> workspace id, for the workspaces whose slug can be a name, once each."""
+        found: dict[str, list[str]] = {}
+        for ws in await self._client.list_workspaces():
+            if usable_slug(ws.slug):
+                found.setdefault(ws.slug, []).append(ws.id)
+        return {slug: ids[0] for slug, ids in found.items() if len(ids) == 1}
+
+    async def _days_of(self, workspace_id: str) -> list[DirEntry]:
+        """The days with calls, from the index (once the workspace is synced): one
+        query a day, jumping from one day's first call to the next day's."""
+        await self._wait_complete(workspace_id)
+        entries = []
+        start = self._index.first_start_from(workspace_id, -(1 << 62))
+        while start is not None:
+            name = self._days.day_of(start)
+            day = self._days.parse(name)
+            assert day is not None
+            key = NodeKey(workspace_id, view=BY_DATE, day=name)
+            entries.append(DirEntry(name, self._dir_attrs(key, self._days.bounds_ns(day)[0])))
+            start = self._index.first_start_from(workspace_id, self._days.next_day_ns(start))
+        return entries
+
+    async def _wait_complete(self, workspace_id: str) -> None:
+        sync = self._sync(workspace_id)
+        sync.ensure(retry=True)
+        while not sync.complete:
+            if sync.error is not None:
+                raise sync.error
+            await sync.changed.wait()
+            sync.ensure()
+
+    async def _day_listing(self, workspace_id: str, name: str) -> dict[str, DirEntry]:
+        """A day's calls: from the index if the workspace is synced, else from the
+        API's listing of that day (date_from/date_to), not the workspace's whole."""
+        cached = self._day_listings.get((workspace_id, name))
+        if cached is not None:
+            return cached
+        day = self._days.parse(name)
+        if day is None:
+            raise FsError(errno.ENOENT)
+        start, end = self._days.bounds_ns(day)
+        if not self._index.sync_state(workspace_id).complete:
+            first, last = self._days.utc_days(day)
+            calls = await self._list_days(workspace_id, first, last)
+            await trio.to_thread.run_sync(lambda: self._index.add(workspace_id, calls))
+        listing = {}
+        for row in self._index.started_between(workspace_id, start, end):
+            assert row.started_ns is not None
+            entry_name = self._days.entry_name(row.started_ns, row.call_sid)
+            listing[entry_name] = DirEntry(entry_name, self._date_link_attrs(row))
+            self._rows[row.row_id] = row
+        self._day_listings[(workspace_id, name)] = listing
+        return listing
+
+    async def _list_days(self, workspace_id: str, first: dt.date, last: dt.date) -> list[CallSummary]:
+        def page(offset: int) -> Awaitable[CallPage]:
+            return self._access.checked(
+                workspace_id,
+                lambda: self._client.list_calls_page(
+                    workspace_id, offset, date_from=first, date_to=last
+                ),
+            )
+
+        head = await page(0)
+        calls = list(head.calls)
+        if head.has_more:
+            total = head.total if head.total is not None else 0
+            limiter = trio.CapacityLimiter(PARALLEL_PAGES)
+
+            async def one(offset: int) -> None:
+                async with limiter:
+                    calls.extend((await page(offset)).calls)
+
+            async with trio.open_nursery() as nursery:
+                for offset in range(head.entries or 100, total, head.entries or 100):
+                    nursery.start_soon(one, offset)
+        return list({c.call_sid: c for c in calls}.values())
 
     # --- workspaces ---------------------------------------------------------------
 
@@ -670,25 +882,30 @@ class Namespace:
         """When call directories are entered in listing order (find, a file manager's
         preview pane) or in name order (rsync, cp -r, a glob: they sort), loads the next
         few records ahead, a few at once, so a walk of a workspace does not pay one
-        round trip after another."""
+        round trip after another. Two steps in the same order make a walk: one could
+        be chance, in one order or the other."""
         row = self._index.by_sid(workspace_id, call_sid)
         if row is None:
             return
-        previous = self._walk_last.get(workspace_id)
+        previous, order, streak = self._walk_last.get(workspace_id, (None, None, 0))
         if previous is not None and previous.row_id == row.row_id:
             return  # the same call directory again (its files being looked at)
-        self._walk_last[workspace_id] = row
-        if previous is None:
+        step = None
+        if previous is not None:
+            if row.row_id in {r.row_id for r in self._index.after(workspace_id, previous.row_id, 2)}:
+                step = "listing"
+            elif row.call_sid in {
+                r.call_sid for r in self._index.after_sid(workspace_id, previous.call_sid, 2)
+            }:
+                step = "name"
+        streak = streak + 1 if step is not None and step == order else int(step is not None)
+        self._walk_last[workspace_id] = (row, step, streak)
+        if streak < 2:
             return
-        # A walk: this call is one of the next two after the last one entered.
-        if row.row_id in {r.row_id for r in self._index.after(workspace_id, previous.row_id, 2)}:
+        if step == "listing":
             ahead = self._index.after(workspace_id, row.row_id, WALK_AHEAD)
-        elif row.call_sid in {
-            r.call_sid for r in self._index.after_sid(workspace_id, previous.call_sid, 2)
-        }:
-            ahead = self._index.after_sid(workspace_id, row.call_sid, WALK_AHEAD)
         else:
-            return
+            ahead = self._index.after_sid(workspace_id, row.call_sid, WALK_AHEAD)
         for next_row in ahead:
             rkey = (workspace_id, next_row.call_sid)
             if rkey in self._records or rkey in self._walk_scheduled or rkey in self._missing:
@@ -730,9 +947,11 @@ class Namespace:
         if inode >= CALL_INODES:
             row_id, slot = divmod(inode - CALL_INODES, SLOTS)
             row = self._rows.get(row_id) or self._index.by_id(row_id)
-            if row is None or slot > len(FILE_NAMES):
+            if row is None or (slot > len(FILE_NAMES) and slot != LINK_SLOT):
                 raise FsError(errno.ENOENT)
             self._rows[row_id] = row
+            if slot == LINK_SLOT:
+                return NodeKey(row.workspace_id, row.call_sid, view=BY_DATE)
             return NodeKey(row.workspace_id, row.call_sid, FILE_NAMES[slot - 1] if slot else None)
         key = self._keys.get(inode)
         if key is None:
