@@ -267,6 +267,20 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default: {_DEFAULTS.listing_ttl:g})",
     )
     parser.add_argument(
+        "--timezone",
+        type=_flag_type(config.parse_timezone),
+        metavar="ZONE",
+        help="the time zone of by-date's days and times, an IANA name such as Europe/Berlin "
+        "(default: UTC)",
+    )
+    parser.add_argument(
+        "--no-call-wav",
+        action="store_false",
+        dest="call_wav",
+        default=None,
+        help="leave out each call's stereo call.wav (for backups of the stored files only)",
+    )
+    parser.add_argument(
         "--negative-ttl",
         type=_flag_type(config.parse_positive),
         metavar="SECONDS",
@@ -385,6 +399,8 @@ def mount_settings(args: argparse.Namespace) -> config.Settings:
         "timeout": flag("timeout"),
         "listing_ttl": flag("listing_ttl"),
         "negative_ttl": flag("negative_ttl"),
+        "timezone": flag("timezone"),
+        "call_wav": flag("call_wav"),
         "log_level": "debug" if flag("debug") else flag("log_level"),
     }
     config_file = flag("config")
@@ -437,6 +453,8 @@ def run_mount(args: argparse.Namespace) -> int:
         timeout=settings.timeout,
         listing_ttl=settings.listing_ttl,
         negative_ttl=settings.negative_ttl,
+        timezone=settings.timezone,
+        call_wav=settings.call_wav,
         cache_size_bytes=settings.cache_size,
         cache_min_free_bytes=settings.cache_min_free,
         kernel_readahead=settings.kernel_readahead,

@@ -67,6 +67,10 @@ class Settings:
     timeout: float = 30.0
     listing_ttl: float = 60.0
     negative_ttl: float = 5.0
+    # by-date's days and times: an IANA zone name; None: UTC.
+    timezone: str | None = None
+    # The stereo call.wav beside each call's two channels (off for backups of the stored files).
+    call_wav: bool = True
     log_level: str = "info"
 
 
@@ -245,6 +249,18 @@ def parse_workspaces(value: object) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(value)) or None
 
 
+def parse_timezone(value: object) -> str:
+    """An IANA time zone name, such as Europe/Berlin or UTC."""
+    import zoneinfo
+
+    name = _string(value)
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        raise ValueError(f"expected an IANA time zone such as Europe/Berlin, not {value!r}") from None
+    return name
+
+
 def _log_level(value: object) -> str:
     level = _string(value).lower()
     if level not in LOG_LEVELS:
@@ -266,6 +282,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "timeout": parse_positive,
     "listing_ttl": parse_positive,
     "negative_ttl": parse_positive,
+    "timezone": parse_timezone,
+    "call_wav": _bool,
     "log_level": _log_level,
 }
 _PATHS = ("mountpoint", "api_key_file", "cache_dir")
@@ -285,6 +303,8 @@ _TOML_TYPES: dict[str, tuple[type, ...]] = {
     "timeout": (int, float),
     "listing_ttl": (int, float),
     "negative_ttl": (int, float),
+    "timezone": (str,),
+    "call_wav": (bool,),
     "log_level": (str,),
 }
 # Keys whose value may hold a secret (a key pasted as the path, a password in the

@@ -35,10 +35,16 @@ _VALUED = {
     "timeout": "--timeout",
     "listing_ttl": "--listing-ttl",
     "negative_ttl": "--negative-ttl",
+    "timezone": "--timezone",
     "log_level": "--log-level",
     "config": "--config",
 }
-_FLAGS = {"allow_other": "--allow-other", "insecure_http": "--insecure-http", "debug": "--debug"}
+_FLAGS = {
+    "allow_other": "--allow-other",
+    "insecure_http": "--insecure-http",
+    "debug": "--debug",
+    "no_call_wav": "--no-call-wav",
+}
 # For mount(8), systemd or the kernel's generic handling; amigofs is read-only whatever
 # they say, so rw and ro change nothing.
 _IGNORED = {
@@ -65,8 +71,8 @@ The helper mount(8) runs for /etc/fstab entries of type fuse.amigofs:
 It returns once the mount is live. Options (the keys of an amigofs config file):
   base_url=URL  workspace=UUID (repeatable)  workspaces=UUID:UUID  api_key_file=FILE
   cache_dir=DIR  cache_size=SIZE  cache_min_free=SIZE  kernel_readahead=SIZE
-  timeout=SECONDS  listing_ttl=SECONDS  negative_ttl=SECONDS  log_level=LEVEL
-  config=FILE  allow_other  insecure_http  debug
+  timeout=SECONDS  listing_ttl=SECONDS  negative_ttl=SECONDS  timezone=ZONE
+  log_level=LEVEL  config=FILE  allow_other  insecure_http  no_call_wav  debug
 Options of mount(8) and systemd (_netdev, nofail, noauto, x-systemd.*, rw, ...) are
 ignored. The API key comes from api_key_file= (or AMIGO_API_KEY). See `amigofs mount --help`.
 """

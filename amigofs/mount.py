@@ -49,6 +49,8 @@ class MountOptions:
     timeout: float = 30.0
     listing_ttl: float = 60.0
     negative_ttl: float = 5.0
+    timezone: str | None = None  # of by-date; None: UTC
+    call_wav: bool = True
     cache_size_bytes: int = 4 << 30
     # Free space the cache leaves on its disk: it stops growing (and evicts) below it.
     cache_min_free_bytes: int = 1 << 30
@@ -150,7 +152,7 @@ async def serve(options: MountOptions, api_key: ApiKey) -> None:
         nursery = await stack.enter_async_context(trio.open_nursery())
         await worker.start(nursery)
         store = BlockStore(disk, worker, nursery, client=client, deadline=options.timeout)
-        source = RecordingSource(client, store, meta)
+        source = RecordingSource(client, store, meta, call_wav=options.call_wav)
         source.access.on_revoked = _forget_kernel_entries
         namespace = Namespace(
             client,
@@ -164,6 +166,7 @@ async def serve(options: MountOptions, api_key: ApiKey) -> None:
                 # No window wider than what the store lets be fetched ahead.
                 max_readahead=store.max_prefetch_bytes,
                 failure_memory=min(2.0, options.timeout / 3),
+                timezone=options.timezone,
             ),
             meta,
             index=index,

@@ -77,11 +77,12 @@ class CallRow:
     listed: bool
 
     def summary(self) -> CallSummary:
-        started = (
-            None
-            if self.started_ns is None
-            else dt.datetime.fromtimestamp(self.started_ns / 1e9, dt.UTC)
-        )
+        started = None
+        if self.started_ns is not None:
+            seconds, ns = divmod(self.started_ns, 1_000_000_000)
+            started = dt.datetime.fromtimestamp(seconds, dt.UTC) + dt.timedelta(
+                microseconds=ns // 1000
+            )
         return CallSummary(
             self.workspace_id, self.call_sid, started, self.duration, self.direction
         )

@@ -43,7 +43,9 @@ class Days:
         return f"{self._local(started_ns).strftime('%H-%M-%S')}_{call_sid}"
 
     def _local(self, started_ns: int) -> dt.datetime:
-        return dt.datetime.fromtimestamp(started_ns / 1e9, dt.UTC).astimezone(self.zone)
+        seconds, ns = divmod(started_ns, 1_000_000_000)
+        when = dt.datetime.fromtimestamp(seconds, dt.UTC) + dt.timedelta(microseconds=ns // 1000)
+        return when.astimezone(self.zone)
 
     def parse(self, name: str) -> dt.date | None:
         """The day a directory name means, or None if it is not one."""
@@ -64,8 +66,9 @@ class Days:
     def utc_days(self, day: dt.date) -> tuple[dt.date, dt.date]:
         """The UTC days a local day overlaps (for a date-filtered listing)."""
         start, end = self.bounds_ns(day)
-        first = dt.datetime.fromtimestamp(start / 1e9, dt.UTC).date()
-        last = dt.datetime.fromtimestamp((end - 1) / 1e9, dt.UTC).date()
+        # Whole seconds: a float of nanoseconds since 1970 is not exact to the unit.
+        first = dt.datetime.fromtimestamp(start // 1_000_000_000, dt.UTC).date()
+        last = dt.datetime.fromtimestamp((end - 1) // 1_000_000_000, dt.UTC).date()
         return first, last
 
     def next_day_ns(self, started_ns: int) -> int:
