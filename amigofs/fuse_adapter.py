@@ -36,10 +36,17 @@ class AmigoOperations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, namespace: Namespace, *, handler_timeout: float) -> None:
+    def __init__(
+        self,
+        namespace: Namespace,
+        *,
+        handler_timeout: float,
+        usage: Callable[[], tuple[int, int]] = lambda: (0, 0),
+    ) -> None:
         super().__init__()
         self._ns = namespace
         self._timeout = handler_timeout
+        self._usage = usage  # (bytes the disk cache may hold, bytes it holds), for df
         self._uid = os.getuid()
         self._gid = os.getgid()
 
@@ -154,7 +161,13 @@ class AmigoOperations(pyfuse3.Operations):
         return [os.fsencode(name) for name in values]
 
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        # What df can truly say of a remote, read-only tree: the disk cache's size
+        # (--cache-size) and how much of it is used. No inode counts: there are none.
+        limit, used = self._usage()
         data = pyfuse3.StatvfsData()
-        data.f_bsize = data.f_frsize = 1 << 17
+        data.f_bsize = data.f_frsize = 4096
+        data.f_blocks = limit // 4096
+        data.f_bfree = data.f_bavail = max(limit - used, 0) // 4096
+        data.f_files = data.f_ffree = data.f_favail = 0
         data.f_namemax = 255
         return data

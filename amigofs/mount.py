@@ -171,7 +171,11 @@ async def serve(options: MountOptions, api_key: ApiKey) -> None:
             meta,
             index=index,
         )
-        operations = AmigoOperations(namespace, handler_timeout=options.timeout)
+        operations = AmigoOperations(
+            namespace,
+            handler_timeout=options.timeout,
+            usage=lambda: (disk.max_bytes, disk.used_bytes),
+        )
         counters = MountCounters(
             str(options.mountpoint), options.base_url, client, worker, store, disk
         )

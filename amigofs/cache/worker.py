@@ -292,7 +292,8 @@ def main() -> None:
     # httpx's own lines would carry signed links.
     level = os.environ.get("AMIGOFS_LOG_LEVEL", "warning").upper()
     logging.basicConfig(
-        level=getattr(logging, level, logging.WARNING), format="amigofs-worker: %(message)s"
+        level=getattr(logging, level, logging.WARNING),
+        format="amigofs[%(process)d] %(levelname)s %(name)s: %(message)s",  # as the mount's
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
@@ -331,6 +332,7 @@ class FetchWorker:
         self._start_lock = trio.Lock()
         self._send_lock = trio.Lock()
         self.restarts = 0
+        self._started = False
         self.stats = ClientStats()  # the worker's requests, as it reports them
 
     async def fetch(
@@ -414,8 +416,9 @@ class FetchWorker:
                 await stream.aclose()
                 await _reap(process)
                 raise errors.TransportError("the fetch worker did not start")
-            if self._process is not None:
+            if self._started:
                 self.restarts += 1
+            self._started = True
             self._process, self._stream = process, stream
             nursery.start_soon(self._receive, stream, lines, process)
             return stream
@@ -452,6 +455,8 @@ class FetchWorker:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
             await _reap(process)
+            if self._process is process:
+                self._process = None  # reaped: aclose must not reap (and report) it again
             for job_id, pending in list(self._pending.items()):
                 if not pending.done.is_set():
                     pending.lost = True

@@ -13,6 +13,7 @@ the internet adds; explicit options override a profile's values:
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import shutil
@@ -197,7 +198,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "new_calls_per_second, restore: [sid], archive: [sid], revoke: [ws], grant: [ws], "
         "nest_metadata: [sid], add_calls: N or {ws: N})."
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1); one not on loopback needs --public",
+    )
+    parser.add_argument(
+        "--public",
+        action="store_true",
+        help="allow --host to be an address other machines can reach",
+    )
     parser.add_argument("--port", type=int, default=8080, help="port; 0 picks a free one")
     parser.add_argument(
         "--api-key",
@@ -268,12 +278,28 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     return EmulatorConfig(api_key=api_key, **knobs)  # type: ignore[arg-type]
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM; 0 on a clean stop, 2 for bad options, 1 if it can't listen."""
     try:
         config = config_from_args(args)
     except ValueError as error:
         print(f"amigofs emulator: {error}", file=sys.stderr)
+        return 2
+    if not args.public and not _is_loopback(args.host):
+        print(
+            f"amigofs emulator: --host {args.host} is not a loopback address: anyone who can "
+            "reach it could use the emulator; pass --public to listen there anyway",
+            file=sys.stderr,
+        )
         return 2
     level = logging.getLevelName(str(args.log_level).upper())
     if not isinstance(level, int):
