@@ -61,6 +61,7 @@ class MountCounters:
             "errors": self.client.stats.errors + self.worker.stats.errors,
             "bytes_fetched": self.client.stats.bytes_received + self.worker.stats.bytes_received,
             "bytes_in_flight": self.disk.reserved_bytes,
+            "bytes_served": store.served_bytes,  # what reads of stored files returned
             "cache": {
                 # Reads whose blocks were all on disk and checked: served at once.
                 "reads_ready": store.read_hits,

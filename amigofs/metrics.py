@@ -87,6 +87,12 @@ def render(document: dict[str, Any]) -> str:
     out.one(
         "in_flight_bytes", "gauge", "Bytes of downloads under way.", document["bytes_in_flight"]
     )
+    out.one(
+        "served_bytes",
+        "counter",
+        "Bytes of audio and metadata.json returned to readers (from the cache or not).",
+        document.get("bytes_served", 0),
+    )
     out.family(
         "cache_reads",
         "counter",

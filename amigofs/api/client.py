@@ -528,7 +528,12 @@ class PlatformClient:
             return errors.TransportError(
                 f"{where}: TLS with {self._host} failed: {cause.reason or type(cause).__name__}"
             )
-        return errors.TransportError(f"{where}: {type(exc).__name__}")
+        reason = _os_reason(exc)
+        if isinstance(exc, httpx.ConnectError) and reason:
+            return errors.TransportError(f"{where}: cannot connect to {self._host}: {reason}")
+        return errors.TransportError(
+            f"{where}: {type(exc).__name__}" + (f" ({reason})" if reason else "")
+        )
 
     async def _retrying(
         self,
@@ -558,6 +563,11 @@ class PlatformClient:
                     failure = _Retryable(exc)
                 except _Retryable as exc:
                     failure = exc
+                except errors.ApiError:
+                    # An answer not worth a retry (401, 403, 404, 422...): an error all
+                    # the same, for `amigofs stats`.
+                    self.stats.errors += 1
+                    raise
             clock.scope = None
             if scope.cancelled_caught:
                 self.stats.errors += 1
@@ -686,6 +696,20 @@ async def _error_document(resp: httpx.Response) -> object:
         return body.parse_json(data, "error answer")
     except errors.ProtocolError:
         return None
+
+
+def _os_reason(exc: BaseException) -> str:
+    """What the system said under an httpx error (Connection refused, Name or service
+    not known...), without the URL httpx's own message holds."""
+    seen = 0
+    cause: BaseException | None = exc
+    while cause is not None and seen < 10:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+        if isinstance(cause, OSError) and cause.args and isinstance(cause.args[-1], str):
+            return cause.args[-1][:200]
+        cause, seen = cause.__cause__ or cause.__context__, seen + 1
+    return ""
 
 
 def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:

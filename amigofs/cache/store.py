@@ -77,6 +77,7 @@ class StoreStats:
     verified_blocks: int = 0
     damaged_blocks: int = 0
     uncached_bytes: int = 0  # fetched straight into memory: no room on disk
+    served_bytes: int = 0  # what reads returned
     read_hits: int = 0  # reads whose blocks were all ready (for `amigofs stats`)
     read_misses: int = 0  # reads that waited for a block to be fetched or checked
 
@@ -154,6 +155,7 @@ class BlockStore:
             if not missing:
                 data = self._copy(file.key, start, end)
                 if data is not None:
+                    self.stats.served_bytes += len(data)
                     if waited:
                         self.stats.read_misses += 1
                     else:
