@@ -156,6 +156,9 @@ def _print_guide(mountpoint: Path, url: str) -> None:
     calls = sorted(os.listdir(mountpoint / workspace)) if workspace != "WORKSPACE" else []
     call = calls[0] if calls else "CALL"
     here = mountpoint / workspace / call
+    by_date = mountpoint / "by-date" / workspace
+    days = sorted(os.listdir(by_date)) if workspace != "WORKSPACE" else []
+    day = by_date / (days[-1] if days else "YYYY-MM-DD")
     print(
         f"""
 amigofs demo: the emulated Platform API at {url} is mounted at {mountpoint}
@@ -163,10 +166,12 @@ amigofs demo: the emulated Platform API at {url} is mounted at {mountpoint}
 Try, in another terminal:
   ls -l {mountpoint}/{workspace}
   ls -l {here}
-  ffprobe -hide_banner {here}/outbound.wav
+  ffprobe -hide_banner {here}/call.wav        (both sides, caller left, agent right)
   sox {here}/inbound.wav -n stat
   cat {here}/metadata.json
-  rsync -a --stats {mountpoint}/{workspace}/ /tmp/amigo-backup/
+  ls -l {day}                                 (the calls of a day)
+  ls -l {mountpoint}/by-name
+  rsync -a --stats --exclude call.wav {mountpoint}/{workspace}/ /tmp/amigo-backup/
 
 Press Ctrl-C here to unmount and stop.
 """,
