@@ -134,3 +134,15 @@ def test_the_days_of_a_workspace_and_the_workspaces_by_name(small: EmulatorProc,
         ]
         assert len(files) == len(set(files)) == len(LISTED) * len(calls)
         assert not any("/by-date/" in f or "/by-name/" in f for f in files)
+
+
+def test_call_wav_says_what_it_is_in_its_xattrs(small: EmulatorProc) -> None:
+    recording = next(small.data.recordings())
+    with mounted(small.url, small.api_key) as mnt:
+        call_wav = mnt.path / recording.workspace_id / recording.call_sid / "call.wav"
+        shown = subprocess.run(["getfattr", "--absolute-names", "-d", str(call_wav)],
+                               capture_output=True, text=True, timeout=TOOL_TIMEOUT)  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        assert 'user.amigo.format="pcm_s16le"' in shown.stdout
+        rates = {int(str(recording.metadata[f"{c}_sample_rate"])) for c in ("inbound", "outbound")}
+        assert f'user.amigo.sample_rate="{max(rates)}"' in shown.stdout

@@ -45,6 +45,7 @@ from amigofs.concurrency import gather
 from amigofs.fs.errors import FsError
 from amigofs.fs.listing import PARALLEL_PAGES, WorkspaceSync
 from amigofs.fs.records import (
+    CALL,
     FILE_NAMES,
     INBOUND,
     METADATA,
@@ -439,7 +440,9 @@ class Namespace:
         except (api.ProtocolError, api.NotFound, api.RequestRejected) as exc:
             # What a wrong record gets from the server (a size it contradicts, a
             # file it does not have): one kept on disk is loaded again, once.
-            if record is None or not record.from_disk or opened.file.stored is None:
+            if record is None or not record.from_disk or (
+                opened.file.stored is None and opened.file.stereo is None
+            ):
                 raise
             fresh = await self._reload(record, exc)
             file = fresh.files.get(opened.file.name)
@@ -988,6 +991,11 @@ def file_xattrs(record: CallRecord, name: str) -> dict[str, str]:
         values["format"], values["sample_rate"] = m.inbound_format, str(m.inbound_sample_rate)
     elif name == OUTBOUND:
         values["format"], values["sample_rate"] = m.outbound_format, str(m.outbound_sample_rate)
+    elif name == CALL:
+        stereo = record.files[CALL].stereo
+        values["format"] = "pcm_s16le"
+        if stereo is not None:
+            values["sample_rate"] = str(stereo.rate)
     return values
 
 
