@@ -107,6 +107,8 @@ def _start_unmount_guard(target: str) -> None:
 
 async def serve(options: MountOptions, api_key: ApiKey) -> None:
     """Mounts, serves until unmounted or signalled, and always unmounts."""
+    # Whatever this process makes is its user's alone (the cache sets its modes too).
+    os.umask(0o077)
     client_config = ClientConfig(
         base_url=options.base_url,
         max_connections=options.max_connections,

@@ -265,7 +265,6 @@ class DiskCache:
     def open(self) -> None:
         """Opens the cache directory as this mount's own and indexes what an earlier
         mount left. UnsafeCacheDir or CacheInUse if it cannot be used."""
-        os.umask(0o077)
         self._root_fd = open_root(self.root)
         try:
             self._take_lock()

@@ -22,13 +22,16 @@ import os
 import sqlite3
 import stat
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from amigofs.api.models import CallSummary
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 FORMAT = "amigofs-index 1"
 NAME = "index.sqlite"
@@ -133,6 +136,7 @@ class CallIndex:
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._write_lock = threading.Lock()
+        self._in_memory = False
         self._ws_rows: dict[str, int] = {}
 
     # --- start and stop (blocking) ------------------------------------------------
@@ -192,25 +196,67 @@ class CallIndex:
             raise RuntimeError("the call index is not open")
         return conn
 
+    def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Runs `work` in one transaction of the writer. On a full disk the index moves
+        into memory for the rest of the mount, with all it holds, and `work` is tried
+        again: a listing must not fail for want of room for its index."""
+        with self._write_lock:
+            for attempt in range(2):
+                writer = self._conn(self._writer)
+                writer.execute("BEGIN")
+                try:
+                    result = work(writer)
+                    writer.execute("COMMIT")
+                    return result
+                except sqlite3.OperationalError as exc:
+                    with contextlib.suppress(sqlite3.Error):
+                        writer.execute("ROLLBACK")
+                    if attempt or "full" not in str(exc).lower() or self._in_memory:
+                        raise
+                    self._move_to_memory(exc)
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        writer.execute("ROLLBACK")
+                    raise
+        raise AssertionError("unreachable")
+
+    def _move_to_memory(self, exc: sqlite3.Error) -> None:
+        log.warning(
+            "call index %s: %s; keeping it in memory until the mount ends", self.path, exc
+        )
+        uri = f"file:amigofs-index-{id(self)}?mode=memory&cache=shared"
+        memory = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+        self._conn(self._writer).backup(memory)
+        reader = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+        self.close()
+        self._writer, self._reader, self._in_memory = memory, reader, True
+
     # --- reads: on the trio thread, quick, by key -------------------------------------
+
+    def _read(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:
+        # The reader as it is once the arguments are made: making them (a workspace's
+        # first row) may have moved the index into memory.
+        return self._conn(self._reader).execute(sql, params)
 
     def workspace_row(self, workspace_id: str) -> int:
         """The workspace's row id, made if new (a write, but once per workspace)."""
         row = self._ws_rows.get(workspace_id)
         if row is None:
-            with self._write_lock:
-                writer = self._conn(self._writer)
+
+            def make(writer: sqlite3.Connection) -> int:
                 writer.execute(
                     "INSERT OR IGNORE INTO workspaces (workspace_id) VALUES (?)", (workspace_id,)
                 )
                 found = writer.execute(
                     "SELECT id FROM workspaces WHERE workspace_id = ?", (workspace_id,)
                 ).fetchone()
-            row = self._ws_rows[workspace_id] = int(found[0])
+                return int(found[0])
+
+            row = self._ws_rows[workspace_id] = self._transaction(make)
         return row
 
     def by_sid(self, workspace_id: str, call_sid: str) -> CallRow | None:
-        found = self._conn(self._reader).execute(
+        found = self._read(
             f"SELECT {_CALL_COLUMNS} FROM calls c JOIN workspaces w ON w.id = c.ws "
             "WHERE c.ws = ? AND c.call_sid = ?",
             (self.workspace_row(workspace_id), call_sid),
@@ -218,7 +264,7 @@ class CallIndex:
         return None if found is None else _row(found)
 
     def by_id(self, row_id: int) -> CallRow | None:
-        found = self._conn(self._reader).execute(
+        found = self._read(
             f"SELECT {_CALL_COLUMNS} FROM calls c JOIN workspaces w ON w.id = c.ws WHERE c.id = ?",
             (row_id,),
         ).fetchone()
@@ -231,7 +277,7 @@ class CallIndex:
         listed = " AND c.listed = 1" if listed_only else ""
         return [
             _row(r)
-            for r in self._conn(self._reader).execute(
+            for r in self._read(
                 f"SELECT {_CALL_COLUMNS} FROM calls c JOIN workspaces w ON w.id = c.ws "
                 f"WHERE c.ws = ? AND c.id > ?{listed} ORDER BY c.id LIMIT ?",
                 (self.workspace_row(workspace_id), after_id, limit),
@@ -243,7 +289,7 @@ class CallIndex:
         what it lists, walks them)."""
         return [
             _row(r)
-            for r in self._conn(self._reader).execute(
+            for r in self._read(
                 f"SELECT {_CALL_COLUMNS} FROM calls c JOIN workspaces w ON w.id = c.ws "
                 "WHERE c.ws = ? AND c.call_sid > ? ORDER BY c.call_sid LIMIT ?",
                 (self.workspace_row(workspace_id), call_sid, limit),
@@ -254,7 +300,7 @@ class CallIndex:
         """The workspace's calls that started in [start_ns, end_ns), oldest first."""
         return [
             _row(r)
-            for r in self._conn(self._reader).execute(
+            for r in self._read(
                 f"SELECT {_CALL_COLUMNS} FROM calls c JOIN workspaces w ON w.id = c.ws "
                 "WHERE c.ws = ? AND c.started_ns >= ? AND c.started_ns < ? "
                 "ORDER BY c.started_ns, c.call_sid",
@@ -265,14 +311,14 @@ class CallIndex:
     def first_start_from(self, workspace_id: str, start_ns: int) -> int | None:
         """The earliest call start at or after `start_ns` (days are found by jumping
         from one to the next: a query a day, whatever the number of calls)."""
-        found = self._conn(self._reader).execute(
+        found = self._read(
             "SELECT min(started_ns) FROM calls WHERE ws = ? AND started_ns >= ?",
             (self.workspace_row(workspace_id), start_ns),
         ).fetchone()
         return None if found is None or found[0] is None else int(found[0])
 
     def newest_ns(self, workspace_id: str) -> int | None:
-        found = self._conn(self._reader).execute(
+        found = self._read(
             "SELECT newest_ns FROM workspaces WHERE id = ?", (self.workspace_row(workspace_id),)
         ).fetchone()
         return None if found is None or found[0] is None else int(found[0])
@@ -306,14 +352,14 @@ class CallIndex:
         marks = ",".join("?" * len(wanted))
         return {
             str(r[0])
-            for r in self._conn(self._reader).execute(
+            for r in self._read(
                 f"SELECT call_sid FROM calls WHERE ws = ? AND listed = 1 AND call_sid IN ({marks})",
                 (self.workspace_row(workspace_id), *wanted),
             )
         }
 
     def listed_count(self, workspace_id: str) -> int:
-        found = self._conn(self._reader).execute(
+        found = self._read(
             "SELECT count(*) FROM calls WHERE ws = ? AND listed = 1",
             (self.workspace_row(workspace_id),),
         ).fetchone()
@@ -324,18 +370,14 @@ class CallIndex:
     def restart_sync(self, workspace_id: str) -> None:
         """The listing is to be read whole again (its calls stay indexed meanwhile)."""
         ws = self.workspace_row(workspace_id)
-        with self._write_lock:
-            writer = self._conn(self._writer)
-            writer.execute("BEGIN")
-            try:
-                writer.execute("DELETE FROM pages WHERE ws = ?", (ws,))
-                writer.execute(
-                    "UPDATE workspaces SET complete = 0, base_total = NULL WHERE id = ?", (ws,)
-                )
-                writer.execute("COMMIT")
-            except BaseException:
-                writer.execute("ROLLBACK")
-                raise
+
+        def restart(writer: sqlite3.Connection) -> None:
+            writer.execute("DELETE FROM pages WHERE ws = ?", (ws,))
+            writer.execute(
+                "UPDATE workspaces SET complete = 0, base_total = NULL WHERE id = ?", (ws,)
+            )
+
+        self._transaction(restart)
 
     def add(self, workspace_id: str, calls: list[CallSummary], *, listed: bool = True) -> None:
         """Adds calls (those known already are kept, with their row id: their place in
@@ -356,33 +398,29 @@ class CallIndex:
             for c in calls
         ]
         newest = max((r[2] for r in rows if r[2] is not None), default=None)
-        with self._write_lock:
-            writer = self._conn(self._writer)
-            writer.execute("BEGIN")
-            try:
-                writer.executemany(
-                    "INSERT INTO calls (ws, call_sid, started_ns, duration, direction, listed) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (ws, call_sid) DO UPDATE SET "
-                    "listed = max(listed, excluded.listed), "
-                    "started_ns = coalesce(started_ns, excluded.started_ns)",
-                    rows,
+
+        def add(writer: sqlite3.Connection) -> None:
+            writer.executemany(
+                "INSERT INTO calls (ws, call_sid, started_ns, duration, direction, listed) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (ws, call_sid) DO UPDATE SET "
+                "listed = max(listed, excluded.listed), "
+                "started_ns = coalesce(started_ns, excluded.started_ns)",
+                rows,
+            )
+            if newest is not None:
+                writer.execute(
+                    "UPDATE workspaces SET newest_ns = max(coalesce(newest_ns, 0), ?) "
+                    "WHERE id = ?",
+                    (newest, ws),
                 )
-                if newest is not None:
-                    writer.execute(
-                        "UPDATE workspaces SET newest_ns = max(coalesce(newest_ns, 0), ?) "
-                        "WHERE id = ?",
-                        (newest, ws),
-                    )
-                if page is not None:
-                    writer.execute(
-                        "INSERT OR REPLACE INTO pages (ws, offset, entries, total) "
-                        "VALUES (?, ?, ?, ?)",
-                        (ws, page.offset, page.entries, page.total),
-                    )
-                writer.execute("COMMIT")
-            except BaseException:
-                writer.execute("ROLLBACK")
-                raise
+            if page is not None:
+                writer.execute(
+                    "INSERT OR REPLACE INTO pages (ws, offset, entries, total) "
+                    "VALUES (?, ?, ?, ?)",
+                    (ws, page.offset, page.entries, page.total),
+                )
+
+        self._transaction(add)
 
     def begin_sync(self, workspace_id: str, base_total: int, newest_first: bool) -> None:
         """A new sync of the whole listing: its progress so far is dropped."""
@@ -401,23 +439,20 @@ class CallIndex:
         synced_at: float | None = None,
     ) -> None:
         ws = self.workspace_row(workspace_id)
-        with self._write_lock:
-            writer = self._conn(self._writer)
-            writer.execute("BEGIN")
-            try:
-                writer.execute("DELETE FROM pages WHERE ws = ?", (ws,))
-                if complete:
-                    writer.execute(
-                        "UPDATE workspaces SET complete = 1, synced_at = ?, base_total = NULL "
-                        "WHERE id = ?",
-                        (synced_at, ws),
-                    )
-                else:
-                    writer.execute(
-                        "UPDATE workspaces SET base_total = ?, newest_first = ? WHERE id = ?",
-                        (base_total, int(newest_first), ws),
-                    )
-                writer.execute("COMMIT")
-            except BaseException:
-                writer.execute("ROLLBACK")
-                raise
+
+        def update(writer: sqlite3.Connection) -> None:
+            writer.execute("DELETE FROM pages WHERE ws = ?", (ws,))
+            if complete:
+                writer.execute(
+                    "UPDATE workspaces SET complete = 1, synced_at = ?, base_total = NULL "
+                    "WHERE id = ?",
+                    (synced_at, ws),
+                )
+            else:
+                writer.execute(
+                    "UPDATE workspaces SET base_total = ?, newest_first = ? WHERE id = ?",
+                    (base_total, int(newest_first), ws),
+                )
+
+        self._transaction(update)
+
