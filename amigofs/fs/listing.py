@@ -35,7 +35,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-PARALLEL_PAGES = 8
+# Pages in flight: at 50 ms a request, 8 listed a million calls 4.0x as fast as one page
+# after another, 16 5.3x (the emulator's own CPU, on the same two cores, is then the
+# limit); the mount's client has 16 connections.
+PARALLEL_PAGES = 16
 # Rounds of catching up on pages that shifted under a sync before it gives up.
 MAX_ROUNDS = 8
 # A refresh that finds more new pages than this syncs the whole listing again.
