@@ -17,8 +17,9 @@ so eviction (which runs on the same thread) can never run in between; an open
 descriptor keeps an unlinked block readable; and a block removed or replaced behind
 the mount's back is seen as missing (or as a header that does not match) and is
 fetched again, never served as zeros. There is no journal to tear and no hole to
-punch. A lock file makes the directory one mount's own. A block file's mtime
-records its last use, so the LRU order survives a restart.
+punch. A lock file makes the directory one mount's own. After a restart the LRU
+order starts from when each block was written (a block file's mtime: touching
+every file a read checks cost more than the check).
 """
 
 from __future__ import annotations
@@ -494,7 +495,6 @@ class DiskCache:
                 and os.fstat(fd).st_size == len(view)
                 and _ours(fd)
             ):
-                os.utime(fd)  # its last use, for the LRU order after a restart
                 results.append(VerifyResult(index, entry, fd, header[1]))
             else:
                 os.close(fd)
