@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from amigofs.mount_table import is_mounted
+from amigofs.mount_table import is_mounted, mount_type
 
 MOUNT_DEADLINE = 30.0
 STOP_DEADLINE = 15.0
@@ -43,6 +43,20 @@ class Mount:
         if is_mounted(self.path):
             subprocess.run(["fusermount3", "-u", str(self.path)], check=True, timeout=STOP_DEADLINE)
         return self.process.wait(STOP_DEADLINE)
+
+
+@contextlib.contextmanager
+def tmpfs_at(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at the directory `path` (any bytes) for the block;
+    always unmounted afterwards, however many times something else mounted it."""
+    where = os.fsencode(path)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "amigofs-test", where],
+                   check=True, timeout=STOP_DEADLINE)  # fmt: skip
+    try:
+        yield path
+    finally:
+        while mount_type(os.fsdecode(os.path.realpath(where))) == "tmpfs":
+            subprocess.run(["umount", "-l", where], check=True, timeout=STOP_DEADLINE)
 
 
 def workspace_names(root: Path) -> list[str]:

@@ -28,6 +28,7 @@ from tests.mounting import (
     mounted,
     public_tempdir,
     stop_process,
+    tmpfs_at,
     wait_until,
     workspace_names,
 )
@@ -69,12 +70,10 @@ def direct_read(path: Path, start: int = 0, length: int | None = None) -> bytes:
 def tmpfs(size: str) -> Iterator[Path]:
     """A tmpfs of `size` at a new directory, always unmounted afterwards."""
     where = Path(tempfile.mkdtemp(prefix="amigofs-tmpfs-"))
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
-                   check=True, timeout=30)  # fmt: skip
     try:
-        yield where
+        with tmpfs_at(where, size):
+            yield where
     finally:
-        subprocess.run(["umount", "-l", str(where)], check=False, timeout=30)
         with contextlib.suppress(OSError):
             where.rmdir()
 

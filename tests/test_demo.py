@@ -18,11 +18,11 @@ from amigofs.mount_table import is_mounted, mount_type
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import (
     MOUNT_DEADLINE,
-    STOP_DEADLINE,
     force_unmount,
     mounted,
     public_tempdir,
     stop_process,
+    tmpfs_at,
     wait_until,
     workspace_names,
 )
@@ -58,13 +58,10 @@ def tmpfs_with_a_file() -> Iterator[Path]:
     """A tmpfs holding a user's file, mounted for the test and always unmounted."""
     path = Path(tempfile.mkdtemp(prefix="amigofs-demo-tmpfs-"))
     try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "amigofs-test", str(path)],
-                       check=True, timeout=STOP_DEADLINE)  # fmt: skip
-        (path / "notes.txt").write_bytes(b"the user's own notes\n")
-        yield path
+        with tmpfs_at(path, "1M"):
+            (path / "notes.txt").write_bytes(b"the user's own notes\n")
+            yield path
     finally:
-        while mount_type(os.path.realpath(path)) == "tmpfs":
-            subprocess.run(["umount", str(path)], check=True, timeout=STOP_DEADLINE)
         path.rmdir()
 
 

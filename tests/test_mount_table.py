@@ -22,6 +22,7 @@ from tests.mounting import (
     mounted,
     public_tempdir,
     stop_process,
+    tmpfs_at,
     wait_until,
     workspace_names,
 )
@@ -62,11 +63,9 @@ def odd_tmpfs() -> Iterator[Path]:
     """A tmpfs mounted at a non-UTF-8 path, for the whole module; always unmounted."""
     path = odd_directory(b"tmpfs")
     try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "amigofs-odd", os.fsencode(path)],
-                       check=True, timeout=TOOL_TIMEOUT)  # fmt: skip
-        yield path
+        with tmpfs_at(path, "1M"):
+            yield path
     finally:
-        subprocess.run(["umount", os.fsencode(path)], capture_output=True, timeout=TOOL_TIMEOUT)
         remove_directory(path)
 
 
