@@ -123,6 +123,24 @@ def _row(values: tuple[object, ...]) -> CallRow:
     )
 
 
+def _check_length(path: Path, size: int) -> None:
+    """Refuses a database file shorter than its header says: SQLite may open one cut
+    short without complaint, and serve what is left as if it were whole."""
+    with open(path, "rb") as f:
+        header = f.read(100)
+    if len(header) < 100:
+        if size:
+            raise ValueError("shorter than an SQLite header")
+        return
+    if header[:16] != b"SQLite format 3\0":
+        raise ValueError("not an SQLite database")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    if size < page_size * pages:
+        raise ValueError(f"cut short: {size} bytes of {page_size * pages}")
+
+
 def started_ns(call: CallSummary) -> int | None:
     if call.started_at is None:
         return None
@@ -160,6 +178,7 @@ class CallIndex:
             st = os.lstat(self.path)
             if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
                 raise ValueError("not a regular file of this user's")
+            _check_length(self.path, st.st_size)
         # The directory is ours and 0700 (see cache_dir): the file is made 0600 in it.
         old_umask = os.umask(0o077)
         try:
