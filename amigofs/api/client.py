@@ -79,6 +79,7 @@ class CallPage:
     entries: int
     total: int | None
     has_more: bool
+    next_offset: int | None = None  # where the server says the next page starts
 
 
 @dataclass(slots=True, frozen=True)
@@ -219,25 +220,25 @@ class PlatformClient:
         return list(found.values())
 
     async def list_calls(self, workspace_id: str) -> list[CallSummary]:
-        """Every call of the workspace that has a recording to mount."""
-        _check_identifier(workspace_id, "workspace id")
+        """Every call of the workspace that has a recording to mount, one page after
+        another (the mount syncs through list_calls_page instead, pages at once)."""
         found: dict[str, CallSummary] = {}
-
-        def take(raw: object) -> None:
-            try:
-                call = parse_call_summary(raw, workspace_id)
-            except errors.ValidationError as exc:
-                log.warning("list-calls %s: skipped an entry: %s", workspace_id, exc)
-                return
-            if call is None:
-                return
-            if call.call_sid in found:
-                log.warning("list-calls %s: skipped a duplicate of %s", workspace_id, call.call_sid)
-                return
-            found[call.call_sid] = call
-
-        await self._list_all("list-calls", f"/v1/{workspace_id}/calls", take)
-        return list(found.values())
+        offset = 0
+        for _ in range(MAX_PAGES):
+            page = await self.list_calls_page(workspace_id, offset)
+            for call in page.calls:
+                if call.call_sid in found:
+                    log.warning(
+                        "list-calls %s: skipped a duplicate of %s", workspace_id, call.call_sid
+                    )
+                    continue
+                found[call.call_sid] = call
+            if page.next_offset is None:
+                return list(found.values())
+            if page.next_offset <= offset:
+                raise errors.ProtocolError("list-calls: continuation_token did not advance")
+            offset = page.next_offset
+        raise errors.ProtocolError(f"list-calls: more than {MAX_PAGES} pages")
 
     async def list_calls_page(
         self,
@@ -251,7 +252,8 @@ class PlatformClient:
         """One page of a workspace's calls from `offset` (newest first, as the service
         lists them; code that syncs must not rely on that), with the listing's `total`."""
         _check_identifier(workspace_id, "workspace id")
-        params: dict[str, int | str] = {"limit": limit, "offset": offset}
+        # The cursor the API documents (an alias of offset), as list_workspaces sends it.
+        params: dict[str, int | str] = {"limit": limit, "continuation_token": offset}
         if date_from is not None:
             params["date_from"] = date_from.isoformat()
         if date_to is not None:
@@ -276,7 +278,9 @@ class PlatformClient:
                 continue
             seen.add(call.call_sid)
             calls.append(call)
-        return CallPage(calls, len(page.items), page.total, page.next_token is not None)
+        return CallPage(
+            calls, len(page.items), page.total, page.next_token is not None, page.next_token
+        )
 
     async def recording_urls(self, workspace_id: str, call_sid: str) -> RecordingUrls:
         path = _recording_path(workspace_id, call_sid, "urls")
