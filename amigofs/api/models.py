@@ -176,6 +176,18 @@ def _optional_number(obj: dict[str, Any], key: str, what: str) -> float | None:
     return _number(obj, key, what)
 
 
+def time_ns(when: dt.datetime) -> int:
+    """An instant as nanoseconds since 1970, as file times and the call index have it
+    (whole numbers: a float of nanoseconds is not exact to the microsecond)."""
+    return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
+
+
+def from_time_ns(ns: int) -> dt.datetime:
+    """The UTC instant of nanoseconds since 1970 (to the microsecond)."""
+    seconds, rest = divmod(ns, 1_000_000_000)
+    return dt.datetime.fromtimestamp(seconds, dt.UTC) + dt.timedelta(microseconds=rest // 1000)
+
+
 def parse_time(value: object, key: str, what: str) -> dt.datetime:
     if not isinstance(value, str) or len(value) > 64:
         raise ValidationError(f"{what}: {key!r} is not an ISO-8601 time: {_show(value)}")

@@ -16,7 +16,6 @@ is set aside and rebuilt from the API: the index is a cache, never served wrong.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
 import os
 import sqlite3
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from amigofs.api.models import CallSummary
+from amigofs.api.models import CallSummary, from_time_ns, time_ns
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +79,7 @@ class CallRow:
     listed: bool
 
     def summary(self) -> CallSummary:
-        started = None
-        if self.started_ns is not None:
-            seconds, ns = divmod(self.started_ns, 1_000_000_000)
-            started = dt.datetime.fromtimestamp(seconds, dt.UTC) + dt.timedelta(
-                microseconds=ns // 1000
-            )
+        started = None if self.started_ns is None else from_time_ns(self.started_ns)
         return CallSummary(
             self.workspace_id, self.call_sid, started, self.duration, self.direction
         )
@@ -142,10 +136,7 @@ def _check_length(path: Path, size: int) -> None:
 
 
 def started_ns(call: CallSummary) -> int | None:
-    if call.started_at is None:
-        return None
-    when = call.started_at
-    return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
+    return None if call.started_at is None else time_ns(call.started_at)
 
 
 class CallIndex:
@@ -342,19 +333,23 @@ class CallIndex:
         ).fetchone()
         return None if found is None or found[0] is None else int(found[0])
 
-    def sync_state(self, workspace_id: str) -> SyncState:
+    def sync_state(self, workspace_id: str, *, with_pages: bool = False) -> SyncState:
+        """Where the workspace's sync stands; the pages read so far (thousands, for a
+        large workspace in the middle of its sync) only `with_pages`: readers ask
+        whether it is complete each time a page lands."""
         ws = self.workspace_row(workspace_id)
-        reader = self._conn(self._reader)
-        complete, synced_at, base_total, newest_first = reader.execute(
+        complete, synced_at, base_total, newest_first = self._read(
             "SELECT complete, synced_at, base_total, newest_first FROM workspaces WHERE id = ?",
             (ws,),
         ).fetchone()
-        pages = tuple(
-            PageRecord(int(o), int(e), int(t))
-            for o, e, t in reader.execute(
-                "SELECT offset, entries, total FROM pages WHERE ws = ? ORDER BY offset", (ws,)
+        pages: tuple[PageRecord, ...] = ()
+        if with_pages:
+            pages = tuple(
+                PageRecord(int(o), int(e), int(t))
+                for o, e, t in self._read(
+                    "SELECT offset, entries, total FROM pages WHERE ws = ? ORDER BY offset", (ws,)
+                )
             )
-        )
         return SyncState(
             bool(complete),
             None if synced_at is None else float(synced_at),

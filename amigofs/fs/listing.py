@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
 import trio
 
 from amigofs.api import errors as api
 from amigofs.api.client import PAGE_LIMIT, CallPage, PlatformClient
+from amigofs.api.models import CallSummary
 from amigofs.cache.index import CallIndex, PageRecord
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ class WorkspaceSync:
     # --- a whole listing ---------------------------------------------------------
 
     async def _sync(self) -> None:
-        state = self._index.sync_state(self.workspace_id)
+        state = self._index.sync_state(self.workspace_id, with_pages=True)
         base, newest_first = state.base_total, state.newest_first
         pages = {p.offset: p for p in state.pages}
         if base is None or 0 not in pages:
@@ -181,19 +182,15 @@ class WorkspaceSync:
 
     async def _fetch_all(self, offsets: list[int]) -> list[PageRecord]:
         """Pages at `offsets`, PARALLEL_PAGES at a time, each stored as it lands."""
-        limiter = trio.CapacityLimiter(PARALLEL_PAGES)
         done: list[PageRecord] = []
 
         async def one(offset: int) -> None:
-            async with limiter:
-                page = await self._page(offset)
-                await self._store(page, offset)
-                total = page.total if page.total is not None else offset + page.entries
-                done.append(PageRecord(offset, _covered(page), total))
+            page = await self._page(offset)
+            await self._store(page, offset)
+            total = page.total if page.total is not None else offset + page.entries
+            done.append(PageRecord(offset, _covered(page), total))
 
-        async with trio.open_nursery() as nursery:
-            for offset in offsets:
-                nursery.start_soon(one, offset)
+        await in_parallel(offsets, one)
         return done
 
     async def _sync_in_order(self, first: CallPage) -> None:
@@ -212,6 +209,7 @@ class WorkspaceSync:
 
     async def _refresh(self, newest_first: bool) -> None:
         offset = 0
+        listed = 0 if newest_first else self._index.listed_count(self.workspace_id)
         for _ in range(MAX_REFRESH_PAGES):
             page = await self._page(offset)
             known = self._index.known(self.workspace_id, (c.call_sid for c in page.calls))
@@ -222,7 +220,6 @@ class WorkspaceSync:
                 break  # everything from here on is indexed
             if not newest_first:
                 # New calls are at the tail: skip to it.
-                listed = self._index.listed_count(self.workspace_id)
                 offset = max(offset + page.entries, listed - PAGE_LIMIT)
                 if offset >= (page.total or 0):
                     break
@@ -238,6 +235,40 @@ class WorkspaceSync:
         await trio.to_thread.run_sync(
             lambda: self._index.finish_sync(self.workspace_id, time.time())
         )
+
+
+async def in_parallel(offsets: Iterable[int], fetch: Callable[[int], Awaitable[None]]) -> None:
+    """`fetch` of each offset, PARALLEL_PAGES at a time; the first error ends them all."""
+    limiter = trio.CapacityLimiter(PARALLEL_PAGES)
+
+    async def one(offset: int) -> None:
+        async with limiter:
+            await fetch(offset)
+
+    async with trio.open_nursery() as nursery:
+        for offset in offsets:
+            nursery.start_soon(one, offset)
+
+
+async def list_filtered(page: Callable[[int], Awaitable[CallPage]]) -> list[CallSummary]:
+    """Every call of a filtered listing (a day of by-date): the first page gives its
+    total and the others come at once; from a server that gives no total, one page
+    after another. Never fewer pages than the listing has."""
+    head = await page(0)
+    calls = list(head.calls)
+    if head.total is not None:
+
+        async def one(offset: int) -> None:
+            calls.extend((await page(offset)).calls)
+
+        await in_parallel(range(PAGE_LIMIT, head.total, PAGE_LIMIT), one)
+    else:
+        offset, current = 0, head
+        while current.next_offset is not None and current.next_offset > offset:
+            offset = current.next_offset
+            current = await page(offset)
+            calls.extend(current.calls)
+    return list({c.call_sid: c for c in calls}.values())
 
 
 def _covered(page: CallPage) -> int:

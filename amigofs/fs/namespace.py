@@ -36,14 +36,14 @@ import trio
 
 from amigofs.api import errors as api
 from amigofs.api.client import CallPage, PlatformClient
-from amigofs.api.models import CallSummary, is_identifier
+from amigofs.api.models import CallSummary, is_identifier, time_ns
 from amigofs.cache.index import CallIndex, CallRow
 from amigofs.cache.meta import MetaStore
 from amigofs.cache.readahead import Readahead
 from amigofs.cache.singleflight import SingleFlight
 from amigofs.concurrency import gather
 from amigofs.fs.errors import FsError
-from amigofs.fs.listing import PARALLEL_PAGES, WorkspaceSync
+from amigofs.fs.listing import WorkspaceSync, list_filtered
 from amigofs.fs.records import (
     CALL,
     FILE_NAMES,
@@ -703,20 +703,7 @@ class Namespace:
                 ),
             )
 
-        head = await page(0)
-        calls = list(head.calls)
-        if head.has_more:
-            total = head.total if head.total is not None else 0
-            limiter = trio.CapacityLimiter(PARALLEL_PAGES)
-
-            async def one(offset: int) -> None:
-                async with limiter:
-                    calls.extend((await page(offset)).calls)
-
-            async with trio.open_nursery() as nursery:
-                for offset in range(head.entries or 100, total, head.entries or 100):
-                    nursery.start_soon(one, offset)
-        return list({c.call_sid: c for c in calls}.values())
+        return await list_filtered(page)
 
     # --- workspaces ---------------------------------------------------------------
 
@@ -852,7 +839,7 @@ class Namespace:
         if row.started_ns is None:
             # Listed without a start time: its metadata has one.
             start = (await self._record(workspace_id, call_sid, ahead=not visit)).start
-            return Attributes(attrs.inode, True, 0, _ns(start), 2, IMMUTABLE_TIMEOUT)
+            return Attributes(attrs.inode, True, 0, time_ns(start), 2, IMMUTABLE_TIMEOUT)
         return attrs
 
     async def _record(
@@ -935,7 +922,7 @@ class Namespace:
         # A kept record's sizes are asked for again each time until reads find them
         # right: when the server contradicts one, the kernel gets the new size.
         timeout = 0.0 if record.unconfirmed else IMMUTABLE_TIMEOUT
-        return Attributes(inode, False, file.size, _ns(record.start), 1, timeout)
+        return Attributes(inode, False, file.size, time_ns(record.start), 1, timeout)
 
     # --- inodes and handles ---------------------------------------------------------
 
@@ -1011,10 +998,6 @@ def _time(when: dt.datetime) -> str:
     # ISO 8601 in UTC, to the millisecond the API gives.
     when = when.astimezone(dt.UTC) if when.tzinfo is not None else when
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _ns(when: dt.datetime) -> int:
-    return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
 
 
 def _parse_workspace_ids(ids: object) -> list[str]:

@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
+from amigofs.api.models import from_time_ns, time_ns
+
 BY_DATE = "by-date"
 BY_NAME = "by-name"
 VIEWS = (BY_DATE, BY_NAME)
@@ -43,9 +45,7 @@ class Days:
         return f"{self._local(started_ns).strftime('%H-%M-%S')}_{call_sid}"
 
     def _local(self, started_ns: int) -> dt.datetime:
-        seconds, ns = divmod(started_ns, 1_000_000_000)
-        when = dt.datetime.fromtimestamp(seconds, dt.UTC) + dt.timedelta(microseconds=ns // 1000)
-        return when.astimezone(self.zone)
+        return from_time_ns(started_ns).astimezone(self.zone)
 
     def parse(self, name: str) -> dt.date | None:
         """The day a directory name means, or None if it is not one."""
@@ -61,7 +61,7 @@ class Days:
         zone's clock change is 23 or 25 hours)."""
         start = dt.datetime.combine(day, dt.time(), self.zone)
         end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), self.zone)
-        return _ns(start), _ns(end)
+        return time_ns(start), time_ns(end)
 
     def utc_days(self, day: dt.date) -> tuple[dt.date, dt.date]:
         """The UTC days a local day overlaps (for a date-filtered listing)."""
@@ -98,6 +98,3 @@ def parse_entry(name: str) -> str | None:
         return None
     return sid
 
-
-def _ns(when: dt.datetime) -> int:
-    return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
