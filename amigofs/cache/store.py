@@ -235,8 +235,9 @@ class BlockStore:
 
     def forget(self, key: FileKey) -> None:
         """The last reader of a file has gone."""
-        for index in range(0, (key.size - 1) // self.block_size + 1):
-            self._memory.pop((key, index), None)
+        # The few blocks held in memory, not every block the file has.
+        for where in [w for w in self._memory if w[0] == key]:
+            del self._memory[where]
 
     def _speed_chunk(self) -> int:
         """The most blocks one GET may take, at the measured speed, to land well within
