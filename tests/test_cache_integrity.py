@@ -233,14 +233,16 @@ def test_two_mounts_with_the_default_cache_dir_do_not_share_it() -> None:
 
 
 def test_a_calls_cache_folder_removed_mid_read() -> None:
+    # Half an hour of outbound audio (58 MB): what is read first, and what readahead
+    # fetched after it, are far from the end, so the rest is still to be fetched.
     with running_emulator(
-        workspaces=1, calls_per_workspace=2, min_duration=200.0, max_duration=220.0
+        workspaces=1, calls_per_workspace=2, min_duration=1800.0, max_duration=1850.0
     ) as emulator:
         recording = next(r for r in emulator.data.recordings())
         truth = presented_bytes(emulator, recording, "outbound.wav")
         relative = Path(recording.workspace_id) / recording.call_sid / "outbound.wav"
         with mounted(emulator.url, emulator.api_key) as mnt:
-            half = (len(truth) // 2) // 4096 * 4096
+            half = 8 << 20  # read before the removal
             fd = os.open(mnt.path / relative, os.O_RDONLY | os.O_DIRECT)
             buffer = mmap.mmap(-1, 1 << 20)
             try:
@@ -278,10 +280,11 @@ def test_block_files_replaced_while_mounted_are_fetched_again() -> None:
             # Each block file swapped for another block's file (same size, other bytes),
             # or for zeros: headers say whose block is in a file.
             others = sorted(blocks)
+            rng = random.Random(3)
             for path, other in zip(others, others[1:] + others[:1], strict=True):
                 data = other.read_bytes()
                 tmp = path.with_name(path.name + ".swap")
-                tmp.write_bytes(data if random.random() < 0.5 else bytes(len(data)))
+                tmp.write_bytes(data if rng.random() < 0.5 else bytes(len(data)))
                 tmp.replace(path)
             # The mount keeps descriptors of some: those still read the right bytes; the
             # rest must be found out by their headers.
