@@ -5,7 +5,9 @@
 Per run, on a fresh cache: the time to the first entry and to the complete listing
 of the workspace (`ls -f`, which does not sort), the list requests it took and the
 mount's peak RSS; then after a remount (the index on disk): the same; then the list
-requests of a refresh after 100 new calls. The baseline, measured in the same run:
+requests of a refresh after 100 new calls; and, on a cold mount of its own, a `stat`
+of one call by its SID: its requests and its time in round trips (one page's time
+each). The baseline, measured in the same run:
 sequential paging, the pages a listing needs times the measured time of one page
 (the median of 20 pages at random offsets, fetched one after another with httpx).
 Figures are medians over the runs. Run it alone: two cores are easily shared.
@@ -25,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.procs import Workdir, amigofs_mount, emulator, wait_until
+from benchmarks.procs import Emulator, Workdir, amigofs_mount, emulator, wait_until
 
 API_KEY = "bench-listing-key"
 
@@ -70,6 +72,30 @@ def page_seconds(url: str, workspace_id: str, total: int) -> float:
     return statistics.median(times)
 
 
+def stat_by_sid(
+    emu: Emulator, workdir: Workdir, workspace_id: str, calls: int, one_page: float
+) -> dict[str, float]:
+    """`stat` of a call in the middle of the workspace, by its SID, on a cold mount (a
+    fresh cache): its requests, and its time in round trips (one page's time each)."""
+    sid = emu.client.get(
+        f"/v1/{workspace_id}/calls",
+        params={"limit": 1, "offset": calls // 2},
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    ).json()["items"][0]["call_sid"]
+    with amigofs_mount(emu, workdir.new("mnt"), workdir.new("cache"),
+                       workdir.new("log") / "mount.log", "--workspace", workspace_id) as mnt:  # fmt: skip
+        emu.reset_stats()
+        started = time.monotonic()
+        (mnt.path / workspace_id / sid / "outbound.wav").stat()
+        elapsed = time.monotonic() - started
+        requests = emu.stats()["requests"]
+    return {
+        "stat_requests": sum(requests.values()),
+        "stat_list_requests": list_requests({"requests": requests}),
+        "stat_round_trips": elapsed / one_page,
+    }
+
+
 def one_run(workdir: Workdir, calls: int, latency: float) -> dict[str, float]:
     log = workdir.path / "emulator.log"
     with emulator(API_KEY, log, workspaces=1, calls_per_workspace=calls, latency=latency,
@@ -78,9 +104,11 @@ def one_run(workdir: Workdir, calls: int, latency: float) -> dict[str, float]:
             "/v1/workspaces", headers={"Authorization": f"Bearer {API_KEY}"}
         ).json()["items"][0]["id"]
         pages = -(-calls // 100)
-        baseline = pages * page_seconds(emu.url, workspace_id, calls)
-        cache = workdir.new("cache")
+        one_page = page_seconds(emu.url, workspace_id, calls)
+        baseline = pages * one_page
         figures: dict[str, float] = {"sequential_paging_s": baseline}
+        figures |= stat_by_sid(emu, workdir, workspace_id, calls, one_page)
+        cache = workdir.new("cache")
         emu.reset_stats()
         with amigofs_mount(emu, workdir.new("mnt"), cache, workdir.new("log") / "mount.log",
                            "--workspace", workspace_id, "--listing-ttl", "3600") as mnt:  # fmt: skip
