@@ -257,7 +257,9 @@ def parse_timezone(value: object) -> str:
     try:
         zoneinfo.ZoneInfo(name)
     except (ValueError, zoneinfo.ZoneInfoNotFoundError):
-        raise ValueError(f"expected an IANA time zone such as Europe/Berlin, not {value!r}") from None
+        raise ValueError(
+            f"expected an IANA time zone such as Europe/Berlin, not {value!r}"
+        ) from None
     return name
 
 

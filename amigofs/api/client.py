@@ -260,7 +260,9 @@ class PlatformClient:
             params["date_to"] = date_to.isoformat()
         op = "list-calls"
         page = parse_page(
-            await self._get_json(op, f"/v1/{workspace_id}/calls", self.config.max_json_bytes, params),
+            await self._get_json(
+                op, f"/v1/{workspace_id}/calls", self.config.max_json_bytes, params
+            ),
             op,
         )
         calls: list[CallSummary] = []

@@ -113,7 +113,9 @@ def open_file(dir_fd: int, name: str, flags: int, path: str, *, mode: int = 0o60
     """Opens a regular file of ours inside `dir_fd` (O_NOFOLLOW; add O_CREAT|O_EXCL to
     make a new one); raises UnsafeCacheDir for anything else found under that name."""
     try:
-        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode, dir_fd=dir_fd)
+        fd = os.open(
+            name, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode, dir_fd=dir_fd
+        )
     except OSError as exc:
         if exc.errno == errno.ELOOP:  # a symlink planted under our name
             raise UnsafeCacheDir(_open_failure(path, exc)) from None

@@ -390,7 +390,9 @@ class DiskCache:
                 return None
         # Every block's file first: one found gone or replaced is forgotten, all of
         # them in one pass, so the caller fetches them again together.
-        fds = [self._block_fd(key, index, self._blocks[(rel, index)]) for index in range(first, stop)]
+        fds = [
+            self._block_fd(key, index, self._blocks[(rel, index)]) for index in range(first, stop)
+        ]
         if None in fds:
             return None
         out = bytearray(end - start)
@@ -426,10 +428,17 @@ class DiskCache:
             return fd
         try:
             fd = os.open(
-                f"{where[0]}/{index}", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._root_fd
+                f"{where[0]}/{index}",
+                os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                dir_fd=self._root_fd,
             )
         except OSError as exc:
-            self._forget(where, "is gone from the cache" if exc.errno == errno.ENOENT else f"cannot be opened ({exc.strerror})")
+            self._forget(
+                where,
+                "is gone from the cache"
+                if exc.errno == errno.ENOENT
+                else f"cannot be opened ({exc.strerror})",
+            )
             return None
         header = unpack_header(os.pread(fd, HEADER.size, 0), key.digest, index)
         if header is None or header != (entry.length, entry.crc) or not _ours(fd):
@@ -542,7 +551,9 @@ class DiskCache:
         if last <= first:
             return 0
         tail = key.size - (last - 1) * self.block_size
-        return (last - 1 - first) * footprint(self.block_size) + footprint(min(tail, self.block_size))
+        return (last - 1 - first) * footprint(self.block_size) + footprint(
+            min(tail, self.block_size)
+        )
 
     def reserve(self, length: int) -> bool:
         """Makes room for `length` bytes about to be fetched; False if there is none

@@ -80,9 +80,7 @@ class CallRow:
 
     def summary(self) -> CallSummary:
         started = None if self.started_ns is None else from_time_ns(self.started_ns)
-        return CallSummary(
-            self.workspace_id, self.call_sid, started, self.duration, self.direction
-        )
+        return CallSummary(self.workspace_id, self.call_sid, started, self.duration, self.direction)
 
 
 @dataclass(slots=True, frozen=True)
@@ -156,7 +154,9 @@ class CallIndex:
             self._connect()
             self._check()
         except (sqlite3.Error, ValueError, OSError) as exc:
-            log.warning("call index %s is unusable (%s); rebuilding it from the API", self.path, exc)
+            log.warning(
+                "call index %s is unusable (%s); rebuilding it from the API", self.path, exc
+            )
             self.close()
             for suffix in ("", "-wal", "-shm"):
                 with contextlib.suppress(FileNotFoundError):
@@ -231,9 +231,7 @@ class CallIndex:
         raise AssertionError("unreachable")
 
     def _move_to_memory(self, exc: sqlite3.Error) -> None:
-        log.warning(
-            "call index %s: %s; keeping it in memory until the mount ends", self.path, exc
-        )
+        log.warning("call index %s: %s; keeping it in memory until the mount ends", self.path, exc)
         uri = f"file:amigofs-index-{id(self)}?mode=memory&cache=shared"
         memory = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
         self._conn(self._writer).backup(memory)
@@ -423,14 +421,12 @@ class CallIndex:
             )
             if newest is not None:
                 writer.execute(
-                    "UPDATE workspaces SET newest_ns = max(coalesce(newest_ns, 0), ?) "
-                    "WHERE id = ?",
+                    "UPDATE workspaces SET newest_ns = max(coalesce(newest_ns, 0), ?) WHERE id = ?",
                     (newest, ws),
                 )
             if page is not None:
                 writer.execute(
-                    "INSERT OR REPLACE INTO pages (ws, offset, entries, total) "
-                    "VALUES (?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO pages (ws, offset, entries, total) VALUES (?, ?, ?, ?)",
                     (ws, page.offset, page.entries, page.total),
                 )
 
@@ -469,4 +465,3 @@ class CallIndex:
                 )
 
         self._transaction(update)
-

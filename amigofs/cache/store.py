@@ -398,7 +398,9 @@ class BlockStore:
             end = min(file.size, run_stop * self.block_size)
             buffer = bytearray(end - start)
 
-            async def download(path: DownloadPath, start: int = start, buffer: bytearray = buffer) -> None:
+            async def download(
+                path: DownloadPath, start: int = start, buffer: bytearray = buffer
+            ) -> None:
                 await client.download_into(path, start, memoryview(buffer), total=file.size)
 
             await self._with_link(file, download)
@@ -408,9 +410,7 @@ class BlockStore:
             self.stats.uncached_bytes += end - start
         fetch.notify()
 
-    async def _with_link(
-        self, file: StoredFile, call: Callable[[DownloadPath], Awaitable[T]]
-    ) -> T:
+    async def _with_link(self, file: StoredFile, call: Callable[[DownloadPath], Awaitable[T]]) -> T:
         path = file.link.path
         try:
             return await call(path)
@@ -440,8 +440,10 @@ class BlockStore:
         if elapsed <= 0 or landed <= 0:
             return
         sample = landed * self.block_size / elapsed
-        self.speed = sample if self.speed is None else (
-            _SPEED_WEIGHT * sample + (1 - _SPEED_WEIGHT) * self.speed
+        self.speed = (
+            sample
+            if self.speed is None
+            else (_SPEED_WEIGHT * sample + (1 - _SPEED_WEIGHT) * self.speed)
         )
 
 

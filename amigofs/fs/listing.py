@@ -164,7 +164,9 @@ class WorkspaceSync:
             await self._store(first, 0)
             pages = {0: PageRecord(0, _covered(first), first.total)}
         else:
-            log.info("%s: resuming the listing's sync (%d pages read)", self.workspace_id, len(pages))
+            log.info(
+                "%s: resuming the listing's sync (%d pages read)", self.workspace_id, len(pages)
+            )
         for _round in range(MAX_ROUNDS):
             todo = _missing_offsets(list(pages.values()), base, newest_first)
             if not todo:
@@ -227,9 +229,7 @@ class WorkspaceSync:
             offset += page.entries
         else:
             # More new calls than a refresh should page through: sync it all again.
-            await trio.to_thread.run_sync(
-                lambda: self._index.restart_sync(self.workspace_id)
-            )
+            await trio.to_thread.run_sync(lambda: self._index.restart_sync(self.workspace_id))
             await self._sync()
             return
         await trio.to_thread.run_sync(

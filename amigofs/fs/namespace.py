@@ -440,8 +440,10 @@ class Namespace:
         except (api.ProtocolError, api.NotFound, api.RequestRejected) as exc:
             # What a wrong record gets from the server (a size it contradicts, a
             # file it does not have): one kept on disk is loaded again, once.
-            if record is None or not record.from_disk or (
-                opened.file.stored is None and opened.file.stereo is None
+            if (
+                record is None
+                or not record.from_disk
+                or (opened.file.stored is None and opened.file.stereo is None)
             ):
                 raise
             fresh = await self._reload(record, exc)
@@ -694,7 +696,9 @@ class Namespace:
         self._day_listings[(workspace_id, name)] = listing
         return listing
 
-    async def _list_days(self, workspace_id: str, first: dt.date, last: dt.date) -> list[CallSummary]:
+    async def _list_days(
+        self, workspace_id: str, first: dt.date, last: dt.date
+    ) -> list[CallSummary]:
         def page(offset: int) -> Awaitable[CallPage]:
             return self._access.checked(
                 workspace_id,
@@ -882,7 +886,9 @@ class Namespace:
             return  # the same call directory again (its files being looked at)
         step = None
         if previous is not None:
-            if row.row_id in {r.row_id for r in self._index.after(workspace_id, previous.row_id, 2)}:
+            if row.row_id in {
+                r.row_id for r in self._index.after(workspace_id, previous.row_id, 2)
+            }:
                 step = "listing"
             elif row.call_sid in {
                 r.call_sid for r in self._index.after_sid(workspace_id, previous.call_sid, 2)

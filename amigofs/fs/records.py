@@ -341,7 +341,9 @@ class RecordingSource:
         )
         log.info("%s/%s: download links renewed", workspace_id, call_sid)
         for other, path in (
-            (INBOUND, urls.inbound), (OUTBOUND, urls.outbound), (METADATA, urls.metadata)
+            (INBOUND, urls.inbound),
+            (OUTBOUND, urls.outbound),
+            (METADATA, urls.metadata),
         ):
             other_link = link.siblings.get(other)
             if path is not None and other_link is not None:

@@ -97,4 +97,3 @@ def parse_entry(name: str) -> str | None:
     if not sep or not re.fullmatch(r"\d{2}-\d{2}-\d{2}", time_part):
         return None
     return sid
-
