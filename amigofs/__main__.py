@@ -1,5 +1,5 @@
 import sys
 
-from amigofs.cli import main
+from amigofs.commands.cli import main
 
 sys.exit(main())

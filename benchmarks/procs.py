@@ -25,9 +25,9 @@ from typing import Any
 
 import httpx
 
+from amigofs.daemon.mount_table import is_mounted
 from amigofs.emulator.cli import knob_arguments
 from amigofs.emulator.process import await_listening
-from amigofs.mount_table import is_mounted
 
 log = logging.getLogger(__name__)
 

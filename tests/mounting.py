@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from amigofs.mount_table import is_mounted, mount_type
+from amigofs.daemon.mount_table import is_mounted, mount_type
 
 MOUNT_DEADLINE = 30.0
 STOP_DEADLINE = 15.0
@@ -74,8 +74,8 @@ def wait_until(condition, deadline: float, what: str, interval: float = 0.02) ->
 
 
 def unmount_guards(mountpoint: Path) -> list[int]:
-    """The pids of amigofs.unmount_guard processes watching `mountpoint`."""
-    wanted = ["-m", "amigofs.unmount_guard"]
+    """The pids of amigofs.daemon.unmount_guard processes watching `mountpoint`."""
+    wanted = ["-m", "amigofs.daemon.unmount_guard"]
     found = []
     for entry in Path("/proc").iterdir():
         try:

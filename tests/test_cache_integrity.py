@@ -202,7 +202,7 @@ def test_two_mounts_with_the_default_cache_dir_do_not_share_it() -> None:
                                  stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
         point = Path(command[command.index("mount") + 1])
         try:
-            from amigofs.mount_table import is_mounted
+            from amigofs.daemon.mount_table import is_mounted
 
             wait_until(lambda: is_mounted(point) or first.poll() is not None, 30, "the mount")
             assert first.poll() is None
@@ -434,7 +434,9 @@ def test_a_slow_but_steady_server_is_not_a_stall() -> None:
                 result = subprocess.run(["sha256sum", str(path)], capture_output=True,
                                         text=True, timeout=TOOL_TIMEOUT)  # fmt: skip
                 assert result.returncode == 0, result.stderr
-                assert result.stdout.split()[0] == sha256(presented_bytes(emulator, recording, name))
+                assert result.stdout.split()[0] == sha256(
+                    presented_bytes(emulator, recording, name)
+                )
 
 
 # --- 7. a killed fetch worker -----------------------------------------------------------------
@@ -461,4 +463,3 @@ def test_a_killed_fetch_worker_is_replaced_and_reads_in_flight_complete() -> Non
             replacement = worker_pids(mnt.process.pid)
             assert len(replacement) == 1 and replacement != workers
             assert "fetch worker died" in mnt.log()
-

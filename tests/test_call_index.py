@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from amigofs.mount_table import is_mounted
+from amigofs.daemon.mount_table import is_mounted
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import mounted, public_tempdir, unmount_guards, wait_until
 from tests.reliability import ThreadResult

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from amigofs.api.secret import ApiKey
-from amigofs.mount_table import is_mounted
+from amigofs.daemon.mount_table import is_mounted
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import (
     MOUNT_DEADLINE,
@@ -399,7 +399,7 @@ def test_cache_min_free_comes_from_a_flag_the_environment_the_file_or_fstab(
     tmp_path: Path, mountpoint: Path
 ) -> None:
     from amigofs import config
-    from amigofs.fstab import mount_arguments
+    from amigofs.commands.mount_options import mount_arguments
 
     path = tmp_path / "amigofs.toml"
     path.write_text('cache_min_free = "2G"\n')

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from amigofs.mount_table import is_mounted, mount_type
+from amigofs.daemon.mount_table import is_mounted, mount_type
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import (
     MOUNT_DEADLINE,

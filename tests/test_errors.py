@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from amigofs.mount_table import is_mounted
+from amigofs.daemon.mount_table import is_mounted
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import (
     Mount,

@@ -22,7 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from amigofs.config import is_workspace_id
-from amigofs.mount_table import is_mounted
+from amigofs.daemon.mount_table import is_mounted
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import (
     MOUNT_DEADLINE,
@@ -60,7 +60,7 @@ def fstab_helper(
     *argv: str | Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """mount.fuse.amigofs, as mount(8) runs it (through python, so that it is this tree's)."""
-    return python_m("amigofs.fstab", *argv, env=env)
+    return python_m("amigofs.commands.fstab", *argv, env=env)
 
 
 def workspaces_in(root: Path) -> list[str]:
@@ -596,7 +596,7 @@ def test_stats_of_a_dead_mount_say_so_in_one_line(emulator: EmulatorProc) -> Non
     with mounted(emulator.url, emulator.api_key) as mnt:
         # A dead mount: the daemon killed while its cleaners are held back.
         guards = [int(p) for p in subprocess.run(
-            ["pgrep", "-f", f"(amigofs.unmount_guard|fusermount3) .*{mnt.path}"],
+            ["pgrep", "-f", f"(amigofs.daemon.unmount_guard|fusermount3) .*{mnt.path}"],
             capture_output=True, text=True).stdout.split()]  # fmt: skip
         for pid in guards:
             os.kill(pid, signal.SIGSTOP)

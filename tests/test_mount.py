@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
+from amigofs.daemon.mount_table import is_mounted
 from amigofs.emulator.data import Recording
 from amigofs.fs.namespace import WALK_AHEAD
-from amigofs.mount_table import is_mounted
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import (
     Mount,

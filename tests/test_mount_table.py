@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from amigofs.control import read_stats
-from amigofs.mount_table import is_mounted, mount_type
+from amigofs.daemon.control import read_stats
+from amigofs.daemon.mount_table import is_mounted, mount_type
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import (
     MOUNT_DEADLINE,
@@ -101,7 +101,7 @@ def test_mount_fuse_amigofs_detaches_beside_a_non_utf8_mount_point(
     options = f"base_url={emulator.url},cache_dir={tmp_path / 'cache'},_netdev"
     try:
         helper = subprocess.run(
-            [sys.executable, "-m", "amigofs.fstab", "none", str(mountpoint), "-o", options],
+            [sys.executable, "-m", "amigofs.commands.fstab", "none", str(mountpoint), "-o", options],
             capture_output=True, text=True, timeout=TOOL_TIMEOUT, env=env,
         )  # fmt: skip
         assert helper.returncode == 0, helper.stderr
@@ -160,7 +160,7 @@ def test_a_mount_at_a_non_utf8_mount_point_serves_and_unmounts_cleanly(
 def unmount_guard_of(pid: int) -> int:
     """The unmount guard the mount process `pid` started, found by its command line
     (read as bytes: it names the non-UTF-8 mount point)."""
-    wanted = [b"-m", b"amigofs.unmount_guard", str(pid).encode()]
+    wanted = [b"-m", b"amigofs.daemon.unmount_guard", str(pid).encode()]
     found: list[int] = []
 
     def started() -> bool:

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from amigofs import config
+from amigofs.daemon.mount_table import is_mounted, mount_type
 from amigofs.emulator.data import Recording
-from amigofs.mount_table import is_mounted, mount_type
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import (
     MOUNT_DEADLINE,
@@ -445,7 +445,9 @@ def test_stats_match_the_emulators_counters() -> None:
         assert stats["cache"]["reads_waited"] >= 1 and stats["cache"]["blocks_fetched"] >= 1
         # What the block files take on disk (whole pages each, audio and metadata.json).
         on_disk = sum(
-            p.stat().st_blocks * 512 for p in (mnt.cache_dir / "blocks.v2").rglob("*") if p.is_file()
+            p.stat().st_blocks * 512
+            for p in (mnt.cache_dir / "blocks.v2").rglob("*")
+            if p.is_file()
         )
         assert stats["cache"]["used_bytes"] == on_disk >= emulator.stats()["audio_bytes"]
         text = amigofs("stats", mnt.path)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from amigofs.daemon.mount_table import is_mounted
 from amigofs.emulator.data import Recording
 from amigofs.fs.wav import audio_layout
-from amigofs.mount_table import is_mounted
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import mounted, public_tempdir, unmount_guards, wait_until, workspace_names
 
@@ -272,7 +272,9 @@ def test_remount_shows_the_tree_from_disk_without_the_api() -> None:
         target = Expected(emulator, next(emulator.data.recordings()), "outbound.wav")
         call_dir = target.relative.parent
         with mounted(emulator.url, emulator.api_key, "--cache-dir", str(cache)) as mnt:
-            tree = {ws: sorted(os.listdir(mnt.path / ws)) for ws in sorted(workspace_names(mnt.path))}
+            tree = {
+                ws: sorted(os.listdir(mnt.path / ws)) for ws in sorted(workspace_names(mnt.path))
+            }
             sizes = {
                 name: os.stat(mnt.path / call_dir / name).st_size
                 for name in os.listdir(mnt.path / call_dir)

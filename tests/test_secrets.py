@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from amigofs.mount_table import is_mounted
+from amigofs.daemon.mount_table import is_mounted
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import Mount, force_unmount, mounted, public_tempdir, wait_until
 from tests.reliability import presented_bytes

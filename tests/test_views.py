@@ -104,7 +104,9 @@ def small() -> Iterator[EmulatorProc]:
         yield emu
 
 
-def test_the_days_of_a_workspace_and_the_workspaces_by_name(small: EmulatorProc, tmp_path: Path) -> None:
+def test_the_days_of_a_workspace_and_the_workspaces_by_name(
+    small: EmulatorProc, tmp_path: Path
+) -> None:
     with mounted(small.url, small.api_key) as mnt:
         assert {"by-date", "by-name"} <= set(os.listdir(mnt.path))
         for workspace in small.data.workspaces:
@@ -129,9 +131,7 @@ def test_the_days_of_a_workspace_and_the_workspaces_by_name(small: EmulatorProc,
         found = subprocess.run(["find", str(mnt.path), "-type", "f"], capture_output=True,
                                text=True, timeout=TOOL_TIMEOUT)  # fmt: skip
         files = found.stdout.split()
-        calls = [
-            r for ws in workspace_names(mnt.path) for r in os.listdir(mnt.path / ws)
-        ]
+        calls = [r for ws in workspace_names(mnt.path) for r in os.listdir(mnt.path / ws)]
         assert len(files) == len(set(files)) == len(LISTED) * len(calls)
         assert not any("/by-date/" in f or "/by-name/" in f for f in files)
 

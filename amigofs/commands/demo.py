@@ -14,9 +14,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from amigofs.commands.arguments import UsageError, check_mountpoint
 from amigofs.config import is_workspace_id
+from amigofs.daemon.mount_table import FUSE_TYPE, MountEntry, mount_entry, wait_until_mounted
 from amigofs.emulator.process import await_listening
-from amigofs.mount_table import FUSE_TYPE, MountEntry, mount_entry, wait_until_mounted
 
 START_DEADLINE = 30.0
 
@@ -38,8 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from amigofs.cli import UsageError, check_mountpoint
-
     made_dir = args.mountpoint is None
     if made_dir:
         mountpoint = Path(tempfile.mkdtemp(prefix="amigofs-demo-"))
@@ -93,8 +92,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_empty(mountpoint: Path) -> None:
-    from amigofs.cli import UsageError
-
     try:
         with os.scandir(mountpoint) as entries:
             empty = next(entries, None) is None

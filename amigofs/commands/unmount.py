@@ -2,7 +2,7 @@
 
 Once it returns, the mount is gone and so is the process that served it (its cache
 lock released, so the same cache directory can be mounted again at once). The
-daemon's pid is found through its unmount guard (`amigofs.unmount_guard PID TARGET`
+daemon's pid is found through its unmount guard (`amigofs.daemon.unmount_guard PID TARGET`
 in the process table), without touching the mount, which may be dead or hung.
 """
 
@@ -15,12 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-from amigofs.mount_table import FUSE_TYPE, mount_type
+from amigofs.commands.arguments import UsageError
+from amigofs.daemon.mount_table import FUSE_TYPE, mount_type
 
 EXIT_SECONDS = 30.0
 # After a lazy unmount the daemon serves on until the last open file is closed.
 LAZY_EXIT_SECONDS = 5.0
-GUARD_MODULE = "amigofs.unmount_guard"
+GUARD_MODULE = "amigofs.daemon.unmount_guard"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,8 +76,6 @@ def _wait_for_exit(pids: list[int], seconds: float) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from amigofs.cli import UsageError
-
     mountpoint = Path(os.path.normpath(args.mountpoint.absolute()))
     target = os.path.realpath(mountpoint)
     kind = mount_type(target)

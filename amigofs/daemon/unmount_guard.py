@@ -12,7 +12,7 @@ readable only after the process has released all its files, so the connection is
 aborted by then) and applies the same test. It imports no more than the standard
 library and the mount table reader, and sleeps in select() for the life of the mount.
 
-    python -m amigofs.unmount_guard MOUNT_PID MOUNTPOINT
+    python -m amigofs.daemon.unmount_guard MOUNT_PID MOUNTPOINT
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import select
 import subprocess
 import sys
 
-from amigofs.mount_table import FUSE_TYPE, mount_type
+from amigofs.daemon.mount_table import FUSE_TYPE, mount_type
 
 UNMOUNT_SECONDS = 30.0
 

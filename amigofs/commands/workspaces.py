@@ -8,19 +8,22 @@ import argparse
 import json
 import sys
 
+from amigofs.commands.arguments import (
+    UsageError,
+    add_server_arguments,
+    mount_settings,
+    read_api_key,
+)
+from amigofs.daemon import preflight
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from amigofs.cli import add_server_arguments
-
     add_server_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON list")
 
 
 def run(args: argparse.Namespace) -> int:
     import trio
-
-    from amigofs import preflight
-    from amigofs.cli import UsageError, mount_settings, read_api_key
 
     settings = mount_settings(args)
     api_key = read_api_key(settings.api_key_file)

@@ -87,7 +87,7 @@ class MountCounters:
 
 def read_stats(mountpoint: Path) -> dict[str, Any]:
     """The stats of the mount at `mountpoint`, read from its hidden control file."""
-    from amigofs.mount_table import is_mounted
+    from amigofs.daemon.mount_table import is_mounted
 
     if not is_mounted(mountpoint):
         raise NotAMount(f"{mountpoint} is not a mount point")

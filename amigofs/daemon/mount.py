@@ -23,12 +23,12 @@ from amigofs.cache.index import CallIndex
 from amigofs.cache.meta import MetaStore
 from amigofs.cache.store import DEFAULT_BLOCK_SIZE, BlockStore
 from amigofs.cache.worker import FetchWorker, WorkerConfig
-from amigofs.control import MountCounters
+from amigofs.daemon.control import MountCounters
+from amigofs.daemon.fuse_adapter import AmigoOperations
+from amigofs.daemon.mount_table import mount_device, mounted_at
+from amigofs.daemon.notify import Notifier
 from amigofs.fs.namespace import Namespace, NamespaceConfig
 from amigofs.fs.records import RecordingSource
-from amigofs.fuse_adapter import AmigoOperations
-from amigofs.mount_table import mount_device, mounted_at
-from amigofs.notify import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +96,10 @@ async def _widen_kernel_readahead(target: str, size: int) -> None:
 
 def _start_unmount_guard(target: str) -> None:
     """Starts the process that removes the mount should this one be killed
-    (see amigofs.unmount_guard). Its own session: a Ctrl-C meant for the
+    (see amigofs.daemon.unmount_guard). Its own session: a Ctrl-C meant for the
     mount must not end the guard first. It exits when this process does."""
     subprocess.Popen(
-        [sys.executable, "-m", "amigofs.unmount_guard", str(os.getpid()), target],
+        [sys.executable, "-m", "amigofs.daemon.unmount_guard", str(os.getpid()), target],
         stdin=subprocess.DEVNULL,
         start_new_session=True,
     )

@@ -55,7 +55,7 @@ class _Writer:
 
 
 def render(document: dict[str, Any]) -> str:
-    """The exposition text of one mount's stats document (amigofs.control)."""
+    """The exposition text of one mount's stats document (amigofs.daemon.control)."""
     cache = document["cache"]
     out = _Writer({"mountpoint": os.path.normpath(document["mountpoint"])})
     out.one(

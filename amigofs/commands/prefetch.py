@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from amigofs.commands.arguments import UsageError
 from amigofs.config import is_workspace_id
-from amigofs.control import NotAMount, format_bytes, read_stats
+from amigofs.daemon.control import NotAMount, format_bytes, read_stats
+from amigofs.daemon.mount_table import amigofs_root
 from amigofs.fs.namespace import CONTROL_NAME
 from amigofs.fs.records import CALL
-from amigofs.mount_table import amigofs_root
 
 CHUNK = 1 << 20
 # Files of a call made from its other files' blocks (call.wav: both channels): reading
@@ -299,8 +300,6 @@ def _read(target: Target, progress: Progress, stop: threading.Event) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from amigofs.cli import UsageError
-
     roots: dict[Path, list[Path]] = {}
     for path in args.paths:
         if not path.exists():

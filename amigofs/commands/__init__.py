@@ -1,0 +1,1 @@
+"""The commands users type: amigofs mount, unmount, workspaces, stats, prefetch, demo, and mount.fuse.amigofs."""

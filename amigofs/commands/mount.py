@@ -1,0 +1,268 @@
+"""`amigofs mount`: checks what it is given, then serves the mount in the foreground
+(amigofs.daemon.mount) or starts itself again as a daemon and waits until it is live."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import errno
+import logging
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from amigofs.api.secret import ApiKey
+from amigofs.commands.arguments import (
+    UsageError,
+    add_mount_arguments,
+    check_mountpoint,
+    default_cache_dir,
+    mount_settings,
+    read_api_key,
+    setup_logging,
+)
+
+MOUNT_WAIT_SECONDS = 30.0
+MAX_LOG_SHOWN = 1 << 20
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "mountpoint",
+        nargs="?",
+        type=Path,
+        metavar="MOUNTPOINT",
+        help="where to mount (or `mountpoint` in the config file)",
+    )
+    add_mount_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from amigofs.daemon.mount import MountOptions
+
+    settings = mount_settings(args)
+    if settings.mountpoint is None:
+        raise UsageError("no mount point: give MOUNTPOINT or `mountpoint` in --config FILE")
+    api_key = read_api_key(settings.api_key_file, via_options=args.via_options)
+    base_url = settings.base_url
+    # As the kernel will name it in /proc/mounts (no `..`, no links), and so in the log
+    # and the stats. The cache directory is not resolved: a link there is refused.
+    mountpoint = Path(os.path.realpath(Path(settings.mountpoint).absolute()))
+    check_mountpoint(mountpoint)
+    cache_dir = Path(settings.cache_dir or default_cache_dir()).absolute()
+    options = MountOptions(
+        mountpoint=mountpoint,
+        base_url=base_url,
+        workspaces=settings.workspaces,
+        cache_dir=cache_dir,
+        allow_other=settings.allow_other,
+        timeout=settings.timeout,
+        listing_ttl=settings.listing_ttl,
+        negative_ttl=settings.negative_ttl,
+        timezone=settings.timezone,
+        call_wav=settings.call_wav,
+        cache_size_bytes=settings.cache_size,
+        cache_min_free_bytes=settings.cache_min_free,
+        kernel_readahead=settings.kernel_readahead,
+    )
+    # Checked here, before anything is mounted, in the foreground as in the daemon.
+    cache_fd = _open_cache_dir(cache_dir)
+    try:
+        if not args.foreground:
+            return _detach(args.argv, mountpoint, cache_dir, cache_fd)
+    finally:
+        os.close(cache_fd)
+    setup_logging(settings.log_level)
+    return _mount_foreground(_checked(options, api_key), api_key)
+
+
+def _checked(options: Any, api_key: ApiKey) -> Any:
+    """The options with only the workspaces the key can see, once the server has said
+    it takes the key (amigofs.daemon.preflight); UsageError when the mount must not go ahead."""
+    from amigofs.daemon import preflight
+
+    try:
+        checked = preflight.run_check(
+            options.base_url, api_key, options.workspaces, options.cache_dir, options.timeout
+        )
+    except preflight.Refused as exc:
+        raise UsageError(str(exc)) from None
+    for warning in checked.warnings:
+        logging.getLogger(preflight.__name__).warning("%s", warning)
+    return dataclasses.replace(options, workspaces=checked.workspaces)
+
+
+def _mount_foreground(options: object, api_key: ApiKey) -> int:
+    import trio
+
+    from amigofs.daemon.mount import MountOptions, MountRefused, serve
+
+    assert isinstance(options, MountOptions)
+    try:
+        try:
+            trio.run(serve, options, api_key)
+        finally:
+            # Unmounted: what is left is the interpreter's exit, during which Python puts
+            # back the default handlers, so a second SIGTERM/SIGINT would kill the process
+            # by the signal. Ignored signals stay ignored; the stop is done already.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except MountRefused as exc:
+        raise UsageError(str(exc)) from None
+    except RuntimeError as exc:
+        # pyfuse3.init reports a failed mount (no /dev/fuse, no permission) this way.
+        if "mount" in str(exc).lower() or "fuse" in str(exc).lower():
+            raise UsageError(f"cannot mount {options.mountpoint}: {exc}") from None
+        raise
+    return 0
+
+
+def _open_cache_dir(cache_dir: Path) -> int:
+    """The cache directory, created 0700 if missing, as a descriptor; refused unless it
+    is the mounting user's and no one else can write it (amigofs.cache.cache_dir)."""
+    from amigofs.cache.cache_dir import UnsafeCacheDir, open_root
+
+    try:
+        fd = open_root(cache_dir)
+    except UnsafeCacheDir as exc:
+        raise UsageError(f"cache directory {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot create cache directory {cache_dir}: {exc.strerror}") from None
+    try:
+        _check_writable(fd, cache_dir)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+PROBE_NAME = ".amigofs-probe"
+
+
+def _check_writable(fd: int, cache_dir: Path) -> None:
+    """A directory that cannot hold files (under /proc or /sys, on a read-only disk)
+    is refused here in one line, not by a traceback once the cache opens."""
+    try:
+        probe = os.open(
+            PROBE_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600, dir_fd=fd,
+        )  # fmt: skip
+    except FileExistsError:
+        probe = -1  # left by a mount that was killed: the directory takes files
+    except OSError as exc:
+        raise UsageError(
+            f"cache directory {cache_dir} cannot hold files ({exc.strerror}): "
+            "choose a directory on a disk (--cache-dir)"
+        ) from None
+    if probe >= 0:
+        os.close(probe)
+    with contextlib.suppress(OSError):
+        os.unlink(PROBE_NAME, dir_fd=fd)
+
+
+def _open_log(cache_fd: int, log_path: Path) -> int:
+    """mount.log, opened inside the checked cache directory and never through a link:
+    whoever planted one there would have the daemon append to a file of their choice."""
+    from amigofs.cache.cache_dir import UnsafeCacheDir, check_owned
+
+    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    try:
+        fd = os.open(log_path.name, flags, 0o600, dir_fd=cache_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UsageError(
+                f"{log_path} is a symbolic link; amigofs logs only to a file of its own: "
+                "remove the link"
+            ) from None
+        raise UsageError(f"cannot open {log_path}: {exc.strerror}") from None
+    try:
+        check_owned(fd, str(log_path), kind=stat.S_IFREG)
+    except UnsafeCacheDir as exc:
+        os.close(fd)
+        raise UsageError(str(exc)) from None
+    os.set_blocking(fd, True)
+    return fd
+
+
+STOP_SECONDS = 15.0
+
+
+def _stop_daemon(child: subprocess.Popen[bytes], mountpoint: Path) -> None:
+    """Stops a daemon that has not come up (SIGTERM, SIGKILL if it lingers) and leaves
+    no mount of it behind. The mount point was checked to be free before it started,
+    so an amigofs mount found there now is its own."""
+    from amigofs.daemon.mount_table import FUSE_TYPE, mount_type
+
+    # Ctrl-C again while we clean up must not leave the daemon running.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        child.terminate()
+        try:
+            child.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        target = os.path.realpath(mountpoint)
+        if mount_type(target) == FUSE_TYPE:
+            subprocess.run(["fusermount3", "-u", "-z", target], capture_output=True, check=False)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+_WARNING = re.compile(rb"^amigofs\[\d+\] WARNING amigofs\.daemon\.preflight: (.*)$", re.MULTILINE)
+
+
+def _pass_on_warnings(log_text: bytes) -> None:
+    """The daemon's warnings about what it mounted (a workspace left out, a server not
+    answering) reach the user who ran the command, not only mount.log."""
+    for match in _WARNING.finditer(log_text):
+        print(f"amigofs: warning: {match.group(1).decode('utf-8', 'replace')}", file=sys.stderr)
+
+
+def _detach(argv: list[str], mountpoint: Path, cache_dir: Path, cache_fd: int) -> int:
+    """Starts the mount again in the foreground as a new session, returning once it is live.
+
+    trio and pyfuse3 do not survive fork(), so the daemon is a fresh process.
+    Its log goes to mount.log in the cache directory; if it fails to come up,
+    the parent shows why and passes on its exit status.
+    """
+    from amigofs.daemon.mount_table import wait_until_mounted
+
+    log_fd = _open_log(cache_fd, cache_dir / "mount.log")
+    try:
+        argv = [sys.executable, "-m", "amigofs", *argv, "--foreground"]
+        start = os.lseek(log_fd, 0, os.SEEK_END)
+        child = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log_fd,
+            start_new_session=True,
+        )
+        try:
+            code = wait_until_mounted(mountpoint, child, MOUNT_WAIT_SECONDS)
+        except TimeoutError:
+            _stop_daemon(child, mountpoint)
+            raise UsageError(
+                f"the mount at {mountpoint} did not come up within {MOUNT_WAIT_SECONDS:.0f} s"
+            ) from None
+        except KeyboardInterrupt:
+            # The daemon is in a session of its own, so the terminal's Ctrl-C reached
+            # only us: stop it, or it would mount after we have said we were stopped.
+            _stop_daemon(child, mountpoint)
+            print("amigofs: interrupted; nothing was mounted", file=sys.stderr)
+            return 130
+        if code is None:
+            _pass_on_warnings(os.pread(log_fd, MAX_LOG_SHOWN, start))
+            return 0
+        # What the daemon said before it gave up, from the same descriptor.
+        sys.stderr.write(os.pread(log_fd, MAX_LOG_SHOWN, start).decode("utf-8", "replace"))
+        return code or 1
+    finally:
+        os.close(log_fd)
