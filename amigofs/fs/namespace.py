@@ -932,6 +932,22 @@ class Namespace:
 
     # --- inodes and handles ---------------------------------------------------------
 
+    def describe(self, inode: InodeT) -> str:
+        """The path of an inode below the mount, for log lines ("ws/call/inbound.wav");
+        its number when it names nothing (any more)."""
+        try:
+            key = self._key(inode)
+        except FsError:
+            return f"inode {inode}"
+        if key == _CONTROL_KEY:
+            return CONTROL_NAME
+        parts = [
+            part
+            for part in (key.view, key.workspace_id, key.day, key.call_sid, key.file)
+            if part is not None
+        ]
+        return "/".join(parts) or "/"
+
     def _inode(self, key: NodeKey) -> InodeT:
         inode = self._inodes.get(key)
         if inode is None:
