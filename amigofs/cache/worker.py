@@ -46,9 +46,12 @@ from amigofs.api.client import ClientConfig, ClientStats, PlatformClient, RetryP
 from amigofs.api.models import DownloadPath
 from amigofs.api.secret import ApiKey
 from amigofs.cache.disk import BlockWriter, CacheFull
+from amigofs.commands.arguments import setup_logging
 from amigofs.concurrency import first_error
 
-log = logging.getLogger(__name__)
+# By its module's name: the worker process runs it as `python -m`, where
+# __name__ is "__main__".
+log = logging.getLogger("amigofs.cache.worker")
 
 MAX_LINE = 1 << 20
 WORKER_START_SECONDS = 30.0
@@ -288,15 +291,9 @@ async def _serve(sock: socket.socket) -> None:
 def main() -> None:
     fd = int(sys.argv[1])
     os.umask(0o077)
-    # The mount's level (it sets AMIGOFS_LOG_LEVEL), so --debug traces downloads too;
-    # httpx's own lines would carry signed links.
-    level = os.environ.get("AMIGOFS_LOG_LEVEL", "warning").upper()
-    logging.basicConfig(
-        level=getattr(logging, level, logging.WARNING),
-        format="amigofs[%(process)d] %(levelname)s %(name)s: %(message)s",  # as the mount's
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
+    # The mount's own setup at the mount's level (it sets AMIGOFS_LOG_LEVEL): its
+    # lines read like the mount's, and --debug traces downloads too.
+    setup_logging(os.environ.get("AMIGOFS_LOG_LEVEL", "warning"))
     # Ctrl-C in the terminal reaches the whole process group: the mount process
     # handles it, and this process ends when the mount closes its socket.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
