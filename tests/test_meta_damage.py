@@ -107,7 +107,7 @@ def test_damaged_listings_and_records_on_disk_are_dropped_and_fetched_again() ->
         cache = first.cache_dir
         meta = cache / "meta"
         records = meta / "records" / workspace_id
-        workspaces = meta / "workspaces.json"
+        workspaces = meta / "root.json"  # the root listing
         index = cache / "index.sqlite"  # the listings
         record_files = {r.call_sid: records / f"{r.call_sid}.json" for r in recordings}
         assert sorted(p for p in meta.rglob("*") if p.is_file()) == sorted(

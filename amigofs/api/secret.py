@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import stat
@@ -86,6 +87,13 @@ class ApiKey:
 
     def reveal(self) -> str:
         return self._value
+
+    def identity(self, base_url: str) -> str:
+        """Who lists with this key at this server, as a hash: what a listing kept on
+        disk is keyed by. One-way, so the file it is written to says nothing of the key."""
+        digest = hashlib.sha256(b"amigofs listing identity\0")
+        digest.update(base_url.encode() + b"\0" + self._value.encode())
+        return digest.hexdigest()
 
     def __repr__(self) -> str:
         return "ApiKey(<hidden>)"

@@ -169,6 +169,7 @@ async def serve(options: MountOptions, api_key: ApiKey) -> None:
                 max_readahead=store.max_prefetch_bytes,
                 failure_memory=min(2.0, options.timeout / 3),
                 timezone=options.timezone,
+                identity=api_key.identity(options.base_url),
             ),
             meta,
             index=index,

@@ -142,6 +142,9 @@ class NamespaceConfig:
     control: Callable[[], bytes] | None = None
     views: bool = True  # by-date/ and by-name/ in the root
     timezone: str | None = None  # of by-date's days and times; None: UTC
+    # The server and key, hashed (ApiKey.identity): the root listing kept on disk is
+    # shown only to a mount with the same.
+    identity: str = ""
 
 
 class _Listing(Generic[T]):
@@ -250,7 +253,7 @@ class Namespace:
             config.listing_ttl,
             "workspace listing",
             restore=self._restore_workspaces,
-            persist=lambda ids: self._save(list(ids), "workspaces"),
+            persist=self._persist_workspaces,
         )
         self._syncs: dict[str, WorkspaceSync] = {}
         self._days = Days.named(config.timezone)
@@ -720,10 +723,19 @@ class Namespace:
         if self._meta is not None:
             self._meta.save(document, *name)
 
+    def _persist_workspaces(self, ids: list[str]) -> None:
+        # Only a listing of the server's: the --workspace list is not one, and kept, it
+        # would stand for every workspace at the next mount without it.
+        if self._config.workspaces is None:
+            self._save({"identity": self._config.identity, "workspaces": list(ids)}, "root")
+
     def _restore_workspaces(self) -> list[str] | None:
         if self._config.workspaces is not None or self._meta is None:
             return None
-        return self._meta.load(_parse_workspace_ids, "workspaces")
+        document = self._meta.load(_parse_root, "root")
+        if document is None or document[0] != self._config.identity:
+            return None  # listed by another server or key: not shown, not trusted
+        return document[1]
 
     async def _workspace_ids(self) -> list[str]:
         return await self._workspaces.get(self._nursery)
@@ -1022,7 +1034,11 @@ def _time(when: dt.datetime) -> str:
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _parse_workspace_ids(ids: object) -> list[str]:
+def _parse_root(document: object) -> tuple[str, list[str]]:
+    """(identity, workspace ids) of a kept root listing."""
+    if not isinstance(document, dict) or not isinstance(document.get("identity"), str):
+        raise ValueError("not a root listing")
+    ids = document.get("workspaces")
     if not isinstance(ids, list) or not all(isinstance(i, str) and is_identifier(i) for i in ids):
         raise ValueError("not a list of workspace ids")
-    return ids
+    return document["identity"], ids
