@@ -44,6 +44,7 @@ class Settings:
     tree_calls: int  # calls of the listing workspace
     rss_files: int  # distinct outbound files read for the peak RSS
     rss_concurrent: int  # of those, how many at once
+    link_calls: int = 100  # calls of the workspace walked over the internet link profile
     bandwidth: int = 20_000_000
     latency: float = 0.02
     ffmpeg_seconds: float = 10.0
@@ -62,6 +63,7 @@ class Settings:
             tree_calls=200 if quick else 1000,
             rss_files=5,
             rss_concurrent=3,
+            link_calls=20 if quick else 100,
         )
 
 
@@ -123,9 +125,13 @@ class Harness:
         return {"workspaces": 1, "null_sid_calls": 0, "no_recording_calls": 0, **extra}
 
     @contextlib.contextmanager
-    def emulator(self, name: str, **knobs: Any) -> Iterator[procs.Emulator]:
-        with procs.emulator(self.api_key, self.work.path / f"emulator-{name}.log", **knobs) as emu:
-            self.progress(f"emulator {name} at {emu.url}")
+    def emulator(
+        self, name: str, profile: str | None = None, **knobs: Any
+    ) -> Iterator[procs.Emulator]:
+        """An emulator with these knobs over the `--link-profile` named, if any."""
+        log_path = self.work.path / f"emulator-{name}.log"
+        with procs.emulator(self.api_key, log_path, profile, **knobs) as emu:
+            self.progress(f"emulator {name} at {emu.url}" + (f" ({profile})" if profile else ""))
             yield emu
 
     def amigofs(
@@ -176,20 +182,27 @@ class Harness:
 
     def timed(self, argv: Sequence[str]) -> float:
         """Wall time of a command (start-up included, the same for every filesystem)."""
+        return self.timed_output(argv, keep=False)[0]
+
+    def timed_output(
+        self, argv: Sequence[str], keep: bool = True, env: dict[str, str] | None = None
+    ) -> tuple[float, bytes]:
+        """Wall time of a command, as `timed`, and its stdout (when `keep`)."""
         start = time.perf_counter()
         done = subprocess.run(
             list(argv),
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if keep else subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            text=True,
             timeout=COMMAND_DEADLINE,
             check=False,
+            env=None if env is None else {**os.environ, **env},
         )
         elapsed = time.perf_counter() - start
         if done.returncode != 0:
-            raise RuntimeError(f"{argv[0]} exited {done.returncode}: {done.stderr.strip()[-500:]}")
-        return elapsed
+            message = done.stderr.decode(errors="replace").strip()[-500:]
+            raise RuntimeError(f"{argv[0]} exited {done.returncode}: {message}")
+        return elapsed, done.stdout or b""
 
     def ffmpeg(self, path: Path, seek: float) -> float:
         return self.timed(

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,8 @@ import httpx
 
 from amigofs.daemon.mount_table import is_mounted
 from amigofs.emulator.cli import knob_arguments
-from amigofs.emulator.process import await_listening
+from amigofs.emulator.config import LINK_PROFILES
+from amigofs.emulator.process import Listening, await_listening_details
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +116,11 @@ class Emulator:
     url: str
     api_key: str
     knobs: dict[str, Any]
+    """EmulatorConfig fields as served: the link profile's, then those given over it."""
     client: httpx.Client
+    certificate: str | None = None
+    """With tls: the PEM file of the emulator's self-signed certificate, which clients trust
+    (curl --cacert, SSL_CERT_FILE for the mount) with certificate checks on."""
 
     def stats(self) -> dict[str, Any]:
         response = self.client.get("/__stats")
@@ -127,10 +133,16 @@ class Emulator:
 
 
 @contextlib.contextmanager
-def emulator(api_key: str, log_path: Path, **knobs: Any) -> Iterator[Emulator]:
-    """`amigofs emulator` on a free loopback port; knobs are EmulatorConfig field names."""
+def emulator(
+    api_key: str, log_path: Path, profile: str | None = None, **knobs: Any
+) -> Iterator[Emulator]:
+    """`amigofs emulator` on a free loopback port; knobs are EmulatorConfig field names, and
+    `profile` a `--link-profile` they override."""
     argv = [sys.executable, "-m", "amigofs", "emulator", "--host", "127.0.0.1", "--port", "0"]
+    if profile is not None:
+        argv += ["--link-profile", profile]
     argv += knob_arguments(knobs)
+    served = {**(LINK_PROFILES[profile] if profile is not None else {}), **knobs}
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen(
             argv,
@@ -142,20 +154,21 @@ def emulator(api_key: str, log_path: Path, **knobs: Any) -> Iterator[Emulator]:
         )
     try:
         try:
-            url = _await_listening(process)
+            listening = _await_listening(process)
         except (TimeoutError, RuntimeError) as exc:
             tail = log_path.read_text(errors="replace")[-1500:]
             raise RuntimeError(f"{exc}:\n{tail}") from None
-        with httpx.Client(base_url=url, timeout=30.0) as client:
-            yield Emulator(url, api_key, knobs, client)
+        trust = ssl.create_default_context(cafile=listening.certificate)
+        with httpx.Client(base_url=listening.url, timeout=30.0, verify=trust) as client:
+            yield Emulator(listening.url, api_key, served, client, listening.certificate)
     finally:
         stop_process(process)
         if process.stdout is not None:
             process.stdout.close()
 
 
-def _await_listening(process: subprocess.Popen[Any]) -> str:
-    return await_listening(process, START_DEADLINE)
+def _await_listening(process: subprocess.Popen[Any]) -> Listening:
+    return await_listening_details(process, START_DEADLINE)
 
 
 # --- FUSE mounts ---------------------------------------------------------------------------------
@@ -229,7 +242,11 @@ def amigofs_mount(
         sys.executable, "-m", "amigofs", "mount", str(mountpoint),
         "--base-url", emu.url, "--cache-dir", str(cache_dir), "--foreground", *extra,
     ]  # fmt: skip
-    return fuse_mount("amigofs", argv, mountpoint, log_path, {"AMIGO_API_KEY": emu.api_key})
+    env = {"AMIGO_API_KEY": emu.api_key}
+    if emu.certificate is not None:
+        # The mount's trust store (amigofs.api.transport.trust_store): checks stay on.
+        env["SSL_CERT_FILE"] = emu.certificate
+    return fuse_mount("amigofs", argv, mountpoint, log_path, env)
 
 
 def memfs_mount(
