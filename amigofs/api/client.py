@@ -12,6 +12,7 @@ import collections
 import datetime as dt
 import email.utils
 import logging
+import os
 import random
 import re
 import ssl
@@ -161,7 +162,9 @@ class PlatformClient:
         self.config = config
         self.stats = ClientStats()
         self.base_url = config.base_url.rstrip("/")
-        self._host = httpx.URL(self.base_url).host
+        url = httpx.URL(self.base_url)
+        self._host = url.host
+        self._origin = f"{url.scheme}://{url.netloc.decode('ascii')}"  # for "cannot connect to"
         limits = httpx.Limits(
             max_connections=config.max_connections,
             max_keepalive_connections=config.max_connections,
@@ -536,7 +539,7 @@ class PlatformClient:
             )
         reason = _os_reason(exc)
         if isinstance(exc, httpx.ConnectError) and reason:
-            return errors.TransportError(f"{where}: cannot connect to {self._host}: {reason}")
+            return errors.TransportError(f"{where}: cannot connect to {self._origin}: {reason}")
         return errors.TransportError(
             f"{where}: {type(exc).__name__}" + (f" ({reason})" if reason else "")
         )
@@ -706,16 +709,25 @@ async def _error_document(resp: httpx.Response) -> object:
 
 def _os_reason(exc: BaseException) -> str:
     """What the system said under an httpx error (Connection refused, Name or service
-    not known...), without the URL httpx's own message holds."""
-    seen = 0
-    cause: BaseException | None = exc
-    while cause is not None and seen < 10:
+    not known...), without the URL httpx's own message holds. Under trio the errno is
+    in a group below an OSError of trio's own ("all attempts to connect to ... failed"),
+    whose message is the answer only when no errno is found."""
+    found: list[BaseException] = [exc]
+    fallback = ""
+    for cause in found:  # grows as it goes: the causes, and the members of groups
+        if len(found) > 20:
+            break
+        if isinstance(cause, OSError) and cause.errno is not None and cause.errno > 0:
+            return os.strerror(cause.errno)  # trio's strerror holds the address
         if isinstance(cause, OSError) and cause.strerror:
-            return cause.strerror
+            return cause.strerror  # a resolver's error (negative errno)
         if isinstance(cause, OSError) and cause.args and isinstance(cause.args[-1], str):
-            return cause.args[-1][:200]
-        cause, seen = cause.__cause__ or cause.__context__, seen + 1
-    return ""
+            fallback = fallback or cause.args[-1][:200]
+        if isinstance(cause, BaseExceptionGroup):
+            found.extend(cause.exceptions)
+        if (below := cause.__cause__ or cause.__context__) is not None:
+            found.append(below)
+    return fallback
 
 
 def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
