@@ -202,12 +202,16 @@ class _Block:
     """One block in the index. A new object each time a block is (re)added, so that
     a check started on an earlier copy cannot vouch for this one."""
 
-    __slots__ = ("crc", "length", "verified")
+    __slots__ = ("crc", "length", "served", "verified")
 
-    def __init__(self, length: int, crc: int | None, *, verified: bool) -> None:
+    def __init__(self, length: int, crc: int | None, *, verified: bool, served: bool) -> None:
         self.length = length
         self.crc = crc  # None: not read yet (found by the scan at start)
         self.verified = verified
+        # False: fetched ahead (readahead, a walk) and not read yet. Eviction takes
+        # such blocks last: in plain LRU order, a block fetched ahead is older than the
+        # blocks read since, and would go before the reader gets to it.
+        self.served = served
 
 
 @dataclass(slots=True)
@@ -330,7 +334,7 @@ class DiskCache:
         finally:
             os.close(blocks_fd)
         for _mtime, entry, length in sorted(found):
-            self._blocks[entry] = _Block(length, None, verified=False)
+            self._blocks[entry] = _Block(length, None, verified=False, served=True)
             self._bytes += footprint(length)
         self._evict(0)
 
@@ -361,7 +365,7 @@ class DiskCache:
         if old is not None:
             self._bytes -= footprint(old.length)
         self._close_fd(where)  # it may be open on the file this one replaced
-        self._blocks[where] = _Block(length, crc, verified=True)
+        self._blocks[where] = _Block(length, crc, verified=True, served=False)
         self._bytes += footprint(length)
 
     def pin(self, key: FileKey, first: int, stop: int, delta: int) -> None:
@@ -415,6 +419,7 @@ class DiskCache:
             if got != hi - lo:
                 self._forget(where, "was cut short on disk")
                 return None
+            entry.served = True
             self._blocks.move_to_end(where)
         return out
 
@@ -578,13 +583,16 @@ class DiskCache:
             return True
         victims = []
         excess = self._bytes + self._reserved + incoming - budget
-        for where, entry in self._blocks.items():
-            if excess <= 0:
-                break
-            if where in self._pins:
-                continue
-            victims.append(where)
-            excess -= footprint(entry.length)
+        # Blocks already read first, least recently used first; then those fetched
+        # ahead and not read yet, only if that is not enough.
+        for served in (True, False):
+            for where, entry in self._blocks.items():
+                if excess <= 0:
+                    break
+                if entry.served is not served or where in self._pins:
+                    continue
+                victims.append(where)
+                excess -= footprint(entry.length)
         for where in victims:
             entry = self._blocks.pop(where)
             self._bytes -= footprint(entry.length)
