@@ -12,6 +12,7 @@ import collections
 import datetime as dt
 import email.utils
 import logging
+import operator
 import os
 import random
 import re
@@ -53,6 +54,11 @@ MAX_PAGES = 10_000  # a server whose pages never end is broken, not big
 MAX_ERROR_BODY = 8 << 10
 _IDENTITY = {"Accept-Encoding": body.IDENTITY}
 _CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+# What a request ended with when it was not an answer's status: no answer came (the
+# connection refused or reset, the deadline passed), or the request was given up on
+# before one did by what asked (a request beside it failed, the job was cancelled).
+NO_ANSWER = "no_answer"
+CANCELLED = "cancelled"
 
 
 @dataclass(slots=True, frozen=True)
@@ -106,13 +112,27 @@ class ClientStats:
     """What this client has done, for `amigofs stats`."""
 
     requests: collections.Counter[str] = field(default_factory=collections.Counter)
+    # Requests that have ended, by (operation, their answer's status, else NO_ANSWER
+    # or CANCELLED).
+    # Counted as they end, not as they start like `requests`: a counter that moved a
+    # request from one status to another would go down, which Prometheus reads as a
+    # restart.
+    finished: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     retries: int = 0
     errors: int = 0  # operations that failed after their retries
     bytes_received: int = 0  # file bytes downloaded
 
+    def by_status(self) -> dict[str, dict[str, int]]:
+        """`finished` as {operation: {status: count}}, both sorted."""
+        nested: dict[str, dict[str, int]] = {}
+        for (op, status), count in sorted(self.finished.items()):
+            nested.setdefault(op, {})[status] = count
+        return nested
+
     def as_dict(self) -> dict[str, object]:
         return {
             "requests": dict(self.requests),
+            "finished": self.by_status(),
             "retries": self.retries,
             "errors": self.errors,
             "bytes_received": self.bytes_received,
@@ -120,11 +140,19 @@ class ClientStats:
 
     def since(self, earlier: ClientStats) -> ClientStats:
         """What was done after `earlier`, a copy of these counters taken then."""
+        return self._combined(earlier, operator.sub)
+
+    def plus(self, other: ClientStats) -> ClientStats:
+        """The counts of both clients (the mount's and its fetch worker's)."""
+        return self._combined(other, operator.add)
+
+    def _combined(self, other: ClientStats, combine: Callable[[Any, Any], Any]) -> ClientStats:
         return ClientStats(
-            self.requests - earlier.requests,
-            self.retries - earlier.retries,
-            self.errors - earlier.errors,
-            self.bytes_received - earlier.bytes_received,
+            combine(self.requests, other.requests),
+            combine(self.finished, other.finished),
+            combine(self.retries, other.retries),
+            combine(self.errors, other.errors),
+            combine(self.bytes_received, other.bytes_received),
         )
 
     def copy(self) -> ClientStats:
@@ -134,6 +162,9 @@ class ClientStats:
         """Adds counts from `as_dict` of another client (the fetch worker's)."""
         for op, count in dict(document.get("requests") or {}).items():
             self.requests[str(op)] += int(count)
+        for op, statuses in dict(document.get("finished") or {}).items():
+            for status, count in dict(statuses).items():
+                self.finished[str(op), str(status)] += int(count)
         self.retries += int(document.get("retries") or 0)
         self.errors += int(document.get("errors") or 0)
         self.bytes_received += int(document.get("bytes_received") or 0)
@@ -147,6 +178,22 @@ class _Retryable(Exception):
         self.error = error
         self.wait = wait
         self.unavailable = unavailable
+
+
+class _Answer:
+    """The status of one attempt's answer, once its headers are in (None until then)."""
+
+    __slots__ = ("cancelled", "status")
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.cancelled = False  # given up on by the caller, not for its deadline
+
+    def outcome(self) -> str:
+        """What the attempt is counted as in ClientStats.finished."""
+        if self.status is not None:
+            return str(self.status)
+        return CANCELLED if self.cancelled else NO_ANSWER
 
 
 class PlatformClient:
@@ -337,10 +384,12 @@ class PlatformClient:
             if on_progress is not None:
                 on_progress(done + got)
 
-        async def attempt() -> None:
+        async def attempt(answer: _Answer) -> None:
             nonlocal done
             try:
-                done += await self._fetch_range(path, start + done, buf[done:], total, progress)
+                done += await self._fetch_range(
+                    answer, path, start + done, buf[done:], total, progress
+                )
             except _ResumableShort as short:
                 # Keep what arrived, so the next try asks only for the rest.
                 done += short.got
@@ -355,9 +404,10 @@ class PlatformClient:
         (h11 checks it against Content-Length)."""
         op, what = "download-recording-file", f"download {path.filename}"
 
-        async def attempt() -> bytes:
+        async def attempt(answer: _Answer) -> bytes:
             try:
                 async with self._http.stream("GET", path.target, headers=_IDENTITY) as resp:
+                    answer.status = resp.status_code
                     self._check_status(op, path.target, resp, await _error_document(resp))
                     if resp.status_code != 200:
                         raise errors.ProtocolError(f"{what}: HTTP {resp.status_code}")
@@ -395,9 +445,10 @@ class PlatformClient:
     ) -> object:
         what = f"{op} {path}"
 
-        async def attempt() -> object:
+        async def attempt(answer: _Answer) -> object:
             try:
                 async with self._http.stream("GET", path, params=params) as resp:
+                    answer.status = resp.status_code
                     self._check_status(op, path, resp, await _error_document(resp))
                     data = await body.read_capped(resp, cap, what)
             except httpx.TransportError as exc:
@@ -408,6 +459,7 @@ class PlatformClient:
 
     async def _fetch_range(
         self,
+        answer: _Answer,
         path: DownloadPath,
         start: int,
         buf: memoryview,
@@ -424,6 +476,7 @@ class PlatformClient:
         got = 0
         try:
             async with self._http.stream("GET", path.target, headers=headers) as resp:
+                answer.status = resp.status_code
                 self._check_status(op, path.target, resp, await _error_document(resp))
                 body.refuse_encoded(resp, f"download {path.filename}")
                 if resp.status_code == 206:
@@ -547,7 +600,7 @@ class PlatformClient:
     async def _retrying(
         self,
         op: str,
-        attempt: Callable[[], Awaitable[T]],
+        attempt: Callable[[_Answer], Awaitable[T]],
         *,
         progress: Callable[[], int] = lambda: 0,
         deadline: _ProgressDeadline | None = None,
@@ -559,10 +612,11 @@ class PlatformClient:
         while True:
             tries += 1
             self.stats.requests[op] += 1
+            answer = _Answer()
             with trio.move_on_at(clock.at) as scope:
                 clock.scope = scope
                 try:
-                    return await attempt()
+                    return await attempt(answer)
                 except _ResumableShort as short:
                     failure = _Retryable(short.error)
                 except errors.CertificateError:
@@ -577,6 +631,12 @@ class PlatformClient:
                     # the same, for `amigofs stats`.
                     self.stats.errors += 1
                     raise
+                except trio.Cancelled:
+                    # Not by this scope, whose deadline is the operation's: by the caller.
+                    answer.cancelled = not scope.cancel_called
+                    raise
+                finally:
+                    self.stats.finished[op, answer.outcome()] += 1
             clock.scope = None
             if scope.cancelled_caught:
                 self.stats.errors += 1

@@ -12,12 +12,11 @@ import errno
 import json
 import os
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from amigofs.api.client import PlatformClient
+from amigofs.api.client import NO_ANSWER, PlatformClient
 from amigofs.cache.disk import DiskCache
 from amigofs.cache.store import BlockStore
 from amigofs.cache.worker import FetchWorker
@@ -45,8 +44,9 @@ class MountCounters:
     started: float = field(default_factory=time.time)
 
     def document(self) -> dict[str, Any]:
-        requests: Counter[str] = Counter(self.client.stats.requests)
-        requests.update(self.worker.stats.requests)
+        # Listing and metadata requests are the mount's own; downloads are made by its
+        # fetch worker, which reports them with each reply.
+        api = self.client.stats.plus(self.worker.stats)
         store = self.store.stats
         return {
             "version": VERSION,
@@ -54,12 +54,13 @@ class MountCounters:
             "mountpoint": self.mountpoint,
             "base_url": self.base_url,
             "uptime_seconds": round(time.time() - self.started, 3),
-            # Listing and metadata requests are the mount's own; downloads are
-            # made by its fetch worker, which reports them with each reply.
-            "requests": dict(sorted(requests.items())),
-            "retries": self.client.stats.retries + self.worker.stats.retries,
-            "errors": self.client.stats.errors + self.worker.stats.errors,
-            "bytes_fetched": self.client.stats.bytes_received + self.worker.stats.bytes_received,
+            "requests": dict(sorted(api.requests.items())),  # counted as they start
+            # {operation: {HTTP status, "no_answer" or "cancelled": count}}, counted as
+            # they end (see ClientStats.finished).
+            "requests_by_status": api.by_status(),
+            "retries": api.retries,
+            "errors": api.errors,
+            "bytes_fetched": api.bytes_received,
             "bytes_in_flight": self.disk.reserved_bytes,
             "bytes_served": store.served_bytes,  # what reads of stored files returned
             "cache": {
@@ -123,12 +124,16 @@ def format_bytes(count: float) -> str:
 def format_stats(document: dict[str, Any]) -> str:
     cache = document["cache"]
     requests = document["requests"]
+    by_status = document.get("requests_by_status", {})  # absent from a mount of before
     width = max([len(op) for op in requests] + [8])
     lines = [
         f"amigofs at {os.path.normpath(document['mountpoint'])} (pid {document['pid']}, "
         f"up {_duration(document['uptime_seconds'])}), serving {document['base_url']}",
         "requests:",
-        *(f"  {op:<{width}}  {count}" for op, count in requests.items()),
+        *(
+            f"  {op:<{width}}  {count}{_statuses(by_status.get(op, {}))}"
+            for op, count in requests.items()
+        ),
         f"  {'total':<{width}}  {sum(requests.values())}",
         f"retries:          {document['retries']}",
         f"errors:           {document['errors']} (requests that failed after their retries)",
@@ -145,6 +150,17 @@ def format_stats(document: dict[str, Any]) -> str:
         f"{format_bytes(cache['max_bytes'])} in {cache['dir']}",
     ]
     return "\n".join(lines)
+
+
+def _statuses(counts: dict[str, int]) -> str:
+    """What follows an operation's count: its requests by status, as in
+    `  (200: 5, 404: 1, no answer: 2)`; nothing when none has ended yet."""
+    if not counts:
+        return ""
+    named = (
+        f"{'no answer' if status == NO_ANSWER else status}: {n}" for status, n in counts.items()
+    )
+    return "  (" + ", ".join(named) + ")"
 
 
 def _duration(seconds: float) -> str:
