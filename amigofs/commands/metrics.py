@@ -74,6 +74,19 @@ def render(document: dict[str, Any]) -> str:
         "Requests made to the Platform API, by operation (retries included).",
         iter(({"operation": op}, n) for op, n in sorted(document["requests"].items())),
     )
+    out.family(
+        "requests_finished",
+        "counter",
+        "Requests made to the Platform API that have ended, by operation and HTTP status; "
+        'status "no_answer": none came (connection refused, timeout), "cancelled": given up '
+        "on before it came (a request beside it failed). Counted as they end, where "
+        "amigofs_requests_total counts them as they start.",
+        iter(
+            ({"operation": op, "status": status}, n)
+            for op, statuses in sorted(document.get("requests_by_status", {}).items())
+            for status, n in sorted(statuses.items())
+        ),
+    )
     out.one("retries", "counter", "Requests that were retried.", document["retries"])
     out.one(
         "errors", "counter", "API operations that failed after their retries.", document["errors"]
