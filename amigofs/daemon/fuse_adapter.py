@@ -23,6 +23,7 @@ from amigofs.fs.namespace import Attributes, FileHandleT, InodeT, Namespace
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+N = TypeVar("N")
 
 DIR_MODE = stat.S_IFDIR | 0o555
 LINK_MODE = stat.S_IFLNK | 0o777  # a link's own mode is not used; 0777 is what ls shows
@@ -49,17 +50,49 @@ class AmigoOperations(pyfuse3.Operations):
         self._usage = usage  # (bytes the disk cache may hold, bytes it holds), for df
         self._uid = os.getuid()
         self._gid = os.getgid()
+        # What each open handle was opened on, so that log lines can name its path.
+        self._handle_inodes: dict[int, InodeT] = {}
 
-    async def _call(self, call: Callable[[], Awaitable[T]], what: str, *args: object) -> T:
-        """Runs a handler under the deadline; `what % args` names it in the log, made
-        only on failure (it is made for nothing on every read otherwise)."""
+    async def _call(
+        self,
+        call: Callable[[], Awaitable[T]],
+        what: str,
+        name: Callable[[N], str],
+        node: N,
+        *args: object,
+    ) -> T:
+        """Runs a handler under the deadline; `what % (name(node), *args)` names it in
+        the log, made only on failure: on every read it would be made for nothing (and
+        the path takes a look in the call index)."""
         try:
             with trio.fail_after(self._timeout):
                 return await call()
         except pyfuse3.FUSEError:
             raise
         except Exception as exc:
-            raise pyfuse3.FUSEError(to_errno(exc, what % args)) from None
+            raise pyfuse3.FUSEError(to_errno(exc, what % (name(node), *args))) from None
+
+    def _path(self, inode: int) -> str:
+        """An inode's path below the mount, for a log line."""
+        try:
+            return self._ns.describe(InodeT(inode))
+        except Exception:
+            # Made in _call's except: an error here would leave the handler as other
+            # than a FUSEError, and end the mount.
+            return f"inode {inode}"
+
+    def _handle_path(self, fh: int) -> str:
+        """The path an open handle was opened on, for a log line."""
+        inode = self._handle_inodes.get(fh)
+        return f"handle {fh}" if inode is None else self._path(inode)
+
+    def _child_path(self, entry: tuple[int, str]) -> str:
+        """The path of a name looked up in a directory, for a log line."""
+        parent, name = entry
+        # A program's name, not the server's: a newline in it must not make two lines.
+        shown = name if name.isprintable() else repr(name)
+        above = self._path(parent)
+        return shown if above == "/" else f"{above}/{shown}"
 
     def _entry(self, attrs: Attributes) -> pyfuse3.EntryAttributes:
         entry = pyfuse3.EntryAttributes()
@@ -92,13 +125,18 @@ class AmigoOperations(pyfuse3.Operations):
         parent = InodeT(parent_inode)
         owner = ctx.uid in (self._uid, 0)
         attrs = await self._call(
-            lambda: self._ns.lookup(parent, text, owner=owner), "lookup %r", text
+            lambda: self._ns.lookup(parent, text, owner=owner),
+            "lookup %s",
+            self._child_path,
+            (parent, text),
         )
         return self._entry(attrs)
 
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         node = InodeT(inode)
-        return self._entry(await self._call(lambda: self._ns.getattr(node), "getattr %d", inode))
+        return self._entry(
+            await self._call(lambda: self._ns.getattr(node), "getattr %s", self._path, node)
+        )
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         # Nodes are kept for the life of the mount (see Namespace._inodes).
@@ -106,12 +144,18 @@ class AmigoOperations(pyfuse3.Operations):
 
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         node = InodeT(inode)
-        return await self._call(lambda: self._ns.opendir(node), "opendir %d", inode)
+        fh = await self._call(lambda: self._ns.opendir(node), "opendir %s", self._path, node)
+        self._handle_inodes[fh] = node
+        return fh
 
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         handle = FileHandleT(fh)
         entries = await self._call(
-            lambda: self._ns.readdir(handle, start_id), "readdir %d@%d", fh, start_id
+            lambda: self._ns.readdir(handle, start_id),
+            "readdir %s from entry %d",
+            self._handle_path,
+            fh,
+            start_id,
         )
         for offset, entry in entries:
             if not pyfuse3.readdir_reply(
@@ -121,17 +165,19 @@ class AmigoOperations(pyfuse3.Operations):
 
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
         node = InodeT(inode)
-        target = await self._call(lambda: self._ns.readlink(node), "readlink %d", inode)
+        target = await self._call(lambda: self._ns.readlink(node), "readlink %s", self._path, node)
         return os.fsencode(target)
 
     async def releasedir(self, fh: int) -> None:
+        self._handle_inodes.pop(fh, None)
         self._ns.releasedir(FileHandleT(fh))
 
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         if flags & _WRITE_FLAGS:
             raise pyfuse3.FUSEError(errno.EROFS)
         node = InodeT(inode)
-        fh = await self._call(lambda: self._ns.open(node), "open %d", inode)
+        fh = await self._call(lambda: self._ns.open(node), "open %s", self._path, node)
+        self._handle_inodes[fh] = node
         if self._ns.direct_io(node):
             # Made at open, of a size the kernel cannot know beforehand.
             return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
@@ -141,23 +187,29 @@ class AmigoOperations(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = FileHandleT(fh)
         data: bytes | bytearray | memoryview = await self._call(
-            lambda: self._ns.read(handle, off, size), "read %d@%d+%d", fh, off, size
+            lambda: self._ns.read(handle, off, size),
+            "read %s at %d+%d",
+            self._handle_path,
+            fh,
+            off,
+            size,
         )
         # pyfuse3 takes any bytes-like object; a memoryview spares a copy per read.
         return cast(bytes, data)
 
     async def release(self, fh: int) -> None:
+        self._handle_inodes.pop(fh, None)
         self._ns.release(FileHandleT(fh))
 
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
         node, text = InodeT(inode), os.fsdecode(name)
         return await self._call(
-            lambda: self._ns.getxattr(node, text), "getxattr %d %r", inode, text
+            lambda: self._ns.getxattr(node, text), "getxattr %s %r", self._path, node, text
         )
 
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
         node = InodeT(inode)
-        values = await self._call(lambda: self._ns.xattrs(node), "listxattr %d", inode)
+        values = await self._call(lambda: self._ns.xattrs(node), "listxattr %s", self._path, node)
         return [os.fsencode(name) for name in values]
 
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
