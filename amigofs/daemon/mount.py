@@ -170,6 +170,9 @@ async def serve(options: MountOptions, api_key: ApiKey) -> None:
                 failure_memory=min(2.0, options.timeout / 3),
                 timezone=options.timezone,
                 identity=api_key.identity(options.base_url),
+                # A quarter of what the cache may hold, as for readahead: together they
+                # leave half of it to what readers have been served.
+                walk_room=lambda: disk.budget() // 4,
             ),
             meta,
             index=index,

@@ -64,6 +64,7 @@ from amigofs.fs.views import (
     usable_slug,
     workspace_link,
 )
+from amigofs.fs.walk import WalkPrefetch, WholeRead
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ class OpenFile:
     readahead: Readahead
     failed: tuple[float, Exception] | None = None
     record: CallRecord | None = None  # None: the control file
+    whole: WholeRead | None = None  # whether it has been read whole (walk prefetch)
 
 
 @dataclass(slots=True, frozen=True)
@@ -145,6 +147,8 @@ class NamespaceConfig:
     # The server and key, hashed (ApiKey.identity): the root listing kept on disk is
     # shown only to a mount with the same.
     identity: str = ""
+    # Bytes of the disk cache a walk may fetch ahead into now; None: no walk prefetch.
+    walk_room: Callable[[], int] | None = None
 
 
 class _Listing(Generic[T]):
@@ -272,6 +276,15 @@ class Namespace:
         # step to it (listing or name), and how many steps in that order in a row.
         self._walk_last: dict[str, tuple[CallRow | None, str | None, int]] = {}
         self._walk_scheduled: set[tuple[str, str]] = set()
+        self.walk: WalkPrefetch | None = None
+        if config.walk_room is not None:
+            self.walk = WalkPrefetch(
+                index,
+                lambda ws, sid: self._record(ws, sid, ahead=True),
+                self._prefetch_stored,
+                nursery,
+                room=config.walk_room,
+            )
         self._missing: cachetools.TTLCache[tuple[str, str], bool] = cachetools.TTLCache(
             maxsize=10_000, ttl=config.negative_ttl, timer=trio.current_time
         )
@@ -403,7 +416,9 @@ class Namespace:
         record = await self._record(key.workspace_id, key.call_sid)
         handle = self._new_handle()
         readahead = Readahead(max_window=self._config.max_readahead)
-        self._open_files[handle] = OpenFile(inode, record.files[key.file], readahead, record=record)
+        file = record.files[key.file]
+        whole = WholeRead(file.size) if self.walk is not None else None
+        self._open_files[handle] = OpenFile(inode, file, readahead, record=record, whole=whole)
         self._open_counts[inode] += 1
         return handle
 
@@ -425,7 +440,7 @@ class Namespace:
         if ahead is not None:
             self._source.prefetch(opened.file, *ahead)
         try:
-            return await self._read(opened, offset, size)
+            data = await self._read(opened, offset, size)
         except (api.TransportError, api.ServerError, api.RateLimited) as exc:
             opened.failed = (trio.current_time(), exc)
             raise
@@ -433,6 +448,12 @@ class Namespace:
             # The request's own deadline ran out.
             opened.failed = (trio.current_time(), api.DeadlineExceeded("no answer in time"))
             raise
+        if opened.whole is not None and opened.whole.on_read(offset, offset + len(data)):
+            assert self.walk is not None and opened.record is not None
+            self.walk.read_whole(
+                opened.record.workspace_id, opened.record.call_sid, opened.file.name
+            )
+        return data
 
     async def _read(
         self, opened: OpenFile, offset: int, size: int
@@ -931,6 +952,11 @@ class Namespace:
             log.exception("%s/%s: loading ahead failed (a bug)", workspace_id, call_sid)
         finally:
             self._walk_scheduled.discard((workspace_id, call_sid))
+
+    def _prefetch_stored(self, file: PresentedFile, length: int) -> None:
+        """Fetches the first `length` stored bytes of a mono file ahead (walk prefetch)."""
+        start = len(file.header)
+        self._source.prefetch(file, start, start + length)
 
     def _file_attrs(self, record: CallRecord, file: PresentedFile) -> Attributes:
         row = self._index.by_sid(record.workspace_id, record.call_sid)

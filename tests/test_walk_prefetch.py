@@ -1,0 +1,157 @@
+"""Walk prefetch: a workspace read file after file gets the next calls' audio ahead.
+
+Counted in the emulator's own bytes per downloaded file: a walk fetches each byte
+once, no further ahead than its budget (8 calls), nothing once it stops; a peek at
+headers, ffprobe or a single `cat` fetches nothing of the calls it did not touch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from amigofs.daemon.control import read_stats
+from amigofs.emulator.data import Recording
+from amigofs.fs.walk import CALLS_AHEAD
+from tests.emulator_proc import EmulatorProc, running_emulator
+from tests.mounting import Mount, mounted, wait_until
+from tests.reliability import LISTED, PRESENTED, presented_bytes, stored_name
+
+pytestmark = pytest.mark.mount
+
+DEADLINE = 60.0
+AUDIO = ("inbound.wav", "outbound.wav")
+
+
+def _fetched(emulator: EmulatorProc, recording: Recording, presented: str) -> int:
+    """Bytes the emulator has sent of the call's stored file."""
+    suffix = f"/{recording.call_sid}/download/{stored_name(recording, presented)}"
+    served: dict[str, int] = emulator.stats()["download_bytes"]
+    return sum(count for path, count in served.items() if path.endswith(suffix))
+
+
+def _size(emulator: EmulatorProc, recording: Recording, presented: str) -> int:
+    return int(str(recording.metadata[f"{presented.removesuffix('.wav')}_size_bytes"]))
+
+
+def _quiet(mnt: Mount) -> None:
+    """Waits until the mount has no download in flight."""
+    wait_until(lambda: read_stats(mnt.path)["bytes_in_flight"] == 0, DEADLINE, "downloads to land")
+
+
+def _by_name(emulator: EmulatorProc) -> list[Recording]:
+    return sorted(emulator.data.recordings(), key=lambda r: r.call_sid)
+
+
+def test_a_walk_fetches_the_next_calls_once_within_its_budget_and_stops_with_it() -> None:
+    with (
+        running_emulator(workspaces=1, calls_per_workspace=24, max_duration=8.0) as emu,
+        mounted(emu.url, emu.api_key) as mnt,
+    ):
+        recordings = _by_name(emu)
+        workspace = mnt.path / recordings[0].workspace_id
+        assert sorted(os.listdir(workspace)) == [r.call_sid for r in recordings]
+        walked = 4
+        # As rsync reads them: the calls in name order, each call's files in name order.
+        for recording in recordings[:walked]:
+            for name in sorted(LISTED):
+                (workspace / recording.call_sid / name).read_bytes()
+        ahead = recordings[walked : walked + CALLS_AHEAD]
+        wait_until(
+            lambda: all(
+                _fetched(emu, r, name) == _size(emu, r, name) for r in ahead for name in AUDIO
+            ),
+            DEADLINE,
+            f"the {CALLS_AHEAD} calls after the walk to be fetched ahead",
+        )
+        _quiet(mnt)
+        for recording in recordings[: walked + CALLS_AHEAD]:
+            for name in AUDIO:
+                assert _fetched(emu, recording, name) == _size(emu, recording, name), (
+                    f"{recording.call_sid}/{name}: fetched other than once"
+                )
+        beyond = recordings[walked + CALLS_AHEAD :]
+        assert [_fetched(emu, r, name) for r in beyond for name in AUDIO] == [0] * (
+            2 * len(beyond)
+        ), "fetched past the walk's budget, or after it stopped"
+        # What was fetched ahead is what the walk then reads: bytes as stored.
+        for recording in ahead:
+            for name in PRESENTED:
+                data = (workspace / recording.call_sid / name).read_bytes()
+                assert data == presented_bytes(emu, recording, name)
+
+
+def test_peeks_ffprobe_and_one_cat_fetch_nothing_of_other_calls() -> None:
+    with (
+        running_emulator(workspaces=1, calls_per_workspace=16, min_duration=40.0,
+                         max_duration=60.0) as emu,
+        mounted(emu.url, emu.api_key) as mnt,
+    ):  # fmt: skip
+        recordings = _by_name(emu)
+        workspace = mnt.path / recordings[0].workspace_id
+        assert len(os.listdir(workspace)) == len(recordings)
+        peeked, rest = recordings[:8], recordings[8:]
+        # A file manager's preview: the first 4 KiB of each audio file, in order.
+        for recording in peeked:
+            for name in (*AUDIO, "call.wav"):
+                with open(workspace / recording.call_sid / name, "rb") as f:
+                    assert len(f.read(4096)) == 4096
+        for recording in peeked:
+            probe = subprocess.run(
+                ["ffprobe", "-v", "error", "-show_format", str(workspace / recording.call_sid /
+                 "outbound.wav")],
+                capture_output=True, timeout=DEADLINE, check=False,
+            )  # fmt: skip
+            assert probe.returncode == 0, probe.stderr
+        # One cat of one file, whole.
+        single = rest[0]
+        data = (workspace / single.call_sid / "outbound.wav").read_bytes()
+        assert (
+            hashlib.sha256(data).digest()
+            == hashlib.sha256(presented_bytes(emu, single, "outbound.wav")).digest()
+        )
+        _quiet(mnt)
+        for recording in peeked:
+            for name in AUDIO:
+                assert _fetched(emu, recording, name) <= 2 << 20, (recording.call_sid, name)
+        assert _fetched(emu, single, "outbound.wav") == _size(emu, single, "outbound.wav")
+        untouched = [(r.call_sid, n, _fetched(emu, r, n)) for r in rest[1:] for n in AUDIO]
+        assert [f for *_, f in untouched] == [0] * len(untouched), untouched
+        assert _fetched(emu, single, "inbound.wav") == 0
+
+
+def test_under_cache_pressure_a_walk_keeps_the_file_being_read_and_the_bound(
+    tmp_path: Path,
+) -> None:
+    with running_emulator(workspaces=1, calls_per_workspace=40, min_duration=40.0,
+                          max_duration=50.0) as emu:  # fmt: skip
+        recordings = _by_name(emu)
+        stored = sum(_size(emu, r, n) for r in recordings for n in AUDIO)
+        cache_size = 16 << 20  # the least --cache-size takes
+        assert stored > 2 * cache_size
+        with mounted(emu.url, emu.api_key, "--cache-size", str(cache_size)) as mnt:
+            workspace_id = recordings[0].workspace_id
+            copy = tmp_path / "copy"
+            result = subprocess.run(
+                ["rsync", "-a", f"{mnt.path / workspace_id}/", str(copy)],
+                capture_output=True, text=True, timeout=DEADLINE * 2, check=False,
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr
+            _quiet(mnt)
+            stats = read_stats(mnt.path)
+            assert stats["cache"]["used_bytes"] <= stats["cache"]["max_bytes"] == cache_size
+            for recording in recordings:
+                for name in PRESENTED:
+                    got = (copy / recording.call_sid / name).read_bytes()
+                    assert got == presented_bytes(emu, recording, name), (recording, name)
+                for name in AUDIO:
+                    # Each byte once: call.wav, inbound.wav and outbound.wav of a call are
+                    # read one after the other from the same blocks, none evicted between.
+                    assert _fetched(emu, recording, name) == _size(emu, recording, name), (
+                        recording.call_sid,
+                        name,
+                    )
