@@ -3,9 +3,15 @@
 Modelled on what the field's best prefetchers do (mountpoint-s3): nothing is
 fetched ahead until the reader has read a little sequentially, so a file
 manager or ffprobe peeking at a header, or a player seeking, costs only the
-blocks it touches; then the window doubles up to a cap as the reader keeps
-going. The kernel's own readahead sends requests slightly out of order, so small
-jumps forward or back do not count as seeks.
+blocks it touches; then the window starts small and doubles up to a cap as the
+reader keeps going. Small, because the kernel's own readahead (1 MiB) makes a
+peek of a few hundred KiB look sequential: a first window of 16 MiB cost such a
+peek, or ffmpeg probing before a seek, up to half of an hour's inbound.wav. The
+kernel's readahead also sends requests slightly out of order, so small jumps
+forward or back do not count as seeks.
+
+A file no larger than the first window is fetched whole at its first read, in one
+GET, not block after block as the kernel asks for it.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ FORWARD_TOLERANCE = 16 << 20
 
 @dataclass(slots=True)
 class Readahead:
-    initial_window: int = 16 << 20
+    initial_window: int = 1 << 20
     max_window: int = 32 << 20
     # Sequential bytes read since the last seek before anything is fetched ahead.
     ramp_after: int = 512 << 10
@@ -30,6 +36,9 @@ class Readahead:
     def on_read(self, offset: int, size: int, file_size: int) -> tuple[int, int] | None:
         """Records a read; returns the range to fetch ahead of it, if any."""
         end = min(offset + size, file_size)
+        if self._horizon == 0 and offset == 0 and end < file_size <= self.initial_window:
+            self._horizon, self._expected = file_size, end
+            return (0, file_size) if self.max_window > 0 else None
         if self._expected - BACKWARD_TOLERANCE <= offset <= self._expected + FORWARD_TOLERANCE:
             self._streak += max(0, end - max(offset, self._expected - size))
             self._expected = max(self._expected, end)

@@ -27,8 +27,7 @@ every read is EIO with a log line, never padded or truncated audio.
 
 Reads and prefetches map a range of call.wav to the two sources' byte ranges
 under it, so a seek costs only the blocks there, and the blocks are the ones the
-mono files are served from. Readahead windows that begin in the first
-PROBE_BYTES of call.wav are not fetched (see there).
+mono files are served from.
 """
 
 from __future__ import annotations
@@ -51,12 +50,6 @@ HEADER_BYTES = 44
 FRAME_BYTES = 4  # two 16-bit samples
 _MAX_DATA = 0xFFFFFFFF - 36  # what a RIFF size field can describe
 _MULAW, _ALAW, _PCM = 7, 6, 1
-# Readahead windows that begin this near the start are not fetched: players and
-# probes (ffprobe, ffmpeg's stream info, file managers) read the start and then
-# seek, and behind the kernel's 1 MiB readahead such a peek looks sequential to
-# the mount's Readahead, whose 16 MiB window would then cost 10 MiB of sources
-# for nothing. A reader that goes on is read ahead from its next window on.
-PROBE_BYTES = 4 << 20
 
 
 class StereoMismatch(api.ProtocolError):
@@ -197,8 +190,6 @@ class StereoView:
 
     def prefetch(self, store: BlockStore, offset: int, end: int) -> None:
         """Starts fetching the sources' blocks under [offset, end) of call.wav."""
-        if offset < PROBE_BYTES:
-            return
         first = max(0, offset - HEADER_BYTES) // FRAME_BYTES
         stop = -(-max(0, min(end, self.size) - HEADER_BYTES) // FRAME_BYTES)
         for source, lo, hi in self._spans(first, stop):
