@@ -12,7 +12,9 @@ The scenarios, one module each, every one a `run(harness)` (benchmarks/harness.p
 they share): benchmarks/read_path.py (cold read, re-read, ffmpeg seek and peak RSS on hour-long
 calls), benchmarks/throttled.py (a read from a throttled emulator against one curl stream),
 benchmarks/tree.py (ls, find and rsync over a workspace), benchmarks/peers.py (rclone mount
-and httpdirfs over nginx). This module picks them from the flags, runs them and writes the
+and httpdirfs over nginx), benchmarks/link.py (rsync, tar, sha256sum, first bytes, peeks and a
+seek over the emulator's internet link profile with TLS, against a curl script and the link's
+limit). This module picks them from the flags, runs them and writes the
 results.
 
 Must run as root (FUSE mounts, dropping the page cache) from the repository's root.
@@ -35,7 +37,7 @@ from types import FrameType
 from typing import Any
 
 import amigofs
-from benchmarks import peers, procs, read_path, throttled, tree
+from benchmarks import link, peers, procs, read_path, throttled, tree
 from benchmarks.harness import REPO, Aborted, Harness, Settings
 from benchmarks.report import (
     code_version,
@@ -53,6 +55,7 @@ SCENARIOS: dict[str, tuple[str, Callable[[Harness], None]]] = {
     "throttled": ("throttled read", throttled.run),
     "tree": ("listings", tree.run),
     "peers": ("peers", peers.run),
+    "link": ("internet link", link.run),
 }
 
 
@@ -68,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="2 runs, 20-minute calls, a 200-call listing: about a minute",
+        help="2 runs, 20-minute calls, a 200-call listing, 20 calls over the link: a few minutes",
     )
     parser.add_argument(
         "--runs",
