@@ -14,7 +14,8 @@ calls), benchmarks/throttled.py (a read from a throttled emulator against one cu
 benchmarks/tree.py (ls, find and rsync over a workspace), benchmarks/peers.py (rclone mount
 and httpdirfs over nginx), benchmarks/link.py (rsync, tar, sha256sum, first bytes, peeks and a
 seek over the emulator's internet link profile with TLS, against a curl script and the link's
-limit). This module picks them from the flags, runs them and writes the
+limit), benchmarks/http2.py (the client's small and ranged requests over HTTP/2 and over
+pooled HTTP/1.1 on that link). This module picks them from the flags, runs them and writes the
 results.
 
 Must run as root (FUSE mounts, dropping the page cache) from the repository's root.
@@ -37,7 +38,7 @@ from types import FrameType
 from typing import Any
 
 import amigofs
-from benchmarks import link, peers, procs, read_path, throttled, tree
+from benchmarks import http2, link, peers, procs, read_path, throttled, tree
 from benchmarks.harness import REPO, Aborted, Harness, Settings
 from benchmarks.report import (
     code_version,
@@ -56,6 +57,7 @@ SCENARIOS: dict[str, tuple[str, Callable[[Harness], None]]] = {
     "tree": ("listings", tree.run),
     "peers": ("peers", peers.run),
     "link": ("internet link", link.run),
+    "http2": ("HTTP/2 against HTTP/1.1", http2.run),
 }
 
 
