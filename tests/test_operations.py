@@ -508,7 +508,11 @@ def test_prefetch_by_date_range_reads_only_those_calls() -> None:
 def test_prefetch_interrupted_then_run_again_fetches_only_the_rest() -> None:
     with (
         running_emulator(
-            workspaces=1, calls_per_workspace=8, max_duration=30.0, bandwidth=400_000
+            # Enough calls that what a walk fetches ahead (8 calls) is not all of them.
+            workspaces=1,
+            calls_per_workspace=24,
+            max_duration=12.0,
+            bandwidth=400_000,
         ) as emulator,
         mounted(emulator.url, emulator.api_key) as mnt,
     ):
