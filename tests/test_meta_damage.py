@@ -234,7 +234,13 @@ class _BrokenSource:
         self.loads: list[str] = []
 
     async def load(
-        self, workspace_id: str, call_sid: str, summary: object, *, fresh: bool = False
+        self,
+        workspace_id: str,
+        call_sid: str,
+        summary: object,
+        nursery: object,
+        *,
+        fresh: bool = False,
     ) -> CallRecord:
         self.loads.append(call_sid)
         raise RuntimeError(f"a bug loading {call_sid}")

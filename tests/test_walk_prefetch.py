@@ -155,3 +155,32 @@ def test_under_cache_pressure_a_walk_keeps_the_file_being_read_and_the_bound(
                         recording.call_sid,
                         name,
                     )
+
+
+def test_the_first_bytes_of_a_listed_call_wait_for_no_metadata_file() -> None:
+    """head -c 64K of a listed call's audio: its urls and metadata at once, then the audio;
+    metadata.json is fetched in the same round, not before it (2 round trips, not 3). The
+    emulator's request log says so: with 400 ms a request, the audio request arrives
+    together with the metadata file's, not a whole request later."""
+    latency = 0.4
+    with (
+        running_emulator(workspaces=1, calls_per_workspace=3, latency=latency) as emu,
+        mounted(emu.url, emu.api_key) as mnt,
+    ):
+        recording = _by_name(emu)[0]
+        workspace = mnt.path / recording.workspace_id
+        assert recording.call_sid in os.listdir(workspace)
+        emu.reset_stats()
+        with open(workspace / recording.call_sid / "inbound.wav", "rb") as f:
+            data = f.read(65536)
+        assert data == presented_bytes(emu, recording, "inbound.wav")[:65536]
+        log = [e for e in emu.stats()["log"] if recording.call_sid in str(e["path"])]
+        arrivals = {
+            str(e["path"]).rsplit("/", 1)[-1].split("?")[0] if "/download/" in str(e["path"])
+            else str(e["op"]): float(e["time"])  # type: ignore[arg-type]
+            for e in log
+        }  # fmt: skip
+        audio = arrivals[stored_name(recording, "inbound.wav")]
+        first = min(arrivals["get-recording-urls"], arrivals["get-recording-metadata"])
+        assert audio - first < 1.5 * latency, arrivals  # one round after urls and metadata
+        assert abs(audio - arrivals["metadata.json"]) < latency / 2, arrivals

@@ -322,7 +322,7 @@ class Namespace:
         await self._allowed(key.workspace_id)
         if key.call_sid is None:
             return await self._call_attrs(key.workspace_id, name, indexed_only=not owner)
-        record = await self._record(key.workspace_id, key.call_sid)
+        record = await self._record(key.workspace_id, key.call_sid, whole=name == METADATA)
         file = record.files.get(name)
         if file is None:
             raise FsError(errno.ENOENT)
@@ -341,7 +341,7 @@ class Namespace:
         await self._allowed(key.workspace_id)
         if key.file is None:
             return await self._call_attrs(key.workspace_id, key.call_sid)
-        record = await self._record(key.workspace_id, key.call_sid)
+        record = await self._record(key.workspace_id, key.call_sid, whole=key.file == METADATA)
         return self._file_attrs(record, record.files[key.file])
 
     async def opendir(self, inode: InodeT) -> FileHandleT:
@@ -364,7 +364,7 @@ class Namespace:
             return handle
         else:
             await self._allowed(key.workspace_id)
-            record = await self._record(key.workspace_id, key.call_sid)
+            record = await self._record(key.workspace_id, key.call_sid, whole=True)
             entries = [
                 DirEntry(name, self._file_attrs(record, record.files[name]))
                 for name in FILE_NAMES
@@ -413,7 +413,7 @@ class Namespace:
         if key.call_sid is None:
             raise FsError(errno.EISDIR)
         await self._allowed(key.workspace_id)
-        record = await self._record(key.workspace_id, key.call_sid)
+        record = await self._record(key.workspace_id, key.call_sid, whole=key.file == METADATA)
         handle = self._new_handle()
         readahead = Readahead(max_window=self._config.max_readahead)
         file = record.files[key.file]
@@ -880,23 +880,44 @@ class Namespace:
         return attrs
 
     async def _record(
-        self, workspace_id: str, call_sid: str, *, ahead: bool = False, fresh: bool = False
+        self,
+        workspace_id: str,
+        call_sid: str,
+        *,
+        ahead: bool = False,
+        fresh: bool = False,
+        whole: bool = False,
     ) -> CallRecord:
         """The call's record; `ahead`: not a visit (no walk detection); `fresh`: not
-        the one kept on disk."""
+        the one kept on disk; `whole`: with its metadata.json, which is fetched after
+        the rest (what needs only the audio files does not wait for it)."""
         rkey = (workspace_id, call_sid)
         if not ahead:
             self._walk_ahead(workspace_id, call_sid)
         record = self._records.get(rkey)
-        if record is not None:
-            return record
+        if record is None:
+            record = await self._load_record(workspace_id, call_sid, fresh)
+        if whole:
+            try:
+                await record.complete()
+            except Exception:
+                # Loaded again by the next look, not failed for a whole listing TTL.
+                if self._records.get(rkey) is record:
+                    del self._records[rkey]
+                raise
+        return record
+
+    async def _load_record(self, workspace_id: str, call_sid: str, fresh: bool) -> CallRecord:
+        rkey = (workspace_id, call_sid)
         if rkey in self._missing:
             raise FsError(errno.ENOENT)
         summary = self._summary(workspace_id, call_sid)
 
         async def load() -> CallRecord:
             try:
-                loaded = await self._source.load(workspace_id, call_sid, summary, fresh=fresh)
+                loaded = await self._source.load(
+                    workspace_id, call_sid, summary, self._nursery, fresh=fresh
+                )
             except api.NotFound:
                 self._missing[rkey] = True
                 raise

@@ -75,6 +75,19 @@ class CallRecord:
     from_disk: bool = False
     # Of such a record, the stored files no read has yet found consistent.
     unconfirmed: set[str] = field(default_factory=set)
+    # Set once metadata.json is in `files` (or has failed, `metadata_error`): it is
+    # fetched beside the first audio bytes, not before them. None: nothing pending.
+    metadata_done: trio.Event | None = None
+    metadata_error: Exception | None = None
+    # Its files' download links by presented name, renewed together.
+    links: dict[str, _Link] = field(default_factory=dict)
+
+    async def complete(self) -> None:
+        """Waits for metadata.json; raises what fetching it raised."""
+        if self.metadata_done is not None:
+            await self.metadata_done.wait()
+        if self.metadata_error is not None:
+            raise self.metadata_error
 
 
 class WorkspaceAccess:
@@ -163,41 +176,65 @@ class RecordingSource:
         self.access = WorkspaceAccess()
 
     async def load(
-        self, workspace_id: str, call_sid: str, summary: CallSummary | None, *, fresh: bool = False
+        self,
+        workspace_id: str,
+        call_sid: str,
+        summary: CallSummary | None,
+        nursery: trio.Nursery,
+        *,
+        fresh: bool = False,
     ) -> CallRecord:
-        """The call's record: the one kept on disk unless `fresh`, else from the API."""
+        """The call's record: the one kept on disk unless `fresh`, else from the API.
+        From the API it is returned once its urls and metadata are in, its
+        metadata.json still being fetched (in `nursery`; see CallRecord.complete), so
+        that the first audio bytes cost two round trips, not three."""
         stored = None if fresh else self._load_stored(workspace_id, call_sid)
         if stored is not None:
             return self._build(workspace_id, call_sid, summary, *stored, from_disk=True)
         async with self._limit:
-            urls, metadata, metadata_file = await self.access.checked(
-                workspace_id, lambda: self._fetch(workspace_id, call_sid)
+            urls, metadata = await self.access.checked(
+                workspace_id,
+                lambda: gather(
+                    lambda: self._client.recording_urls(workspace_id, call_sid),
+                    lambda: self._client.recording_metadata(workspace_id, call_sid),
+                ),
             )
-        metadata_size = None
-        if metadata_file is not None and urls.metadata is not None:
+        record = self._build(workspace_id, call_sid, summary, urls, metadata, None)
+        if urls.metadata is None:
+            self._save(record, urls, None)
+        else:
+            record.metadata_done = trio.Event()
+            nursery.start_soon(self._fetch_metadata_file, record, urls)
+        return record
+
+    async def _fetch_metadata_file(self, record: CallRecord, urls: RecordingUrls) -> None:
+        path = urls.metadata
+        assert path is not None and record.metadata_done is not None
+        workspace_id, call_sid = record.workspace_id, record.call_sid
+        try:
+            async with self._limit:
+                data = await self.access.checked(
+                    workspace_id, lambda: self._client.download_small(path)
+                )
             # Into the block cache, counted in --cache-size like the audio, not kept
             # in memory with the record: a server's metadata.json can be large.
-            metadata_size = len(metadata_file)
-            key = FileKey(workspace_id, call_sid, urls.metadata.filename, metadata_size)
-            await self._store.put(key, metadata_file)
+            key = FileKey(workspace_id, call_sid, path.filename, len(data))
+            await self._store.put(key, data)
+            self._add_metadata_file(record, path, len(data))
+            self._save(record, urls, len(data))
+        except Exception as exc:
+            record.metadata_error = exc
+        finally:
+            record.metadata_done.set()
+
+    def _save(self, record: CallRecord, urls: RecordingUrls, metadata_size: int | None) -> None:
         if self._meta is not None:
             document = {
                 "urls": recording_urls_document(urls),
-                "metadata": recording_metadata_document(metadata),
+                "metadata": recording_metadata_document(record.metadata),
                 "metadata_size": metadata_size,
             }
-            self._meta.save(document, "records", workspace_id, call_sid)
-        return self._build(workspace_id, call_sid, summary, urls, metadata, metadata_size)
-
-    async def _fetch(
-        self, workspace_id: str, call_sid: str
-    ) -> tuple[RecordingUrls, RecordingMetadata, bytes | None]:
-        urls, metadata = await gather(
-            lambda: self._client.recording_urls(workspace_id, call_sid),
-            lambda: self._client.recording_metadata(workspace_id, call_sid),
-        )
-        metadata_file = await self._client.download_small(urls.metadata) if urls.metadata else None
-        return urls, metadata, metadata_file
+            self._meta.save(document, "records", record.workspace_id, record.call_sid)
 
     def forget(self, workspace_id: str, call_sid: str) -> None:
         """Drops the call's record kept on disk (it was found wrong)."""
@@ -279,15 +316,17 @@ class RecordingSource:
                 log.warning("%s/%s: %s not shown: %s", workspace_id, call_sid, CALL, exc)
             else:
                 record.files[CALL] = PresentedFile(CALL, stereo.size, stereo=stereo)
+        record.links = links
         if metadata_size is not None and urls.metadata is not None:
-            link = links[METADATA] = _Link(
-                self, (workspace_id, call_sid, METADATA), urls.metadata, links
-            )
-            key = FileKey(workspace_id, call_sid, urls.metadata.filename, metadata_size)
-            record.files[METADATA] = PresentedFile(
-                METADATA, metadata_size, stored=StoredFile(key, link)
-            )
+            self._add_metadata_file(record, urls.metadata, metadata_size)
         return record
+
+    def _add_metadata_file(self, record: CallRecord, path: DownloadPath, size: int) -> None:
+        link = record.links[METADATA] = _Link(
+            self, (record.workspace_id, record.call_sid, METADATA), path, record.links
+        )
+        key = FileKey(record.workspace_id, record.call_sid, path.filename, size)
+        record.files[METADATA] = PresentedFile(METADATA, size, stored=StoredFile(key, link))
 
     async def read(
         self, file: PresentedFile, offset: int, size: int
