@@ -33,6 +33,7 @@ import os
 import shutil
 import stat
 import struct
+import sys
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -51,6 +52,11 @@ HEADER = struct.Struct("<4s16sIIII")
 _HEADER_BODY = HEADER.size - 4
 # Descriptors of block files kept open: reopening costs a path walk per read.
 MAX_OPEN_BLOCKS = 256
+# Reads are copied into buffers used again once nothing holds them: a new bytearray
+# per read is a malloc and a memset of up to 1 MiB, as much as the copy itself.
+_BUFFERS_PER_SIZE = 4
+_BUFFER_SIZES = 3  # read sizes kept (the kernel's request size, a file's last read)
+_MAX_BUFFERED = 1 << 20
 _TMP_PREFIX = "."
 
 
@@ -214,6 +220,46 @@ class _Block:
         self.served = served
 
 
+@dataclass(slots=True, frozen=True)
+class Unchecked:
+    """What `copy` gives for blocks an earlier mount left that are not in the page
+    cache: they are to be checked in a thread (`check_blocks`), then read again."""
+
+    indexes: list[int]
+
+
+# What _read_checked says of a block whose file is not all in the page cache.
+_NOT_IN_MEMORY = "not in memory"
+
+
+class _ReadBuffers:
+    """Buffers for the answers of reads, each used again once nothing refers to it:
+    the kernel has copied it and every view of it is gone."""
+
+    def __init__(self) -> None:
+        self._by_size: OrderedDict[int, list[bytearray]] = OrderedDict()
+
+    def take(self, size: int) -> bytearray:
+        if size > _MAX_BUFFERED:
+            return bytearray(size)
+        kept = self._by_size.get(size)
+        if kept is None:
+            kept = self._by_size[size] = []
+            while len(self._by_size) > _BUFFER_SIZES:
+                self._by_size.popitem(last=False)
+        else:
+            self._by_size.move_to_end(size)
+            for buffer in kept:
+                # Referred to only by this list, `buffer` and getrefcount's argument:
+                # no reader holds it, nor any view of it (a view holds a reference).
+                if sys.getrefcount(buffer) == 3:
+                    return buffer
+        buffer = bytearray(size)
+        if len(kept) < _BUFFERS_PER_SIZE:
+            kept.append(buffer)
+        return buffer
+
+
 @dataclass(slots=True)
 class VerifyResult:
     """What a check of a block file in a thread found, applied on the trio thread."""
@@ -254,7 +300,12 @@ class DiskCache:
         self._reserved = 0  # bytes being fetched, counted before they land
         self._root_fd = -1
         self._lock_fd = -1
+        self._buffers = _ReadBuffers()
+        # A block file's image as `copy` checks it: header, data, one byte past the end.
+        self._scratch = memoryview(bytearray(HEADER.size + block_size + 1))
         self.evicted_blocks = 0
+        self.checked_blocks = 0  # left by an earlier mount, checked in this one
+        self.damaged_blocks = 0  # of those, found damaged (and fetched again)
 
     @property
     def used_bytes(self) -> int:
@@ -380,63 +431,130 @@ class DiskCache:
             else:
                 self._pins.pop(where, None)
 
-    def copy(self, key: FileKey, start: int, end: int) -> bytearray | None:
-        """Bytes [start, end) of a stored file, if every block under them is ready and
-        its file still holds it; None (and the missing block forgotten, to be fetched
-        again) otherwise. Synchronous on purpose: nothing can evict a block between
-        the check and the copy."""
+    def copy(self, key: FileKey, start: int, end: int) -> bytearray | Unchecked | None:
+        """Bytes [start, end) of a stored file, if every block under them is present
+        and its file still holds it; None (and the missing block forgotten, to be
+        fetched again) otherwise. Synchronous on purpose: nothing can evict a block
+        between the check and the copy.
+
+        A block an earlier mount left is checked by the read that first serves it: its
+        whole file in one syscall (the header, the bytes asked for straight into the
+        answer, the rest of the block beside it, and one byte more to see a longer
+        file), its CRC over all of it, before any of it is served. That read never
+        waits for the disk (RWF_NOWAIT): a block not in the page cache is left to a
+        check in a thread, and `Unchecked` names those blocks."""
         block_size = self.block_size
         rel = key.relative_dir
+        blocks = self._blocks
         first, stop = start // block_size, (end - 1) // block_size + 1
+        entries = []
         for index in range(first, stop):
-            entry = self._blocks.get((rel, index))
-            if entry is None or not entry.verified:
+            entry = blocks.get((rel, index))
+            if entry is None:
                 return None
+            entries.append(entry)
         # Every block's file first: one found gone or replaced is forgotten, all of
-        # them in one pass, so the caller fetches them again together.
+        # them in one pass.
         fds = [
-            self._block_fd(key, index, self._blocks[(rel, index)]) for index in range(first, stop)
+            self._block_fd(key, index, entry)
+            for index, entry in zip(range(first, stop), entries, strict=True)
         ]
         if None in fds:
             return None
-        out = bytearray(end - start)
+        out = self._buffers.take(end - start)
         view = memoryview(out)
-        for index, fd in zip(range(first, stop), fds, strict=True):
+        cold: list[int] = []
+        lost = False
+        # Every block, even past one found wrong: all that are wrong are forgotten in
+        # one pass, so the caller fetches them again together.
+        for index, entry, fd in zip(range(first, stop), entries, fds, strict=True):
             assert fd is not None
             where = (rel, index)
-            entry = self._blocks[where]
-            lo = max(start, index * block_size)
-            hi = min(end, index * block_size + entry.length)
-            if hi - lo != min(end, (index + 1) * block_size) - lo:
+            base = index * block_size
+            lo = max(start, base)
+            hi = min(end, base + entry.length)
+            if hi - lo != min(end, base + block_size) - lo:
                 self._forget(where, "is shorter than its file says")
-                return None
-            offset = HEADER.size + lo - index * block_size
-            try:
-                got = os.preadv(fd, [view[lo - start : hi - start]], offset)
-            except OSError as exc:
-                self._forget(where, f"cannot be read ({exc.strerror})")
-                return None
-            if got != hi - lo:
-                self._forget(where, "was cut short on disk")
-                return None
+                lost = True
+                continue
+            target = view[lo - start : hi - start]
+            if entry.verified:
+                try:
+                    got = os.preadv(fd, [target], HEADER.size + lo - base)
+                except OSError as exc:
+                    self._forget(where, f"cannot be read ({exc.strerror})")
+                    lost = True
+                    continue
+                if got != hi - lo:
+                    self._forget(where, "was cut short on disk")
+                    lost = True
+                    continue
+            else:
+                damage = self._read_checked(fd, key, index, entry, lo - base, target)
+                if damage is _NOT_IN_MEMORY:
+                    cold.append(index)
+                    continue
+                if damage is not None:
+                    self.damaged_blocks += 1
+                    self._forget(where, damage)
+                    lost = True
+                    continue
             entry.served = True
-            self._blocks.move_to_end(where)
+            blocks.move_to_end(where)
+        if lost:
+            return None
+        if cold:
+            return Unchecked(cold)
         return out
+
+    def _read_checked(
+        self, fd: int, key: FileKey, index: int, entry: _Block, offset: int, target: memoryview
+    ) -> str | None:
+        """Reads a block not checked yet in this mount, bytes [offset, offset +
+        len(target)) of it into `target`, and checks the whole block against its
+        header; what is wrong with it (None: nothing, and it is now verified), or
+        _NOT_IN_MEMORY if reading it would wait for the disk."""
+        scratch = self._scratch
+        header = scratch[: HEADER.size]
+        before = scratch[HEADER.size : HEADER.size + offset]
+        after_start = HEADER.size + offset + len(target)
+        after = scratch[after_start : HEADER.size + entry.length]
+        beyond = scratch[-1:]
+        parts = [header, before, target, after, beyond]
+        try:
+            got = os.preadv(fd, [part for part in parts if part], 0, os.RWF_NOWAIT)
+        except BlockingIOError:
+            return _NOT_IN_MEMORY
+        except OSError as exc:
+            return f"cannot be read ({exc.strerror})"
+        if got < HEADER.size + entry.length:
+            # Part of it is not in the page cache (RWF_NOWAIT stops there), or the
+            # file is short: the check in a thread tells which.
+            return _NOT_IN_MEMORY
+        if got > HEADER.size + entry.length:
+            return "is longer than its header says"
+        found = unpack_header(bytes(header), key.digest, index)
+        if found is None or found[0] != entry.length:
+            return "was replaced on disk"
+        crc = zlib.crc32(target, zlib.crc32(before))
+        if zlib.crc32(after, crc) != found[1]:
+            return "is damaged"
+        entry.crc = found[1]
+        entry.verified = True
+        self.checked_blocks += 1
+        return None
 
     def _block_fd(self, key: FileKey, index: int, entry: _Block) -> int | None:
         """An open descriptor of a block's file, reopened (and its header checked) if
-        not kept: a file replaced or removed behind our back is found out here."""
+        not kept: a file replaced or removed behind our back is found out here. (The
+        header of a block not checked yet is read with its bytes, in `copy`.)"""
         where = (key.relative_dir, index)
         fd = self._fds.get(where)
         if fd is not None:
             self._fds.move_to_end(where)
             return fd
         try:
-            fd = os.open(
-                f"{where[0]}/{index}",
-                os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                dir_fd=self._root_fd,
-            )
+            fd = self._open_block(where[0], index)
         except OSError as exc:
             self._forget(
                 where,
@@ -445,13 +563,23 @@ class DiskCache:
                 else f"cannot be opened ({exc.strerror})",
             )
             return None
-        header = unpack_header(os.pread(fd, HEADER.size, 0), key.digest, index)
-        if header is None or header != (entry.length, entry.crc) or not _ours(fd):
+        sound = _ours(fd)
+        if sound and entry.verified:
+            header = unpack_header(os.pread(fd, HEADER.size, 0), key.digest, index)
+            sound = header == (entry.length, entry.crc)
+        if not sound:
             os.close(fd)
             self._forget(where, "was replaced on disk")
             return None
         self._keep_fd(where, fd)
         return fd
+
+    def _open_block(self, relative_dir: str, index: int) -> int:
+        return os.open(
+            f"{relative_dir}/{index}",
+            os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+            dir_fd=self._root_fd,
+        )
 
     def _keep_fd(self, where: tuple[str, int], fd: int) -> None:
         self._fds[where] = fd
@@ -490,16 +618,15 @@ class DiskCache:
         buffer = bytearray(HEADER.size + self.block_size)
         for index, entry in blocks:
             try:
-                fd = os.open(
-                    f"{key.relative_dir}/{index}",
-                    os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                    dir_fd=self._root_fd,
-                )
+                fd = self._open_block(key.relative_dir, index)
             except OSError:
                 results.append(VerifyResult(index, entry, None))
                 continue
             view = memoryview(buffer)[: HEADER.size + entry.length]
-            got = os.preadv(fd, [view], 0)
+            try:
+                got = os.preadv(fd, [view], 0)
+            except OSError:
+                got = -1
             header = unpack_header(bytes(view[: HEADER.size]), key.digest, index)
             if (
                 got == len(view)
@@ -515,6 +642,22 @@ class DiskCache:
                 results.append(VerifyResult(index, entry, None))
         return results
 
+    def advise(self, key: FileKey, indexes: list[int]) -> None:
+        """Asks the kernel to bring these block files into the page cache, so that
+        the reads that check and serve them find them there (blocking: call from a
+        thread; touches no shared state; a file that is gone is for `copy` to find)."""
+        for index in indexes:
+            try:
+                fd = self._open_block(key.relative_dir, index)
+            except OSError:
+                continue
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+
     def apply_checks(self, key: FileKey, results: list[VerifyResult]) -> int:
         """Applies what `check_blocks` found; returns how many blocks were damaged."""
         damaged = 0
@@ -528,8 +671,11 @@ class DiskCache:
                 continue
             if result.fd is None:
                 damaged += 1
+                self.damaged_blocks += 1
                 self._forget(where, "is damaged")
                 continue
+            if not current.verified:
+                self.checked_blocks += 1
             current.crc = result.crc
             current.verified = True
             self._close_fd(where)

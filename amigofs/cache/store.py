@@ -1,18 +1,20 @@
 """Blocks of stored files: served from the disk cache, fetched into it when missing.
 
 A read is served only from blocks known present: it waits until every block under
-it is ready (fetched or checked), pinned so that eviction passes them by, and then
-copies its bytes out in one synchronous step, which eviction (on the same thread)
-cannot interrupt; a block found gone or replaced at that moment is fetched again.
-Holes are never served.
+it is on disk, pinned so that eviction passes them by, and then copies its bytes
+out in one synchronous step, which eviction (on the same thread) cannot interrupt;
+a block found gone, replaced or damaged at that moment is fetched again. Holes are
+never served.
 
 A block not yet on disk is downloaded by the fetch worker. Downloads belong to the
 store, not to the reader that asked: a reader whose deadline runs out stops waiting,
 and the download lands for the next try. Readers of one block share one download;
 prefetches of contiguous blocks become ranged GETs sized to the link's measured
 speed (a block must land well within a reader's deadline), several at once, bounded
-in total. Blocks left by an earlier mount are checked against their checksums before
-first use, ahead of the reader and in a thread. When the cache's disk has no room,
+in total. A block left by an earlier mount is checked against its checksum by the
+read that first serves it, in the same syscall and before a byte of it is served;
+one not in the page cache is checked in a thread instead, and the kernel is asked
+to read ahead those a reader is about to reach. When the cache's disk has no room,
 reads are fetched straight into memory instead: a read never fails because the cache
 is full.
 """
@@ -31,7 +33,7 @@ import trio
 from amigofs.api import errors
 from amigofs.api.client import PlatformClient
 from amigofs.api.models import DownloadPath
-from amigofs.cache.disk import BlockWriter, CacheFull, DiskCache, FileKey, runs
+from amigofs.cache.disk import BlockWriter, CacheFull, DiskCache, FileKey, Unchecked, runs
 from amigofs.cache.worker import FetchWorker
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,6 @@ T = TypeVar("T")
 
 DEFAULT_BLOCK_SIZE = 256 << 10
 PARALLEL_GETS = 8
-VERIFY_BATCH = 16  # blocks checked per thread hop: 4 MiB, ~2 ms
 # Blocks read without room on disk, kept for the reads that follow (the kernel asks
 # for a block in several requests).
 MEMORY_BLOCKS = 64
@@ -144,29 +145,48 @@ class BlockStore:
     # --- reading ----------------------------------------------------------------------
 
     async def read(self, file: StoredFile, start: int, end: int) -> bytes | bytearray:
-        """Bytes [start, end) of a stored file, clipped to its size."""
+        """Bytes [start, end) of a stored file, clipped to its size. The answer may be
+        a buffer the cache uses again once nothing refers to it: use it, or copy it,
+        before it is dropped; never keep a view of it past that."""
         end = min(end, file.size)
         if start >= end:
             return b""
         first, stop = start // self.block_size, (end - 1) // self.block_size + 1
         waited = False
-        for _ in range(READ_ATTEMPTS):
+        checks = 0
+        attempts = 0
+        while attempts < READ_ATTEMPTS:
             missing = [i for i in range(first, stop) if not self._ready(file.key, i)]
             if not missing:
                 data = self._copy(file.key, start, end)
-                if data is not None:
+                self._count_checks()
+                if isinstance(data, Unchecked) and checks < READ_ATTEMPTS:
+                    # Left by an earlier mount and not in the page cache: checked in a
+                    # thread (which reads them from the disk), then read again. Each
+                    # check settles its blocks (verified, or forgotten to be fetched),
+                    # so this is no fetch attempt.
+                    checks += 1
+                    waited = True
+                    self._disk.pin(file.key, first, stop, 1)
+                    try:
+                        await self._check(file, data.indexes)
+                    finally:
+                        self._disk.pin(file.key, first, stop, -1)
+                    continue
+                if data is not None and not isinstance(data, Unchecked):
                     self.stats.served_bytes += len(data)
                     if waited:
                         self.stats.read_misses += 1
                     else:
                         self.stats.read_hits += 1
                     return data
+                attempts += 1
                 continue  # a block went missing on disk: fetch it again
+            attempts += 1
             waited = True
             if len(missing) > 1:
                 # A read over several blocks (the kernel asks for up to 1M at once) gets
-                # those missing in one GET (or a few, on a slow link), and those left by
-                # an earlier mount checked in one thread hop.
+                # those missing in one GET (or a few, on a slow link).
                 self._start(file, missing[0], missing[-1] + 1, self._reader_chunk(), budget=False)
             self._disk.pin(file.key, first, stop, 1)
             try:
@@ -177,13 +197,14 @@ class BlockStore:
         raise errors.ProtocolError(f"{file.key.filename}: blocks {first}-{stop} could not be kept")
 
     def _ready(self, key: FileKey, index: int) -> bool:
-        return self._disk.is_ready(key, index) or (key, index) in self._memory
+        """On disk (checked, or to be checked by the read that serves it) or in memory."""
+        return self._disk.has(key, index) or (key, index) in self._memory
 
-    def _copy(self, key: FileKey, start: int, end: int) -> bytes | bytearray | None:
+    def _copy(self, key: FileKey, start: int, end: int) -> bytes | bytearray | Unchecked | None:
         """The bytes, from disk and (without room on disk) memory; None if a block
         turned out to be gone."""
         first, stop = start // self.block_size, (end - 1) // self.block_size + 1
-        if all(self._disk.is_ready(key, i) for i in range(first, stop)):
+        if not self._memory or all(self._disk.has(key, i) for i in range(first, stop)):
             return self._disk.copy(key, start, end)
         pieces: list[bytes | bytearray] = []
         for index in range(first, stop):
@@ -195,10 +216,25 @@ class BlockStore:
                 pieces.append(block[lo - base : hi - base])
                 continue
             piece = self._disk.copy(key, lo, hi)
-            if piece is None:
-                return None
+            if piece is None or isinstance(piece, Unchecked):
+                return piece
             pieces.append(piece)
         return b"".join(pieces)
+
+    def _count_checks(self) -> None:
+        self.stats.verified_blocks = self._disk.checked_blocks
+        self.stats.damaged_blocks = self._disk.damaged_blocks
+
+    async def _check(self, file: StoredFile, indexes: list[int]) -> None:
+        """Checks blocks an earlier mount left in a thread; returns once each is checked
+        (and so verified, or forgotten to be fetched again)."""
+        todo = [i for i in indexes if (file.key, i) not in self._verifying]
+        if todo:
+            self._launch_verify(file, todo)
+        for index in indexes:
+            checking = self._verifying.get((file.key, index))
+            if checking is not None:
+                await checking.wait()
 
     def prefetch(self, file: StoredFile, start: int, end: int) -> None:
         """Starts getting [start, end) ready in the background; returns at once."""
@@ -256,27 +292,34 @@ class BlockStore:
         self, file: StoredFile, first: int, stop: int, chunk: int, *, budget: bool = True
     ) -> None:
         """Starts fetching the missing blocks of [first, stop) in GETs of up to `chunk`
-        blocks, and checking those an earlier mount left; `budget`: a prefetch."""
+        blocks; `budget`: a prefetch. Of the blocks an earlier mount left, the kernel
+        is asked to read ahead those not checked yet, so that the read that checks and
+        serves each finds it in the page cache."""
         to_fetch: list[int] = []
-        to_verify: list[int] = []
+        to_advise: list[int] = []
+        key = file.key
         for index in range(first, stop):
-            entry = (file.key, index)
-            if self._ready(file.key, index) or entry in self._fetches:
+            if self._disk.is_ready(key, index) or (key, index) in self._fetches:
                 continue
-            if not self._disk.has(file.key, index):
+            if self._disk.has(key, index):
+                to_advise.append(index)
+            elif (key, index) not in self._memory:
                 to_fetch.append(index)
-            elif entry not in self._verifying:
-                to_verify.append(index)
         for run_first, run_stop in runs(to_fetch, chunk):
             self._launch(file, run_first, run_stop, prefetch=budget)
-        # A few MiB per thread, in order: the reader's next blocks are checked first,
-        # and the batches run on the other core while it is served.
-        for run_first, run_stop in runs(to_verify, VERIFY_BATCH):
-            self._launch_verify(file, list(range(run_first, run_stop)))
+        if to_advise:
+            self._nursery.start_soon(self._advise, file, to_advise)
+
+    async def _advise(self, file: StoredFile, indexes: list[int]) -> None:
+        try:
+            await trio.to_thread.run_sync(self._disk.advise, file.key, indexes)
+        except Exception:
+            log.exception("disk cache: cannot read ahead blocks of %s", file.key.relative_dir)
 
     # --- getting one block ready ---------------------------------------------------
 
     async def _make_ready(self, file: StoredFile, index: int) -> None:
+        """Waits until a block is on disk (or in memory), fetching it if need be."""
         where = (file.key, index)
         for _ in range(3):
             if self._ready(file.key, index):
@@ -287,14 +330,8 @@ class BlockStore:
                     await fetch.changed.wait()
                 if fetch.error is not None and not self._ready(file.key, index):
                     raise fetch.error
-            elif not self._disk.has(file.key, index):
-                self._launch(file, index, index + 1, prefetch=False)
             else:
-                checking = self._verifying.get(where)
-                if checking is None:
-                    checking = self._launch_verify(file, [index])
-                await checking.wait()
-            # Damaged on disk, or gone meanwhile: fetch it again.
+                self._launch(file, index, index + 1, prefetch=False)
         if not self._ready(file.key, index):
             raise errors.ProtocolError(f"{file.key.filename}: block {index} could not be cached")
 
@@ -309,9 +346,8 @@ class BlockStore:
         try:
             blocks = self._disk.unverified(file.key, indexes)
             results = await trio.to_thread.run_sync(self._disk.check_blocks, file.key, blocks)
-            damaged = self._disk.apply_checks(file.key, results)
-            self.stats.verified_blocks += len(results) - damaged
-            self.stats.damaged_blocks += damaged
+            self._disk.apply_checks(file.key, results)
+            self._count_checks()
         except Exception:
             log.exception("disk cache: cannot check blocks of %s", file.key.relative_dir)
         finally:
