@@ -2,8 +2,8 @@
 
 curl from nginx against the memfs ceiling, then each peer (rclone mount with its VFS cache full
 and off, httpdirfs with its cache) as amigofs is measured in benchmarks/read_path.py: cold
-read and re-read after a remount against the ceiling, the bytes each fetched, and the bytes an
-ffmpeg seek fetched. A peer that is not installed is recorded as failed; the others still run.
+read and re-read after a remount against the ceiling, the bytes each fetched, the CPU seconds
+per GB its process used for those reads, and the bytes an ffmpeg seek fetched. A peer that is not installed is recorded as failed; the others still run.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from amigofs.emulator.data import Dataset
 from benchmarks import procs
 from benchmarks.harness import Harness, series
 from benchmarks.memfs import PresentedFile, config_from_knobs, presented_file, recordings
-from benchmarks.read_path import ceiling
+from benchmarks.read_path import ceiling, cpu_figure, cpu_seconds
 from benchmarks.report import median
 
 
@@ -98,6 +98,8 @@ def peer(
         "cold_fetched",
         "warm_s",
         "warm_fetched",
+        "cold_cpu_s",
+        "warm_cpu_s",
         "seek_s",
         "seek_fetched",
     )
@@ -125,7 +127,9 @@ def peer(
             offset = server.log_offset()
             with mounted(cache) as mnt:
                 (mnt.path / rel.parent).stat()
+                cpu = cpu_seconds(mnt.process.pid)
                 raw[f"{key}_s"].append(harness.read_one(mnt.path / rel, out.size))
+                raw[f"{key}_cpu_s"].append(cpu_seconds(mnt.process.pid) - cpu)
                 if key == "cold":
                     harness.verify(mnt.path / rel, out, data)
             raw[f"{key}_fetched"].append(server.bytes_sent(offset, f"/{rel}")[0])
@@ -138,6 +142,7 @@ def peer(
         harness.progress(
             f"run {run + 1}/{s.runs}: {name}: cold {raw['cold_s'][-1]:.3f}s"
             f" warm {raw['warm_s'][-1]:.3f}s (fetched {raw['warm_fetched'][-1] / 1e6:.1f} MB)"
+            f" CPU {raw['cold_cpu_s'][-1]:.2f} / {raw['warm_cpu_s'][-1]:.2f} s"
             f" ffmpeg seek fetched {raw['seek_fetched'][-1] / 1e6:.2f} MB"
         )
     out_size, in_size = files[0][0].size, files[0][1].size
@@ -156,6 +161,8 @@ def peer(
     ):
         column = key if key.endswith("_fetched") else f"{key}_s"
         harness.figure(f"{name}.{key}", group, f"{name} {label}", median(raw[column]), base, unit)
+    for key, label in (("cold", "cold read"), ("warm", "re-read after remount")):
+        cpu_figure(harness, f"{name}.{key}_cpu", f"{name} {label}", raw[f"{key}_cpu_s"], out_size)
 
 
 def _peer_commands(rclone_conf: Path) -> dict[str, Callable[[str, Path, Path], list[str]]]:

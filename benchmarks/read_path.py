@@ -7,7 +7,9 @@
   --no-drop-caches): time against the ceiling, and bytes fetched again;
 - an ffmpeg seek to the middle of an inbound.wav: bytes fetched, over the file's size;
 - peak RSS of the mount after reading `rss_files` files (5: two one after the other, then
-  three at once), over the bytes read, and over its RSS when idle after mounting.
+  three at once), over the bytes read, and over its RSS when idle after mounting;
+- CPU seconds per GB of the cold read and the re-read: the mount process and its helpers
+  (the fetch worker), from /proc/PID/stat, beside the peers' (benchmarks/peers.py).
 
 The ceiling measured here is kept in `harness.memfs_read_s` for the peers; `ceiling` measures
 it on its own when this scenario did not run.
@@ -79,6 +81,9 @@ def cold_read(
         "amigofs_reread_fetched",
         "amigofs_reread_dropped_s",
         "amigofs_reread_dropped_fetched",
+        "amigofs_cold_cpu_s",
+        "amigofs_reread_cpu_s",
+        "amigofs_reread_dropped_cpu_s",
     )
     size = files[0].size
     harness.raw["cold_read"] = {"file_bytes": size, **raw}
@@ -100,7 +105,9 @@ def cold_read(
             with harness.amigofs(emu, cache) as mnt:
                 (mnt.path / rel.parent).stat()  # lookups and the call's small requests
                 emu.reset_stats()
+                cpu = cpu_seconds(mnt.process.pid)
                 raw["amigofs_cold_s"].append(harness.read_one(mnt.path / rel, pf.size))
+                raw["amigofs_cold_cpu_s"].append(cpu_seconds(mnt.process.pid) - cpu)
                 raw["amigofs_cold_fetched"].append(harness.downloaded(emu, pf.stored_path)[0])
                 harness.verify(mnt.path / rel, pf, data)
             # A new mount over the same cache directory: the kernel's pages are gone with
@@ -114,13 +121,16 @@ def cold_read(
                 with harness.amigofs(emu, cache) as mnt:
                     (mnt.path / rel.parent).stat()
                     emu.reset_stats()
+                    cpu = cpu_seconds(mnt.process.pid)
                     raw[f"{key}_s"].append(harness.read_one(mnt.path / rel, pf.size))
+                    raw[f"{key}_cpu_s"].append(cpu_seconds(mnt.process.pid) - cpu)
                     raw[f"{key}_fetched"].append(harness.downloaded(emu, pf.stored_path)[0])
             harness.progress(
                 f"run {run + 1}/{s.runs}: {size / 1e6:.0f} MB memfs {raw['memfs_s'][-1]:.3f}s"
                 f" curl {raw['curl_s'][-1]:.3f}s amigofs cold {raw['amigofs_cold_s'][-1]:.3f}s"
                 f" re-read {raw['amigofs_reread_s'][-1]:.3f}s"
-                f" (fetched {raw['amigofs_reread_fetched'][-1] / 1e6:.1f} MB)"
+                f" (fetched {raw['amigofs_reread_fetched'][-1] / 1e6:.1f} MB);"
+                f" CPU {raw['amigofs_cold_cpu_s'][-1]:.2f} / {raw['amigofs_reread_cpu_s'][-1]:.2f} s"
             )
     mem_s = median(raw["memfs_s"])
     harness.memfs_read_s = mem_s
@@ -145,6 +155,10 @@ def cold_read(
         mem_s,
         "s",
     )
+    for key, label in (("cold", "cold read"), ("reread", "re-read after remount")):
+        cpu_figure(
+            harness, f"amigofs.{key}_cpu", f"amigofs {label}", raw[f"amigofs_{key}_cpu_s"], size
+        )
     if s.drop_caches:
         harness.figure(
             "amigofs.reread_dropped",
@@ -302,8 +316,28 @@ def _status_bytes(pid: int, field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/{pid}/status")
 
 
-def _process_tree(root: int) -> list[dict[str, Any]]:
-    """Memory figures (bytes) of a process and all its descendants."""
+def cpu_seconds(root: int) -> float:
+    """CPU time (user + system) a process and its descendants have used so far, from
+    /proc/PID/stat: for amigofs, the mount process and its fetch worker."""
+    total = 0
+    for pid in _descendants(root):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_figure(harness: Harness, key: str, label: str, seconds: list[float], size: int) -> None:
+    """CPU seconds per GB read (the median over the runs)."""
+    harness.figure(
+        key, "other", f"{label}: CPU-s / GB read (its processes)", median(seconds), size / 1e9, ""
+    )
+
+
+def _descendants(root: int) -> list[int]:
+    """A process and all its descendants, the process first."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -317,6 +351,14 @@ def _process_tree(root: int) -> list[dict[str, Any]]:
     while todo:
         pid = todo.pop()
         todo += children.get(pid, [])
+        found.append(pid)
+    return found
+
+
+def _process_tree(root: int) -> list[dict[str, Any]]:
+    """Memory figures (bytes) of a process and all its descendants."""
+    found = []
+    for pid in _descendants(root):
         try:
             info: dict[str, Any] = {"pid": pid}
             for field in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
