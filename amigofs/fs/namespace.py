@@ -276,6 +276,7 @@ class Namespace:
         # step to it (listing or name), and how many steps in that order in a row.
         self._walk_last: dict[str, tuple[CallRow | None, str | None, int]] = {}
         self._walk_scheduled: set[tuple[str, str]] = set()
+        self._workspace_mtimes: dict[str, int] = {}  # as first shown (see _workspace_attrs)
         self.walk: WalkPrefetch | None = None
         if config.walk_room is not None:
             self.walk = WalkPrefetch(
@@ -763,16 +764,24 @@ class Namespace:
 
     async def _workspace_attrs(self, workspace_id: str) -> Attributes:
         # A workspace changes when a call is added: its newest call's time says so,
-        # and stays the same across remounts. (Before anything is indexed: the mount's.)
+        # and stays the same across remounts.
         # A workspace the key may not see is not one that is gone: shown, in its
         # parent's listing too, and refused when entered (which asks the API again).
         # Looking a workspace up must cost no listing (a stat of one of its calls would
         # wait on it): until the index knows its newest call, the kernel asks again.
+        # Never earlier than what this mount has shown of it: tar stats a directory
+        # before and after reading it, and a time that moved back from the mount's
+        # start to the newest call's once listed made it exit 1 ("file changed as we
+        # read it"). It moves on when a call newer than that is listed: a real change.
         newest = self._index.newest_ns(workspace_id)
         inode = self._inode(NodeKey(workspace_id))
+        shown = self._workspace_mtimes.setdefault(
+            workspace_id, self._mount_time_ns if newest is None else newest
+        )
         if newest is None:
-            return Attributes(inode, True, 0, self._mount_time_ns, 1, 0.0)
-        return Attributes(inode, True, 0, newest, 1, self._config.listing_ttl)
+            return Attributes(inode, True, 0, shown, 1, 0.0)
+        shown = self._workspace_mtimes[workspace_id] = max(shown, newest)
+        return Attributes(inode, True, 0, shown, 1, self._config.listing_ttl)
 
     # --- calls ---------------------------------------------------------------------
 
