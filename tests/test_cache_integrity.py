@@ -254,7 +254,9 @@ def test_a_calls_cache_folder_removed_mid_read() -> None:
                 call_dirs = list(mnt.cache_dir.rglob(recording.call_sid))
                 assert call_dirs, "nothing was cached"
                 for path in call_dirs:
-                    subprocess.run(["rm", "-r", str(path)], check=True)
+                    # Not checked: the worker may write a new block into the folder while
+                    # rm empties it ("Directory not empty"); the blocks there are gone.
+                    subprocess.run(["rm", "-r", str(path)], check=False, capture_output=True)
                 while n := os.preadv(fd, [buffer], len(got)):
                     got += buffer[:n]
             finally:
