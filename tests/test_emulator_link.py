@@ -80,9 +80,16 @@ def test_max_connections_queues_requests_beyond_the_cap() -> None:
     with running_emulator(workspaces=1, calls_per_workspace=1, latency=latency) as emu:
         # Set at run time, as a benchmark may.
         assert emu.control(max_connections=2)["over_capacity"] == "queue"
+        # All six at once, whenever the pool's threads start on a busy machine.
+        together = threading.Barrier(6)
+
+        def ask(_: int) -> httpx.Response:
+            together.wait(timeout=30)
+            return _list_workspaces(emu)
+
         began = time.monotonic()
         with ThreadPoolExecutor(6) as pool:
-            responses = list(pool.map(lambda _: _list_workspaces(emu), range(6)))
+            responses = list(pool.map(ask, range(6)))
         elapsed = time.monotonic() - began
         assert [r.status_code for r in responses] == [200] * 6
         link = emu.link_stats()
