@@ -184,3 +184,35 @@ def test_the_first_bytes_of_a_listed_call_wait_for_no_metadata_file() -> None:
         first = min(arrivals["get-recording-urls"], arrivals["get-recording-metadata"])
         assert audio - first < 1.5 * latency, arrivals  # one round after urls and metadata
         assert abs(audio - arrivals["metadata.json"]) < latency / 2, arrivals
+
+
+def _rounds(emulator: EmulatorProc, latency: float) -> list[list[str]]:
+    """The emulator's requests since its last reset, as rounds: a request arriving within
+    half a latency of a round's first one is part of that round (sent beside it)."""
+    rounds: list[tuple[float, list[str]]] = []
+    for entry in sorted(emulator.stats()["log"], key=lambda e: float(e["time"])):
+        when, what = float(entry["time"]), str(entry["path"]).split("?")[0]
+        if rounds and when - rounds[-1][0] < latency / 2:
+            rounds[-1][1].append(what)
+        else:
+            rounds.append((when, [what]))
+    return [names for _, names in rounds]
+
+
+def test_the_first_bytes_of_a_call_looked_up_by_sid_take_three_rounds_at_most() -> None:
+    """A cold mount, nothing listed: `head -c 64K ws/SID/inbound.wav` costs the root's
+    listing (to know the workspace), the call's urls and metadata, then the audio."""
+    latency = 0.4
+    with (
+        running_emulator(workspaces=1, calls_per_workspace=3, latency=latency) as emu,
+        mounted(emu.url, emu.api_key) as mnt,
+    ):
+        recording = _by_name(emu)[-1]
+        emu.reset_stats()
+        path = mnt.path / recording.workspace_id / recording.call_sid / "inbound.wav"
+        with open(path, "rb") as f:
+            assert f.read(65536) == presented_bytes(emu, recording, "inbound.wav")[:65536]
+        rounds = _rounds(emu, latency)
+        audio = stored_name(recording, "inbound.wav")
+        reached = next(i for i, names in enumerate(rounds) if any(audio in n for n in names))
+        assert reached + 1 <= 3, rounds
