@@ -175,10 +175,18 @@ class WalkPrefetch:
         self, workspace_id: str, walk: _Walk, row: CallRow, pattern: set[str]
     ) -> None:
         try:
-            record = await self._load(workspace_id, row.call_sid)
+            await self._fetch_call_ahead(workspace_id, walk, row, pattern)
         except (api.AmigoError, FsError) as exc:
+            # Fetched ahead of need: whoever needs it later gets the error then.
             log.debug("%s/%s: walk prefetch: %s", workspace_id, row.call_sid, exc)
-            return
+        except Exception:
+            # A bug here must end only this prefetch, not the mount's nursery.
+            log.exception("%s/%s: walk prefetch failed (a bug)", workspace_id, row.call_sid)
+
+    async def _fetch_call_ahead(
+        self, workspace_id: str, walk: _Walk, row: CallRow, pattern: set[str]
+    ) -> None:
+        record = await self._load(workspace_id, row.call_sid)
         if self._walks.get(workspace_id) is not walk or row.call_sid not in walk.ahead:
             return  # the walk ended, or moved past this call, while the record loaded
         sources = {source for name in pattern for source in _SOURCES.get(name, ())}
