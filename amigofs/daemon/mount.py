@@ -258,7 +258,7 @@ async def _handle_signals(namespace: Namespace, notifier: Notifier) -> None:
             with trio.move_on_after(STUCK_SECONDS if first is not None and not told else math.inf):
                 signum = int(await signals.__anext__())
                 if signum == signal.SIGHUP:
-                    log.info("SIGHUP: listings dropped; new calls show on the next look")
+                    log.info("SIGHUP: listings dropped; asking the API again, new calls show as it answers")
                     namespace.drop_listings()
                 elif first is None:
                     first = signal.Signals(signum)

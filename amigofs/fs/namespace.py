@@ -210,8 +210,8 @@ class _Listing(Generic[T]):
             raise
         self._value, self._loaded_at = value, trio.current_time()
         if self._persist is not None:
-            # A listing of many thousand calls is megabytes of JSON: written in a
-            # thread, so no FUSE request waits on it.
+            # Written in a thread: the loop serves other requests meanwhile (the one
+            # that asked for the listing waits for it, a small document now).
             await trio.to_thread.run_sync(self._persist, value)
         return value
 
