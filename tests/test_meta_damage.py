@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import hashlib
+import json
 import os
 import re
 from collections.abc import Callable
@@ -21,7 +22,7 @@ import trio.testing
 from amigofs.api.client import CallPage, PlatformClient
 from amigofs.api.models import CallSummary
 from amigofs.cache.index import CallIndex
-from amigofs.emulator.data import Recording
+from amigofs.emulator.data import METADATA_FILENAME, Recording
 from amigofs.fs.namespace import ROOT_INODE, Namespace, NamespaceConfig
 from amigofs.fs.records import CallRecord, RecordingSource, WorkspaceAccess
 from tests.emulator_proc import EmulatorProc, running_emulator
@@ -300,3 +301,25 @@ async def test_a_bug_in_a_background_task_is_logged_with_its_traceback_and_servi
     for sid in sids[3:]:
         assert any("loading ahead failed" in m and sid in m for m in bugs), (sid, bugs)
     assert any(f"call listing of {workspace_id}: refresh failed" in m for m in bugs), bugs
+
+
+def test_a_kept_record_whose_metadata_json_size_is_wrong_is_loaded_again_and_read_whole() -> None:
+    """A record on disk (valid checksum) that the server contradicts for metadata.json
+    itself: the read loads the record again and serves the server's file, not ENOENT while
+    the fresh record's metadata.json is still being fetched."""
+    with running_emulator(workspaces=1, calls_per_workspace=2, max_duration=8.0) as emulator:
+        workspace_id = emulator.data.workspaces[0].id
+        recording = recordings_of(emulator, workspace_id)[0]
+        with mounted(emulator.url, emulator.api_key) as first:
+            read_everything(emulator, first, workspace_id)
+        cache = first.cache_dir
+        path = cache / "meta" / "records" / workspace_id / f"{recording.call_sid}.json"
+        document = json.loads(path.read_bytes().partition(b"\n")[2])
+        document["metadata_size"] += 10
+        body = json.dumps(document).encode()
+        header = b"amigofs-meta 2 " + hashlib.sha256(body).hexdigest().encode() + b"\n"
+        path.write_bytes(header + body)
+        with mounted(emulator.url, emulator.api_key, "--cache-dir", str(cache)) as mnt:
+            call_dir = mnt.path / workspace_id / recording.call_sid
+            got = (call_dir / METADATA_FILENAME).read_bytes()
+            assert got == presented_bytes(emulator, recording, METADATA_FILENAME)

@@ -493,7 +493,8 @@ class Namespace:
             )
             del self._records[rkey]
             self._source.forget(*rkey)
-        return await self._record(*rkey, ahead=True, fresh=True)
+        # Whole: the file being read again may be metadata.json itself.
+        return await self._record(*rkey, ahead=True, fresh=True, whole=True)
 
     def release(self, handle: FileHandleT) -> None:
         opened = self._open_files.pop(handle, None)
