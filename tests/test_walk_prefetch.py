@@ -216,3 +216,30 @@ def test_the_first_bytes_of_a_call_looked_up_by_sid_take_three_rounds_at_most() 
         audio = stored_name(recording, "inbound.wav")
         reached = next(i for i, names in enumerate(rounds) if any(audio in n for n in names))
         assert reached + 1 <= 3, rounds
+
+
+def test_files_read_whole_side_by_side_are_no_walk() -> None:
+    """Several readers at once (amigofs prefetch -j 4, a parallel copy) read what they chose
+    and fetch in parallel already: files each read whole, in order, but while the others
+    are being read, fetch nothing of the calls after them."""
+    with (
+        # Files larger than what the first reads (and the kernel's readahead) cover.
+        running_emulator(workspaces=1, calls_per_workspace=16, min_duration=50.0,
+                         max_duration=60.0) as emu,
+        mounted(emu.url, emu.api_key) as mnt,
+    ):  # fmt: skip
+        recordings = _by_name(emu)
+        workspace = mnt.path / recordings[0].workspace_id
+        assert len(os.listdir(workspace)) == len(recordings)
+        chosen = recordings[:4]
+        files = [open(workspace / r.call_sid / "outbound.wav", "rb") for r in chosen]  # noqa: SIM115
+        try:
+            starts = [f.read(4096) for f in files]  # all of them begun
+            for recording, f, start in zip(chosen, files, starts, strict=True):
+                assert start + f.read() == presented_bytes(emu, recording, "outbound.wav")
+        finally:
+            for f in files:
+                f.close()
+        _quiet(mnt)
+        rest = [(r.call_sid, n, _fetched(emu, r, n)) for r in recordings[4:] for n in AUDIO]
+        assert [f for *_, f in rest] == [0] * len(rest), rest

@@ -440,6 +440,8 @@ class Namespace:
         ahead = opened.readahead.on_read(offset, size, opened.file.size)
         if ahead is not None:
             self._source.prefetch(opened.file, *ahead)
+        if opened.whole is not None:
+            opened.whole.begin()
         try:
             data = await self._read(opened, offset, size)
         except (api.TransportError, api.ServerError, api.RateLimited) as exc:
@@ -450,11 +452,23 @@ class Namespace:
             opened.failed = (trio.current_time(), api.DeadlineExceeded("no answer in time"))
             raise
         if opened.whole is not None and opened.whole.on_read(offset, offset + len(data)):
-            assert self.walk is not None and opened.record is not None
-            self.walk.read_whole(
-                opened.record.workspace_id, opened.record.call_sid, opened.file.name
-            )
+            self._read_whole(opened)
         return data
+
+    def _read_whole(self, opened: OpenFile) -> None:
+        assert self.walk is not None and opened.record is not None
+        workspace_id = opened.record.workspace_id
+        others = any(
+            other.whole is not None
+            and other.whole.in_progress
+            and other.record is not None
+            and other.record.workspace_id == workspace_id
+            for other in self._open_files.values()
+        )
+        if others:
+            self.walk.interleaved(workspace_id)
+        else:
+            self.walk.read_whole(workspace_id, opened.record.call_sid, opened.file.name)
 
     async def _read(
         self, opened: OpenFile, offset: int, size: int

@@ -8,8 +8,9 @@ the next calls are fetched ahead, several at once, into the disk cache, within a
 budget of calls and bytes ahead of the reader; the files the walk reads in each call
 (all of them, or only outbound.wav) say which stored files are wanted.
 
-What makes a walk: files read whole, one after the other, each the next in the
-walk's order (the next file of the same call, or a file of the next call), two steps
+What makes a walk: files read whole, one after the other (one at a time: a
+program reading several at once, such as `amigofs prefetch -j 4`, fetches in
+parallel already and chose what it reads), each the next in the walk's order (the next file of the same call, or a file of the next call), two steps
 at least, one of them to the next call (so the order is known). A file manager or
 ffprobe peeking at headers, a player seeking, a single `cat` read nothing whole or
 make no such steps: nothing is fetched for them. A whole read out of order ends the
@@ -43,13 +44,24 @@ class WholeRead:
     """Whether one open file has been read from its first byte to its last: the
     reads, in whatever order the kernel sends them, leave no gap."""
 
-    __slots__ = ("_done", "_frontier", "_pending", "_size")
+    __slots__ = ("_begun", "_done", "_frontier", "_pending", "_size")
 
     def __init__(self, size: int) -> None:
         self._size = size
+        self._begun = False  # a read has been asked for (it may be waiting for its bytes)
         self._frontier = 0  # [0, frontier) is read
         self._pending: list[tuple[int, int]] = []  # read ranges beyond a gap
         self._done = size == 0
+
+    def begin(self) -> None:
+        """A read of the file has been asked for: from now on it is being read."""
+        self._begun = True
+
+    @property
+    def in_progress(self) -> bool:
+        """Begun and not yet whole: a file being read now (its first read still waiting
+        for its bytes counts: readers side by side ask at once)."""
+        return self._begun and not self._done
 
     def on_read(self, offset: int, end: int) -> bool:
         """Records a read of [offset, end); True once, when the file is whole."""
@@ -114,8 +126,14 @@ class WalkPrefetch:
         self._walks: dict[str, _Walk] = {}
         self.stats = WalkStats()
 
+    def interleaved(self, workspace_id: str) -> None:
+        """A file was read whole while others of the workspace were being read: several
+        readers at once (amigofs prefetch -j, a parallel copy), which fetch in parallel
+        already and read only what they chose, not a walk to fetch ahead of."""
+        self._walks.pop(workspace_id, None)
+
     def read_whole(self, workspace_id: str, call_sid: str, name: str) -> None:
-        """A file of the workspace has been read whole."""
+        """A file of the workspace has been read whole, the only one being read."""
         row = self._index.by_sid(workspace_id, call_sid)
         if row is None:
             return
