@@ -105,10 +105,17 @@ def _start_unmount_guard(target: str) -> None:
     )
 
 
+NETWORK_SHARE_OF_TIMEOUT = 0.8
+
+
 async def serve(options: MountOptions, api_key: ApiKey) -> None:
     """Mounts, serves until unmounted or signalled, and always unmounts."""
     # Whatever this process makes is its user's alone (the cache sets its modes too).
     os.umask(0o077)
+    # The network's own deadline ends a little before the file operation's (the
+    # adapter's, options.timeout), so that a failure reaches the program, and the log,
+    # with its reason (connection refused, 503) rather than as a bare timeout.
+    network_deadline = NETWORK_SHARE_OF_TIMEOUT * options.timeout
     client_config = ClientConfig(
         base_url=options.base_url,
         max_connections=options.max_connections,
@@ -116,7 +123,7 @@ async def serve(options: MountOptions, api_key: ApiKey) -> None:
         # the deadline, not at the deadline.
         read_timeout=min(10.0, options.timeout / 3),
         connect_timeout=min(10.0, options.timeout / 3),
-        retry=RetryPolicy(deadline=options.timeout),
+        retry=RetryPolicy(deadline=network_deadline),
     )
     disk = DiskCache(
         options.cache_dir,
@@ -140,7 +147,7 @@ async def serve(options: MountOptions, api_key: ApiKey) -> None:
             max_connections=options.max_connections,
             connect_timeout=client_config.connect_timeout,
             read_timeout=client_config.read_timeout,
-            deadline=options.timeout,
+            deadline=network_deadline,
             cache_dir=str(options.cache_dir),
         ),
         api_key,
@@ -258,7 +265,9 @@ async def _handle_signals(namespace: Namespace, notifier: Notifier) -> None:
             with trio.move_on_after(STUCK_SECONDS if first is not None and not told else math.inf):
                 signum = int(await signals.__anext__())
                 if signum == signal.SIGHUP:
-                    log.info("SIGHUP: listings dropped; asking the API again, new calls show as it answers")
+                    log.info(
+                        "SIGHUP: listings dropped; asking the API again, new calls show as it answers"
+                    )
                     namespace.drop_listings()
                 elif first is None:
                     first = signal.Signals(signum)
