@@ -98,12 +98,6 @@ class _Walk:
     ahead: dict[str, int] = field(default_factory=dict)  # call SID -> bytes fetched ahead
 
 
-@dataclass(slots=True)
-class WalkStats:
-    calls: int = 0  # calls whose audio was fetched ahead of a walk
-    bytes: int = 0
-
-
 class WalkPrefetch:
     def __init__(
         self,
@@ -124,7 +118,6 @@ class WalkPrefetch:
         self._calls_ahead = calls_ahead
         self._bytes_ahead = bytes_ahead
         self._walks: dict[str, _Walk] = {}
-        self.stats = WalkStats()
 
     def interleaved(self, workspace_id: str) -> None:
         """A file was read whole while others of the workspace were being read: several
@@ -221,5 +214,3 @@ class WalkPrefetch:
             size += take
             left -= take
         walk.ahead[row.call_sid] = size
-        self.stats.calls += 1
-        self.stats.bytes += size
