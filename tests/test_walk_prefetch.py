@@ -7,9 +7,11 @@ headers, ffprobe or a single `cat` fetches nothing of the calls it did not touch
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,6 +47,22 @@ def _quiet(mnt: Mount) -> None:
 
 def _by_name(emulator: EmulatorProc) -> list[Recording]:
     return sorted(emulator.data.recordings(), key=lambda r: r.call_sid)
+
+
+@contextlib.contextmanager
+def _listed_workspace(
+    **knobs: float,
+) -> Iterator[tuple[EmulatorProc, Mount, Path, list[Recording]]]:
+    """One workspace of 16 calls of `knobs` durations, mounted and listed: the emulator,
+    the mount, the workspace directory and its calls in name order."""
+    with (
+        running_emulator(workspaces=1, calls_per_workspace=16, **knobs) as emu,  # type: ignore[arg-type]
+        mounted(emu.url, emu.api_key) as mnt,
+    ):
+        recordings = _by_name(emu)
+        workspace = mnt.path / recordings[0].workspace_id
+        assert len(os.listdir(workspace)) == len(recordings)
+        yield emu, mnt, workspace, recordings
 
 
 def test_a_walk_fetches_the_next_calls_once_within_its_budget_and_stops_with_it() -> None:
@@ -86,14 +104,12 @@ def test_a_walk_fetches_the_next_calls_once_within_its_budget_and_stops_with_it(
 
 
 def test_peeks_ffprobe_and_one_cat_fetch_nothing_of_other_calls() -> None:
-    with (
-        running_emulator(workspaces=1, calls_per_workspace=16, min_duration=40.0,
-                         max_duration=60.0) as emu,
-        mounted(emu.url, emu.api_key) as mnt,
-    ):  # fmt: skip
-        recordings = _by_name(emu)
-        workspace = mnt.path / recordings[0].workspace_id
-        assert len(os.listdir(workspace)) == len(recordings)
+    with _listed_workspace(min_duration=40.0, max_duration=60.0) as (
+        emu,
+        mnt,
+        workspace,
+        recordings,
+    ):
         peeked, rest = recordings[:8], recordings[8:]
         # A file manager's preview: the first 4 KiB of each audio file, in order.
         for recording in peeked:
@@ -222,15 +238,13 @@ def test_files_read_whole_side_by_side_are_no_walk() -> None:
     """Several readers at once (amigofs prefetch -j 4, a parallel copy) read what they chose
     and fetch in parallel already: files each read whole, in order, but while the others
     are being read, fetch nothing of the calls after them."""
-    with (
-        # Files larger than what the first reads (and the kernel's readahead) cover.
-        running_emulator(workspaces=1, calls_per_workspace=16, min_duration=50.0,
-                         max_duration=60.0) as emu,
-        mounted(emu.url, emu.api_key) as mnt,
-    ):  # fmt: skip
-        recordings = _by_name(emu)
-        workspace = mnt.path / recordings[0].workspace_id
-        assert len(os.listdir(workspace)) == len(recordings)
+    # Files larger than what the first reads (and the kernel's readahead) cover.
+    with _listed_workspace(min_duration=50.0, max_duration=60.0) as (
+        emu,
+        mnt,
+        workspace,
+        recordings,
+    ):
         chosen = recordings[:4]
         files = [open(workspace / r.call_sid / "outbound.wav", "rb") for r in chosen]  # noqa: SIM115
         try:
