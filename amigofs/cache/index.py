@@ -236,6 +236,11 @@ class CallIndex:
         memory = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
         self._conn(self._writer).backup(memory)
         reader = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+        # In a shared cache, connections lock tables, not files, and a reader's open
+        # cursor (a readdir streaming rows) made the writer fail at once with "database
+        # table is locked". Reading uncommitted rows takes no such lock; the one writer
+        # is serialised by _write_lock, and a listing half written is shown anyway.
+        reader.execute("PRAGMA read_uncommitted = 1")
         self.close()
         self._writer, self._reader, self._in_memory = memory, reader, True
 
