@@ -39,7 +39,6 @@ from amigofs.api.client import CallPage, PlatformClient
 from amigofs.api.models import CallSummary, is_identifier, time_ns
 from amigofs.cache.index import CallIndex, CallRow
 from amigofs.cache.meta import MetaStore
-from amigofs.cache.readahead import Readahead
 from amigofs.cache.singleflight import SingleFlight
 from amigofs.concurrency import gather
 from amigofs.fs.errors import FsError
@@ -65,6 +64,7 @@ from amigofs.fs.views import (
     workspace_link,
 )
 from amigofs.fs.walk import WalkPrefetch, WholeRead
+from amigofs.policy.readahead import Readahead
 
 log = logging.getLogger(__name__)
 
