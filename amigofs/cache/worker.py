@@ -46,8 +46,8 @@ from amigofs.api.client import ClientConfig, ClientStats, PlatformClient, RetryP
 from amigofs.api.models import DownloadPath
 from amigofs.api.secret import ApiKey
 from amigofs.cache.disk import BlockWriter, CacheFull
-from amigofs.commands.arguments import setup_logging
 from amigofs.concurrency import first_error
+from amigofs.logs import setup_logging
 
 # By its module's name: the worker process runs it as `python -m`, where
 # __name__ is "__main__".

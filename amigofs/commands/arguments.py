@@ -1,12 +1,10 @@
 """What the commands share: the user's mistakes (UsageError), the server and mount
-flags, the API key, the settings they resolve to, and logging."""
+flags, the API key and the settings they resolve to."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -166,20 +164,6 @@ def flag_type(parse: Callable[[str], T]) -> Callable[[str], T]:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
     return convert
-
-
-def setup_logging(level: str = "info") -> None:
-    # The fetch worker reads it too, so --debug traces its downloads as well.
-    os.environ["AMIGOFS_LOG_LEVEL"] = level
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="amigofs[%(process)d] %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # Their debug output repeats ours with full URLs (signed download links);
-    # amigofs.api logs each request itself, without secrets.
-    for noisy in ("httpx", "httpcore", "hpack", "hypercorn"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def default_cache_dir() -> Path:

@@ -25,8 +25,8 @@ from amigofs.commands.arguments import (
     default_cache_dir,
     mount_settings,
     read_api_key,
-    setup_logging,
 )
+from amigofs.logs import setup_logging
 
 MOUNT_WAIT_SECONDS = 30.0
 MAX_LOG_SHOWN = 1 << 20
