@@ -50,6 +50,9 @@ class ConfigError(Exception):
 
 @dataclass(slots=True, frozen=True)
 class Settings:
+    """What the user chose, each default written here and nowhere else: the commands
+    show these defaults in their help, and the daemon takes a Settings as it is."""
+
     mountpoint: Path | None = None
     base_url: str = DEFAULT_BASE_URL
     workspaces: tuple[str, ...] | None = None  # None: every workspace the key lists
@@ -75,6 +78,13 @@ class Settings:
 
 
 KEYS = tuple(f.name for f in dataclasses.fields(Settings))
+
+
+def default_cache_dir() -> Path:
+    """Where the cache is kept when cache_dir is not set: $XDG_CACHE_HOME/amigofs, or
+    ~/.cache/amigofs without it."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "amigofs"
 
 
 # --- values ------------------------------------------------------------------------------

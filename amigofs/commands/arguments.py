@@ -1,5 +1,9 @@
 """What the commands share: the user's mistakes (UsageError), the server and mount
-flags, the API key and the settings they resolve to."""
+flags, the API key and the settings they resolve to.
+
+Each setting's flag is written once here, its type is the parser amigofs.config reads
+the same key with, and its help shows the default amigofs.config.Settings holds: a
+flag not given is None, so the environment, the file and then the default decide."""
 
 from __future__ import annotations
 
@@ -10,7 +14,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from amigofs import config
-from amigofs.api.client import DEFAULT_BASE_URL
 from amigofs.api.secret import ApiKey, KeyFileError
 
 KEY_ENV = "AMIGO_API_KEY"
@@ -22,19 +25,24 @@ class UsageError(Exception):
     """A mistake of the user's: printed as one line, exit status 2, no traceback."""
 
 
+def add_mountpoint_argument(parser: argparse.ArgumentParser, help: str | None = None) -> None:
+    """MOUNTPOINT, optional when `help` says what stands in for it."""
+    parser.add_argument(
+        "mountpoint", nargs="?" if help else None, type=Path, metavar="MOUNTPOINT", help=help
+    )
+
+
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     """Where the API is and the key for it: what every command that asks it takes."""
-    # Defaults live in amigofs.config: None here means "not given on the command line".
     parser.add_argument(
         "--config",
         type=Path,
         metavar="FILE",
         help="read settings from this TOML file (flags and AMIGOFS_* variables override it)",
     )
+    # No type: mount_settings reads it, naming the flag in an error that shows no secret.
     parser.add_argument(
-        "--base-url",
-        metavar="URL",
-        help=f"the Platform API server (default: {DEFAULT_BASE_URL})",
+        "--base-url", metavar="URL", help=f"the Platform API server (default: {_DEFAULTS.base_url})"
     )
     parser.add_argument(
         "--api-key-file",
@@ -42,11 +50,10 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help=f"read the API key from FILE (mode 0600) instead of ${KEY_ENV}",
     )
-    parser.add_argument(
-        "--insecure-http",
-        action="store_true",
-        default=None,
-        help="allow an http:// --base-url to another machine (the key crosses the network "
+    _add_switch(
+        parser,
+        "insecure_http",
+        "allow an http:// --base-url to another machine (the key crosses the network "
         "unencrypted); plain http to loopback needs no flag",
     )
 
@@ -77,33 +84,36 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         "--log-level",
         type=str.lower,
         choices=config.LOG_LEVELS,
-        help="debug, info (default), warning or error",
+        help=", ".join(
+            f"{level} (default)" if level == _DEFAULTS.log_level else level
+            for level in config.LOG_LEVELS[:-1]
+        )
+        + f" or {config.LOG_LEVELS[-1]}",
     )
-    parser.add_argument(
-        "--allow-other",
-        action="store_true",
-        default=None,
-        help="let other users use the mount (needs user_allow_other in /etc/fuse.conf for non-root)",
+    _add_switch(
+        parser,
+        "allow_other",
+        "let other users use the mount (needs user_allow_other in /etc/fuse.conf for non-root)",
     )
-    parser.add_argument(
-        "--timeout",
-        type=flag_type(config.parse_positive),
-        metavar="SECONDS",
-        help="longest any file operation waits on the network before failing with EIO "
-        f"(default: {_DEFAULTS.timeout:g})",
+    _add_setting(
+        parser,
+        "timeout",
+        "SECONDS",
+        "longest any file operation waits on the network before failing with EIO "
+        f"(default: {_shown('timeout')})",
     )
-    parser.add_argument(
-        "--listing-ttl",
-        type=flag_type(config.parse_positive),
-        metavar="SECONDS",
-        help="how long listings are kept before they are refreshed in the background "
-        f"(default: {_DEFAULTS.listing_ttl:g})",
+    _add_setting(
+        parser,
+        "listing_ttl",
+        "SECONDS",
+        "how long listings are kept before they are refreshed in the background "
+        f"(default: {_shown('listing_ttl')})",
     )
-    parser.add_argument(
-        "--timezone",
-        type=flag_type(config.parse_timezone),
-        metavar="ZONE",
-        help="the time zone of by-date's days and times, an IANA name such as Europe/Berlin "
+    _add_setting(
+        parser,
+        "timezone",
+        "ZONE",
+        "the time zone of by-date's days and times, an IANA name such as Europe/Berlin "
         "(default: UTC)",
     )
     parser.add_argument(
@@ -113,12 +123,12 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="leave out each call's stereo call.wav (for backups of the stored files only)",
     )
-    parser.add_argument(
-        "--negative-ttl",
-        type=flag_type(config.parse_positive),
-        metavar="SECONDS",
-        help="how long a call SID the API says does not exist stays missing "
-        f"(default: {_DEFAULTS.negative_ttl:g})",
+    _add_setting(
+        parser,
+        "negative_ttl",
+        "SECONDS",
+        "how long a call SID the API says does not exist stays missing "
+        f"(default: {_shown('negative_ttl')})",
     )
     parser.add_argument(
         "-o",
@@ -128,29 +138,50 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         help="settings as fstab options and config keys name them, e.g. "
         "-o cache_size=20G,timeout=60,allow_other (see mount.fuse.amigofs --help)",
     )
-    parser.add_argument(
-        "--cache-size",
-        type=flag_type(config.parse_size),
-        metavar="SIZE",
-        help="most bytes of audio kept in --cache-dir, e.g. 500M or 20G "
-        f"(default: {config.format_size(_DEFAULTS.cache_size)}); "
-        "least recently used blocks go first",
+    _add_setting(
+        parser,
+        "cache_size",
+        "SIZE",
+        "most bytes of audio kept in --cache-dir, e.g. 500M or 20G "
+        f"(default: {_shown('cache_size')}); least recently used blocks go first",
     )
-    parser.add_argument(
-        "--cache-min-free",
-        type=flag_type(config.parse_min_free),
-        metavar="SIZE",
-        help="free space the disk cache leaves on its disk: it evicts rather than fill it "
-        f"past this, nor past 95%% of the disk (default: {config.format_size(_DEFAULTS.cache_min_free)})",
+    _add_setting(
+        parser,
+        "cache_min_free",
+        "SIZE",
+        "free space the disk cache leaves on its disk: it evicts rather than fill it "
+        f"past this, nor past 95%% of the disk (default: {_shown('cache_min_free')})",
     )
-    parser.add_argument(
-        "--kernel-readahead",
-        type=flag_type(config.parse_readahead),
-        metavar="SIZE",
-        help="the kernel's readahead for the mount, which sets its read request size "
-        f"(default: {config.format_size(_DEFAULTS.kernel_readahead)}; needs root; "
-        "0 keeps the kernel's own)",
+    _add_setting(
+        parser,
+        "kernel_readahead",
+        "SIZE",
+        "the kernel's readahead for the mount, which sets its read request size "
+        f"(default: {_shown('kernel_readahead')}; needs root; 0 keeps the kernel's own)",
     )
+
+
+def flag_name(key: str) -> str:
+    """The flag of setting or option `key`: cache_size is --cache-size."""
+    return "--" + key.replace("_", "-")
+
+
+def _shown(key: str) -> str:
+    """The default of setting `key` as the user would write it: 30, 4G."""
+    default = getattr(_DEFAULTS, key)
+    return config.format_size(default) if isinstance(default, int) else f"{default:g}"
+
+
+def _add_setting(parser: argparse.ArgumentParser, key: str, metavar: str, help: str) -> None:
+    """The flag of a setting that takes a value, read as the environment and the file read it."""
+    parser.add_argument(
+        flag_name(key), type=flag_type(config.parser(key)), metavar=metavar, help=help
+    )
+
+
+def _add_switch(parser: argparse.ArgumentParser, key: str, help: str) -> None:
+    """The flag that turns a setting on; None when not given, so the rest may decide."""
+    parser.add_argument(flag_name(key), action="store_true", default=None, help=help)
 
 
 def flag_type(parse: Callable[[str], T]) -> Callable[[str], T]:
@@ -164,11 +195,6 @@ def flag_type(parse: Callable[[str], T]) -> Callable[[str], T]:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
     return convert
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "amigofs"
 
 
 def read_api_key(key_file: Path | None, *, via_options: bool = False) -> ApiKey:
@@ -204,24 +230,11 @@ def mount_settings(args: argparse.Namespace) -> config.Settings:
         base_url = config.parse_base_url(flag("base_url")) if flag("base_url") else None
     except ValueError as exc:
         raise UsageError(f"--base-url: {exc}") from None
-    flags = {
-        "mountpoint": flag("mountpoint"),
-        "base_url": base_url,
-        "workspaces": workspaces,
-        "api_key_file": flag("api_key_file"),
-        "cache_dir": flag("cache_dir"),
-        "cache_size": flag("cache_size"),
-        "cache_min_free": flag("cache_min_free"),
-        "kernel_readahead": flag("kernel_readahead"),
-        "allow_other": flag("allow_other"),
-        "insecure_http": flag("insecure_http"),
-        "timeout": flag("timeout"),
-        "listing_ttl": flag("listing_ttl"),
-        "negative_ttl": flag("negative_ttl"),
-        "timezone": flag("timezone"),
-        "call_wav": flag("call_wav"),
-        "log_level": "debug" if flag("debug") else flag("log_level"),
-    }
+    # Every other flag's dest is its key, and its type has read it already.
+    flags = {key: flag(key) for key in config.KEYS}
+    flags["base_url"] = base_url
+    flags["workspaces"] = workspaces
+    flags["log_level"] = "debug" if flag("debug") else flag("log_level")
     config_file = flag("config")
     if config_file is None and os.environ.get(config.ENV_PREFIX + "CONFIG"):
         config_file = Path(os.environ[config.ENV_PREFIX + "CONFIG"])

@@ -15,17 +15,17 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 from amigofs.api.secret import ApiKey
 from amigofs.commands.arguments import (
     UsageError,
     add_mount_arguments,
+    add_mountpoint_argument,
     check_mountpoint,
-    default_cache_dir,
     mount_settings,
     read_api_key,
 )
+from amigofs.config import Settings, default_cache_dir
 from amigofs.logs import setup_logging
 
 MOUNT_WAIT_SECONDS = 30.0
@@ -33,44 +33,21 @@ MAX_LOG_SHOWN = 1 << 20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "mountpoint",
-        nargs="?",
-        type=Path,
-        metavar="MOUNTPOINT",
-        help="where to mount (or `mountpoint` in the config file)",
-    )
+    add_mountpoint_argument(parser, "where to mount (or `mountpoint` in the config file)")
     add_mount_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from amigofs.daemon.mount import MountOptions
-
     settings = mount_settings(args)
     if settings.mountpoint is None:
         raise UsageError("no mount point: give MOUNTPOINT or `mountpoint` in --config FILE")
     api_key = read_api_key(settings.api_key_file, via_options=args.via_options)
-    base_url = settings.base_url
     # As the kernel will name it in /proc/mounts (no `..`, no links), and so in the log
     # and the stats. The cache directory is not resolved: a link there is refused.
     mountpoint = Path(os.path.realpath(Path(settings.mountpoint).absolute()))
     check_mountpoint(mountpoint)
     cache_dir = Path(settings.cache_dir or default_cache_dir()).absolute()
-    options = MountOptions(
-        mountpoint=mountpoint,
-        base_url=base_url,
-        workspaces=settings.workspaces,
-        cache_dir=cache_dir,
-        allow_other=settings.allow_other,
-        timeout=settings.timeout,
-        listing_ttl=settings.listing_ttl,
-        negative_ttl=settings.negative_ttl,
-        timezone=settings.timezone,
-        call_wav=settings.call_wav,
-        cache_size_bytes=settings.cache_size,
-        cache_min_free_bytes=settings.cache_min_free,
-        kernel_readahead=settings.kernel_readahead,
-    )
+    settings = dataclasses.replace(settings, mountpoint=mountpoint, cache_dir=cache_dir)
     # Checked here, before anything is mounted, in the foreground as in the daemon.
     cache_fd = _open_cache_dir(cache_dir)
     try:
@@ -79,34 +56,33 @@ def run(args: argparse.Namespace) -> int:
     finally:
         os.close(cache_fd)
     setup_logging(settings.log_level)
-    return _mount_foreground(_checked(options, api_key), api_key)
+    return _mount_foreground(_checked(settings, cache_dir, api_key), api_key)
 
 
-def _checked(options: Any, api_key: ApiKey) -> Any:
-    """The options with only the workspaces the key can see, once the server has said
+def _checked(settings: Settings, cache_dir: Path, api_key: ApiKey) -> Settings:
+    """The settings with only the workspaces the key can see, once the server has said
     it takes the key (amigofs.daemon.preflight); UsageError when the mount must not go ahead."""
     from amigofs.daemon import preflight
 
     try:
         checked = preflight.run_check(
-            options.base_url, api_key, options.workspaces, options.cache_dir, options.timeout
+            settings.base_url, api_key, settings.workspaces, cache_dir, settings.timeout
         )
     except preflight.Refused as exc:
         raise UsageError(str(exc)) from None
     for warning in checked.warnings:
         logging.getLogger(preflight.__name__).warning("%s", warning)
-    return dataclasses.replace(options, workspaces=checked.workspaces)
+    return dataclasses.replace(settings, workspaces=checked.workspaces)
 
 
-def _mount_foreground(options: object, api_key: ApiKey) -> int:
+def _mount_foreground(settings: Settings, api_key: ApiKey) -> int:
     import trio
 
-    from amigofs.daemon.mount import MountOptions, MountRefused, serve
+    from amigofs.daemon.mount import MountRefused, serve
 
-    assert isinstance(options, MountOptions)
     try:
         try:
-            trio.run(serve, options, api_key)
+            trio.run(serve, settings, api_key)
         finally:
             # Unmounted: what is left is the interpreter's exit, during which Python puts
             # back the default handlers, so a second SIGTERM/SIGINT would kill the process
@@ -118,7 +94,7 @@ def _mount_foreground(options: object, api_key: ApiKey) -> int:
     except RuntimeError as exc:
         # pyfuse3.init reports a failed mount (no /dev/fuse, no permission) this way.
         if "mount" in str(exc).lower() or "fuse" in str(exc).lower():
-            raise UsageError(f"cannot mount {options.mountpoint}: {exc}") from None
+            raise UsageError(f"cannot mount {settings.mountpoint}: {exc}") from None
         raise
     return 0
 

@@ -8,8 +8,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyfuse3
@@ -23,6 +23,7 @@ from amigofs.cache.index import CallIndex
 from amigofs.cache.meta import MetaStore
 from amigofs.cache.store import DEFAULT_BLOCK_SIZE, BlockStore
 from amigofs.cache.worker import FetchWorker, WorkerConfig
+from amigofs.config import Settings
 from amigofs.daemon.control import MountCounters
 from amigofs.daemon.fuse_adapter import AmigoOperations
 from amigofs.daemon.mount_table import mount_device, mounted_at
@@ -38,34 +39,28 @@ class MountRefused(Exception):
     message says why in one line."""
 
 
-@dataclass(slots=True, frozen=True)
-class MountOptions:
-    mountpoint: Path
-    base_url: str
-    workspaces: tuple[str, ...] | None
-    cache_dir: Path
-    allow_other: bool = False
-    # Longest any one filesystem request may take before it fails with EIO.
-    timeout: float = 30.0
-    listing_ttl: float = 60.0
-    negative_ttl: float = 5.0
-    timezone: str | None = None  # of by-date; None: UTC
-    call_wav: bool = True
-    cache_size_bytes: int = 4 << 30
-    # Free space the cache leaves on its disk: it stops growing (and evicts) below it.
-    cache_min_free_bytes: int = 1 << 30
-    cache_min_free_ratio: float = 0.05
-    block_size: int = DEFAULT_BLOCK_SIZE
-    max_connections: int = 16
-    fuse_tasks: int = 64
-    kernel_readahead: int = 1 << 20  # bytes; 0 leaves the kernel's default
+# What the mount decides itself, not the user: the settings (amigofs.config.Settings,
+# where each default is written) come with these; the block size is the store's
+# (DEFAULT_BLOCK_SIZE), the connections the client's (ClientConfig.max_connections)
+# and the share of the disk the cache leaves free the disk cache's (min_free_ratio).
+# File operations served at once: a stuck one must not hold up the rest.
+FUSE_TASKS = 64
+# Call records kept in memory (metadata.json, sizes, links); more are read again.
+MAX_RECORDS = 10_000
 
 
-def fuse_options(options: MountOptions) -> set[str]:
+def _where(settings: Settings) -> tuple[Path, Path]:
+    """The mount point and the cache directory, which the command has resolved."""
+    if settings.mountpoint is None or settings.cache_dir is None:
+        raise ValueError("a mount needs its mount point and cache directory resolved")
+    return settings.mountpoint, settings.cache_dir
+
+
+def fuse_options(settings: Settings) -> set[str]:
     chosen = set(pyfuse3.default_options)  # default_permissions: the kernel checks modes
     # auto_unmount: fusermount3 removes the mount even if this process is killed.
     chosen |= {"fsname=amigofs", "subtype=amigofs", "ro", "noatime", "auto_unmount"}
-    if options.allow_other:
+    if settings.allow_other:
         chosen.add("allow_other")
     return chosen
 
@@ -105,78 +100,105 @@ def _start_unmount_guard(target: str) -> None:
     )
 
 
+# The network's own deadline ends a little before the file operation's (the adapter's,
+# settings.timeout), so that a failure reaches the program, and the log, with its
+# reason (connection refused, 503) rather than as a bare timeout.
 NETWORK_SHARE_OF_TIMEOUT = 0.8
+# The longest a failure is remembered, so that a burst of lookups asks the server once.
+FAILURE_MEMORY_SECONDS = 2.0
 
 
-async def serve(options: MountOptions, api_key: ApiKey) -> None:
-    """Mounts, serves until unmounted or signalled, and always unmounts."""
-    # Whatever this process makes is its user's alone (the cache sets its modes too).
-    os.umask(0o077)
-    # The network's own deadline ends a little before the file operation's (the
-    # adapter's, options.timeout), so that a failure reaches the program, and the log,
-    # with its reason (connection refused, 503) rather than as a bare timeout.
-    network_deadline = NETWORK_SHARE_OF_TIMEOUT * options.timeout
-    client_config = ClientConfig(
-        base_url=options.base_url,
-        max_connections=options.max_connections,
+def client_config(settings: Settings) -> ClientConfig:
+    """The API client's settings: the mount's deadline, shared out."""
+    return ClientConfig(
+        base_url=settings.base_url,
         # A stalled connection must be given up early enough to retry within
         # the deadline, not at the deadline.
-        read_timeout=min(10.0, options.timeout / 3),
-        connect_timeout=min(10.0, options.timeout / 3),
-        retry=RetryPolicy(deadline=network_deadline),
+        read_timeout=min(10.0, settings.timeout / 3),
+        connect_timeout=min(10.0, settings.timeout / 3),
+        retry=RetryPolicy(deadline=NETWORK_SHARE_OF_TIMEOUT * settings.timeout),
     )
+
+
+def worker_config(client: ClientConfig, cache_dir: Path) -> WorkerConfig:
+    """The fetch worker's settings: the client's, in the worker's own process."""
+    return WorkerConfig(
+        base_url=client.base_url,
+        max_connections=client.max_connections,
+        connect_timeout=client.connect_timeout,
+        read_timeout=client.read_timeout,
+        deadline=client.retry.deadline,
+        cache_dir=str(cache_dir),
+    )
+
+
+def namespace_config(
+    settings: Settings,
+    *,
+    identity: str,
+    max_readahead: int,
+    control: Callable[[], bytes],
+    walk_room: Callable[[], int],
+) -> NamespaceConfig:
+    """The tree's settings: the user's, and what the mount derives; every field named."""
+    return NamespaceConfig(
+        workspaces=settings.workspaces,
+        listing_ttl=settings.listing_ttl,
+        negative_ttl=settings.negative_ttl,
+        max_records=MAX_RECORDS,
+        max_readahead=max_readahead,
+        failure_memory=min(FAILURE_MEMORY_SECONDS, settings.timeout / 3),
+        control=control,
+        views=True,
+        timezone=settings.timezone,
+        identity=identity,
+        walk_room=walk_room,
+    )
+
+
+async def serve(settings: Settings, api_key: ApiKey) -> None:
+    """Mounts, serves until unmounted or signalled, and always unmounts."""
+    mountpoint, cache_dir = _where(settings)
+    # Whatever this process makes is its user's alone (the cache sets its modes too).
+    os.umask(0o077)
+    client_settings = client_config(settings)
     disk = DiskCache(
-        options.cache_dir,
-        max_bytes=options.cache_size_bytes,
-        block_size=options.block_size,
-        min_free_bytes=options.cache_min_free_bytes,
-        min_free_ratio=options.cache_min_free_ratio,
-        owner=f"mounted at {options.mountpoint}",
+        cache_dir,
+        max_bytes=settings.cache_size,
+        block_size=DEFAULT_BLOCK_SIZE,
+        min_free_bytes=settings.cache_min_free,
+        owner=f"mounted at {mountpoint}",
     )
     try:
         await trio.to_thread.run_sync(disk.open)  # first: it takes the directory's lock
-        meta = MetaStore(options.cache_dir)
+        meta = MetaStore(cache_dir)
     except (CacheInUse, UnsafeCacheDir) as exc:
         disk.close()
         raise MountRefused(str(exc)) from None
-    index = CallIndex(options.cache_dir)
+    index = CallIndex(cache_dir)
     await trio.to_thread.run_sync(index.open)
-    worker = FetchWorker(
-        WorkerConfig(
-            base_url=options.base_url,
-            max_connections=options.max_connections,
-            connect_timeout=client_config.connect_timeout,
-            read_timeout=client_config.read_timeout,
-            deadline=network_deadline,
-            cache_dir=str(options.cache_dir),
-        ),
-        api_key,
-    )
+    worker = FetchWorker(worker_config(client_settings, cache_dir), api_key)
     async with AsyncExitStack() as stack:
-        client = await stack.enter_async_context(PlatformClient(client_config, api_key))
+        client = await stack.enter_async_context(PlatformClient(client_settings, api_key))
         stack.push_async_callback(worker.aclose)
         stack.callback(disk.close)
         stack.callback(meta.close)
         stack.callback(index.close)
         nursery = await stack.enter_async_context(trio.open_nursery())
         await worker.start(nursery)
-        store = BlockStore(disk, worker, nursery, client=client, deadline=options.timeout)
-        source = RecordingSource(client, store, meta, call_wav=options.call_wav)
+        store = BlockStore(disk, worker, nursery, client=client, deadline=settings.timeout)
+        source = RecordingSource(client, store, meta, call_wav=settings.call_wav)
         source.access.on_revoked = _forget_kernel_entries
         namespace = Namespace(
             client,
             source,
             nursery,
-            NamespaceConfig(
-                workspaces=options.workspaces,
-                listing_ttl=options.listing_ttl,
-                negative_ttl=options.negative_ttl,
-                control=lambda: counters.render(),
+            namespace_config(
+                settings,
+                identity=api_key.identity(settings.base_url),
                 # No window wider than what the store lets be fetched ahead.
                 max_readahead=store.max_prefetch_bytes,
-                failure_memory=min(2.0, options.timeout / 3),
-                timezone=options.timezone,
-                identity=api_key.identity(options.base_url),
+                control=lambda: counters.render(),
                 # A quarter of what the cache may hold, as for readahead: together they
                 # leave half of it to what readers have been served.
                 walk_room=lambda: disk.budget() // 4,
@@ -186,27 +208,25 @@ async def serve(options: MountOptions, api_key: ApiKey) -> None:
         )
         operations = AmigoOperations(
             namespace,
-            handler_timeout=options.timeout,
+            handler_timeout=settings.timeout,
             usage=lambda: (disk.max_bytes, disk.used_bytes),
         )
-        counters = MountCounters(
-            str(options.mountpoint), options.base_url, client, worker, store, disk
-        )
+        counters = MountCounters(str(mountpoint), settings.base_url, client, worker, store, disk)
         notifier = Notifier()
         # Resolved before it is ours to serve: later, a stat of it would wait on us.
-        target = str(await trio.Path(options.mountpoint).resolve())
-        pyfuse3.init(operations, str(options.mountpoint), fuse_options(options))
+        target = str(await trio.Path(mountpoint).resolve())
+        pyfuse3.init(operations, str(mountpoint), fuse_options(settings))
         _start_unmount_guard(target)
         try:
             nursery.start_soon(_handle_signals, namespace, notifier)
             nursery.start_soon(_report, target, counters, notifier)
-            nursery.start_soon(_widen_kernel_readahead, target, options.kernel_readahead)
-            log.info("mounted %s at %s", options.base_url, options.mountpoint)
-            await pyfuse3.main(min_tasks=2, max_tasks=options.fuse_tasks)
+            nursery.start_soon(_widen_kernel_readahead, target, settings.kernel_readahead)
+            log.info("mounted %s at %s", settings.base_url, mountpoint)
+            await pyfuse3.main(min_tasks=2, max_tasks=FUSE_TASKS)
         finally:
-            notifier.stopping(f"unmounting {options.mountpoint}")
+            notifier.stopping(f"unmounting {mountpoint}")
             pyfuse3.close(unmount=True)
-            log.info("unmounted %s", options.mountpoint)
+            log.info("unmounted %s", mountpoint)
             nursery.cancel_scope.cancel()
 
 
