@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from amigofs.commands.arguments import UsageError, check_mountpoint
+from amigofs.commands.arguments import UsageError, add_mountpoint_argument, check_mountpoint
 from amigofs.config import is_workspace_id
 from amigofs.daemon.mount_table import FUSE_TYPE, MountEntry, mount_entry, wait_until_mounted
 from amigofs.emulator.process import await_listening
@@ -27,14 +27,10 @@ class DemoError(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_mountpoint_argument(parser, "where to mount (default: a new temporary directory)")
     parser.add_argument(
-        "mountpoint",
-        nargs="?",
-        type=Path,
-        metavar="MOUNTPOINT",
-        help="where to mount (default: a new temporary directory)",
+        "--calls", type=int, default=6, help="calls per workspace (default: %(default)s)"
     )
-    parser.add_argument("--calls", type=int, default=6, help="calls per workspace (default: 6)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic data")
 
 

@@ -8,29 +8,16 @@ from collections.abc import Callable
 from typing import Any
 
 from amigofs import config
+from amigofs.commands.arguments import flag_name
 
-# Option -> flag of `amigofs mount` taking a value.
-_VALUED = {
-    "base_url": "--base-url",
-    "workspace": "--workspace",
-    "api_key_file": "--api-key-file",
-    "cache_dir": "--cache-dir",
-    "cache_size": "--cache-size",
-    "cache_min_free": "--cache-min-free",
-    "kernel_readahead": "--kernel-readahead",
-    "timeout": "--timeout",
-    "listing_ttl": "--listing-ttl",
-    "negative_ttl": "--negative-ttl",
-    "timezone": "--timezone",
-    "log_level": "--log-level",
-    "config": "--config",
-}
-_FLAGS = {
-    "allow_other": "--allow-other",
-    "insecure_http": "--insecure-http",
-    "debug": "--debug",
-    "no_call_wav": "--no-call-wav",
-}
+# Options taking a value, and those that are a flag alone; each stands for the flag of
+# `amigofs mount` of its name (cache_size: --cache-size).
+_VALUED = (
+    "base_url", "workspace", "api_key_file", "cache_dir", "cache_size", "cache_min_free",
+    "kernel_readahead", "timeout", "listing_ttl", "negative_ttl", "timezone", "log_level",
+    "config",
+)  # fmt: skip
+_FLAGS = ("allow_other", "insecure_http", "debug", "no_call_wav")
 # For mount(8), systemd or the kernel's generic handling; amigofs is read-only whatever
 # they say, so rw and ro change nothing.
 _IGNORED = {
@@ -65,7 +52,7 @@ def option_flags(options: list[str]) -> list[str]:
                 continue
             name, has_value, value = option.partition("=")
             if name in _FLAGS and not has_value:
-                argv.append(_FLAGS[name])
+                argv.append(flag_name(name))
                 continue
             if name not in _VALUED and name != "workspaces":
                 if name in _FLAGS:
@@ -82,7 +69,7 @@ def option_flags(options: list[str]) -> list[str]:
                 for workspace in filter(None, value.split(":")):
                     argv += ["--workspace", workspace]
             else:
-                argv += [_VALUED[name], value]
+                argv += [flag_name(name), value]
     return argv
 
 

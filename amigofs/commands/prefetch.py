@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_jobs,
         default=4,
         metavar="N",
-        help="files read at once (default: 4)",
+        help="files read at once (default: %(default)s)",
     )
     parser.add_argument(
         "--quiet", "-q", action="store_true", help="no progress, only errors and the summary"

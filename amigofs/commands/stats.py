@@ -8,13 +8,13 @@ import os
 import sys
 from pathlib import Path
 
-from amigofs.commands.arguments import UsageError
+from amigofs.commands.arguments import UsageError, add_mountpoint_argument
 from amigofs.commands.metrics import render
 from amigofs.daemon.control import NotAMount, format_stats, read_stats
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
+    add_mountpoint_argument(parser)
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print the counters as JSON")
     output.add_argument(

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from amigofs.commands.arguments import UsageError
+from amigofs.commands.arguments import UsageError, add_mountpoint_argument
 from amigofs.daemon.mount_table import FUSE_TYPE, mount_type
 
 EXIT_SECONDS = 30.0
@@ -25,7 +25,7 @@ GUARD_MODULE = "amigofs.daemon.unmount_guard"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
+    add_mountpoint_argument(parser)
     parser.add_argument(
         "-z",
         "--lazy",
