@@ -1,11 +1,11 @@
 """What decides where the API key goes, and what it is, must be the user's own: config
 files, key files and the cache directory that someone else could write are refused,
 with one line naming the path and the fix, before anything is sent anywhere; plain http
-leaves the machine only when asked for; errors never echo a secret."""
+leaves the machine only when asked for; errors never echo a secret. The refusals that
+need no second user, server or mount run in this process: tests/unit/test_config.py."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import secrets
@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from amigofs.api.secret import ApiKey
 from amigofs.daemon.mount_table import is_mounted
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import (
@@ -30,11 +29,12 @@ from tests.mounting import (
     wait_until,
     workspace_names,
 )
+from tests.unit.test_config import SECRET, key_file, listener, nothing_arrived
+from tests.unit.test_config import assert_refused as assert_one_line
 
 pytestmark = pytest.mark.mount
 
 REFUSAL_DEADLINE = 20.0  # a refusal is immediate; this only bounds a hang
-SECRET = "SENTINEL-" + secrets.token_hex(8)  # a value that must never be printed
 
 
 @dataclass(frozen=True)
@@ -74,26 +74,6 @@ def mountpoint() -> Iterator[Path]:
         path.rmdir()
 
 
-@contextlib.contextmanager
-def listener(host: str) -> Iterator[socket.socket]:
-    """A TCP server socket nobody should connect to; `nothing_arrived` says if one did."""
-    with socket.socket() as server:
-        server.bind((host, 0))
-        server.listen(8)
-        server.setblocking(False)
-        yield server
-
-
-def nothing_arrived(server: socket.socket) -> bool:
-    # The command has exited: a connection it made would be queued by now.
-    try:
-        connection, _ = server.accept()
-    except BlockingIOError:
-        return True
-    connection.close()
-    return False
-
-
 def own_address() -> str:
     """An address of this machine that is not loopback (the one its route out uses)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
@@ -122,20 +102,8 @@ def mount(*argv: str | Path, env: dict[str, str] | None = None) -> subprocess.Co
 
 
 def assert_refused(result: subprocess.CompletedProcess[str], *needles: str) -> str:
-    assert result.returncode == 2, result
-    line = result.stderr.strip()
-    assert len(line.splitlines()) == 1 and line.startswith("amigofs: "), result.stderr
-    for needle in needles:
-        assert needle in line, (needle, line)
     assert SECRET not in result.stderr + result.stdout
-    return line
-
-
-def key_file(directory: Path, key: str, mode: int = 0o600) -> Path:
-    path = directory / "api.key"
-    path.write_text(key + "\n")
-    path.chmod(mode)
-    return path
+    return assert_one_line((result.returncode, result.stderr), *needles)
 
 
 # --- the config file ----------------------------------------------------------------------
@@ -155,30 +123,6 @@ def test_a_config_owned_by_another_user_is_refused_and_nothing_is_sent(
         assert "use a config file of your own" in line
         assert nothing_arrived(server)
     assert not is_mounted(mountpoint)
-
-
-@pytest.mark.parametrize("mode", [0o666, 0o664, 0o646, 0o620], ids=oct)
-def test_a_config_others_can_write_is_refused(tmp_path: Path, mountpoint: Path, mode: int) -> None:
-    with listener("127.0.0.3") as server:
-        config = tmp_path / "amigofs.toml"
-        config.write_text(f'base_url = "{url_of(server)}"\n')
-        config.chmod(mode)
-        env = {**os.environ, "AMIGO_API_KEY": SECRET}
-        result = mount(mountpoint, "--config", config, "--foreground", env=env)
-        assert_refused(
-            result,
-            f"config {config} is writable by group or others (mode {mode:04o})",
-            f"run: chmod go-w {config}",
-        )
-        assert nothing_arrived(server)
-
-
-def test_a_config_from_the_environment_gets_the_same_rule(tmp_path: Path, mountpoint: Path) -> None:
-    config = tmp_path / "amigofs.toml"
-    config.write_text('base_url = "http://127.0.0.3:9"\n')
-    config.chmod(0o666)
-    env = {**without_key(), "AMIGOFS_CONFIG": str(config), "AMIGO_API_KEY": SECRET}
-    assert_refused(mount(mountpoint, "--foreground", env=env), f"config {config} is writable")
 
 
 def test_a_fifo_as_config_or_key_file_is_refused_at_once(tmp_path: Path, mountpoint: Path) -> None:
@@ -217,54 +161,6 @@ def test_a_key_file_message_names_the_given_path_and_advises_only_the_users_own_
     os.chown(theirs, other_user.uid, other_user.gid)
     assert_refused(mount(mountpoint, "--api-key-file", theirs, "--foreground"),
                    f"API key file {theirs} is owned by {other_user.name}")  # fmt: skip
-
-
-def test_a_private_key_file_reached_through_a_link_is_read(tmp_path: Path) -> None:
-    # As systemd credentials and Kubernetes secrets are laid out.
-    target = key_file(tmp_path, SECRET)
-    link = tmp_path / "current.key"
-    link.symlink_to(target)
-    assert ApiKey.from_file(link).reveal() == SECRET
-
-
-# --- errors never echo a secret ---------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "line",
-    [
-        f'base_url = "https://amigo:{SECRET}@api.example.com"',
-        f'base_url = "https://api.example.com/v1?token={SECRET}"',
-        f'base_url = "ftp://{SECRET}@api.example.com"',
-        f'api_key_file = ["{SECRET}"]',
-        f'api_key_file = {{ key = "{SECRET}" }}',
-        f'api_key = "{SECRET}"',
-        f'token = "{SECRET}"',
-        f'{SECRET} = "x"',
-    ],
-)
-def test_a_config_error_does_not_echo_a_secret(tmp_path: Path, mountpoint: Path, line: str) -> None:
-    config = tmp_path / "amigofs.toml"
-    config.write_text(line + "\n")
-    assert_refused(mount(mountpoint, "--config", config, "--foreground"), f"config {config}")
-
-
-def test_a_base_url_error_from_a_flag_or_the_environment_does_not_echo_a_secret(
-    mountpoint: Path,
-) -> None:
-    url = f"https://amigo:{SECRET}@api.example.com"
-    assert_refused(mount(mountpoint, "--base-url", url, "--foreground"), "--base-url")
-    env = {**without_key(), "AMIGOFS_BASE_URL": url}
-    assert_refused(mount(mountpoint, "--foreground", env=env), "AMIGOFS_BASE_URL")
-
-
-def test_the_api_key_named_as_a_setting_says_where_it_goes(
-    tmp_path: Path, mountpoint: Path
-) -> None:
-    config = tmp_path / "amigofs.toml"
-    config.write_text(f'api_key = "{SECRET}"\n')
-    line = assert_refused(mount(mountpoint, "--config", config, "--foreground"))
-    assert "the API key itself is never a setting" in line and "api_key_file" in line
 
 
 # --- plain http -------------------------------------------------------------------------
@@ -390,33 +286,6 @@ def test_a_cache_dir_someone_else_can_write_is_refused(
     finally:
         force_unmount(mountpoint)
         wait_until(lambda: not is_mounted(mountpoint), MOUNT_DEADLINE, "no mount left")
-
-
-# --- cache_min_free -----------------------------------------------------------------------
-
-
-def test_cache_min_free_comes_from_a_flag_the_environment_the_file_or_fstab(
-    tmp_path: Path, mountpoint: Path
-) -> None:
-    from amigofs import config
-    from amigofs.commands.mount_options import mount_arguments
-
-    path = tmp_path / "amigofs.toml"
-    path.write_text('cache_min_free = "2G"\n')
-    assert config.resolve({}, {}, None).cache_min_free == 1 << 30
-    assert config.resolve({}, {}, path).cache_min_free == 2 << 30
-    assert config.resolve({}, {"AMIGOFS_CACHE_MIN_FREE": "0"}, path).cache_min_free == 0
-    flag = config.parse_min_free("500M")
-    assert config.resolve({"cache_min_free": flag}, {}, path).cache_min_free == 500 << 20
-    assert mount_arguments("/mnt/a", ["cache_min_free=3G,insecure_http"])[2:] == [
-        "--cache-min-free", "3G", "--insecure-http",
-    ]  # fmt: skip
-    env = {**without_key(), "AMIGO_API_KEY": SECRET}
-    bad = mount(mountpoint, "--cache-min-free=-1G", "--foreground", env=env)
-    assert bad.returncode == 2  # argparse's usage, then its one error line:
-    assert "argument --cache-min-free: must not be negative" in bad.stderr.splitlines()[-1]
-    path.write_text("cache_min_free = true\n")
-    assert_refused(mount(mountpoint, "--config", path, "--foreground", env=env), "cache_min_free")
 
 
 # --- the cache directory in a world-writable place ----------------------------------------------
