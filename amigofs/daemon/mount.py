@@ -1,4 +1,7 @@
-"""Running a mount: wiring the layers together, signals, and unmounting on the way out."""
+"""Running a mount: wiring the layers together, signals, and unmounting on the way out.
+
+It takes the user's settings as the command resolved them (amigofs.config.Settings,
+the one place their defaults are written) and adds only what it decides itself."""
 
 from __future__ import annotations
 
@@ -39,10 +42,10 @@ class MountRefused(Exception):
     message says why in one line."""
 
 
-# What the mount decides itself, not the user: the settings (amigofs.config.Settings,
-# where each default is written) come with these; the block size is the store's
-# (DEFAULT_BLOCK_SIZE), the connections the client's (ClientConfig.max_connections)
-# and the share of the disk the cache leaves free the disk cache's (min_free_ratio).
+# What the mount decides itself, not the user. Others are their own layer's: the block
+# size the store's (DEFAULT_BLOCK_SIZE), the connections the client's
+# (ClientConfig.max_connections), the share of its disk the cache leaves free the disk
+# cache's (min_free_ratio).
 # File operations served at once: a stuck one must not hold up the rest.
 FUSE_TASKS = 64
 # Call records kept in memory (metadata.json, sizes, links); more are read again.
