@@ -19,7 +19,7 @@ import pytest
 
 from amigofs.daemon.mount_table import is_mounted
 from amigofs.emulator.data import Recording
-from amigofs.fs.namespace import WALK_AHEAD
+from amigofs.fs.walk import RECORDS_AHEAD
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import (
     Mount,
@@ -297,7 +297,7 @@ def test_ls_l_of_a_workspace_of_1000_calls_fetches_no_audio() -> None:
             assert deep.returncode == 0, deep.stderr
 
             # Each call's files: its urls, its metadata and metadata.json, once each; a walk
-            # in listing order also loads up to WALK_AHEAD calls past the last one entered,
+            # in listing order also loads up to RECORDS_AHEAD calls past the last one entered,
             # in the background: wait for those loads to finish before counting.
             snapshot: list[dict[str, Any]] = []
 
@@ -316,7 +316,7 @@ def test_ls_l_of_a_workspace_of_1000_calls_fetches_no_audio() -> None:
             assert set(counts) == {
                 "get-recording-urls", "get-recording-metadata", "download-recording-file",
             }  # fmt: skip
-            assert 200 <= counts["get-recording-urls"] <= 200 + WALK_AHEAD
+            assert 200 <= counts["get-recording-urls"] <= 200 + RECORDS_AHEAD
             assert counts["get-recording-urls"] == counts["get-recording-metadata"]
             assert counts["get-recording-urls"] == counts["download-recording-file"]
             fetched = [e["path"] for e in stats["log"] if e["op"] == "get-recording-urls"]
