@@ -175,6 +175,7 @@ async def serve(options: MountOptions, api_key: ApiKey) -> None:
                 # No window wider than what the store lets be fetched ahead.
                 max_readahead=store.max_prefetch_bytes,
                 failure_memory=min(2.0, options.timeout / 3),
+                views=True,
                 timezone=options.timezone,
                 identity=api_key.identity(options.base_url),
                 # A quarter of what the cache may hold, as for readahead: together they
