@@ -25,6 +25,18 @@ class _Loader:
         return [f"listing {self.calls}"]
 
 
+async def _failing_after_one_load(
+    mock_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> tuple[_Loader, KeptListing[list[str]]]:
+    """A listing loaded once, its loader failing since, and its TTL past."""
+    load = _Loader()
+    listing = KeptListing(load, TTL, "workspace listing")
+    await listing.get(nursery)
+    load.failing = True
+    mock_clock.jump(TTL + 1)
+    return load, listing
+
+
 async def test_a_listing_is_kept_for_its_ttl_then_refreshed_behind_the_stale_one(
     mock_clock: trio.testing.MockClock, nursery: trio.Nursery
 ) -> None:
@@ -43,11 +55,7 @@ async def test_a_listing_is_kept_for_its_ttl_then_refreshed_behind_the_stale_one
 async def test_a_failing_refresh_is_tried_again_only_a_ttl_later(
     mock_clock: trio.testing.MockClock, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
 ) -> None:
-    load = _Loader()
-    listing = KeptListing(load, TTL, "workspace listing")
-    await listing.get(nursery)
-    load.failing = True
-    mock_clock.jump(TTL + 1)
+    load, listing = await _failing_after_one_load(mock_clock, nursery)
     for _ in range(5):
         assert await listing.get(nursery) == ["listing 1"]  # the cached one, kept
         await trio.testing.wait_all_tasks_blocked()
@@ -64,11 +72,7 @@ async def test_a_failing_refresh_is_tried_again_only_a_ttl_later(
 async def test_invalidate_makes_the_next_look_refresh_even_after_a_failure(
     mock_clock: trio.testing.MockClock, nursery: trio.Nursery
 ) -> None:
-    load = _Loader()
-    listing = KeptListing(load, TTL, "workspace listing")
-    await listing.get(nursery)
-    load.failing = True
-    mock_clock.jump(TTL + 1)
+    load, listing = await _failing_after_one_load(mock_clock, nursery)
     await listing.get(nursery)
     await trio.testing.wait_all_tasks_blocked()
     load.failing = False
