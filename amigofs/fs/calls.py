@@ -39,6 +39,8 @@ WALK_AHEAD = 16
 
 
 class Calls:
+    """The calls of the mount's workspaces: their records, their rows, their syncs."""
+
     def __init__(
         self,
         client: PlatformClient,
@@ -78,7 +80,7 @@ class Calls:
         self._days_fetched: cachetools.TTLCache[tuple[str, str], bool] = cachetools.TTLCache(
             maxsize=64, ttl=listing_ttl, timer=trio.current_time
         )
-        self._ahead = RecordsAhead(
+        self._ahead = LoadAhead(
             index,
             nursery,
             lambda ws, sid: self.record(ws, sid, ahead=True),
@@ -306,8 +308,10 @@ class Calls:
         self._source.prefetch(file, start, start + length)
 
 
-class RecordsAhead:
-    """When call directories are entered in listing order (find, a file manager's
+class LoadAhead:
+    """Walk detection for records (all of it: the tree only calls `visit`).
+
+    When call directories are entered in listing order (find, a file manager's
     preview pane) or in name order (rsync, cp -r, a glob: they sort), loads the next
     few records ahead, a few at once, so a walk of a workspace does not pay one
     round trip after another. Two steps in the same order make a walk: one could
