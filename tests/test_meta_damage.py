@@ -22,6 +22,7 @@ import trio.testing
 from amigofs.api.client import CallPage, PlatformClient
 from amigofs.api.models import CallSummary
 from amigofs.cache.index import CallIndex
+from amigofs.config import Settings
 from amigofs.emulator.data import METADATA_FILENAME, Recording
 from amigofs.fs.namespace import ROOT_INODE, Namespace, NamespaceConfig
 from amigofs.fs.records import CallRecord, RecordingSource, WorkspaceAccess
@@ -258,7 +259,16 @@ async def test_a_bug_in_a_background_task_is_logged_with_its_traceback_and_servi
         for i, sid in enumerate(sids)
     ]
     client, source = _Client(calls), _BrokenSource()
-    config = NamespaceConfig(workspaces=[workspace_id])
+    settings = Settings()
+    config = NamespaceConfig(
+        workspaces=[workspace_id],
+        listing_ttl=settings.listing_ttl,
+        negative_ttl=settings.negative_ttl,
+        max_readahead=32 << 20,
+        failure_memory=min(2.0, settings.timeout / 3),
+        views=True,
+        timezone=settings.timezone,
+    )
     index = CallIndex(tmp_path)
     index.open()
     with trio.fail_after(10):

@@ -1,6 +1,6 @@
 """The pyfuse3 adapter: FUSE requests in, Namespace calls, FUSE replies out.
 
-Thin on purpose. Each handler runs under a deadline, and every failure leaves
+Thin on purpose, and stateless: handles and inodes are the namespace's. Each handler runs under a deadline, and every failure leaves
 as a FUSEError carrying the errno from `amigofs.fs.errors.to_errno`: any other
 exception would end `pyfuse3.main()` and with it the mount.
 """
@@ -50,8 +50,6 @@ class AmigoOperations(pyfuse3.Operations):
         self._usage = usage  # (bytes the disk cache may hold, bytes it holds), for df
         self._uid = os.getuid()
         self._gid = os.getgid()
-        # What each open handle was opened on, so that log lines can name its path.
-        self._handle_inodes: dict[int, InodeT] = {}
 
     async def _call(
         self,
@@ -83,8 +81,10 @@ class AmigoOperations(pyfuse3.Operations):
 
     def _handle_path(self, fh: int) -> str:
         """The path an open handle was opened on, for a log line."""
-        inode = self._handle_inodes.get(fh)
-        return f"handle {fh}" if inode is None else self._path(inode)
+        try:
+            return self._ns.describe_handle(FileHandleT(fh))
+        except Exception:
+            return f"handle {fh}"  # as in _path
 
     def _child_path(self, entry: tuple[int, str]) -> str:
         """The path of a name looked up in a directory, for a log line."""
@@ -139,14 +139,12 @@ class AmigoOperations(pyfuse3.Operations):
         )
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
-        # Nodes are kept for the life of the mount (see Namespace._inodes).
+        # Nodes are kept for the life of the mount (see amigofs.fs.inodes).
         return None
 
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         node = InodeT(inode)
-        fh = await self._call(lambda: self._ns.opendir(node), "opendir %s", self._path, node)
-        self._handle_inodes[fh] = node
-        return fh
+        return await self._call(lambda: self._ns.opendir(node), "opendir %s", self._path, node)
 
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         handle = FileHandleT(fh)
@@ -169,7 +167,6 @@ class AmigoOperations(pyfuse3.Operations):
         return os.fsencode(target)
 
     async def releasedir(self, fh: int) -> None:
-        self._handle_inodes.pop(fh, None)
         self._ns.releasedir(FileHandleT(fh))
 
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
@@ -177,7 +174,6 @@ class AmigoOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EROFS)
         node = InodeT(inode)
         fh = await self._call(lambda: self._ns.open(node), "open %s", self._path, node)
-        self._handle_inodes[fh] = node
         if self._ns.direct_io(node):
             # Made at open, of a size the kernel cannot know beforehand.
             return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
@@ -198,7 +194,6 @@ class AmigoOperations(pyfuse3.Operations):
         return cast(bytes, data)
 
     async def release(self, fh: int) -> None:
-        self._handle_inodes.pop(fh, None)
         self._ns.release(FileHandleT(fh))
 
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:

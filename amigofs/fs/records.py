@@ -13,10 +13,11 @@ workspace also says whether the key may still see it (`WorkspaceAccess`).
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import trio
 
@@ -37,6 +38,7 @@ from amigofs.cache.meta import MetaStore
 from amigofs.cache.singleflight import SingleFlight
 from amigofs.cache.store import BlockStore, StoredFile
 from amigofs.concurrency import gather
+from amigofs.fs.errors import FsError
 from amigofs.fs.stereo import Channel, NoStereo, StereoView
 from amigofs.fs.wav import UnknownAudioFormat, audio_layout, is_wav_container
 
@@ -88,6 +90,13 @@ class CallRecord:
             await self.metadata_done.wait()
         if self.metadata_error is not None:
             raise self.metadata_error
+
+
+class Reader(Protocol):
+    """What reads one file: the file, and the record it belongs to (None: no call's)."""
+
+    record: CallRecord | None
+    file: PresentedFile
 
 
 class WorkspaceAccess:
@@ -349,6 +358,38 @@ class RecordingSource:
         if offset >= header_len:
             return data
         return file.header[offset:] + bytes(data)
+
+    async def read_checked(
+        self,
+        reader: Reader,
+        offset: int,
+        size: int,
+        reload: Callable[[CallRecord, Exception], Awaitable[CallRecord]],
+    ) -> bytes | bytearray | memoryview:
+        """`read` of the reader's file, checking a record kept on disk against what the
+        server says: a size it contradicts or a file it does not have (what a wrong
+        record gets) has the record loaded again (`reload`, by the records' owner),
+        once, and the reader moved to it before the read is made again."""
+        record = reader.record
+        try:
+            data = await self.read(reader.file, offset, size)
+        except (api.ProtocolError, api.NotFound, api.RequestRejected) as exc:
+            file = reader.file
+            if (
+                record is None
+                or not record.from_disk
+                or (file.stored is None and file.stereo is None)
+            ):
+                raise
+            record = await reload(record, exc)
+            fresh = record.files.get(file.name)
+            if fresh is None:
+                raise FsError(errno.ENOENT, f"{file.name} is no longer offered") from exc
+            reader.file, reader.record = fresh, record
+            data = await self.read(fresh, offset, size)
+        if record is not None and record.unconfirmed and offset + size > len(reader.file.header):
+            record.unconfirmed.discard(reader.file.name)  # its stored bytes were read
+        return data
 
     def prefetch(self, file: PresentedFile, offset: int, end: int) -> None:
         """Starts fetching [offset, end) of a presented file ahead of its reader."""

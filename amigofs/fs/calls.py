@@ -1,0 +1,378 @@
+"""Calls as the tree needs them: their records, their rows, and whether one may be seen.
+
+Owns the records kept in memory (and the calls found missing or archived a moment
+ago), the workspace syncs that fill the call index, and the days of by-date already
+listed from the API. The call index (amigofs.cache.index) is the one cache of which
+calls exist; a record (amigofs.fs.records) says which files a call has.
+
+A workspace the API refuses (403) is refused here too, with EACCES, from the
+workspace directory's contents down, cached or not: never as an empty listing,
+which a `rsync --delete` would copy over a backup. Its cached data stays, for
+when a later request for it is answered again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import logging
+from collections.abc import Awaitable, Callable
+
+import cachetools
+import trio
+
+from amigofs.api import errors as api
+from amigofs.api.client import CallPage, PlatformClient
+from amigofs.api.models import CallSummary
+from amigofs.cache.index import CallIndex, CallRow
+from amigofs.cache.singleflight import SingleFlight
+from amigofs.fs.errors import FsError
+from amigofs.fs.listing import WorkspaceSync, list_filtered
+from amigofs.fs.records import CallRecord, PresentedFile, RecordingSource
+from amigofs.fs.views import Days
+
+log = logging.getLogger(__name__)
+
+# Call records loaded ahead of a walk through a workspace in listing order.
+WALK_AHEAD = 16
+
+
+class Calls:
+    """The calls of the mount's workspaces: their records, their rows, their syncs."""
+
+    def __init__(
+        self,
+        client: PlatformClient,
+        source: RecordingSource,
+        nursery: trio.Nursery,
+        index: CallIndex,
+        days: Days,
+        *,
+        listing_ttl: float,
+        negative_ttl: float,
+        failure_memory: float,
+        max_records: int,
+    ) -> None:
+        self._client = client
+        self._source = source
+        self._nursery = nursery
+        self._index = index
+        self._days = days
+        self._access = source.access
+        self._listing_ttl = listing_ttl
+        self._failure_memory = failure_memory
+        self._syncs: dict[str, WorkspaceSync] = {}
+        self._records: cachetools.LRUCache[tuple[str, str], CallRecord] = cachetools.LRUCache(
+            max_records
+        )
+        self._record_flights: SingleFlight[CallRecord] = SingleFlight()
+        self._missing: cachetools.TTLCache[tuple[str, str], bool] = cachetools.TTLCache(
+            maxsize=10_000, ttl=negative_ttl, timer=trio.current_time
+        )
+        # Calls whose recording is archived, with the restore time the API gave:
+        # kept a few seconds, so `getfattr -d` costs one request, not one per name.
+        self._archived: cachetools.TTLCache[tuple[str, str], api.Archived] = cachetools.TTLCache(
+            maxsize=10_000, ttl=negative_ttl, timer=trio.current_time
+        )
+        # Days of by-date listed from the API (a workspace not synced yet) within a
+        # listing TTL: their calls are in the index since, and listed from it.
+        self._days_fetched: cachetools.TTLCache[tuple[str, str], bool] = cachetools.TTLCache(
+            maxsize=64, ttl=listing_ttl, timer=trio.current_time
+        )
+        self._ahead = LoadAhead(
+            index,
+            nursery,
+            lambda ws, sid: self.record(ws, sid, ahead=True),
+            lambda ws, sid: (ws, sid) in self._records or (ws, sid) in self._missing,
+        )
+
+    # --- access and listings -------------------------------------------------------
+
+    async def allowed(self, workspace_id: str) -> None:
+        """Refuses a workspace the API refuses, asking it again (one listing page) once
+        `listing_ttl` has passed since it last did."""
+        refused_at = self._access.refused_at(workspace_id)
+        if refused_at is None:
+            return
+        if trio.current_time() - refused_at > self._listing_ttl:
+            with contextlib.suppress(api.AmigoError):
+                await self._access.checked(
+                    workspace_id, lambda: self._client.list_calls_page(workspace_id, 0)
+                )
+            if not self._access.revoked(workspace_id):
+                return
+        raise FsError(errno.EACCES, f"{workspace_id}: access revoked")
+
+    def revoked(self, workspace_id: str) -> bool:
+        return self._access.revoked(workspace_id)
+
+    def sync(self, workspace_id: str) -> WorkspaceSync:
+        sync = self._syncs.get(workspace_id)
+        if sync is None:
+            sync = self._syncs[workspace_id] = WorkspaceSync(
+                workspace_id,
+                client=self._client,
+                index=self._index,
+                nursery=self._nursery,
+                checked=self._access.checked,
+                listing_ttl=self._listing_ttl,
+                failure_memory=self._failure_memory,
+            )
+        return sync
+
+    async def wait_listed(self, workspace_id: str, call_sid: str) -> CallRow | None:
+        """The call's row once the workspace's sync has indexed it; None if the whole
+        listing lacks it."""
+        sync = self.sync(workspace_id)
+        while True:
+            row = self._index.by_sid(workspace_id, call_sid)
+            if row is not None:
+                return row
+            sync.ensure()
+            if sync.complete:
+                return None
+            if sync.error is not None:
+                raise sync.error
+            await sync.changed.wait()
+
+    async def wait_complete(self, workspace_id: str) -> None:
+        sync = self.sync(workspace_id)
+        sync.ensure(retry=True)
+        while not sync.complete:
+            if sync.error is not None:
+                raise sync.error
+            await sync.changed.wait()
+            sync.ensure()
+
+    async def listed_after(self, workspace_id: str, start: int, limit: int) -> list[CallRow]:
+        """The workspace's calls after row `start` in listing order. While its sync is
+        still filling the index, this waits for the next calls; none at all means the
+        listing is whole. A listing that cannot complete fails here: never a short one
+        that looks whole."""
+        sync = self.sync(workspace_id)
+        while True:
+            await self.allowed(workspace_id)
+            rows = self._index.after(workspace_id, start, limit)
+            if rows:
+                return rows
+            sync.ensure()
+            if sync.complete:
+                return []
+            if sync.error is not None:
+                raise sync.error
+            await sync.changed.wait()
+
+    async def day_rows(self, workspace_id: str, day: dt.date) -> list[CallRow]:
+        """A day's calls: from the index if the workspace is synced, else first from the
+        API's listing of that day (date_from/date_to), not the workspace's whole."""
+        fetched = (workspace_id, day.isoformat())
+        if fetched not in self._days_fetched and not self._index.sync_state(workspace_id).complete:
+            first, last = self._days.utc_days(day)
+            calls = await self._list_days(workspace_id, first, last)
+            await trio.to_thread.run_sync(lambda: self._index.add(workspace_id, calls))
+            self._days_fetched[fetched] = True
+        start, end = self._days.bounds_ns(day)
+        return self._index.started_between(workspace_id, start, end)
+
+    async def _list_days(
+        self, workspace_id: str, first: dt.date, last: dt.date
+    ) -> list[CallSummary]:
+        def page(offset: int) -> Awaitable[CallPage]:
+            return self._access.checked(
+                workspace_id,
+                lambda: self._client.list_calls_page(
+                    workspace_id, offset, date_from=first, date_to=last
+                ),
+            )
+
+        return await list_filtered(page)
+
+    def drop_listings(self) -> None:
+        """Makes the next access list calls again (SIGHUP)."""
+        for sync in self._syncs.values():
+            sync.force()
+        self._missing.clear()
+
+    # --- one call ----------------------------------------------------------------
+
+    def summary(self, workspace_id: str, call_sid: str) -> CallSummary | None:
+        row = self._index.by_sid(workspace_id, call_sid)
+        return None if row is None else row.summary()
+
+    async def row(self, workspace_id: str, call_sid: str, *, visit: bool) -> CallRow:
+        """The call's row in the index: one not indexed (not listed yet, or its
+        workspace not synced yet) is looked up by its own requests and indexed."""
+        row = self._index.by_sid(workspace_id, call_sid)
+        if row is not None:
+            return row
+        try:
+            record = await self.record(workspace_id, call_sid, ahead=not visit)
+        except api.Archived:
+            # No record while it is archived: the listing has the call and its time.
+            row = await self.wait_listed(workspace_id, call_sid)
+            if row is None:
+                raise
+            return row
+        summary = CallSummary(
+            workspace_id, call_sid, record.start, record.metadata.duration_seconds,
+            record.metadata.direction,
+        )  # fmt: skip
+        await trio.to_thread.run_sync(
+            lambda: self._index.add(workspace_id, [summary], listed=False)
+        )
+        row = self._index.by_sid(workspace_id, call_sid)
+        if row is None:
+            raise FsError(errno.EIO, f"{workspace_id}/{call_sid}: not kept in the call index")
+        return row
+
+    async def record(
+        self,
+        workspace_id: str,
+        call_sid: str,
+        *,
+        ahead: bool = False,
+        fresh: bool = False,
+        whole: bool = False,
+    ) -> CallRecord:
+        """The call's record; `ahead`: not a visit (no walk detection); `fresh`: not
+        the one kept on disk; `whole`: with its metadata.json, which is fetched after
+        the rest (what needs only the audio files does not wait for it)."""
+        rkey = (workspace_id, call_sid)
+        if not ahead:
+            self._ahead.visit(workspace_id, call_sid)
+        record = self._records.get(rkey)
+        if record is None:
+            record = await self._load(workspace_id, call_sid, fresh)
+        if whole:
+            try:
+                await record.complete()
+            except Exception:
+                # Loaded again by the next look, not failed for a whole listing TTL.
+                if self._records.get(rkey) is record:
+                    del self._records[rkey]
+                raise
+        return record
+
+    async def record_or_archived(
+        self, workspace_id: str, call_sid: str
+    ) -> CallRecord | api.Archived:
+        """The call's record, or why there is none now: its recording is archived."""
+        rkey = (workspace_id, call_sid)
+        archived = self._archived.get(rkey)
+        if archived is not None:
+            return archived
+        try:
+            return await self.record(workspace_id, call_sid)
+        except api.Archived as exc:
+            self._archived[rkey] = exc
+            return exc
+
+    async def reload(self, record: CallRecord, error: Exception) -> CallRecord:
+        """The record loaded again from the API, the one kept on disk dropped: the
+        server contradicts it (see RecordingSource.read_checked)."""
+        rkey = (record.workspace_id, record.call_sid)
+        if self._records.get(rkey) is record:  # else another reader did this already
+            log.warning(
+                "%s/%s: the server contradicts the cached record (%s): loading it again",
+                *rkey,
+                error,
+            )
+            del self._records[rkey]
+            self._source.forget(*rkey)
+        # Whole: the file being read again may be metadata.json itself.
+        return await self.record(*rkey, ahead=True, fresh=True, whole=True)
+
+    async def _load(self, workspace_id: str, call_sid: str, fresh: bool) -> CallRecord:
+        rkey = (workspace_id, call_sid)
+        if rkey in self._missing:
+            raise FsError(errno.ENOENT)
+        summary = self.summary(workspace_id, call_sid)
+
+        async def load() -> CallRecord:
+            try:
+                loaded = await self._source.load(
+                    workspace_id, call_sid, summary, self._nursery, fresh=fresh
+                )
+            except api.NotFound:
+                self._missing[rkey] = True
+                raise
+            self._records[rkey] = loaded
+            return loaded
+
+        return await self._record_flights.run(rkey, load)
+
+    def prefetch_stored(self, file: PresentedFile, length: int) -> None:
+        """Fetches the first `length` stored bytes of a mono file ahead (walk prefetch)."""
+        start = len(file.header)
+        self._source.prefetch(file, start, start + length)
+
+
+class LoadAhead:
+    """Walk detection for records (all of it: the tree only calls `visit`).
+
+    When call directories are entered in listing order (find, a file manager's
+    preview pane) or in name order (rsync, cp -r, a glob: they sort), loads the next
+    few records ahead, a few at once, so a walk of a workspace does not pay one
+    round trip after another. Two steps in the same order make a walk: one could
+    be chance, in one order or the other."""
+
+    def __init__(
+        self,
+        index: CallIndex,
+        nursery: trio.Nursery,
+        load: Callable[[str, str], Awaitable[object]],
+        known: Callable[[str, str], bool],
+    ) -> None:
+        self._index = index
+        self._nursery = nursery
+        self._load = load  # the call's record, loaded ahead (not a visit)
+        self._known = known  # its record is loaded, or it is known missing
+        # The last call entered in each workspace, the order of the step to it
+        # (listing or name), and how many steps in that order in a row.
+        self._walk_last: dict[str, tuple[CallRow | None, str | None, int]] = {}
+        self._walk_scheduled: set[tuple[str, str]] = set()
+
+    def visit(self, workspace_id: str, call_sid: str) -> None:
+        """A call directory (or one of its files) has been entered."""
+        row = self._index.by_sid(workspace_id, call_sid)
+        if row is None:
+            return
+        previous, order, streak = self._walk_last.get(workspace_id, (None, None, 0))
+        if previous is not None and previous.row_id == row.row_id:
+            return  # the same call directory again (its files being looked at)
+        step = None
+        if previous is not None:
+            if row.row_id in {
+                r.row_id for r in self._index.after(workspace_id, previous.row_id, 2)
+            }:
+                step = "listing"
+            elif row.call_sid in {
+                r.call_sid for r in self._index.after_sid(workspace_id, previous.call_sid, 2)
+            }:
+                step = "name"
+        streak = streak + 1 if step is not None and step == order else int(step is not None)
+        self._walk_last[workspace_id] = (row, step, streak)
+        if streak < 2:
+            return
+        if step == "listing":
+            ahead = self._index.after(workspace_id, row.row_id, WALK_AHEAD)
+        else:
+            ahead = self._index.after_sid(workspace_id, row.call_sid, WALK_AHEAD)
+        for next_row in ahead:
+            rkey = (workspace_id, next_row.call_sid)
+            if self._known(*rkey) or rkey in self._walk_scheduled:
+                continue
+            self._walk_scheduled.add(rkey)
+            self._nursery.start_soon(self._load_quietly, workspace_id, next_row.call_sid)
+
+    async def _load_quietly(self, workspace_id: str, call_sid: str) -> None:
+        try:
+            await self._load(workspace_id, call_sid)
+        except (api.AmigoError, FsError) as exc:
+            # Loaded ahead of need: whoever needs it later gets the error then.
+            log.debug("%s/%s: loading ahead failed: %s", workspace_id, call_sid, exc)
+        except Exception:
+            log.exception("%s/%s: loading ahead failed (a bug)", workspace_id, call_sid)
+        finally:
+            self._walk_scheduled.discard((workspace_id, call_sid))

@@ -1,0 +1,79 @@
+"""The user.amigo.* extended attributes of call directories and audio files.
+
+Values from the call's metadata (loaded once per mount, as listing the directory
+does); an archived call's from its listing, with the restore time the API gave.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from amigofs.api import errors as api
+from amigofs.api.models import CallSummary
+from amigofs.fs.records import CALL, INBOUND, OUTBOUND, CallRecord
+
+XATTR_PREFIX = "user.amigo."
+
+
+def call_xattrs(record: CallRecord) -> dict[str, str]:
+    """A call directory's attributes (names after user.amigo.)."""
+    m = record.metadata
+    return {
+        "duration_seconds": _number(m.duration_seconds),
+        "direction": m.direction,
+        "format": f"inbound={m.inbound_format},outbound={m.outbound_format}",
+        "sample_rate": f"inbound={m.inbound_sample_rate},outbound={m.outbound_sample_rate}",
+        "call_start": _time(m.call_start),
+        "call_end": _time(m.call_end),
+        "tts_provider": m.tts_provider,
+    }
+
+
+def file_xattrs(record: CallRecord, name: str) -> dict[str, str]:
+    """An audio file's attributes: the call's, with its own channel's format and rate."""
+    m = record.metadata
+    values = call_xattrs(record)
+    if name == INBOUND:
+        values["format"], values["sample_rate"] = m.inbound_format, str(m.inbound_sample_rate)
+    elif name == OUTBOUND:
+        values["format"], values["sample_rate"] = m.outbound_format, str(m.outbound_sample_rate)
+    elif name == CALL:
+        stereo = record.files[CALL].stereo
+        values["format"] = "pcm_s16le"
+        if stereo is not None:
+            values["sample_rate"] = str(stereo.rate)
+    return values
+
+
+def archived_xattrs(summary: CallSummary | None, archived: api.Archived) -> dict[str, str]:
+    """An archived call directory's attributes: what its listing says, and when the
+    recording is to be restored."""
+    values: dict[str, str] = {}
+    if summary is not None:
+        if summary.duration_seconds is not None:
+            values["duration_seconds"] = _number(summary.duration_seconds)
+        if summary.direction is not None:
+            values["direction"] = summary.direction
+        if summary.started_at is not None:
+            values["call_start"] = _time(summary.started_at)
+            if summary.duration_seconds is not None:
+                end = summary.started_at + dt.timedelta(seconds=summary.duration_seconds)
+                values["call_end"] = _time(end)
+    values["restore_eta"] = (
+        _time(archived.restore_eta) if archived.restore_eta is not None else "unknown"
+    )
+    return values
+
+
+def encode(values: dict[str, str]) -> dict[str, bytes]:
+    return {XATTR_PREFIX + name: value.encode() for name, value in values.items()}
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _time(when: dt.datetime) -> str:
+    # ISO 8601 in UTC, to the millisecond the API gives.
+    when = when.astimezone(dt.UTC) if when.tzinfo is not None else when
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
