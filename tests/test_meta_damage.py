@@ -23,8 +23,9 @@ from amigofs.api.client import CallPage, PlatformClient
 from amigofs.api.models import CallSummary
 from amigofs.cache.index import CallIndex
 from amigofs.config import Settings
+from amigofs.daemon.mount import namespace_config
 from amigofs.emulator.data import METADATA_FILENAME, Recording
-from amigofs.fs.namespace import ROOT_INODE, Namespace, NamespaceConfig
+from amigofs.fs.namespace import ROOT_INODE, Namespace
 from amigofs.fs.records import CallRecord, RecordingSource, WorkspaceAccess
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import Mount, mounted, wait_until, workspace_names
@@ -259,15 +260,12 @@ async def test_a_bug_in_a_background_task_is_logged_with_its_traceback_and_servi
         for i, sid in enumerate(sids)
     ]
     client, source = _Client(calls), _BrokenSource()
-    settings = Settings()
-    config = NamespaceConfig(
-        workspaces=[workspace_id],
-        listing_ttl=settings.listing_ttl,
-        negative_ttl=settings.negative_ttl,
+    config = namespace_config(
+        Settings(workspaces=(workspace_id,)),
+        identity="",
         max_readahead=32 << 20,
-        failure_memory=min(2.0, settings.timeout / 3),
-        views=True,
-        timezone=settings.timezone,
+        control=None,
+        walk_room=None,
     )
     index = CallIndex(tmp_path)
     index.open()

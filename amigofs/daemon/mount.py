@@ -140,8 +140,8 @@ def namespace_config(
     *,
     identity: str,
     max_readahead: int,
-    control: Callable[[], bytes],
-    walk_room: Callable[[], int],
+    control: Callable[[], bytes] | None,
+    walk_room: Callable[[], int] | None,
 ) -> NamespaceConfig:
     """The tree's settings: the user's, and what the mount derives; every field named."""
     return NamespaceConfig(

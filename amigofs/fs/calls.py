@@ -17,7 +17,7 @@ import contextlib
 import datetime as dt
 import errno
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 
 import cachetools
 import trio
@@ -31,12 +31,9 @@ from amigofs.fs.errors import FsError
 from amigofs.fs.listing import WorkspaceSync, list_filtered
 from amigofs.fs.records import CallRecord, PresentedFile, RecordingSource
 from amigofs.fs.views import Days
+from amigofs.fs.walk import RecordsAhead
 
 log = logging.getLogger(__name__)
-
-# Call records loaded ahead of a walk through a workspace in listing order.
-WALK_AHEAD = 16
-
 
 class Calls:
     """The calls of the mount's workspaces: their records, their rows, their syncs."""
@@ -80,11 +77,11 @@ class Calls:
         self._days_fetched: cachetools.TTLCache[tuple[str, str], bool] = cachetools.TTLCache(
             maxsize=64, ttl=listing_ttl, timer=trio.current_time
         )
-        self._ahead = LoadAhead(
+        self._ahead = RecordsAhead(
             index,
-            nursery,
             lambda ws, sid: self.record(ws, sid, ahead=True),
             lambda ws, sid: (ws, sid) in self._records or (ws, sid) in self._missing,
+            nursery,
         )
 
     # --- access and listings -------------------------------------------------------
@@ -307,72 +304,3 @@ class Calls:
         start = len(file.header)
         self._source.prefetch(file, start, start + length)
 
-
-class LoadAhead:
-    """Walk detection for records (all of it: the tree only calls `visit`).
-
-    When call directories are entered in listing order (find, a file manager's
-    preview pane) or in name order (rsync, cp -r, a glob: they sort), loads the next
-    few records ahead, a few at once, so a walk of a workspace does not pay one
-    round trip after another. Two steps in the same order make a walk: one could
-    be chance, in one order or the other."""
-
-    def __init__(
-        self,
-        index: CallIndex,
-        nursery: trio.Nursery,
-        load: Callable[[str, str], Awaitable[object]],
-        known: Callable[[str, str], bool],
-    ) -> None:
-        self._index = index
-        self._nursery = nursery
-        self._load = load  # the call's record, loaded ahead (not a visit)
-        self._known = known  # its record is loaded, or it is known missing
-        # The last call entered in each workspace, the order of the step to it
-        # (listing or name), and how many steps in that order in a row.
-        self._walk_last: dict[str, tuple[CallRow | None, str | None, int]] = {}
-        self._walk_scheduled: set[tuple[str, str]] = set()
-
-    def visit(self, workspace_id: str, call_sid: str) -> None:
-        """A call directory (or one of its files) has been entered."""
-        row = self._index.by_sid(workspace_id, call_sid)
-        if row is None:
-            return
-        previous, order, streak = self._walk_last.get(workspace_id, (None, None, 0))
-        if previous is not None and previous.row_id == row.row_id:
-            return  # the same call directory again (its files being looked at)
-        step = None
-        if previous is not None:
-            if row.row_id in {
-                r.row_id for r in self._index.after(workspace_id, previous.row_id, 2)
-            }:
-                step = "listing"
-            elif row.call_sid in {
-                r.call_sid for r in self._index.after_sid(workspace_id, previous.call_sid, 2)
-            }:
-                step = "name"
-        streak = streak + 1 if step is not None and step == order else int(step is not None)
-        self._walk_last[workspace_id] = (row, step, streak)
-        if streak < 2:
-            return
-        if step == "listing":
-            ahead = self._index.after(workspace_id, row.row_id, WALK_AHEAD)
-        else:
-            ahead = self._index.after_sid(workspace_id, row.call_sid, WALK_AHEAD)
-        for next_row in ahead:
-            rkey = (workspace_id, next_row.call_sid)
-            if self._known(*rkey) or rkey in self._walk_scheduled:
-                continue
-            self._walk_scheduled.add(rkey)
-            self._nursery.start_soon(self._load_quietly, workspace_id, next_row.call_sid)
-
-    async def _load_quietly(self, workspace_id: str, call_sid: str) -> None:
-        try:
-            await self._load(workspace_id, call_sid)
-        except (api.AmigoError, FsError) as exc:
-            # Loaded ahead of need: whoever needs it later gets the error then.
-            log.debug("%s/%s: loading ahead failed: %s", workspace_id, call_sid, exc)
-        except Exception:
-            log.exception("%s/%s: loading ahead failed (a bug)", workspace_id, call_sid)
-        finally:
-            self._walk_scheduled.discard((workspace_id, call_sid))

@@ -29,7 +29,7 @@ from amigofs.api.client import PlatformClient
 from amigofs.cache.index import CallIndex
 from amigofs.cache.meta import MetaStore
 from amigofs.fs.attributes import Attributes, DirEntry, InodeT
-from amigofs.fs.calls import WALK_AHEAD, Calls
+from amigofs.fs.calls import Calls
 from amigofs.fs.errors import FsError
 from amigofs.fs.handles import FileHandleT, HandleTable, OpenDir, OpenFile
 from amigofs.fs.inodes import ROOT_INODE, InodeTable
@@ -43,7 +43,6 @@ from amigofs.fs.xattrs import XATTR_PREFIX
 __all__ = [
     "CONTROL_NAME",
     "ROOT_INODE",
-    "WALK_AHEAD",
     "Attributes",
     "DirEntry",
     "FileHandleT",

@@ -70,7 +70,7 @@ class NamespaceConfig:
     failure_memory: float
     views: bool  # by-date/ and by-name/ in the root
     timezone: str | None  # of by-date's days and times; None: UTC
-    max_records: int = 10_000
+    max_records: int  # call records kept in memory
     # Makes the content of the control file; None: the mount has none.
     control: Callable[[], bytes] | None = None
     # The server and key, hashed (ApiKey.identity): the root listing kept on disk is

@@ -5,6 +5,7 @@ directory. What is asserted is what a program sees: names, links, sizes, bytes, 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import errno
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,6 +22,7 @@ from amigofs.api.client import PAGE_LIMIT, CallPage, PlatformClient
 from amigofs.api.models import CallSummary, RecordingMetadata, Workspace
 from amigofs.cache.index import CallIndex
 from amigofs.config import Settings
+from amigofs.daemon.mount import namespace_config
 from amigofs.fs.errors import FsError
 from amigofs.fs.namespace import (
     CONTROL_NAME,
@@ -150,18 +152,11 @@ class _Source:
 
 
 def _config(**given: object) -> NamespaceConfig:
-    settings = Settings()
-    values: dict[str, object] = {
-        "workspaces": None,
-        "listing_ttl": settings.listing_ttl,
-        "negative_ttl": settings.negative_ttl,
-        "max_readahead": 32 << 20,
-        "failure_memory": min(2.0, settings.timeout / 3),
-        "views": True,
-        "timezone": settings.timezone,
-        "control": lambda: b"reads 7\n",
-    }
-    return NamespaceConfig(**{**values, **given})  # type: ignore[arg-type]
+    # As the mount makes it from the default settings (no walk prefetch: no disk cache).
+    made = namespace_config(
+        Settings(), identity="", max_readahead=32 << 20, control=lambda: b"reads 7\n", walk_room=None
+    )
+    return dataclasses.replace(made, **given)  # type: ignore[arg-type]
 
 
 @dataclass
