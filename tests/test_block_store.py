@@ -23,7 +23,9 @@ import trio.lowlevel
 from amigofs.api.client import ClientConfig, PlatformClient, RetryPolicy
 from amigofs.api.models import DownloadPath
 from amigofs.api.secret import ApiKey
-from amigofs.cache.disk import HEADER, BlockWriter, DiskCache, FileKey, footprint
+from amigofs.cache.block_format import HEADER, FileKey, footprint
+from amigofs.cache.block_writer import BlockWriter
+from amigofs.cache.disk_cache import DiskCache
 from amigofs.cache.store import BlockStore, StoredFile
 from amigofs.cache.worker import FetchWorker, WorkerConfig
 from tests.emulator_proc import EmulatorProc, running_emulator

@@ -45,7 +45,7 @@ from amigofs.api import errors
 from amigofs.api.client import ClientConfig, ClientStats, PlatformClient, RetryPolicy
 from amigofs.api.models import DownloadPath
 from amigofs.api.secret import ApiKey
-from amigofs.cache.disk import BlockWriter, CacheFull
+from amigofs.cache.block_writer import BlockWriter, CacheFull
 from amigofs.commands.arguments import setup_logging
 from amigofs.concurrency import first_error
 
