@@ -22,7 +22,7 @@ import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from amigofs.cache.block_format import HEADER, FileKey, block_range, unpack_header
+from amigofs.cache.block_format import HEADER, FileKey, unpack_header
 from amigofs.cache.blocks import BlockFile, BlockTable, Where
 
 log = logging.getLogger(__name__)
@@ -142,14 +142,10 @@ class BlockReader:
         check in a thread, and `Unchecked` names those blocks."""
         block_size = self.block_size
         rel = key.relative_dir
-        table = self._table
-        first, stop = block_range(start, end, block_size)
-        entries = []
-        for index in range(first, stop):
-            entry = table.file((rel, index))
-            if entry is None:
-                return None
-            entries.append(entry)
+        first, stop = start // block_size, (end - 1) // block_size + 1
+        entries = self._table.files_of(rel, first, stop)
+        if entries is None:
+            return None
         # Every block's file first: one found gone or replaced is forgotten, all of
         # them in one pass.
         fds = [
@@ -162,6 +158,7 @@ class BlockReader:
         view = memoryview(out)
         cold: list[int] = []
         lost = False
+        served = self._table.served
         # Every block, even past one found wrong: all that are wrong are forgotten in
         # one pass, so the caller fetches them again together.
         for index, entry, fd in zip(range(first, stop), entries, fds, strict=True):
@@ -197,7 +194,7 @@ class BlockReader:
                     lost = True
                     continue
             entry.served = True
-            table.served(where)
+            served(where)
         if lost:
             return None
         if cold:

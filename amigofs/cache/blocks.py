@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import trio
 
@@ -123,6 +123,9 @@ class BlockTable:
         self._memory: OrderedDict[Where, None] = OrderedDict()  # blocks held in memory, LRU
         self._memory_blocks = memory_blocks
         self.file_bytes = 0  # what the blocks' files take on disk
+        # A read has copied from the block's file: now the most recently used. (The
+        # dict's own method: it is called for every block of every read.)
+        self.served: Callable[[Where], None] = self._blocks.move_to_end
 
     def __len__(self) -> int:
         return len(self._blocks)
@@ -137,6 +140,18 @@ class BlockTable:
     def file(self, where: Where) -> BlockFile | None:
         block = self._blocks.get(where)
         return None if block is None else block.file
+
+    def files_of(self, rel: str, first: int, stop: int) -> list[BlockFile] | None:
+        """The files of blocks [first, stop), or None if one has none (a read's
+        first step: one call, not one a block)."""
+        blocks = self._blocks
+        found = []
+        for index in range(first, stop):
+            block = blocks.get((rel, index))
+            if block is None or block.file is None:
+                return None
+            found.append(block.file)
+        return found
 
     def available(self, where: Where) -> bool:
         """On disk (checked, or to be checked by the read that serves it) or in memory."""
@@ -174,10 +189,6 @@ class BlockTable:
         self.file_bytes -= footprint(file.length)
         self._tidy(where, block)
         return file
-
-    def served(self, where: Where) -> None:
-        """A read has copied from the block's file: now the most recently used."""
-        self._blocks.move_to_end(where)
 
     def files(self) -> Iterator[tuple[Where, BlockFile, bool]]:
         """(where, file, pinned) of every block with a file, least recently used first."""

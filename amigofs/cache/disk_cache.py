@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -76,6 +77,9 @@ class DiskCache:
         self._root_fd = -1
         self._lock_fd = -1
         self._reader: BlockReader | None = None
+        # Bytes [start, end) of a stored file (see `BlockReader.copy`): the reader's
+        # own method once open, called on every read without a step between.
+        self.copy: Callable[[FileKey, int, int], bytearray | Unchecked | None] = _not_open
         self.evicted_blocks = 0
 
     @property
@@ -111,6 +115,7 @@ class DiskCache:
         try:
             self._take_lock()
             self._reader = BlockReader(self._root_fd, self.blocks, self.block_size)
+            self.copy = self._reader.copy
             self._scan()
         except BaseException:
             self.close()
@@ -212,10 +217,6 @@ class DiskCache:
 
     # --- reading (block_reader) ----------------------------------------------------------
 
-    def copy(self, key: FileKey, start: int, end: int) -> bytearray | Unchecked | None:
-        """See `BlockReader.copy`."""
-        return self.reader.copy(key, start, end)
-
     def unverified(self, key: FileKey, indexes: list[int]) -> list[tuple[int, BlockFile]]:
         return self.reader.unverified(key, indexes)
 
@@ -310,3 +311,7 @@ class DiskCache:
             self.evicted_blocks += len(victims)
             log.debug("disk cache: evicted %d blocks", len(victims))
         return excess <= 0
+
+
+def _not_open(key: FileKey, start: int, end: int) -> bytearray | Unchecked | None:
+    raise AssertionError("the disk cache is not open")

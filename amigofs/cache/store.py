@@ -129,7 +129,8 @@ class BlockStore:
         end = min(end, file.size)
         if start >= end:
             return b""
-        first, stop = block_range(start, end, self.block_size)
+        block_size = self.block_size
+        first, stop = start // block_size, (end - 1) // block_size + 1
         rel = file.key.relative_dir
         available = self._blocks.available
         waited = False
