@@ -64,7 +64,6 @@ class DiskCache:
         min_free_bytes: int = 1 << 30,
         min_free_ratio: float = 0.05,
         owner: str = "",
-        blocks: BlockTable | None = None,
     ) -> None:
         self.root = root
         self.max_bytes = max_bytes
@@ -72,7 +71,7 @@ class DiskCache:
         self.min_free_bytes = min_free_bytes
         self.min_free_ratio = min_free_ratio
         self._owner = owner  # who holds the lock, as the next mount is told
-        self.blocks = BlockTable() if blocks is None else blocks
+        self.blocks = BlockTable()
         self._reserved = 0  # bytes being fetched, counted before they land
         self._root_fd = -1
         self._lock_fd = -1
