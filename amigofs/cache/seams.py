@@ -10,6 +10,7 @@ tests plug in-memory and failure-injecting stand-ins into the same seams.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import trio
@@ -82,24 +83,33 @@ class BlockCache(Protocol):
         """Stores a whole small file (blocking: called in a thread)."""
 
 
+@dataclass(slots=True, frozen=True)
+class FetchJob:
+    """Blocks [start, end) of a stored file of `total` bytes, downloaded from `target`
+    into the data cache's `directory` (a `FileKey.relative_dir`)."""
+
+    target: str
+    filename: str
+    start: int
+    end: int
+    total: int
+    block_size: int
+    directory: str
+
+
 class Fetcher(Protocol):
     """Downloads a range of a stored file into the data cache, block by block."""
 
     async def fetch(
         self,
+        job: FetchJob,
         *,
-        target: str,
-        filename: str,
-        start: int,
-        end: int,
-        total: int,
-        block_size: int,
-        directory: str,
         nursery: trio.Nursery,
         on_blocks: Callable[[list[Landed]], None] | None = None,
     ) -> None:
-        """Stores blocks [start, end) under `directory`, telling `on_blocks` of each
-        as it lands; raises the API's error (AuthError: the link was refused)."""
+        """Stores the job's blocks, telling `on_blocks` of each as it lands; raises the
+        API's error (AuthError: the link was refused) or CacheFull. `nursery`: where a
+        fetcher may start what outlives one job (the worker process)."""
 
 
 class DirectDownload(Protocol):

@@ -43,6 +43,7 @@ from amigofs.cache.seams import (
     DirectDownload,
     DownloadLink,
     Fetcher,
+    FetchJob,
     Landed,
     LinkExpired,
 )
@@ -398,9 +399,9 @@ class BlockStore:
         await self._download(
             file,
             lambda path: self._worker.fetch(
-                target=path.target, filename=path.filename, start=start, end=end,
-                total=file.size, block_size=self.block_size,
-                directory=file.key.relative_dir, nursery=self._nursery,
+                FetchJob(path.target, path.filename, start, end, file.size, self.block_size,
+                         file.key.relative_dir),
+                nursery=self._nursery,
                 on_blocks=lambda blocks: self._landed(file, fetch, blocks),
             ),
         )  # fmt: skip

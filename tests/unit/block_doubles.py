@@ -20,7 +20,7 @@ from amigofs.api.models import DownloadPath
 from amigofs.cache.block_format import FileKey, block_range
 from amigofs.cache.block_reader import Unchecked
 from amigofs.cache.blocks import BlockFile, BlockTable, Where
-from amigofs.cache.seams import Landed
+from amigofs.cache.seams import FetchJob, Landed
 
 
 class MemoryCache:
@@ -106,27 +106,22 @@ class MemoryFetcher:
 
     async def fetch(
         self,
+        job: FetchJob,
         *,
-        target: str,
-        filename: str,
-        start: int,
-        end: int,
-        total: int,
-        block_size: int,
-        directory: str,
         nursery: trio.Nursery,
         on_blocks: Callable[[list[Landed]], None] | None = None,
     ) -> None:
-        self.requests.append((filename, start, end))
+        filename, start, block_size = job.filename, job.start, job.block_size
+        self.requests.append((filename, start, job.end))
         number = len(self.requests)
         if self.gate is not None:
             await self.gate.wait()
-        end = self.body_end(number, start, end)
-        data = self.answer(number, target, filename)
+        end = self.body_end(number, start, job.end)
+        data = self.answer(number, job.target, filename)
         for offset in range(start, end, block_size):
             await trio.lowlevel.checkpoint()
             block = data[offset : min(end, offset + block_size)]
-            landed = self.cache.write_block(directory, offset // block_size, block)
+            landed = self.cache.write_block(job.directory, offset // block_size, block)
             self.fetched[(filename, offset // block_size)] += 1
             if on_blocks is not None:
                 on_blocks([landed])
