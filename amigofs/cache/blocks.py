@@ -68,7 +68,9 @@ class Fetch:
 
     def __init__(self, first: int, stop: int) -> None:
         self.first, self.stop = first, stop
-        self.landed: set[int] = set()  # blocks announced as they landed
+        # This download's progress (its speed; what is left of it to get into memory
+        # if the disk fills), not the blocks' state, which is each Block's.
+        self.landed: set[int] = set()
         self.done = False
         self.changed = trio.Event()  # set (and replaced) as blocks land and at the end
         self.error: Exception | None = None
