@@ -23,7 +23,10 @@ import trio.lowlevel
 from amigofs.api.client import ClientConfig, PlatformClient, RetryPolicy
 from amigofs.api.models import DownloadPath
 from amigofs.api.secret import ApiKey
-from amigofs.cache.disk import HEADER, BlockWriter, DiskCache, FileKey, footprint
+from amigofs.cache.block_format import HEADER, FileKey, footprint
+from amigofs.cache.block_writer import BlockWriter
+from amigofs.cache.disk_cache import DiskCache
+from amigofs.cache.seams import FetchJob
 from amigofs.cache.store import BlockStore, StoredFile
 from amigofs.cache.worker import FetchWorker, WorkerConfig
 from tests.emulator_proc import EmulatorProc, running_emulator
@@ -48,9 +51,10 @@ class FakeWorker:
         self.fetched: Counter[tuple[str, int]] = Counter()  # (file, block) -> times
         self.before_block: Callable[[int], Any] | None = None  # awaited before each block
 
-    async def fetch(self, *, filename: str, start: int, end: int, block_size: int,
-                    directory: str, on_blocks: Callable[[list[tuple[int, int, int]]], None],
-                    **_: Any) -> None:  # fmt: skip
+    async def fetch(self, job: FetchJob, *, nursery: trio.Nursery,
+                    on_blocks: Callable[[list[tuple[int, int, int]]], None]) -> None:  # fmt: skip
+        filename, start, end, block_size = job.filename, job.start, job.end, job.block_size
+        directory = job.directory
         data = memoryview(self.files[filename])
         with BlockWriter(str(self.root), directory, block_size) as writer:
             for offset in range(start, end, block_size):
@@ -291,8 +295,8 @@ async def test_a_worker_killed_mid_job_is_replaced_and_the_job_completes(
                     os.kill(first.pid, signal.SIGKILL)
 
             with trio.fail_after(60):
-                await worker.fetch(target=path.target, filename=path.filename, start=0, end=end,
-                                   total=size, block_size=BLOCK, directory=key.relative_dir,
+                await worker.fetch(FetchJob(path.target, path.filename, 0, end, size, BLOCK,
+                                            key.relative_dir),
                                    nursery=nursery, on_blocks=on_blocks)  # fmt: skip
             assert first.poll() is not None, "the kill did not land mid-job"
             assert worker.restarts == 1
@@ -327,10 +331,10 @@ async def test_a_job_whose_waiter_leaves_still_announces_every_block_it_stored(
 
             async def waiter(cancel_scope: trio.CancelScope) -> None:
                 with cancel_scope:
-                    await worker.fetch(target=path.target, filename=path.filename, start=0,
-                                       end=min(size, 60 * BLOCK), total=size, block_size=BLOCK,
-                                       directory=key.relative_dir, nursery=nursery,
-                                       on_blocks=on_blocks)  # fmt: skip
+                    await worker.fetch(FetchJob(path.target, path.filename, 0,
+                                                min(size, 60 * BLOCK), size, BLOCK,
+                                                key.relative_dir),
+                                       nursery=nursery, on_blocks=on_blocks)  # fmt: skip
 
             scope = trio.CancelScope()
             nursery.start_soon(waiter, scope)

@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from amigofs.cache.disk import HEADER, BlockWriter, DiskCache, FileKey, Unchecked, footprint
+from amigofs.cache.block_format import HEADER, FileKey, footprint
+from amigofs.cache.block_reader import Unchecked
+from amigofs.cache.block_writer import BlockWriter
+from amigofs.cache.disk_cache import DiskCache
 from amigofs.cache.store import BlockStore
 from tests.test_block_store import FakeWorker, stored_file
 

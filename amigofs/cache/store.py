@@ -1,22 +1,25 @@
-"""Blocks of stored files: served from the disk cache, fetched into it when missing.
+"""Blocks of stored files: served from the data cache, fetched into it when missing.
 
 A read is served only from blocks known present: it waits until every block under
-it is on disk, pinned so that eviction passes them by, and then copies its bytes
-out in one synchronous step, which eviction (on the same thread) cannot interrupt;
-a block found gone, replaced or damaged at that moment is fetched again. Holes are
-never served.
+it is in the cache, pinned so that eviction passes them by, and then copies its
+bytes out in one synchronous step, which eviction (on the same thread) cannot
+interrupt; a block found gone, replaced or damaged at that moment is fetched again.
+Holes are never served.
 
-A block not yet on disk is downloaded by the fetch worker. Downloads belong to the
-store, not to the reader that asked: a reader whose deadline runs out stops waiting,
-and the download lands for the next try. Readers of one block share one download;
-prefetches of contiguous blocks become ranged GETs sized to the link's measured
-speed (a block must land well within a reader's deadline), several at once, bounded
-in total. A block left by an earlier mount is checked against its checksum by the
-read that first serves it, in the same syscall and before a byte of it is served;
-one not in the page cache is checked in a thread instead, and the kernel is asked
-to read ahead those a reader is about to reach. When the cache's disk has no room,
-reads are fetched straight into memory instead: a read never fails because the cache
-is full.
+A block not yet in the cache is downloaded by the fetcher (the fetch worker).
+Downloads belong to the store, not to the reader that asked: a reader whose deadline
+runs out stops waiting, and the download lands for the next try. Readers of one
+block share one download; prefetches of contiguous blocks become ranged GETs sized
+to the link's measured speed (a block must land well within a reader's deadline),
+several at once, bounded in total. A block left by an earlier mount is checked
+against its checksum by the read that first serves it, in the same syscall and
+before a byte of it is served; one not in the page cache is checked in a thread
+instead, and the kernel is asked to read ahead those a reader is about to reach.
+When the cache's disk has no room, reads are fetched straight into memory instead:
+a read never fails because the cache is full.
+
+Every block's state is the `BlockTable`'s (`blocks`); the store moves blocks through
+it. A refused download raises `LinkExpired`: renewing links is the records layer's.
 """
 
 from __future__ import annotations
@@ -25,16 +28,25 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
-import cachetools
 import trio
 
 from amigofs.api import errors
-from amigofs.api.client import PlatformClient
 from amigofs.api.models import DownloadPath
-from amigofs.cache.disk import BlockWriter, CacheFull, DiskCache, FileKey, Unchecked, runs
-from amigofs.cache.worker import FetchWorker
+from amigofs.cache.block_format import FileKey, block_range, runs
+from amigofs.cache.block_reader import Unchecked
+from amigofs.cache.block_writer import CacheFull
+from amigofs.cache.blocks import Fetch
+from amigofs.cache.seams import (
+    BlockCache,
+    DirectDownload,
+    DownloadLink,
+    Fetcher,
+    FetchJob,
+    Landed,
+    LinkExpired,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +54,12 @@ T = TypeVar("T")
 
 DEFAULT_BLOCK_SIZE = 256 << 10
 PARALLEL_GETS = 8
-# Blocks read without room on disk, kept for the reads that follow (the kernel asks
-# for a block in several requests).
-MEMORY_BLOCKS = 64
 # A GET should take at most this share of a reader's deadline at the measured speed.
 GET_SHARE_OF_DEADLINE = 0.25
 _SPEED_WEIGHT = 0.3  # of a new measurement in the running estimate
 READ_ATTEMPTS = 4
 
-
-class DownloadLink(Protocol):
-    """Where a stored file is downloaded from; links expire and can be renewed."""
-
-    @property
-    def path(self) -> DownloadPath: ...
-
-    async def renew(self, stale: DownloadPath) -> DownloadPath: ...
+__all__ = ["DEFAULT_BLOCK_SIZE", "BlockStore", "DownloadLink", "LinkExpired", "StoredFile"]
 
 
 @dataclass(slots=True, frozen=True)
@@ -83,33 +85,14 @@ class StoreStats:
     read_misses: int = 0  # reads that waited for a block to be fetched or checked
 
 
-class _Fetch:
-    """A download of blocks [first, stop) that readers of those blocks wait on."""
-
-    __slots__ = ("changed", "done", "error", "first", "first_landed", "landed", "started", "stop")
-
-    def __init__(self, first: int, stop: int) -> None:
-        self.first, self.stop = first, stop
-        self.landed: set[int] = set()  # blocks announced as they landed
-        self.done = False
-        self.changed = trio.Event()  # set (and replaced) as blocks land and at the end
-        self.error: Exception | None = None
-        self.started = trio.current_time()
-        self.first_landed: tuple[float, int] | None = None  # when, and how many blocks
-
-    def notify(self) -> None:
-        self.changed.set()
-        self.changed = trio.Event()
-
-
 class BlockStore:
     def __init__(
         self,
-        disk: DiskCache,
-        worker: FetchWorker,
+        disk: BlockCache,
+        worker: Fetcher,
         nursery: trio.Nursery,
         *,
-        client: PlatformClient | None = None,
+        client: DirectDownload | None = None,
         deadline: float = 30.0,
         min_chunk_bytes: int = 512 << 10,
         max_chunk_bytes: int = 8 << 20,
@@ -120,6 +103,7 @@ class BlockStore:
         self.max_prefetch_bytes = min(max_prefetch_bytes, disk.max_bytes // 4)
         self.block_size = disk.block_size
         self._disk = disk
+        self._blocks = disk.blocks
         self._worker = worker
         self._client = client
         self._nursery = nursery
@@ -133,12 +117,6 @@ class BlockStore:
         self._max_chunk_blocks = max(self._min_chunk_blocks, max_chunk_bytes // self.block_size)
         # Bytes a second one response delivers, as measured; None until measured.
         self.speed: float | None = None
-        self._fetches: dict[tuple[FileKey, int], _Fetch] = {}
-        # Blocks being checked in a thread, and the event that says it is done.
-        self._verifying: dict[tuple[FileKey, int], trio.Event] = {}
-        self._memory: cachetools.LRUCache[tuple[FileKey, int], bytes] = cachetools.LRUCache(
-            MEMORY_BLOCKS
-        )
         self._prefetch_budget = _ByteBudget(self.max_prefetch_bytes)
         self.stats = StoreStats()
 
@@ -147,16 +125,20 @@ class BlockStore:
     async def read(self, file: StoredFile, start: int, end: int) -> bytes | bytearray:
         """Bytes [start, end) of a stored file, clipped to its size. The answer may be
         a buffer the cache uses again once nothing refers to it: use it, or copy it,
-        before it is dropped; never keep a view of it past that."""
+        before it is dropped; never keep a view of it past that. LinkExpired if the
+        file's link was refused."""
         end = min(end, file.size)
         if start >= end:
             return b""
-        first, stop = start // self.block_size, (end - 1) // self.block_size + 1
+        block_size = self.block_size
+        first, stop = start // block_size, (end - 1) // block_size + 1
+        rel = file.key.relative_dir
+        available = self._blocks.available
         waited = False
         checks = 0
         attempts = 0
         while attempts < READ_ATTEMPTS:
-            missing = [i for i in range(first, stop) if not self._ready(file.key, i)]
+            missing = [i for i in range(first, stop) if not available((rel, i))]
             if not missing:
                 data = self._copy(file.key, start, end)
                 self._count_checks()
@@ -167,11 +149,11 @@ class BlockStore:
                     # so this is no fetch attempt.
                     checks += 1
                     waited = True
-                    self._disk.pin(file.key, first, stop, 1)
+                    self._blocks.pin(rel, first, stop, 1)
                     try:
                         await self._check(file, data.indexes)
                     finally:
-                        self._disk.pin(file.key, first, stop, -1)
+                        self._blocks.pin(rel, first, stop, -1)
                     continue
                 if data is not None and not isinstance(data, Unchecked):
                     self.stats.served_bytes += len(data)
@@ -188,31 +170,32 @@ class BlockStore:
                 # A read over several blocks (the kernel asks for up to 1M at once) gets
                 # those missing in one GET (or a few, on a slow link).
                 self._start(file, missing[0], missing[-1] + 1, self._reader_chunk(), budget=False)
-            self._disk.pin(file.key, first, stop, 1)
+            self._blocks.pin(rel, first, stop, 1)
             try:
                 for index in missing:
                     await self._make_ready(file, index)
             finally:
-                self._disk.pin(file.key, first, stop, -1)
+                self._blocks.pin(rel, first, stop, -1)
         raise errors.ProtocolError(f"{file.key.filename}: blocks {first}-{stop} could not be kept")
 
-    def _ready(self, key: FileKey, index: int) -> bool:
-        """On disk (checked, or to be checked by the read that serves it) or in memory."""
-        return self._disk.has(key, index) or (key, index) in self._memory
-
     def _copy(self, key: FileKey, start: int, end: int) -> bytes | bytearray | Unchecked | None:
-        """The bytes, from disk and (without room on disk) memory; None if a block
-        turned out to be gone."""
-        first, stop = start // self.block_size, (end - 1) // self.block_size + 1
-        if not self._memory or all(self._disk.has(key, i) for i in range(first, stop)):
+        """The bytes, from the cache and (without room on disk) memory; None if a
+        block turned out to be gone."""
+        blocks = self._blocks
+        if not blocks.holds_memory:
+            return self._disk.copy(key, start, end)
+        block_size = self.block_size
+        first, stop = block_range(start, end, block_size)
+        rel = key.relative_dir
+        if all(blocks.file((rel, i)) is not None for i in range(first, stop)):
             return self._disk.copy(key, start, end)
         pieces: list[bytes | bytearray] = []
         for index in range(first, stop):
-            lo = max(start, index * self.block_size)
-            hi = min(end, (index + 1) * self.block_size)
-            block = self._memory.get((key, index))
+            lo = max(start, index * block_size)
+            hi = min(end, (index + 1) * block_size)
+            block = blocks.memory_of((rel, index))
             if block is not None:
-                base = index * self.block_size
+                base = index * block_size
                 pieces.append(block[lo - base : hi - base])
                 continue
             piece = self._disk.copy(key, lo, hi)
@@ -228,13 +211,28 @@ class BlockStore:
     async def _check(self, file: StoredFile, indexes: list[int]) -> None:
         """Checks blocks an earlier mount left in a thread; returns once each is checked
         (and so verified, or forgotten to be fetched again)."""
-        todo = [i for i in indexes if (file.key, i) not in self._verifying]
+        rel = file.key.relative_dir
+        todo = [i for i in indexes if self._blocks.check_of((rel, i)) is None]
         if todo:
-            self._launch_verify(file, todo)
+            done = trio.Event()
+            for index in todo:
+                self._blocks.checking((rel, index), done)
+            self._nursery.start_soon(self._verify, file, todo, done)
         for index in indexes:
-            checking = self._verifying.get((file.key, index))
+            checking = self._blocks.check_of((rel, index))
             if checking is not None:
                 await checking.wait()
+
+    async def _verify(self, file: StoredFile, indexes: list[int], done: trio.Event) -> None:
+        try:
+            await self._disk.check(file.key, indexes)
+            self._count_checks()
+        except Exception:
+            log.exception("disk cache: cannot check blocks of %s", file.key.relative_dir)
+        finally:
+            for index in indexes:
+                self._blocks.checked((file.key.relative_dir, index))
+            done.set()
 
     def prefetch(self, file: StoredFile, start: int, end: int) -> None:
         """Starts getting [start, end) ready in the background; returns at once."""
@@ -244,19 +242,20 @@ class BlockStore:
         chunk = (end - start) // PARALLEL_GETS // self.block_size
         chunk = max(self._min_chunk_blocks, min(self._max_chunk_blocks, chunk))
         chunk = min(chunk, self._speed_chunk())
-        self._start(file, start // self.block_size, (end - 1) // self.block_size + 1, chunk)
+        self._start(file, *block_range(start, end, self.block_size), chunk)
 
     async def put(self, key: FileKey, data: bytes) -> None:
         """Stores a whole small file the mount fetched itself (metadata.json) in the
         cache; without room it is simply not kept, and read through its link later."""
         first, stop = 0, -(-len(data) // self.block_size)
-        if stop == 0 or all(self._disk.is_ready(key, i) for i in range(first, stop)):
+        rel = key.relative_dir
+        if stop == 0 or all(self._verified(rel, i) for i in range(first, stop)):
             return
         room = self._disk.room_for(key, first, stop)
         if not self._disk.reserve(room):
             return
         try:
-            stored = await trio.to_thread.run_sync(self._write_whole, key, data)
+            stored = await trio.to_thread.run_sync(self._disk.write_whole, key, data)
         except (CacheFull, OSError) as exc:
             log.warning("disk cache: %s not kept: %s", key.filename, exc)
             return
@@ -265,15 +264,14 @@ class BlockStore:
         for index, length, crc in stored:
             self._disk.added(key, index, length, crc)
 
-    def _write_whole(self, key: FileKey, data: bytes) -> list[tuple[int, int, int]]:
-        with BlockWriter(str(self._disk.root), key.relative_dir, self.block_size) as writer:
-            return writer.write(0, memoryview(data))
+    def _verified(self, rel: str, index: int) -> bool:
+        entry = self._blocks.file((rel, index))
+        return entry is not None and entry.verified
 
     def forget(self, key: FileKey) -> None:
         """The last reader of a file has gone."""
         # The few blocks held in memory, not every block the file has.
-        for where in [w for w in self._memory if w[0] == key]:
-            del self._memory[where]
+        self._blocks.release_memory(key.relative_dir)
 
     def _speed_chunk(self) -> int:
         """The most blocks one GET may take, at the measured speed, to land well within
@@ -297,13 +295,18 @@ class BlockStore:
         serves each finds it in the page cache."""
         to_fetch: list[int] = []
         to_advise: list[int] = []
-        key = file.key
+        rel = file.key.relative_dir
+        get = self._blocks.get
         for index in range(first, stop):
-            if self._disk.is_ready(key, index) or (key, index) in self._fetches:
+            block = get((rel, index))
+            if block is None:
+                to_fetch.append(index)
                 continue
-            if self._disk.has(key, index):
+            if block.fetch is not None or (block.file is not None and block.file.verified):
+                continue
+            if block.file is not None:
                 to_advise.append(index)
-            elif (key, index) not in self._memory:
+            elif block.memory is None:
                 to_fetch.append(index)
         for run_first, run_stop in runs(to_fetch, chunk):
             self._launch(file, run_first, run_stop, prefetch=budget)
@@ -312,61 +315,41 @@ class BlockStore:
 
     async def _advise(self, file: StoredFile, indexes: list[int]) -> None:
         try:
-            await trio.to_thread.run_sync(self._disk.advise, file.key, indexes)
+            await self._disk.read_ahead(file.key, indexes)
         except Exception:
             log.exception("disk cache: cannot read ahead blocks of %s", file.key.relative_dir)
 
     # --- getting one block ready ---------------------------------------------------
 
     async def _make_ready(self, file: StoredFile, index: int) -> None:
-        """Waits until a block is on disk (or in memory), fetching it if need be."""
-        where = (file.key, index)
+        """Waits until a block is in the cache (or in memory), fetching it if need be."""
+        where = (file.key.relative_dir, index)
+        available = self._blocks.available
         for _ in range(3):
-            if self._ready(file.key, index):
+            if available(where):
                 return
-            fetch = self._fetches.get(where)
+            fetch = self._blocks.fetch_of(where)
             if fetch is not None:
-                while not fetch.done and not self._ready(file.key, index):
+                while not fetch.done and not available(where):
                     await fetch.changed.wait()
-                if fetch.error is not None and not self._ready(file.key, index):
+                if fetch.error is not None and not available(where):
                     raise fetch.error
             else:
                 self._launch(file, index, index + 1, prefetch=False)
-        if not self._ready(file.key, index):
+        if not available(where):
             raise errors.ProtocolError(f"{file.key.filename}: block {index} could not be cached")
-
-    def _launch_verify(self, file: StoredFile, indexes: list[int]) -> trio.Event:
-        done = trio.Event()
-        for index in indexes:
-            self._verifying[(file.key, index)] = done
-        self._nursery.start_soon(self._verify, file, indexes, done)
-        return done
-
-    async def _verify(self, file: StoredFile, indexes: list[int], done: trio.Event) -> None:
-        try:
-            blocks = self._disk.unverified(file.key, indexes)
-            results = await trio.to_thread.run_sync(self._disk.check_blocks, file.key, blocks)
-            self._disk.apply_checks(file.key, results)
-            self._count_checks()
-        except Exception:
-            log.exception("disk cache: cannot check blocks of %s", file.key.relative_dir)
-        finally:
-            for index in indexes:
-                self._verifying.pop((file.key, index), None)
-            done.set()
 
     # --- fetching -------------------------------------------------------------------
 
-    def _launch(self, file: StoredFile, first: int, stop: int, *, prefetch: bool) -> _Fetch:
+    def _launch(self, file: StoredFile, first: int, stop: int, *, prefetch: bool) -> Fetch:
         """Registers a fetch of [first, stop) and starts it in the store's nursery:
         it outlives the reader that asked for it."""
-        fetch = _Fetch(first, stop)
-        for index in range(first, stop):
-            self._fetches[(file.key, index)] = fetch
+        fetch = Fetch(first, stop)
+        self._blocks.fetching(file.key.relative_dir, fetch)
         self._nursery.start_soon(self._run_fetch, file, fetch, prefetch)
         return fetch
 
-    async def _run_fetch(self, file: StoredFile, fetch: _Fetch, prefetch: bool) -> None:
+    async def _run_fetch(self, file: StoredFile, fetch: Fetch, prefetch: bool) -> None:
         start = fetch.first * self.block_size
         end = min(file.size, fetch.stop * self.block_size)
         room = self._disk.room_for(file.key, fetch.first, fetch.stop)
@@ -393,41 +376,44 @@ class BlockStore:
             if not cached:
                 await self._fetch_uncached(file, fetch)
         except Exception as exc:
-            self.stats.fetch_errors += 1
             fetch.error = exc
             # A reader that needs these blocks gets the error from the fetch; a bug
             # (not an answer from the API) is logged whole, and ends only this fetch.
-            if isinstance(exc, errors.AmigoError):
+            # An expired link is no fetch error: its reader renews it and asks again.
+            if isinstance(exc, LinkExpired):
+                log.debug("fetch of %s: %s", file.key.filename, exc)
+            elif isinstance(exc, errors.AmigoError):
+                self.stats.fetch_errors += 1
                 log.debug("fetch of %s failed: %s", file.key.filename, exc)
             else:
+                self.stats.fetch_errors += 1
                 log.exception("fetch of %s failed", file.key.filename)
         finally:
-            for index in range(fetch.first, fetch.stop):
-                if self._fetches.get((file.key, index)) is fetch:
-                    del self._fetches[(file.key, index)]
+            self._blocks.fetched(file.key.relative_dir, fetch)
             fetch.done = True
             fetch.notify()
 
-    async def _fetch_cached(self, file: StoredFile, fetch: _Fetch, start: int, end: int) -> None:
-        """Downloads into the disk cache (room already reserved)."""
+    async def _fetch_cached(self, file: StoredFile, fetch: Fetch, start: int, end: int) -> None:
+        """Downloads into the data cache (room already reserved)."""
         fetch.started = trio.current_time()  # not counting the wait for a prefetch budget
-        await self._with_link(
+        await self._download(
             file,
             lambda path: self._worker.fetch(
-                target=path.target, filename=path.filename, start=start, end=end,
-                total=file.size, block_size=self.block_size,
-                directory=file.key.relative_dir, nursery=self._nursery,
+                FetchJob(path.target, path.filename, start, end, file.size, self.block_size,
+                         file.key.relative_dir),
+                nursery=self._nursery,
                 on_blocks=lambda blocks: self._landed(file, fetch, blocks),
             ),
         )  # fmt: skip
         self.stats.fetched_blocks += fetch.stop - fetch.first
         self.stats.fetched_bytes += end - start
 
-    async def _fetch_uncached(self, file: StoredFile, fetch: _Fetch) -> None:
+    async def _fetch_uncached(self, file: StoredFile, fetch: Fetch) -> None:
         """Downloads the blocks not landed yet into memory, for the readers waiting."""
         if self._client is None:
             raise errors.TransportError("the disk cache is full and no direct download is set up")
         client = self._client
+        rel = file.key.relative_dir
         wanted = [i for i in range(fetch.first, fetch.stop) if i not in fetch.landed]
         for run_first, run_stop in runs(wanted, len(wanted)):
             start = run_first * self.block_size
@@ -439,22 +425,24 @@ class BlockStore:
             ) -> None:
                 await client.download_into(path, start, memoryview(buffer), total=file.size)
 
-            await self._with_link(file, download)
+            await self._download(file, download)
             for index in range(run_first, run_stop):
                 offset = (index - run_first) * self.block_size
-                self._memory[(file.key, index)] = bytes(buffer[offset : offset + self.block_size])
+                self._blocks.hold((rel, index), bytes(buffer[offset : offset + self.block_size]))
             self.stats.uncached_bytes += end - start
         fetch.notify()
 
-    async def _with_link(self, file: StoredFile, call: Callable[[DownloadPath], Awaitable[T]]) -> T:
+    @staticmethod
+    async def _download(file: StoredFile, call: Callable[[DownloadPath], Awaitable[T]]) -> T:
+        """Runs a download through the file's current link; a refusal (links are
+        time-limited) is LinkExpired, for the records layer to renew it."""
         path = file.link.path
         try:
             return await call(path)
-        except errors.AuthError:
-            # Download links are time-limited: renew once, then try again.
-            return await call(await file.link.renew(path))
+        except errors.AuthError as exc:
+            raise LinkExpired(file.key, file.link, path, exc) from exc
 
-    def _landed(self, file: StoredFile, fetch: _Fetch, blocks: list[tuple[int, int, int]]) -> None:
+    def _landed(self, file: StoredFile, fetch: Fetch, blocks: list[Landed]) -> None:
         for index, length, crc in blocks:
             if fetch.first <= index < fetch.stop and index not in fetch.landed:
                 self._disk.added(file.key, index, length, crc)
@@ -462,7 +450,7 @@ class BlockStore:
         self._measure(fetch)
         fetch.notify()
 
-    def _measure(self, fetch: _Fetch) -> None:
+    def _measure(self, fetch: Fetch) -> None:
         """Updates the per-response speed from a fetch's landed blocks: between its first
         and latest announcement where there are two, else from its start."""
         now = trio.current_time()

@@ -45,7 +45,8 @@ from amigofs.api import errors
 from amigofs.api.client import ClientConfig, ClientStats, PlatformClient, RetryPolicy
 from amigofs.api.models import DownloadPath
 from amigofs.api.secret import ApiKey
-from amigofs.cache.disk import BlockWriter, CacheFull
+from amigofs.cache.block_writer import BlockWriter, CacheFull
+from amigofs.cache.seams import FetchJob, Landed
 from amigofs.concurrency import first_error
 from amigofs.logs import setup_logging
 
@@ -308,7 +309,7 @@ def main() -> None:
 class _Pending:
     __slots__ = ("done", "error", "lost", "on_blocks")
 
-    def __init__(self, on_blocks: Callable[[list[tuple[int, int, int]]], None] | None) -> None:
+    def __init__(self, on_blocks: Callable[[list[Landed]], None] | None) -> None:
         self.on_blocks = on_blocks
         self.done = trio.Event()
         self.error: Exception | None = None
@@ -334,25 +335,20 @@ class FetchWorker:
 
     async def fetch(
         self,
+        job: FetchJob,
         *,
-        target: str,
-        filename: str,
-        start: int,
-        end: int,
-        total: int,
-        block_size: int,
-        directory: str,
         nursery: trio.Nursery,
-        on_blocks: Callable[[list[tuple[int, int, int]]], None] | None = None,
+        on_blocks: Callable[[list[Landed]], None] | None = None,
     ) -> None:
-        """Downloads [start, end) of a stored file into the disk cache, telling
+        """Downloads the job's range of a stored file into the disk cache, telling
         `on_blocks` of each (index, length, crc32) stored; raises the API's error
         (or CacheFull)."""
         message: dict[str, Any] = {
-            "target": target, "filename": filename, "start": start, "end": end,
-            "total": total, "block_size": block_size, "dir": directory,
+            "target": job.target, "filename": job.filename, "start": job.start,
+            "end": job.end, "total": job.total, "block_size": job.block_size,
+            "dir": job.directory,
         }  # fmt: skip
-        log.debug("fetch %s [%d, %d)", filename, start, end)
+        log.debug("fetch %s [%d, %d)", job.filename, job.start, job.end)
         for _attempt in range(WORKER_RESTARTS + 1):
             stream = await self._ensure_started(nursery)
             self._next_id += 1

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from amigofs.api.client import NO_ANSWER, PlatformClient
-from amigofs.cache.disk import DiskCache
+from amigofs.cache.disk_cache import DiskCache
 from amigofs.cache.store import BlockStore
 from amigofs.cache.worker import FetchWorker
 from amigofs.fs.namespace import CONTROL_NAME

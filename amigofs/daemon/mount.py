@@ -21,7 +21,7 @@ import trio
 from amigofs.api.client import ClientConfig, PlatformClient, RetryPolicy
 from amigofs.api.secret import ApiKey
 from amigofs.cache.cache_dir import UnsafeCacheDir
-from amigofs.cache.disk import CacheInUse, DiskCache
+from amigofs.cache.disk_cache import CacheInUse, DiskCache
 from amigofs.cache.index import CallIndex
 from amigofs.cache.meta import MetaStore
 from amigofs.cache.store import DEFAULT_BLOCK_SIZE, BlockStore

@@ -33,10 +33,10 @@ from amigofs.api.models import (
     recording_metadata_document,
     recording_urls_document,
 )
-from amigofs.cache.disk import FileKey
+from amigofs.cache.block_format import FileKey
 from amigofs.cache.meta import MetaStore
 from amigofs.cache.singleflight import SingleFlight
-from amigofs.cache.store import BlockStore, StoredFile
+from amigofs.cache.store import BlockStore, LinkExpired, StoredFile
 from amigofs.concurrency import gather
 from amigofs.fs.errors import FsError
 from amigofs.fs.stereo import Channel, NoStereo, StereoView
@@ -49,6 +49,9 @@ T = TypeVar("T")
 INBOUND, OUTBOUND, METADATA = "inbound.wav", "outbound.wav", "metadata.json"
 CALL = "call.wav"  # both channels in one stereo file (amigofs.fs.stereo)
 FILE_NAMES = (INBOUND, OUTBOUND, CALL, METADATA)
+# Tries of a read whose links expire: a renewal, and one more for a sibling's link
+# (call.wav reads two stored files) or a fetch that started on the old link.
+LINK_ATTEMPTS = 4
 
 
 @dataclass(slots=True, frozen=True)
@@ -144,24 +147,16 @@ class WorkspaceAccess:
 
 
 class _Link:
-    """The current download path of one stored file; renewed when it expires.
-    `siblings` are the links of the same record (by presented name), renewed
-    together, as one request renews them all."""
+    """The current download path of one stored file; the records layer renews it when
+    the store says it expired (`LinkExpired`). `siblings` are the links of the same
+    record (by presented name), renewed together, as one request renews them all."""
 
     def __init__(
-        self,
-        source: RecordingSource,
-        key: tuple[str, str, str],
-        path: DownloadPath,
-        siblings: dict[str, _Link],
+        self, key: tuple[str, str, str], path: DownloadPath, siblings: dict[str, _Link]
     ) -> None:
-        self._source = source
         self.key = key
         self.path = path
         self.siblings = siblings
-
-    async def renew(self, stale: DownloadPath) -> DownloadPath:
-        return await self._source.renew(self, stale)
 
 
 class RecordingSource:
@@ -305,7 +300,7 @@ class RecordingSource:
             except UnknownAudioFormat as exc:
                 log.warning("%s/%s: %s not shown: %s", workspace_id, call_sid, name, exc)
                 continue
-            link = links[name] = _Link(self, (workspace_id, call_sid, name), path, links)
+            link = links[name] = _Link((workspace_id, call_sid, name), path, links)
             stored = StoredFile(FileKey(workspace_id, call_sid, path.filename, size), link)
             record.files[name] = PresentedFile(
                 name, layout.size, header=layout.header, stored=stored
@@ -332,7 +327,7 @@ class RecordingSource:
 
     def _add_metadata_file(self, record: CallRecord, path: DownloadPath, size: int) -> None:
         link = record.links[METADATA] = _Link(
-            self, (record.workspace_id, record.call_sid, METADATA), path, record.links
+            (record.workspace_id, record.call_sid, METADATA), path, record.links
         )
         key = FileKey(record.workspace_id, record.call_sid, path.filename, size)
         record.files[METADATA] = PresentedFile(METADATA, size, stored=StoredFile(key, link))
@@ -340,12 +335,29 @@ class RecordingSource:
     async def read(
         self, file: PresentedFile, offset: int, size: int
     ) -> bytes | bytearray | memoryview:
-        """Bytes [offset, offset+size) of a presented file, clipped to its end."""
+        """Bytes [offset, offset+size) of a presented file, clipped to its end. A link
+        the store finds expired is renewed and the read asked again; a link refused
+        again right after its renewal is an error (the server's)."""
         end = min(offset + size, file.size)
         if offset >= end:
             return b""
         if file.content is not None:
             return memoryview(file.content)[offset:end]
+        renewed: set[DownloadPath] = set()
+        for attempt in range(LINK_ATTEMPTS):
+            try:
+                return await self._read_stored(file, offset, end)
+            except LinkExpired as exc:
+                if exc.stale in renewed or attempt == LINK_ATTEMPTS - 1:
+                    raise exc.error from None
+                link = exc.link
+                assert isinstance(link, _Link)
+                renewed.add(await self.renew(link, exc.stale))
+        raise AssertionError("unreachable")
+
+    async def _read_stored(
+        self, file: PresentedFile, offset: int, end: int
+    ) -> bytes | bytearray | memoryview:
         if file.stereo is not None:
             return await file.stereo.read(self._store, offset, end - offset)
         header_len = len(file.header)

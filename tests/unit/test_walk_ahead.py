@@ -17,7 +17,7 @@ import trio.testing
 
 from amigofs.api import errors as api
 from amigofs.api.models import CallSummary, RecordingMetadata
-from amigofs.cache.disk import FileKey
+from amigofs.cache.block_format import FileKey
 from amigofs.cache.index import CallIndex
 from amigofs.cache.store import DownloadLink, StoredFile
 from amigofs.fs.records import INBOUND, METADATA, OUTBOUND, CallRecord, PresentedFile

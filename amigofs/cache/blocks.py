@@ -1,0 +1,279 @@
+"""Every block's state, in one place: the one owner the store and the disk cache ask.
+
+A block of a stored file is, at any moment, in one of these states:
+
+    ABSENT    nothing known of it (no entry)
+    FETCHING  a download that will bring it is under way (`Block.fetch`)
+    UNCHECKED a file an earlier mount left, to be checked against its CRC before
+              a byte of it is served (`Block.file`, not verified)
+    CHECKING  such a file being checked in a thread (`Block.checking`)
+    READY     a file on disk checked in this mount, or its bytes held in memory
+              because the disk had no room (`Block.memory`)
+
+and is pinned (`Block.pins`) while readers wait to copy it out: eviction passes a
+pinned block by. A fetch may be under way for a block whose file is gone or was
+found wrong, so the parts are fields of one object rather than one enum value;
+`Block.state` names the state they add up to.
+
+`BlockTable` holds the blocks in least recently used order (of their files: eviction
+walks it), counts what their files take on disk, and bounds the blocks held in
+memory. It runs on the trio thread only.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+
+import trio
+
+from amigofs.cache.block_format import footprint
+
+# Blocks read without room on disk, kept for the reads that follow (the kernel asks
+# for a block in several requests).
+MEMORY_BLOCKS = 64
+
+Where = tuple[str, int]  # (a file's relative dir, block index)
+
+
+class BlockState(enum.Enum):
+    ABSENT = "absent"
+    FETCHING = "fetching"
+    UNCHECKED = "unchecked"
+    CHECKING = "checking"
+    READY = "ready"
+
+
+class BlockFile:
+    """A block's file in the cache. A new object each time a block is (re)stored, so
+    that a check started on an earlier copy cannot vouch for this one."""
+
+    __slots__ = ("crc", "length", "served", "verified")
+
+    def __init__(self, length: int, crc: int | None, *, verified: bool, served: bool) -> None:
+        self.length = length
+        self.crc = crc  # None: not read yet (found by the scan at start)
+        self.verified = verified
+        # False: fetched ahead (readahead, a walk) and not read yet. Eviction takes
+        # such blocks last: in plain LRU order, a block fetched ahead is older than the
+        # blocks read since, and would go before the reader gets to it.
+        self.served = served
+
+
+class Fetch:
+    """A download of blocks [first, stop) that readers of those blocks wait on."""
+
+    __slots__ = ("changed", "done", "error", "first", "first_landed", "landed", "started", "stop")
+
+    def __init__(self, first: int, stop: int) -> None:
+        self.first, self.stop = first, stop
+        # This download's progress (its speed; what is left of it to get into memory
+        # if the disk fills), not the blocks' state, which is each Block's.
+        self.landed: set[int] = set()
+        self.done = False
+        self.changed = trio.Event()  # set (and replaced) as blocks land and at the end
+        self.error: Exception | None = None
+        self.started = trio.current_time()
+        self.first_landed: tuple[float, int] | None = None  # when, and how many blocks
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+
+class Block:
+    """One block's state (see the module's docstring)."""
+
+    __slots__ = ("checking", "fetch", "file", "memory", "pins")
+
+    def __init__(self) -> None:
+        self.file: BlockFile | None = None
+        self.fetch: Fetch | None = None
+        self.checking: trio.Event | None = None  # set when the check in a thread ends
+        self.memory: bytes | None = None
+        self.pins = 0
+
+    @property
+    def state(self) -> BlockState:
+        if self.memory is not None or (self.file is not None and self.file.verified):
+            return BlockState.READY
+        if self.checking is not None:
+            return BlockState.CHECKING
+        if self.file is not None:
+            return BlockState.UNCHECKED
+        if self.fetch is not None:
+            return BlockState.FETCHING
+        return BlockState.ABSENT
+
+    def idle(self) -> bool:
+        return (
+            self.file is None
+            and self.fetch is None
+            and self.checking is None
+            and self.memory is None
+            and self.pins == 0
+        )
+
+
+class BlockTable:
+    """The state of every block the mount knows of (see the module's docstring)."""
+
+    def __init__(self, memory_blocks: int = MEMORY_BLOCKS) -> None:
+        # Least recently used first (of blocks with a file: eviction's order).
+        self._blocks: OrderedDict[Where, Block] = OrderedDict()
+        self._memory: OrderedDict[Where, None] = OrderedDict()  # blocks held in memory, LRU
+        self._memory_blocks = memory_blocks
+        self.file_bytes = 0  # what the blocks' files take on disk
+        # A read has copied from the block's file: now the most recently used. (The
+        # dict's own method: it is called for every block of every read.)
+        self.served: Callable[[Where], None] = self._blocks.move_to_end
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+    def get(self, where: Where) -> Block | None:
+        return self._blocks.get(where)
+
+    def state(self, where: Where) -> BlockState:
+        block = self._blocks.get(where)
+        return BlockState.ABSENT if block is None else block.state
+
+    def file(self, where: Where) -> BlockFile | None:
+        block = self._blocks.get(where)
+        return None if block is None else block.file
+
+    def files_of(self, rel: str, first: int, stop: int) -> list[BlockFile] | None:
+        """The files of blocks [first, stop), or None if one has none (a read's
+        first step: one call, not one a block)."""
+        blocks = self._blocks
+        found = []
+        for index in range(first, stop):
+            block = blocks.get((rel, index))
+            if block is None or block.file is None:
+                return None
+            found.append(block.file)
+        return found
+
+    def available(self, where: Where) -> bool:
+        """On disk (checked, or to be checked by the read that serves it) or in memory."""
+        block = self._blocks.get(where)
+        return block is not None and (block.file is not None or block.memory is not None)
+
+    def _entry(self, where: Where) -> Block:
+        block = self._blocks.get(where)
+        if block is None:
+            block = self._blocks[where] = Block()
+        return block
+
+    def _tidy(self, where: Where, block: Block) -> None:
+        if block.idle():
+            del self._blocks[where]
+
+    # --- files on disk -----------------------------------------------------------------
+
+    def stored(self, where: Where, file: BlockFile) -> None:
+        """A block's file is in place (landed now, or found by the scan at start); it
+        is the most recently used."""
+        block = self._entry(where)
+        if block.file is not None:
+            self.file_bytes -= footprint(block.file.length)
+        block.file = file
+        self.file_bytes += footprint(file.length)
+        self._blocks.move_to_end(where)
+
+    def lost(self, where: Where) -> BlockFile | None:
+        """A block's file is gone (evicted, or found wrong); what it was."""
+        block = self._blocks.get(where)
+        if block is None or block.file is None:
+            return None
+        file, block.file = block.file, None
+        self.file_bytes -= footprint(file.length)
+        self._tidy(where, block)
+        return file
+
+    def files(self) -> Iterator[tuple[Where, BlockFile, bool]]:
+        """(where, file, pinned) of every block with a file, least recently used first."""
+        for where, block in self._blocks.items():
+            if block.file is not None:
+                yield where, block.file, block.pins > 0
+
+    # --- pins ---------------------------------------------------------------------------
+
+    def pin(self, rel: str, first: int, stop: int, delta: int) -> None:
+        """Pins (delta 1) or unpins (-1) blocks a reader is waiting to copy out, those
+        present and those yet to land: eviction passes them by."""
+        for index in range(first, stop):
+            where = (rel, index)
+            block = self._entry(where)
+            block.pins += delta
+            if block.pins <= 0:
+                block.pins = 0
+                self._tidy(where, block)
+
+    # --- fetching -----------------------------------------------------------------------
+
+    def fetching(self, rel: str, fetch: Fetch) -> None:
+        """A download of the fetch's blocks has started."""
+        for index in range(fetch.first, fetch.stop):
+            self._entry((rel, index)).fetch = fetch
+
+    def fetch_of(self, where: Where) -> Fetch | None:
+        block = self._blocks.get(where)
+        return None if block is None else block.fetch
+
+    def fetched(self, rel: str, fetch: Fetch) -> None:
+        """The download has ended (its blocks landed, or it failed)."""
+        for index in range(fetch.first, fetch.stop):
+            where = (rel, index)
+            block = self._blocks.get(where)
+            if block is not None and block.fetch is fetch:
+                block.fetch = None
+                self._tidy(where, block)
+
+    # --- checking files an earlier mount left -------------------------------------------
+
+    def checking(self, where: Where, done: trio.Event) -> None:
+        self._entry(where).checking = done
+
+    def check_of(self, where: Where) -> trio.Event | None:
+        block = self._blocks.get(where)
+        return None if block is None else block.checking
+
+    def checked(self, where: Where) -> None:
+        block = self._blocks.get(where)
+        if block is not None:
+            block.checking = None
+            self._tidy(where, block)
+
+    # --- blocks held in memory (no room on disk) ----------------------------------------
+
+    def hold(self, where: Where, data: bytes) -> None:
+        self._entry(where).memory = data
+        self._memory[where] = None
+        self._memory.move_to_end(where)
+        while len(self._memory) > self._memory_blocks:
+            self._drop_memory(self._memory.popitem(last=False)[0])
+
+    def memory_of(self, where: Where) -> bytes | None:
+        block = self._blocks.get(where)
+        if block is None or block.memory is None:
+            return None
+        self._memory.move_to_end(where)
+        return block.memory
+
+    @property
+    def holds_memory(self) -> bool:
+        return bool(self._memory)
+
+    def release_memory(self, rel: str) -> None:
+        """Drops the blocks of a file held in memory (its last reader has gone)."""
+        for where in [w for w in self._memory if w[0] == rel]:
+            del self._memory[where]
+            self._drop_memory(where)
+
+    def _drop_memory(self, where: Where) -> None:
+        block = self._blocks.get(where)
+        if block is not None:
+            block.memory = None
+            self._tidy(where, block)
