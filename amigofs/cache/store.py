@@ -234,15 +234,17 @@ class BlockStore:
                 self._blocks.checked((file.key.relative_dir, index))
             done.set()
 
-    def prefetch(self, file: StoredFile, start: int, end: int) -> None:
-        """Starts getting [start, end) ready in the background; returns at once."""
+    def prefetch(self, file: StoredFile, start: int, end: int) -> list[Fetch]:
+        """Starts getting [start, end) ready in the background; returns at once, with
+        the downloads it started (their outcome is the records layer's to watch: an
+        expired link is renewed there)."""
         end = min(end, file.size)
         if start >= end:
-            return
+            return []
         chunk = (end - start) // PARALLEL_GETS // self.block_size
         chunk = max(self._min_chunk_blocks, min(self._max_chunk_blocks, chunk))
         chunk = min(chunk, self._speed_chunk())
-        self._start(file, *block_range(start, end, self.block_size), chunk)
+        return self._start(file, *block_range(start, end, self.block_size), chunk)
 
     async def put(self, key: FileKey, data: bytes) -> None:
         """Stores a whole small file the mount fetched itself (metadata.json) in the
@@ -288,7 +290,7 @@ class BlockStore:
 
     def _start(
         self, file: StoredFile, first: int, stop: int, chunk: int, *, budget: bool = True
-    ) -> None:
+    ) -> list[Fetch]:
         """Starts fetching the missing blocks of [first, stop) in GETs of up to `chunk`
         blocks; `budget`: a prefetch. Of the blocks an earlier mount left, the kernel
         is asked to read ahead those not checked yet, so that the read that checks and
@@ -308,10 +310,13 @@ class BlockStore:
                 to_advise.append(index)
             elif block.memory is None:
                 to_fetch.append(index)
-        for run_first, run_stop in runs(to_fetch, chunk):
+        launched = [
             self._launch(file, run_first, run_stop, prefetch=budget)
+            for run_first, run_stop in runs(to_fetch, chunk)
+        ]
         if to_advise:
             self._nursery.start_soon(self._advise, file, to_advise)
+        return launched
 
     async def _advise(self, file: StoredFile, indexes: list[int]) -> None:
         try:

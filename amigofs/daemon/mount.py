@@ -190,7 +190,7 @@ async def serve(settings: Settings, api_key: ApiKey) -> None:
         nursery = await stack.enter_async_context(trio.open_nursery())
         await worker.start(nursery)
         store = BlockStore(disk, worker, nursery, client=client, deadline=settings.timeout)
-        source = RecordingSource(client, store, meta, call_wav=settings.call_wav)
+        source = RecordingSource(client, store, meta, call_wav=settings.call_wav, nursery=nursery)
         source.access.on_revoked = _forget_kernel_entries
         namespace = Namespace(
             client,

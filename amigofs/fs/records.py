@@ -34,6 +34,7 @@ from amigofs.api.models import (
     recording_urls_document,
 )
 from amigofs.cache.block_format import FileKey
+from amigofs.cache.blocks import Fetch
 from amigofs.cache.meta import MetaStore
 from amigofs.cache.singleflight import SingleFlight
 from amigofs.cache.store import BlockStore, LinkExpired, StoredFile
@@ -170,8 +171,11 @@ class RecordingSource:
         *,
         concurrency: int = 8,
         call_wav: bool = True,
+        nursery: trio.Nursery | None = None,
     ) -> None:
         self._client = client
+        # Where a prefetch whose link expired is renewed and started again; None: not.
+        self._nursery = nursery
         self._call_wav = call_wav  # False: --no-call-wav
         self._meta = meta
         self._store = store
@@ -404,12 +408,43 @@ class RecordingSource:
         return data
 
     def prefetch(self, file: PresentedFile, offset: int, end: int) -> None:
-        """Starts fetching [offset, end) of a presented file ahead of its reader."""
+        """Starts fetching [offset, end) of a presented file ahead of its reader. A
+        download that finds its link expired has the link renewed and is started again,
+        once, still ahead of the reader: a walk after a remount finds every link kept on
+        disk expired, and fetching ahead must not wait for the reader to renew them."""
+        launched = self._start_prefetch(file, offset, end)
+        if launched and self._nursery is not None:
+            self._nursery.start_soon(self._renewed_prefetch, file, offset, end, launched)
+
+    def _start_prefetch(self, file: PresentedFile, offset: int, end: int) -> list[Fetch]:
+        launched: list[Fetch] = []
         if file.stereo is not None:
-            file.stereo.prefetch(self._store, offset, end)
+            launched += file.stereo.prefetch(self._store, offset, end)
         if file.stored is not None:
             header_len = len(file.header)
-            self._store.prefetch(file.stored, max(0, offset - header_len), max(0, end - header_len))
+            launched += self._store.prefetch(
+                file.stored, max(0, offset - header_len), max(0, end - header_len)
+            )
+        return launched
+
+    async def _renewed_prefetch(
+        self, file: PresentedFile, offset: int, end: int, launched: list[Fetch]
+    ) -> None:
+        for fetch in launched:
+            while not fetch.done:
+                await fetch.changed.wait()
+        expired = {id(f.error.link): f.error for f in launched if isinstance(f.error, LinkExpired)}
+        if not expired:
+            return
+        try:
+            for exc in expired.values():
+                assert isinstance(exc.link, _Link)
+                await self.renew(exc.link, exc.stale)
+        except (api.AmigoError, FsError) as exc:
+            # Fetched ahead of need: whoever reads it later gets the error then.
+            log.debug("%s: renewing a link for a prefetch failed: %s", file.name, exc)
+            return
+        self._start_prefetch(file, offset, end)
 
     def closed(self, file: PresentedFile) -> None:
         """The file's last reader has closed it."""

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import trio
 
 from amigofs.api import errors as api
+from amigofs.cache.blocks import Fetch
 from amigofs.cache.store import BlockStore, StoredFile
 from amigofs.concurrency import gather
 from amigofs.fs.wav import BadWavHeader, codec_of, read_wav_header, wav_header
@@ -188,17 +189,20 @@ class StereoView:
             return data
         return self.header[offset:] + bytes(data)
 
-    def prefetch(self, store: BlockStore, offset: int, end: int) -> None:
-        """Starts fetching the sources' blocks under [offset, end) of call.wav."""
+    def prefetch(self, store: BlockStore, offset: int, end: int) -> list[Fetch]:
+        """Starts fetching the sources' blocks under [offset, end) of call.wav; returns
+        the downloads started."""
         first = max(0, offset - HEADER_BYTES) // FRAME_BYTES
         stop = -(-max(0, min(end, self.size) - HEADER_BYTES) // FRAME_BYTES)
+        launched: list[Fetch] = []
         for source, lo, hi in self._spans(first, stop):
             base = source.offset
             if base is None:  # not read yet: a consistent file's header is what is left
                 channel = source.channel
                 base = max(0, channel.stored.size - channel.samples * channel.width)
             width = source.channel.width
-            store.prefetch(source.channel.stored, base + lo * width, base + hi * width)
+            launched += store.prefetch(source.channel.stored, base + lo * width, base + hi * width)
+        return launched
 
     def _spans(self, first: int, stop: int) -> Iterator[tuple[_Source, int, int]]:
         """For each source with frames in [first, stop): its samples [lo, hi) there."""

@@ -7,6 +7,7 @@ import random
 
 import pytest
 import trio
+import trio.testing
 
 from amigofs.api import errors
 from amigofs.api.models import DownloadPath, RecordingUrls
@@ -93,3 +94,24 @@ async def test_a_link_the_server_no_longer_offers_is_not_found() -> None:
             await source.read(PresentedFile(INBOUND, len(DATA), stored=stored), 0, BLOCK)
         assert links[OUTBOUND].path == path("/download/x")  # siblings renewed together
         nursery.cancel_scope.cancel()
+
+
+async def test_a_prefetch_that_finds_its_link_expired_renews_it_and_fetches_ahead() -> None:
+    # A walk after a remount: every link kept on disk has expired, and nothing reads yet.
+    cache = MemoryCache(BLOCK)
+    fetcher = FailingFetcher({NAME: DATA}, cache)
+    fetcher.refused["/download/0"] = errors.AuthError("403 expired", status=403)
+    client = UrlsClient()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            store = BlockStore(cache, fetcher, nursery)
+            source = RecordingSource(client, store, nursery=nursery)  # type: ignore[arg-type]
+            links: dict[str, _Link] = {}
+            link = links[INBOUND] = _Link(("ws", "call", INBOUND), path("/download/0"), links)
+            stored = StoredFile(FileKey("ws", "call", NAME, len(DATA)), link)
+            source.prefetch(PresentedFile(INBOUND, len(DATA), stored=stored), 0, len(DATA))
+            await trio.testing.wait_all_tasks_blocked()  # every fetch and renewal done
+            nursery.cancel_scope.cancel()
+    assert client.renewals == 1
+    assert link.path == path("/download/1")
+    assert fetcher.fetched == {(NAME, i): 1 for i in range(5)}
