@@ -45,6 +45,7 @@ async def test_the_five_operations_against_the_emulator_app_give_its_bytes() -> 
             urls = await client.recording_urls(ws, sid)
             metadata = await client.recording_metadata(ws, sid)
             size = metadata.outbound_size_bytes
+            assert urls.outbound is not None
             got = await client.read_range(urls.outbound, 100, 5000, total=size)
             assert got == app.data.read_range(ws, sid, urls.outbound.filename, 100, 5000)
             assert urls.metadata is not None
