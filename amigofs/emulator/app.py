@@ -29,15 +29,11 @@ from urllib.parse import parse_qsl, quote, unquote
 
 import trio
 
+from amigofs.emulator.audio import StoredObject
+from amigofs.emulator.call_list import CallList
+from amigofs.emulator.calls import METADATA_FILENAME, Recording
 from amigofs.emulator.config import BODY_FAULT_KINDS, EmulatorConfig
-from amigofs.emulator.data import (
-    METADATA_FILENAME,
-    CallList,
-    Dataset,
-    Recording,
-    StoredObject,
-    parse_date,
-)
+from amigofs.emulator.data import Dataset
 from amigofs.emulator.link import Admission, OverCapacity, SharedLink
 
 log = logging.getLogger(__name__)
@@ -845,7 +841,9 @@ def _date_param(query: dict[str, str], name: str) -> date | None:
     if raw is None or raw == "":
         return None
     try:
-        return parse_date(raw)
+        if len(raw) != 10:  # YYYY-MM-DD, and no other form fromisoformat takes
+            raise ValueError(raw)
+        return date.fromisoformat(raw)
     except ValueError:
         raise _invalid(
             ["query", name],
