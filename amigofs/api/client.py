@@ -13,6 +13,7 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TypeVar
@@ -283,9 +284,7 @@ class PlatformClient:
         async def attempt(answer: Answer) -> None:
             nonlocal done
 
-            def get(
-                headers: dict[str, str],
-            ) -> contextlib.AbstractAsyncContextManager[httpx.Response]:
+            def get(headers: dict[str, str]) -> AbstractAsyncContextManager[httpx.Response]:
                 return self._get(op, answer, path.target, headers=headers)
 
             try:
