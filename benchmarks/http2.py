@@ -26,14 +26,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpcore
 import httpx
 import trio
 
 from amigofs.api.client import ClientConfig, PlatformClient
 from amigofs.api.models import DownloadPath
 from amigofs.api.secret import ApiKey
-from amigofs.api.transport import _LargeReadBackend, large_read_transport
+from amigofs.api.transport import PoolTransport, large_read_transport
 from amigofs.emulator.data import Dataset, Recording
 from benchmarks import procs
 from benchmarks.harness import Harness
@@ -48,25 +47,18 @@ RANGE_BYTES = 1 << 20
 PROTOCOLS = {"http1": "HTTP/1.1", "http2": "HTTP/2"}
 
 
-def transport(protocol: str, certificate: str) -> httpx.AsyncHTTPTransport:
+def transport(protocol: str, certificate: str) -> PoolTransport:
     """The mount's transport (HTTP/1.1), or the same with HTTP/2 by ALPN; a context of its own
     each, as httpcore sets the ALPN protocols on the context it is given."""
     context = ssl.create_default_context(cafile=certificate)
     limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
-    chosen = large_read_transport(limits, context)
-    if protocol == "http2":
-        chosen._pool = httpcore.AsyncConnectionPool(
-            ssl_context=context, max_connections=CONNECTIONS,
-            max_keepalive_connections=CONNECTIONS, http1=True, http2=True,
-            network_backend=_LargeReadBackend(),
-        )  # fmt: skip
-    return chosen
+    return large_read_transport(limits, context, http2=protocol == "http2")
 
 
 class Checked(httpx.AsyncBaseTransport):
     """Counts the answers by HTTP version, to show which protocol was spoken."""
 
-    def __init__(self, inner: httpx.AsyncHTTPTransport) -> None:
+    def __init__(self, inner: PoolTransport) -> None:
         self.inner = inner
         self.versions: dict[str, int] = {}
 
@@ -80,7 +72,7 @@ class Checked(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
     def connections(self) -> int:
-        return len(self.inner._pool.connections)
+        return self.inner.connections()
 
 
 async def walk(client: PlatformClient, recs: list[Recording]) -> None:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from amigofs.emulator import data as emulator_data
+from amigofs.emulator import audio as emulator_audio
 from amigofs.emulator.cli import knob_arguments
 from amigofs.emulator.config import EmulatorConfig
 from amigofs.emulator.data import Recording
@@ -77,7 +77,7 @@ def _vary(make: Callable[[int, int], bytes], variant: str) -> Callable[[int, int
 MEDIA_EXTRA = 800  # samples a "longer_media" stored file has beyond the metadata's duration
 
 
-class _LongerMedia(emulator_data.AudioObject):
+class _LongerMedia(emulator_audio.AudioObject):
     """A stored file, raw or WAV, with more samples than the metadata's duration says
     (its size, and a WAV's header, say so truly)."""
 
@@ -89,10 +89,10 @@ class _LongerMedia(emulator_data.AudioObject):
 def _varied_headers(variant: str) -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         if variant == "longer_media":
-            patch.setattr(emulator_data, "AudioObject", _LongerMedia)
+            patch.setattr(emulator_audio, "AudioObject", _LongerMedia)
         elif variant != "plain":
             for name in ("_pcm_wav_header", "_ulaw_wav_header"):
-                patch.setattr(emulator_data, name, _vary(getattr(emulator_data, name), variant))
+                patch.setattr(emulator_audio, name, _vary(getattr(emulator_audio, name), variant))
         yield
 
 

@@ -21,8 +21,9 @@ from typing import Any
 import httpx
 import pytest
 
+from amigofs.emulator.audio import lin2ulaw, ulaw2lin
 from amigofs.emulator.config import EmulatorConfig
-from amigofs.emulator.data import Dataset, Recording, lin2ulaw, ulaw2lin
+from amigofs.emulator.data import Dataset, Recording
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import wait_until
 

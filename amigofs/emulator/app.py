@@ -21,31 +21,41 @@ import re
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote
+from urllib.parse import quote
 
 import trio
 
-from amigofs.emulator.config import BODY_FAULT_KINDS, EmulatorConfig
-from amigofs.emulator.data import (
-    METADATA_FILENAME,
-    CallList,
-    Dataset,
-    Recording,
-    StoredObject,
-    parse_date,
+from amigofs.emulator.asgi import (
+    Message,
+    Receive,
+    Request,
+    Scope,
+    Send,
+    Stop,
+    cancel_on_disconnect,
+    date_param,
+    detail,
+    encode_headers,
+    int_param,
+    invalid,
+    parse_range,
+    read_body,
+    respond,
+    respond_json,
+    status_recorder,
 )
+from amigofs.emulator.audio import StoredObject
+from amigofs.emulator.call_list import CallList
+from amigofs.emulator.calls import METADATA_FILENAME, Recording
+from amigofs.emulator.config import BODY_FAULT_KINDS, EmulatorConfig
+from amigofs.emulator.data import Dataset
 from amigofs.emulator.link import Admission, OverCapacity, SharedLink
 
 log = logging.getLogger(__name__)
-
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 CHUNK_BYTES = 1024 * 1024
 """Body chunk handed to send(). Big enough for GB/s through hypercorn, small enough that the byte
@@ -92,32 +102,6 @@ NESTED_DEPTH = 100_000
 """Arrays nested this deep exceed any JSON parser's recursion limit."""
 
 _FILENAME = re.compile(r"[A-Za-z0-9._-]+")
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
-
-
-class _Stop(Exception):
-    """An error answer; raised by checks so each handler reads as its happy path."""
-
-    def __init__(self, status: int, body: object, headers: Iterable[tuple[str, str]] = ()) -> None:
-        super().__init__(status)
-        self.status = status
-        self.body = body
-        self.headers = list(headers)
-
-
-def _detail(status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> _Stop:
-    return _Stop(status, {"detail": message}, headers)
-
-
-def _invalid(loc: list[str | int], kind: str, msg: str, value: str, **ctx: object) -> _Stop:
-    error: dict[str, object] = {"type": kind, "loc": loc, "msg": msg, "input": value}
-    if ctx:
-        error["ctx"] = ctx
-    return _Stop(422, {"detail": [error]})
-
-
-def _json_bytes(body: object) -> bytes:
-    return json.dumps(body, separators=(",", ":")).encode()
 
 
 @dataclass(slots=True)
@@ -161,28 +145,6 @@ class Stats:
         self.log.clear()
 
 
-@dataclass(slots=True)
-class _Request:
-    method: str
-    path: str
-    segments: list[str]
-    query: dict[str, str]
-    headers: dict[str, str]
-
-    @classmethod
-    def from_scope(cls, scope: Scope) -> _Request:
-        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
-        path = raw_path.decode("latin-1")
-        # Split before unquoting so an encoded slash stays inside its segment.
-        segments = [unquote(part) for part in path.strip("/").split("/")]
-        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-        headers = {
-            name.decode("latin-1").lower(): value.decode("latin-1")
-            for name, value in scope.get("headers", [])
-        }
-        return cls(scope["method"], path, segments, query, headers)
-
-
 class EmulatorApp:
     """The ASGI application. ``config`` holds the run-time knobs; ``data`` is fixed at start."""
 
@@ -220,43 +182,43 @@ class EmulatorApp:
                 return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = _Request.from_scope(scope)
+        request = Request.from_scope(scope)
         try:
             if request.segments[0] == "v1":
                 await self._api(request, receive, send)
             elif request.path in ("/__stats", "/__stats/reset", "/__stats/link", "/__control"):
                 await self._harness(request, receive, send)
             else:
-                raise _detail(404, "Not Found")
-        except _Stop as stop:
-            await _respond_json(send, stop.status, stop.body, stop.headers)
+                raise detail(404, "Not Found")
+        except Stop as stop:
+            await respond_json(send, stop.status, stop.body, stop.headers)
 
     # --- harness routes ---------------------------------------------------------------------
 
-    async def _harness(self, request: _Request, receive: Receive, send: Send) -> None:
+    async def _harness(self, request: Request, receive: Receive, send: Send) -> None:
         if request.path == "/__stats" and request.method == "GET":
-            await _respond_json(send, 200, self.stats.to_json())
+            await respond_json(send, 200, self.stats.to_json())
         elif request.path == "/__stats/link" and request.method == "GET":
-            await _respond_json(send, 200, self.admission.stats.to_json())
+            await respond_json(send, 200, self.admission.stats.to_json())
         elif request.path == "/__stats/reset" and request.method == "POST":
             self.stats.reset()
             self.admission.stats.reset()
-            await _respond_json(send, 200, {"reset": True})
+            await respond_json(send, 200, {"reset": True})
         elif request.path == "/__control" and request.method == "GET":
-            await _respond_json(send, 200, self._control_state())
+            await respond_json(send, 200, self._control_state())
         elif request.path == "/__control" and request.method == "POST":
-            body = await _read_body(receive)
+            body = await read_body(receive)
             try:
                 changes = json.loads(body or b"{}")
                 if not isinstance(changes, dict):
                     raise ValueError("expected a JSON object")
                 self._apply_control(changes)
             except (ValueError, TypeError) as error:
-                raise _detail(400, str(error)) from None
+                raise detail(400, str(error)) from None
             log.info("control: %s", changes)
-            await _respond_json(send, 200, self._control_state())
+            await respond_json(send, 200, self._control_state())
         else:
-            raise _detail(405, "Method Not Allowed")
+            raise detail(405, "Method Not Allowed")
 
     def archived(self) -> set[str]:
         """The SIDs of the recordings archived now."""
@@ -360,10 +322,10 @@ class EmulatorApp:
 
     # --- API routes ---------------------------------------------------------------------------
 
-    async def _api(self, request: _Request, receive: Receive, send: Send) -> None:
+    async def _api(self, request: Request, receive: Receive, send: Send) -> None:
         op, handler = self._route(request.segments)
         entry = self.stats.arrival(op, request.path, request.headers.get("range"))
-        send = self._through_link(_status_recorder(send, entry))
+        send = self._through_link(status_recorder(send, entry))
         try:
             token = await self.admission.enter(
                 self.config.max_connections, self.config.over_capacity
@@ -371,7 +333,7 @@ class EmulatorApp:
         except OverCapacity:
             log.debug("over capacity: 429 for %s", request.path)
             retry = [("retry-after", str(self.config.retry_after))]
-            await _respond_json(send, 429, {"detail": "Too many connections"}, retry)
+            await respond_json(send, 429, {"detail": "Too many connections"}, retry)
             return
         try:
             await self._admitted(request, receive, send, op, handler)
@@ -391,18 +353,18 @@ class EmulatorApp:
 
     async def _admitted(
         self,
-        request: _Request,
+        request: Request,
         receive: Receive,
         send: Send,
         op: str,
-        handler: Callable[[_Request, Receive, Send, str | None], Awaitable[None]] | None,
+        handler: Callable[[Request, Receive, Send, str | None], Awaitable[None]] | None,
     ) -> None:
         self._advance_clock()
         try:
             if handler is None:
-                raise _detail(404, "Not Found")
+                raise detail(404, "Not Found")
             if request.method not in ("GET", "HEAD"):
-                raise _detail(405, "Method Not Allowed", [("allow", "GET, HEAD")])
+                raise detail(405, "Method Not Allowed", [("allow", "GET, HEAD")])
             if self.config.latency > 0:
                 await trio.sleep(self.config.latency)
             fault = self._roll_fault(op, request)
@@ -410,20 +372,20 @@ class EmulatorApp:
                 self.stats.faults[fault] += 1
                 log.debug("fault %s on %s", fault, request.path)
                 if fault == "429":
-                    raise _detail(
+                    raise detail(
                         429, "Too Many Requests", [("retry-after", str(self.config.retry_after))]
                     )
                 if fault == "503":
-                    raise _detail(503, "Service temporarily unavailable")
-                raise _detail(500, "Internal Server Error")
+                    raise detail(503, "Service temporarily unavailable")
+                raise detail(500, "Internal Server Error")
             self._authenticate(request)
             await handler(request, receive, send, fault)
-        except _Stop as stop:
-            await _respond_json(send, stop.status, stop.body, stop.headers)
+        except Stop as stop:
+            await respond_json(send, stop.status, stop.body, stop.headers)
 
     def _route(
         self, segments: list[str]
-    ) -> tuple[str, Callable[[_Request, Receive, Send, str | None], Awaitable[None]] | None]:
+    ) -> tuple[str, Callable[[Request, Receive, Send, str | None], Awaitable[None]] | None]:
         match segments:
             case ["v1", "workspaces"]:
                 return "list-workspaces", self._list_workspaces
@@ -437,7 +399,7 @@ class EmulatorApp:
                 return "download-recording-file", self._download
         return "unknown", None
 
-    def _roll_fault(self, op: str, request: _Request) -> str | None:
+    def _roll_fault(self, op: str, request: Request) -> str | None:
         if self.config.fault_rate <= 0 or self._fault_rng.random() >= self.config.fault_rate:
             return None
         download = op == "download-recording-file"
@@ -449,18 +411,18 @@ class EmulatorApp:
         ]
         return self._fault_rng.choice(candidates) if candidates else None
 
-    def _authenticate(self, request: _Request) -> None:
+    def _authenticate(self, request: Request) -> None:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             token.strip().encode(), self.config.api_key.encode()
         ):
-            raise _detail(401, "Missing or invalid API key.", [("www-authenticate", "Bearer")])
+            raise detail(401, "Missing or invalid API key.", [("www-authenticate", "Bearer")])
 
     def _workspace(self, raw: str) -> str:
         try:
             workspace_id = str(uuid.UUID(raw))
         except ValueError:
-            raise _invalid(
+            raise invalid(
                 ["path", "workspace_id"],
                 "uuid_parsing",
                 "Input should be a valid UUID, unable to parse string as a UUID",
@@ -470,18 +432,18 @@ class EmulatorApp:
 
     def _check_owned(self, workspace_id: str) -> None:
         if workspace_id not in self._owned or workspace_id in self.revoked:
-            raise _detail(403, "Insufficient permissions for this workspace.")
+            raise detail(403, "Insufficient permissions for this workspace.")
 
     async def _list_workspaces(
-        self, request: _Request, receive: Receive, send: Send, fault: str | None
+        self, request: Request, receive: Receive, send: Send, fault: str | None
     ) -> None:
-        limit = _int_param(request.query, "limit", 10, gt=0, le=100)
-        start = _int_param(request.query, "continuation_token", 0, ge=0)
+        limit = int_param(request.query, "limit", 10, gt=0, le=100)
+        start = int_param(request.query, "continuation_token", 0, ge=0)
         items: list[Any] = [ws.to_json() for ws in self.data.workspaces[start : start + limit]]
         more = start + limit < len(self.data.workspaces)
         if self.config.hostile_listing:
             items += self.data.hostile_workspace_items(items)
-        await _respond_json(
+        await respond_json(
             send,
             200,
             {
@@ -493,16 +455,16 @@ class EmulatorApp:
         )
 
     async def _list_calls(
-        self, request: _Request, receive: Receive, send: Send, fault: str | None
+        self, request: Request, receive: Receive, send: Send, fault: str | None
     ) -> None:
         workspace_id = self._workspace(request.segments[1])
         query = request.query
-        limit = _int_param(query, "limit", 20, ge=1, le=100)
-        offset = _int_param(query, "offset", 0, ge=0)
+        limit = int_param(query, "limit", 20, ge=1, le=100)
+        offset = int_param(query, "offset", 0, ge=0)
         if query.get("continuation_token", "") != "":
-            offset = _int_param(query, "continuation_token", 0, ge=0)
-        date_from = _date_param(query, "date_from")
-        date_to = _date_param(query, "date_to")
+            offset = int_param(query, "continuation_token", 0, ge=0)
+        date_from = date_param(query, "date_from")
+        date_to = date_param(query, "date_to")
         self._check_owned(workspace_id)
         calls = self.data.call_list(workspace_id)
         assert calls is not None  # owned
@@ -526,7 +488,7 @@ class EmulatorApp:
         more = offset + limit < total
         if self.config.hostile_listing:
             page += self.data.hostile_call_items(page)
-        await _respond_json(
+        await respond_json(
             send,
             200,
             {
@@ -537,7 +499,7 @@ class EmulatorApp:
             },
         )
 
-    def _recording_checks(self, request: _Request) -> tuple[str, str]:
+    def _recording_checks(self, request: Request) -> tuple[str, str]:
         """Workspace, configuration, call and archive checks shared by the recording routes."""
         workspace_id = self._workspace(request.segments[1])
         self._check_owned(workspace_id)
@@ -545,16 +507,16 @@ class EmulatorApp:
         if len(request.segments) == 6:
             filename = request.segments[5]
             if not _FILENAME.fullmatch(filename) or ".." in filename:
-                raise _detail(400, "Invalid filename")
+                raise detail(400, "Invalid filename")
         workspace = self.data.workspace(workspace_id)
         if workspace is None or not workspace.recording_configured:
-            raise _detail(503, "Call recording not configured for this workspace")
+            raise detail(503, "Call recording not configured for this workspace")
         recording = self.data.recording(workspace_id, call_sid)
         if recording is None:
-            raise _detail(404, "Recording not found")
+            raise detail(404, "Recording not found")
         if self._is_archived(recording):
             eta = datetime.now(UTC) + ARCHIVE_RESTORE
-            raise _Stop(
+            raise Stop(
                 202,
                 {
                     "call_sid": call_sid,
@@ -567,7 +529,7 @@ class EmulatorApp:
         return workspace_id, call_sid
 
     async def _recording_urls(
-        self, request: _Request, receive: Receive, send: Send, fault: str | None
+        self, request: Request, receive: Receive, send: Send, fault: str | None
     ) -> None:
         workspace_id, call_sid = self._recording_checks(request)
         recording = self.data.recording(workspace_id, call_sid)
@@ -581,7 +543,7 @@ class EmulatorApp:
             inbound, outbound, metadata = (
                 self._download_link(workspace_id, call_sid, name) for name in recording.filenames
             )
-        await _respond_json(
+        await respond_json(
             send,
             200,
             {
@@ -604,7 +566,7 @@ class EmulatorApp:
         message = f"{path}\n{expires}".encode()
         return hmac.new(self._link_secret, message, hashlib.sha256).hexdigest()[:32]
 
-    def _check_link(self, request: _Request) -> None:
+    def _check_link(self, request: Request) -> None:
         """Download links expire only while url_ttl is set; then a valid, fresh one is needed."""
         if self.config.url_ttl is None:
             return
@@ -615,22 +577,22 @@ class EmulatorApp:
         signature = request.query.get("sig", "")
         valid = hmac.compare_digest(signature, self._signature(request.path, expires))
         if not valid or time.time() > expires:
-            raise _detail(403, "Download link expired or invalid; fetch the recording URLs again")
+            raise detail(403, "Download link expired or invalid; fetch the recording URLs again")
 
     async def _recording_metadata(
-        self, request: _Request, receive: Receive, send: Send, fault: str | None
+        self, request: Request, receive: Receive, send: Send, fault: str | None
     ) -> None:
         workspace_id, call_sid = self._recording_checks(request)
         recording = self.data.recording(workspace_id, call_sid)
         assert recording is not None
         if call_sid in self.nested_metadata:
             body = b"[" * NESTED_DEPTH + b"]" * NESTED_DEPTH
-            await _respond(send, 200, body, "application/json")
+            await respond(send, 200, body, "application/json")
             return
-        await _respond(send, 200, recording.metadata_bytes, "application/json")
+        await respond(send, 200, recording.metadata_bytes, "application/json")
 
     async def _download(
-        self, request: _Request, receive: Receive, send: Send, fault: str | None
+        self, request: Request, receive: Receive, send: Send, fault: str | None
     ) -> None:
         workspace_id, call_sid = self._recording_checks(request)
         filename = request.segments[5]
@@ -638,19 +600,19 @@ class EmulatorApp:
         try:
             obj = self.data.open(workspace_id, call_sid, filename)
         except FileNotFoundError:
-            raise _detail(404, "Recording file not found") from None
+            raise detail(404, "Recording file not found") from None
         size = obj.size
         headers = [
             ("accept-ranges", "bytes"),
             ("etag", '"' + hashlib.blake2b(request.path.encode(), digest_size=8).hexdigest() + '"'),
         ]
-        span = _parse_range(request.headers.get("range"), size)
+        span = parse_range(request.headers.get("range"), size)
         if span is not None and fault == "ignore_range":
             self.stats.faults[fault] += 1
             log.debug("fault ignore_range on %s", request.path)
             span = None
         if isinstance(span, str):
-            raise _detail(416, "Range Not Satisfiable", [("content-range", f"bytes */{size}")])
+            raise detail(416, "Range Not Satisfiable", [("content-range", f"bytes */{size}")])
         if span is None:
             status, start, end = 200, 0, size
         else:
@@ -658,7 +620,9 @@ class EmulatorApp:
             start, end = span
             headers.append(("content-range", f"bytes {start}-{end - 1}/{size}"))
         headers += [("content-type", obj.content_type), ("content-length", str(end - start))]
-        await send({"type": "http.response.start", "status": status, "headers": _encode(headers)})
+        await send(
+            {"type": "http.response.start", "status": status, "headers": encode_headers(headers)}
+        )
         if request.method == "HEAD":
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
@@ -693,7 +657,7 @@ class EmulatorApp:
             cut = self._fault_rng.randint(0, max(0, min(end - start - 1, FAULT_CUT_MAX)))
             self.stats.faults[fault] += 1
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
+            nursery.start_soon(cancel_on_disconnect, receive, nursery.cancel_scope)
             bandwidth = self.config.bandwidth
             chunk_bytes = SharedLink.chunk_bytes(self.config.link_bandwidth, CHUNK_BYTES)
             if bandwidth is not None:
@@ -735,61 +699,6 @@ class EmulatorApp:
             nursery.cancel_scope.cancel()
 
 
-async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            scope.cancel()
-            return
-
-
-async def _read_body(receive: Receive) -> bytes:
-    parts = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        parts.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(parts)
-
-
-def _status_recorder(send: Send, entry: dict[str, object]) -> Send:
-    async def recording_send(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            entry["status"] = message["status"]
-        await send(message)
-
-    return recording_send
-
-
-def _encode(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
-
-
-async def _respond(
-    send: Send,
-    status: int,
-    body: bytes,
-    content_type: str,
-    headers: Iterable[tuple[str, str]] = (),
-) -> None:
-    all_headers = [
-        ("content-type", content_type),
-        ("content-length", str(len(body))),
-        *headers,
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": _encode(all_headers)})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-async def _respond_json(
-    send: Send, status: int, body: object, headers: Iterable[tuple[str, str]] = ()
-) -> None:
-    await _respond(send, status, _json_bytes(body), "application/json", headers)
-
-
 def _date_span(calls: CallList, date_from: date | None, date_to: date | None) -> tuple[int, int]:
     """The positions [first, end) of the calls started within [date_from, date_to] (UTC dates,
     inclusive): two binary searches, as start times only decrease along the list."""
@@ -803,78 +712,3 @@ def _date_span(calls: CallList, date_from: date | None, date_to: date | None) ->
 
 def _midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
-
-
-def _int_param(
-    query: dict[str, str],
-    name: str,
-    default: int,
-    *,
-    ge: int | None = None,
-    gt: int | None = None,
-    le: int | None = None,
-) -> int:
-    raw = query.get(name)
-    if raw is None:
-        return default
-    loc: list[str | int] = ["query", name]
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise _invalid(
-            loc,
-            "int_parsing",
-            "Input should be a valid integer, unable to parse string as an integer",
-            raw,
-        ) from None
-    if ge is not None and value < ge:
-        raise _invalid(
-            loc, "greater_than_equal", f"Input should be greater than or equal to {ge}", raw, ge=ge
-        )
-    if gt is not None and value <= gt:
-        raise _invalid(loc, "greater_than", f"Input should be greater than {gt}", raw, gt=gt)
-    if le is not None and value > le:
-        raise _invalid(
-            loc, "less_than_equal", f"Input should be less than or equal to {le}", raw, le=le
-        )
-    return value
-
-
-def _date_param(query: dict[str, str], name: str) -> date | None:
-    raw = query.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        return parse_date(raw)
-    except ValueError:
-        raise _invalid(
-            ["query", name],
-            "date_from_datetime_parsing",
-            "Input should be a valid date or datetime, expected YYYY-MM-DD",
-            raw,
-        ) from None
-
-
-def _parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
-    """Half-open (start, end) for a single satisfiable range, "unsatisfiable", or None for
-    no Range (or one we ignore, as RFC 9110 allows: malformed or multiple ranges)."""
-    if header is None:
-        return None
-    match = _RANGE.fullmatch(header.strip().replace(" ", ""))
-    if match is None:
-        return None
-    first, last = match.groups()
-    if first == "":
-        if last == "":
-            return None
-        suffix = int(last)
-        if suffix == 0 or size == 0:
-            return "unsatisfiable"
-        return max(0, size - suffix), size
-    start = int(first)
-    if last != "" and int(last) < start:
-        return None
-    if start >= size:
-        return "unsatisfiable"
-    end = size if last == "" else min(size, int(last) + 1)
-    return start, end

@@ -66,7 +66,7 @@ class EmulatorConfig:
     serve byte-identical data. The second group (faults, pacing, the link, link expiry, new calls)
     can be changed at run time through ``POST /__control``, except ``tls``.
 
-    Workspaces of up to ``data.EAGER_CALLS`` calls are built up front; larger ones (up to
+    Workspaces of up to ``call_list.EAGER_CALLS`` calls are built up front; larger ones (up to
     ``MAX_CALLS``) are made call by call from their index, so a million calls cost no memory.
     """
 
