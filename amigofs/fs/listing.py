@@ -104,6 +104,16 @@ class WorkspaceSync:
         self._running = True
         self._nursery.start_soon(self._run)
 
+    async def wait_complete(self) -> None:
+        """Until the index holds the whole listing (a new try at once after a failure);
+        raises the sync's error if it fails."""
+        self.ensure(retry=True)
+        while not self.complete:
+            if self.error is not None:
+                raise self.error
+            await self.changed.wait()
+            self.ensure()
+
     def force(self) -> None:
         """The next listing shows what the API has now (SIGHUP)."""
         self._forced = True
