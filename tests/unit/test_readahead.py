@@ -92,6 +92,20 @@ def test_a_sequential_reader_gets_each_byte_ahead_once_up_to_the_end(
         assert ahead[-1].stop == file_size  # ahead of the reader up to the end
 
 
+@given(
+    readaheads(),
+    st.integers(1, 48 * MiB),
+    st.lists(st.tuples(st.integers(0, 50 * MiB), read_sizes), max_size=60),
+)
+def test_whatever_a_reader_does_nothing_outside_the_file_is_fetched(
+    readahead: Readahead, file_size: int, reads: list[tuple[int, int]]
+) -> None:
+    for offset, size in reads:
+        ahead = readahead.on_read(min(offset, file_size), size, file_size)
+        if ahead is not None:
+            assert 0 <= ahead[0] < ahead[1] <= file_size
+
+
 @given(readaheads(), file_sizes, read_sizes)
 def test_nothing_is_fetched_ahead_before_ramp_after_sequential_bytes(
     readahead: Readahead, file_size: int, read_size: int
