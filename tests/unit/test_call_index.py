@@ -47,7 +47,8 @@ def index(tmp_path: Path) -> Iterator[CallIndex]:
 
 def listing(index: CallIndex, workspace_id: str = WS, batch: int = 7) -> list[str]:
     """Every call, as a readdir pages through them (by row id, `batch` at a time)."""
-    names, after = [], 0
+    names: list[str] = []
+    after = 0
     while rows := index.after(workspace_id, after, batch):
         names.extend(row.call_sid for row in rows)
         after = rows[-1].row_id
