@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from amigofs.api.models import CallSummary, from_time_ns, time_ns
+from amigofs.policy.listing import PageRecord
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +82,6 @@ class CallRow:
     def summary(self) -> CallSummary:
         started = None if self.started_ns is None else from_time_ns(self.started_ns)
         return CallSummary(self.workspace_id, self.call_sid, started, self.duration, self.direction)
-
-
-@dataclass(slots=True, frozen=True)
-class PageRecord:
-    offset: int
-    entries: int
-    total: int
 
 
 @dataclass(slots=True, frozen=True)

@@ -30,7 +30,16 @@ import trio
 from amigofs.api import errors as api
 from amigofs.api.client import PAGE_LIMIT, CallPage, PlatformClient
 from amigofs.api.models import CallSummary
-from amigofs.cache.index import CallIndex, PageRecord
+from amigofs.cache.index import CallIndex
+from amigofs.policy.failures import FailureMemory
+from amigofs.policy.listing import (
+    MAX_ROUNDS,
+    ListingProgress,
+    PageRecord,
+    covered,
+    is_newest_first,
+    next_refresh_offset,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +49,6 @@ T = TypeVar("T")
 # after another, 16 5.3x (the emulator's own CPU, on the same two cores, is then the
 # limit); the mount's client has 16 connections.
 PARALLEL_PAGES = 16
-# Rounds of catching up on pages that shifted under a sync before it gives up.
-MAX_ROUNDS = 8
 # A refresh that finds more new pages than this syncs the whole listing again.
 MAX_REFRESH_PAGES = 200
 
@@ -66,13 +73,16 @@ class WorkspaceSync:
         self._nursery = nursery
         self._checked = checked
         self._ttl = listing_ttl
-        self._failure_memory = failure_memory
+        self._failure = FailureMemory(failure_memory)
         self._running = False
         self._forced = False  # SIGHUP: the next listing waits for a refresh
-        self.error: Exception | None = None
-        self._failed_at = 0.0
         self.changed = trio.Event()  # set (and replaced) as calls land and at the end
         self.requests = 0
+
+    @property
+    def error(self) -> BaseException | None:
+        """The last sync's failure, until the next sync starts."""
+        return self._failure.error
 
     @property
     def complete(self) -> bool:
@@ -84,10 +94,9 @@ class WorkspaceSync:
         `retry`: at once after a failure (a new listing of the directory)."""
         if self._running:
             return
-        if self.error is not None:
-            if not retry and trio.current_time() - self._failed_at < self._failure_memory:
-                return  # readers get this error for a moment, then the next try
-            self.error = None
+        if not retry and self._failure.recent(trio.current_time()) is not None:
+            return  # readers get this error for a moment, then the next try
+        self._failure.forget()
         state = self._index.sync_state(self.workspace_id)
         fresh = state.synced_at is not None and time.time() - state.synced_at <= self._ttl
         if state.complete and fresh and not self._forced:
@@ -95,10 +104,20 @@ class WorkspaceSync:
         self._running = True
         self._nursery.start_soon(self._run)
 
+    async def wait_complete(self) -> None:
+        """Until the index holds the whole listing (a new try at once after a failure);
+        raises the sync's error if it fails."""
+        self.ensure(retry=True)
+        while not self.complete:
+            if self.error is not None:
+                raise self.error
+            await self.changed.wait()
+            self.ensure()
+
     def force(self) -> None:
         """The next listing shows what the API has now (SIGHUP)."""
         self._forced = True
-        self.error = None
+        self._failure.forget()
         self.ensure()
 
     async def _run(self) -> None:
@@ -112,7 +131,7 @@ class WorkspaceSync:
                 await self._sync()
             self._forced = False
         except Exception as exc:
-            self.error, self._failed_at = exc, trio.current_time()
+            self._failure.remember(exc, trio.current_time())
             what = f"call listing of {self.workspace_id}"
             if isinstance(exc, api.AuthError) and exc.status == 403:
                 # Said once, by WorkspaceAccess: not again at every refresh.
@@ -140,7 +159,7 @@ class WorkspaceSync:
     async def _store(self, page: CallPage, offset: int | None) -> None:
         record = None
         if offset is not None and page.total is not None:
-            record = PageRecord(offset, _covered(page), page.total)
+            record = PageRecord(offset, covered(page.entries, PAGE_LIMIT), page.total)
         await trio.to_thread.run_sync(
             lambda: self._index.add_page(self.workspace_id, page.calls, record)
         )
@@ -151,28 +170,33 @@ class WorkspaceSync:
     async def _sync(self) -> None:
         state = self._index.sync_state(self.workspace_id, with_pages=True)
         base, newest_first = state.base_total, state.newest_first
-        pages = {p.offset: p for p in state.pages}
-        if base is None or 0 not in pages:
+        if base is None or not any(p.offset == 0 for p in state.pages):
             first = await self._page(0)
             if first.total is None:
                 await self._sync_in_order(first)
                 return
-            base, newest_first = first.total, _newest_first(first)
+            base = first.total
+            newest_first = is_newest_first([c.started_at for c in first.calls
+                                            if c.started_at is not None])  # fmt: skip
             await trio.to_thread.run_sync(
                 lambda: self._index.begin_sync(self.workspace_id, base, newest_first)
             )
             await self._store(first, 0)
-            pages = {0: PageRecord(0, _covered(first), first.total)}
-        else:
-            log.info(
-                "%s: resuming the listing's sync (%d pages read)", self.workspace_id, len(pages)
+            progress = ListingProgress.of(
+                base, newest_first, [PageRecord(0, covered(first.entries, PAGE_LIMIT), base)]
             )
+        else:
+            progress = ListingProgress.of(base, newest_first, state.pages)
+            log.info(
+                "%s: resuming the listing's sync (%d pages read)",
+                self.workspace_id, len(progress.pages),
+            )  # fmt: skip
         for _round in range(MAX_ROUNDS):
-            todo = _missing_offsets(list(pages.values()), base, newest_first)
+            todo = progress.missing(PAGE_LIMIT)
             if not todo:
                 break
             for record in await self._fetch_all(todo):
-                pages[record.offset] = record
+                progress.landed(record)
         else:
             raise api.ProtocolError(
                 f"list-calls {self.workspace_id}: the listing kept shifting; try again later"
@@ -190,7 +214,7 @@ class WorkspaceSync:
             page = await self._page(offset)
             await self._store(page, offset)
             total = page.total if page.total is not None else offset + page.entries
-            done.append(PageRecord(offset, _covered(page), total))
+            done.append(PageRecord(offset, covered(page.entries, PAGE_LIMIT), total))
 
         await in_parallel(offsets, one)
         return done
@@ -216,17 +240,14 @@ class WorkspaceSync:
             page = await self._page(offset)
             known = self._index.known(self.workspace_id, (c.call_sid for c in page.calls))
             await self._store(page, None)
-            if not page.has_more or not page.entries:
+            following = next_refresh_offset(
+                offset=offset, entries=page.entries, has_more=page.has_more, total=page.total,
+                newest_first=newest_first, all_known=len(known) == len(page.calls),
+                listed=listed, page_size=PAGE_LIMIT,
+            )  # fmt: skip
+            if following is None:
                 break
-            if newest_first and len(known) == len(page.calls):
-                break  # everything from here on is indexed
-            if not newest_first:
-                # New calls are at the tail: skip to it.
-                offset = max(offset + page.entries, listed - PAGE_LIMIT)
-                if offset >= (page.total or 0):
-                    break
-                continue
-            offset += page.entries
+            offset = following
         else:
             # More new calls than a refresh should page through: sync it all again.
             await trio.to_thread.run_sync(lambda: self._index.restart_sync(self.workspace_id))
@@ -269,45 +290,3 @@ async def list_filtered(page: Callable[[int], Awaitable[CallPage]]) -> list[Call
             current = await page(offset)
             calls.extend(current.calls)
     return list({c.call_sid: c for c in calls}.values())
-
-
-def _covered(page: CallPage) -> int:
-    """How many places of the listing a page covers: a page that carries more entries
-    than asked for (a broken or hostile server) still covers only its own."""
-    return min(page.entries, PAGE_LIMIT)
-
-
-def _newest_first(page: CallPage) -> bool:
-    starts = [c.started_at for c in page.calls if c.started_at is not None]
-    return len(starts) < 2 or starts[0] >= starts[-1]
-
-
-def _missing_offsets(pages: list[PageRecord], base: int, newest_first: bool) -> list[int]:
-    """Offsets still to read so that the pages read cover the listing a sync began
-    with (`base` calls) and the calls added since (see the module's docstring)."""
-    latest = max([base, *(p.total for p in pages)])
-    added = latest - base
-    if newest_first:
-        # Each page's range in the numbering of when the sync began; new calls at
-        # negative positions, before the first.
-        covered = sorted((p.offset - (p.total - base), p.entries) for p in pages)
-        want_start, want_end, shift = -added, base, added
-    else:
-        covered = sorted((p.offset, p.entries) for p in pages)
-        want_start, want_end, shift = 0, latest, 0
-    gaps: list[tuple[int, int]] = []
-    position = want_start
-    for start, length in covered:
-        if start > position:
-            gaps.append((position, min(start, want_end)))
-        position = max(position, start + length)
-        if position >= want_end:
-            break
-    if position < want_end:
-        gaps.append((position, want_end))
-    offsets: list[int] = []
-    for start, end in gaps:
-        # Where those calls are now: `shift` places further down a newest-first listing.
-        first = max(0, start + shift)
-        offsets.extend(range(first, end + shift, PAGE_LIMIT))
-    return sorted(set(offsets))

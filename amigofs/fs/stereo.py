@@ -27,14 +27,15 @@ every read is EIO with a log line, never padded or truncated audio.
 
 Reads and prefetches map a range of call.wav to the two sources' byte ranges
 under it, so a seek costs only the blocks there, and the blocks are the ones the
-mono files are served from.
+mono files are served from. That arithmetic (frames, spans, decoding, mixing) is
+amigofs.policy.stereo's; this module owns the reads and the check of the headers.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -44,13 +45,21 @@ from amigofs.cache.blocks import Fetch
 from amigofs.cache.store import BlockStore, StoredFile
 from amigofs.concurrency import gather
 from amigofs.fs.wav import BadWavHeader, codec_of, read_wav_header, wav_header
+from amigofs.policy.stereo import (
+    FRAME_BYTES,
+    HEADER_BYTES,
+    PCM,
+    Span,
+    Track,
+    frames_of,
+    frames_under,
+    mix,
+    spans,
+)
 
 log = logging.getLogger(__name__)
 
-HEADER_BYTES = 44
-FRAME_BYTES = 4  # two 16-bit samples
 _MAX_DATA = 0xFFFFFFFF - 36  # what a RIFF size field can describe
-_MULAW, _ALAW, _PCM = 7, 6, 1
 
 
 class StereoMismatch(api.ProtocolError):
@@ -60,38 +69,6 @@ class StereoMismatch(api.ProtocolError):
 class NoStereo(ValueError):
     """A call whose channels cannot make a call.wav (an unknown format, a size that
     is no whole number of samples, too long for a WAV)."""
-
-
-# --- G.711 -------------------------------------------------------------------------
-
-
-def ulaw_to_linear(code: int) -> int:
-    """G.711 mu-law: one byte to a signed 16-bit sample (the reference decoder)."""
-    code = ~code & 0xFF
-    magnitude = ((((code & 0x0F) << 3) + 0x84) << ((code >> 4) & 0x07)) - 0x84
-    return -magnitude if code & 0x80 else magnitude
-
-
-def alaw_to_linear(code: int) -> int:
-    """G.711 A-law: one byte to a signed 16-bit sample (the reference decoder)."""
-    code ^= 0x55
-    segment = (code & 0x70) >> 4
-    magnitude = (code & 0x0F) << 4
-    if segment == 0:
-        magnitude += 8
-    else:
-        magnitude = (magnitude + 0x108) << (segment - 1)
-    return magnitude if code & 0x80 else -magnitude
-
-
-def _byte_tables(decode: object) -> tuple[bytes, bytes]:
-    """bytes.translate tables giving the low and the high byte of each code's sample."""
-    assert callable(decode)
-    samples = [decode(code) & 0xFFFF for code in range(256)]
-    return bytes(s & 0xFF for s in samples), bytes(s >> 8 for s in samples)
-
-
-_TABLES = {_MULAW: _byte_tables(ulaw_to_linear), _ALAW: _byte_tables(alaw_to_linear)}
 
 
 # --- the layout --------------------------------------------------------------------
@@ -110,7 +87,7 @@ class Channel:
 
     @property
     def width(self) -> int:
-        return 2 if self.format_tag == _PCM else 1
+        return 2 if self.format_tag == PCM else 1
 
     @classmethod
     def of(
@@ -122,7 +99,7 @@ class Channel:
         tag = codec[0]
         if rate <= 0:
             raise NoStereo(f"{name}: sample rate {rate}")
-        width = 2 if tag == _PCM else 1
+        width = 2 if tag == PCM else 1
         if wav:
             # How long the header is, is only known once it is read; the duration
             # is checked against it then.
@@ -134,10 +111,6 @@ class Channel:
             if odd:
                 raise NoStereo(f"{name}: {stored.size} bytes is no whole number of samples")
         return cls(name, stored, tag, rate, samples, wav)
-
-
-def _frames_of(samples: int, rate: int, out_rate: int) -> int:
-    return -(-samples * out_rate // rate)
 
 
 @dataclass(slots=True)
@@ -155,10 +128,10 @@ class StereoView:
     def __init__(self, left: Channel, right: Channel) -> None:
         self.rate = max(left.rate, right.rate)
         self.channels = (left, right)
-        self.frames = max(_frames_of(c.samples, c.rate, self.rate) for c in self.channels)
+        self.frames = max(frames_of(c.samples, c.rate, self.rate) for c in self.channels)
         if self.frames * FRAME_BYTES > _MAX_DATA:
             raise NoStereo(f"{self.frames} frames do not fit in a WAV file")
-        self.header = wav_header(_PCM, 16, self.rate, self.frames * FRAME_BYTES, channels=2)
+        self.header = wav_header(PCM, 16, self.rate, self.frames * FRAME_BYTES, channels=2)
         assert len(self.header) == HEADER_BYTES
         self.size = HEADER_BYTES + self.frames * FRAME_BYTES
         self._sources = [_Source(c, None if c.wav else 0, c.samples) for c in self.channels]
@@ -181,7 +154,7 @@ class StereoView:
             return self.header[offset:end]
         await self._check(store)
         start = max(offset, HEADER_BYTES) - HEADER_BYTES
-        first, stop = start // FRAME_BYTES, -(-(end - HEADER_BYTES) // FRAME_BYTES)
+        first, stop = frames_under(offset, end)
         frames = await self._mix(store, first, stop)
         skip = start - first * FRAME_BYTES
         data = memoryview(frames)[skip : skip + end - HEADER_BYTES - start]
@@ -192,10 +165,10 @@ class StereoView:
     def prefetch(self, store: BlockStore, offset: int, end: int) -> list[Fetch]:
         """Starts fetching the sources' blocks under [offset, end) of call.wav; returns
         the downloads started."""
-        first = max(0, offset - HEADER_BYTES) // FRAME_BYTES
-        stop = -(-max(0, min(end, self.size) - HEADER_BYTES) // FRAME_BYTES)
+        first, stop = frames_under(offset, min(end, self.size))
         launched: list[Fetch] = []
-        for source, lo, hi in self._spans(first, stop):
+        for span in spans(self._tracks(), self.rate, first, stop):
+            source, lo, hi = self._sources[span.track], span.lo, span.hi
             base = source.offset
             if base is None:  # not read yet: a consistent file's header is what is left
                 channel = source.channel
@@ -204,69 +177,28 @@ class StereoView:
             launched += store.prefetch(source.channel.stored, base + lo * width, base + hi * width)
         return launched
 
-    def _spans(self, first: int, stop: int) -> Iterator[tuple[_Source, int, int]]:
-        """For each source with frames in [first, stop): its samples [lo, hi) there."""
-        for source in self._sources:
-            rate = source.channel.rate
-            last = min(stop, _frames_of(source.samples, rate, self.rate))
-            if first < last:
-                yield source, first * rate // self.rate, (last - 1) * rate // self.rate + 1
+    def _tracks(self) -> list[Track]:
+        return [Track(s.channel.format_tag, s.channel.rate, s.samples) for s in self._sources]
 
     async def _mix(self, store: BlockStore, first: int, stop: int) -> bytearray:
-        """Frames [first, stop): silence, with each channel's samples laid in."""
-        out = bytearray((stop - first) * FRAME_BYTES)
-        spans = list(self._spans(first, stop))
+        """Frames [first, stop), from the sources' samples under them."""
+        tracks = self._tracks()
+        under = spans(tracks, self.rate, first, stop)
 
-        def fetch(source: _Source, lo: int, hi: int) -> Callable[[], Awaitable[bytes | bytearray]]:
+        def fetch(span: Span) -> Callable[[], Awaitable[bytes | bytearray]]:
+            source = self._sources[span.track]
             width, base = source.channel.width, source.offset
             assert base is not None
-            return lambda: store.read(source.channel.stored, base + lo * width, base + hi * width)
+            return lambda: store.read(
+                source.channel.stored, base + span.lo * width, base + span.hi * width
+            )
 
-        pieces = await gather(*(fetch(*span) for span in spans))
-        for (source, lo, hi), piece in zip(spans, pieces, strict=True):
-            channel = source.channel
-            if len(piece) != (hi - lo) * channel.width:
+        pieces = await gather(*(fetch(span) for span in under))
+        for span, piece in zip(under, pieces, strict=True):
+            channel = self._sources[span.track].channel
+            if len(piece) != (span.hi - span.lo) * channel.width:
                 raise api.ProtocolError(f"{channel.name}: stored file ends early")
-            if channel.format_tag == _PCM:
-                low, high = piece[0::2], piece[1::2]
-            else:
-                table_low, table_high = _TABLES[channel.format_tag]
-                low, high = piece.translate(table_low), piece.translate(table_high)
-            side = 0 if channel is self.channels[0] else 2
-            last = min(stop, _frames_of(source.samples, channel.rate, self.rate))
-            self._lay(out, first, last, channel.rate, lo, low, high, side)
-        return out
-
-    def _lay(
-        self,
-        out: bytearray,
-        first: int,
-        last: int,
-        rate: int,
-        lo: int,
-        low: bytes | bytearray,
-        high: bytes | bytearray,
-        side: int,
-    ) -> None:
-        """Writes frames [first, last) of one channel (samples from `lo` on) into `out`.
-
-        floor(n * rate / R) repeats with a period of R/g frames (g = gcd), advancing
-        rate/g samples a period: each phase of the period is one strided slice
-        assignment, done in C, however long the range.
-        """
-        g = math.gcd(rate, self.rate)
-        period, advance = self.rate // g, rate // g
-        for phase in range(period):
-            n = first + (phase - first) % period  # first frame >= first in this phase
-            if n >= last:
-                continue
-            count = (last - 1 - n) // period + 1
-            source = n * rate // self.rate - lo
-            dest = (n - first) * FRAME_BYTES + side
-            stride = FRAME_BYTES * period
-            taken = slice(source, source + advance * (count - 1) + 1, advance)
-            out[dest : dest + stride * (count - 1) + 1 : stride] = low[taken]
-            out[dest + 1 : dest + 1 + stride * (count - 1) + 1 : stride] = high[taken]
+        return mix(tracks, self.rate, first, stop, list(zip(under, pieces, strict=True)))
 
     # --- the check at first read ---------------------------------------------------
 
@@ -284,7 +216,7 @@ class StereoView:
                 found = await gather(*(lambda s=s: self._locate(store, s.channel) for s in wavs))
                 for source, (offset, samples) in zip(wavs, found, strict=True):
                     source.offset, source.samples = offset, samples
-                frames = [_frames_of(s.samples, s.channel.rate, self.rate) for s in self._sources]
+                frames = [frames_of(s.samples, s.channel.rate, self.rate) for s in self._sources]
                 if max(frames) != self.frames:
                     raise StereoMismatch(
                         "call.wav: the stored headers give "
