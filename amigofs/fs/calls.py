@@ -134,13 +134,7 @@ class Calls:
             await sync.changed.wait()
 
     async def wait_complete(self, workspace_id: str) -> None:
-        sync = self.sync(workspace_id)
-        sync.ensure(retry=True)
-        while not sync.complete:
-            if sync.error is not None:
-                raise sync.error
-            await sync.changed.wait()
-            sync.ensure()
+        await self.sync(workspace_id).wait_complete()
 
     async def listed_after(self, workspace_id: str, start: int, limit: int) -> list[CallRow]:
         """The workspace's calls after row `start` in listing order. While its sync is

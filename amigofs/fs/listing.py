@@ -31,6 +31,7 @@ from amigofs.api import errors as api
 from amigofs.api.client import PAGE_LIMIT, CallPage, PlatformClient
 from amigofs.api.models import CallSummary
 from amigofs.cache.index import CallIndex
+from amigofs.concurrency import first_error
 from amigofs.policy.failures import FailureMemory
 from amigofs.policy.listing import (
     MAX_ROUNDS,
@@ -266,9 +267,14 @@ async def in_parallel(offsets: Iterable[int], fetch: Callable[[int], Awaitable[N
         async with limiter:
             await fetch(offset)
 
-    async with trio.open_nursery() as nursery:
-        for offset in offsets:
-            nursery.start_soon(one, offset)
+    try:
+        async with trio.open_nursery() as nursery:
+            for offset in offsets:
+                nursery.start_soon(one, offset)
+    except BaseExceptionGroup as group:
+        # The API's own error, for the errno map (a 403 is EACCES, a 429 EAGAIN), not
+        # trio's group of it (EIO, logged as a bug).
+        raise first_error(group) from None
 
 
 async def list_filtered(page: Callable[[int], Awaitable[CallPage]]) -> list[CallSummary]:

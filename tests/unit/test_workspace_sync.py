@@ -149,12 +149,6 @@ async def test_a_failed_sync_is_remembered_then_goes_on_where_it_stopped(
         assert served.requests("list-calls") <= pages + PARALLEL_PAGES
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by this test (issue 18): a page that fails among the parallel pages "
-    "reaches readers as trio's ExceptionGroup, not as the API's error: logged as 'a bug', "
-    "and EIO where the errno table says EACCES (403) or EAGAIN (429)",
-)
 async def test_a_page_failing_mid_sync_fails_the_listing_with_the_apis_error(
     index: CallIndex,
 ) -> None:
