@@ -20,8 +20,6 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import (
     mount_command,
@@ -33,8 +31,6 @@ from tests.mounting import (
     workspace_names,
 )
 from tests.reliability import ThreadResult, presented_bytes
-
-pytestmark = pytest.mark.mount
 
 TOOL_TIMEOUT = 300
 BLOCK = 256 << 10

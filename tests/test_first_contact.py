@@ -35,8 +35,6 @@ from tests.mounting import (
     wait_until,
 )
 
-pytestmark = pytest.mark.mount
-
 TIMEOUT = 60
 FOREIGN = str(uuid.UUID(int=0x3F0C0E6A1B2C4D5E8F90A1B2C3D4E5F6))  # visible to no key
 

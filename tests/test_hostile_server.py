@@ -336,7 +336,6 @@ def assert_eio_or(expected: bytes, got: bytes | int, what: str) -> None:
         assert got == errno.EIO, f"{what}: {errno.errorcode.get(got, got)}"
 
 
-@pytest.mark.mount
 def test_gzip_bombs_on_503_bodies_cost_an_eio_not_the_memory(server: HostileServer) -> None:
     first, second, *_ = server.calls
     server.misbehave("metadata", gzip_bomb(status=503), call=first)
@@ -352,7 +351,6 @@ def test_gzip_bombs_on_503_bodies_cost_an_eio_not_the_memory(server: HostileServ
         assert_held_up(mnt, server)
 
 
-@pytest.mark.mount
 def test_gzip_bombs_on_list_pages_and_metadata_cost_an_eio_not_the_memory(
     server: HostileServer,
 ) -> None:
@@ -370,7 +368,6 @@ def test_gzip_bombs_on_list_pages_and_metadata_cost_an_eio_not_the_memory(
         assert_held_up(mnt, server)
 
 
-@pytest.mark.mount
 def test_an_endless_metadata_body_is_cut_at_its_cap(server: HostileServer) -> None:
     first = server.calls[0]
     server.misbehave("metadata", endless(), call=first)
@@ -384,7 +381,6 @@ def test_an_endless_metadata_body_is_cut_at_its_cap(server: HostileServer) -> No
         assert_held_up(mnt, server)
 
 
-@pytest.mark.mount
 def test_nested_json_is_an_eio_and_never_ends_the_mount(server: HostileServer) -> None:
     calls = by_sid(server)
     server.misbehave("metadata", nested(), call=calls[0])
@@ -423,7 +419,6 @@ def test_nested_json_is_an_eio_and_never_ends_the_mount(server: HostileServer) -
         assert_held_up(mnt, server)
 
 
-@pytest.mark.mount
 def test_compressed_downloads_give_eio_or_the_right_bytes_never_gzip(
     server: HostileServer,
 ) -> None:
@@ -447,7 +442,6 @@ def test_compressed_downloads_give_eio_or_the_right_bytes_never_gzip(
         assert_held_up(mnt, server)
 
 
-@pytest.mark.mount
 def test_terminal_escapes_in_metadata_never_reach_a_terminal(server: HostileServer) -> None:
     server.misbehave("metadata", with_fields(**ESCAPES))
     server.misbehave("calls", with_fields(direction="\x1b[31minbound\x1b[0m"))
@@ -476,7 +470,6 @@ def test_terminal_escapes_in_metadata_never_reach_a_terminal(server: HostileServ
         assert_held_up(mnt, server)
 
 
-@pytest.mark.mount
 def test_an_untrusted_certificate_is_named_when_mounting(tmp_path: Path) -> None:
     context, _ = self_signed_tls(tmp_path)
     point = public_tempdir("amigofs-mnt-")

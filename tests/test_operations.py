@@ -40,8 +40,6 @@ from tests.mounting import (
 )
 from tests.reliability import PRESENTED, presented_bytes
 
-pytestmark = pytest.mark.mount
-
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TIMEOUT = 60

@@ -11,13 +11,10 @@ import subprocess
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import mounted, wait_until, workspace_names
 from tests.reliability import LISTED, PRESENTED, errno_of, presented_bytes
-
-pytestmark = pytest.mark.mount
 
 TOOL_TIMEOUT = 60.0
 DEADLINE = 20.0

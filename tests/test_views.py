@@ -17,8 +17,6 @@ from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import mounted, workspace_names
 from tests.reliability import LISTED
 
-pytestmark = pytest.mark.mount
-
 TOOL_TIMEOUT = 120
 
 

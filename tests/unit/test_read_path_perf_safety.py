@@ -15,7 +15,7 @@ import trio
 
 from amigofs.cache.disk import HEADER, BlockWriter, DiskCache, FileKey, Unchecked, footprint
 from amigofs.cache.store import BlockStore
-from tests.test_block_store import FakeWorker, stored_file
+from tests.unit.test_block_store import FakeWorker, stored_file
 
 BLOCK = 64 << 10
 
