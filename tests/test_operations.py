@@ -28,12 +28,12 @@ from tests.mounting import (
     MOUNT_DEADLINE,
     STOP_DEADLINE,
     Mount,
-    _teardown,
     force_unmount,
     kernel_readahead_kb,
     mount_command,
     mounted,
     public_tempdir,
+    teardown,
     unmount_guards,
     wait_until,
     workspace_names,
@@ -163,7 +163,7 @@ def test_notify_ready_after_mount_then_sigterm_unmounts_and_exits_0() -> None:
             assert "STOPPING=1" in last.splitlines(), last
         finally:
             receiver.close()
-            _teardown(mount)
+            teardown(mount)
             mountpoint.rmdir()
 
 

@@ -11,7 +11,7 @@ The terminal summary says how much of its 60 s the tier took.
 
 from __future__ import annotations
 
-import _posixsubprocess  # type: ignore[import-not-found]
+import _posixsubprocess
 import builtins
 import os
 import subprocess
