@@ -510,7 +510,7 @@ def test_prefetch_interrupted_then_run_again_fetches_only_the_rest() -> None:
             workspaces=1,
             calls_per_workspace=24,
             max_duration=12.0,
-            bandwidth=400_000,
+            bandwidth=800_000,
         ) as emulator,
         mounted(emulator.url, emulator.api_key) as mnt,
     ):
