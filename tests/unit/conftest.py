@@ -45,8 +45,9 @@ def _refusal(item: pytest.Item) -> str | None:
     fixture_info = getattr(item, "_fixtureinfo", None)
     for name, definitions in fixture_info.name2fixturedefs.items() if fixture_info else ():
         for definition in definitions:
-            where = definition.baseid
-            if where.startswith("tests") and not where.startswith("tests/unit"):
+            # Where it is defined, as a node id: "" for pytest's and plugins' own.
+            where = definition.baseid + "/"
+            if where.startswith("tests/") and not where.startswith("tests/unit/"):
                 return f"a unit test asks for the mount tier's fixture {name!r}: " + WHERE
     return None
 
