@@ -26,6 +26,8 @@ from amigofs.emulator.data import Dataset
 from benchmarks import procs
 from benchmarks.memfs import PresentedFile
 from benchmarks.report import Figure, ratio
+from tests.emulator_proc import EmulatorProc, running_emulator
+from tests.mounting import Mount
 
 REPO = Path(__file__).resolve().parent.parent
 READER = Path(__file__).resolve().parent / "reader.py"
@@ -127,23 +129,23 @@ class Harness:
     @contextlib.contextmanager
     def emulator(
         self, name: str, profile: str | None = None, **knobs: Any
-    ) -> Iterator[procs.Emulator]:
+    ) -> Iterator[EmulatorProc]:
         """An emulator with these knobs over the `--link-profile` named, if any."""
         log_path = self.work.path / f"emulator-{name}.log"
-        with procs.emulator(self.api_key, log_path, profile, **knobs) as emu:
+        with running_emulator(self.api_key, profile=profile, log_path=log_path, **knobs) as emu:
             self.progress(f"emulator {name} at {emu.url}" + (f" ({profile})" if profile else ""))
             yield emu
 
     def amigofs(
-        self, emu: procs.Emulator, cache: Path | None = None
-    ) -> contextlib.AbstractContextManager[procs.Mounted]:
+        self, emu: EmulatorProc, cache: Path | None = None
+    ) -> contextlib.AbstractContextManager[Mount]:
         mountpoint = self.work.new("mnt")
         cache = cache or self.work.new("cache")
         return procs.amigofs_mount(emu, mountpoint, cache, self.work.path / "amigofs.log")
 
     def memfs(
         self, knobs: dict[str, Any], preload: Sequence[str] = ()
-    ) -> contextlib.AbstractContextManager[procs.Mounted]:
+    ) -> contextlib.AbstractContextManager[Mount]:
         return procs.memfs_mount(knobs, self.work.new("mnt"), self.work.path / "memfs.log", preload)
 
     def read(self, *paths: Path) -> list[tuple[float, int]]:
@@ -244,7 +246,7 @@ class Harness:
             os.close(fd)
 
     @staticmethod
-    def downloaded(emu: procs.Emulator, stored_path: str) -> tuple[int, int]:
+    def downloaded(emu: EmulatorProc, stored_path: str) -> tuple[int, int]:
         """(bytes of that stored file served, total download requests) since the last reset."""
         stats = emu.stats()
         requests: int = stats["requests"].get("download-recording-file", 0)

@@ -34,10 +34,10 @@ from amigofs.api.models import DownloadPath
 from amigofs.api.secret import ApiKey
 from amigofs.api.transport import PoolTransport, large_read_transport
 from amigofs.emulator.data import Dataset, Recording
-from benchmarks import procs
 from benchmarks.harness import Harness
 from benchmarks.memfs import config_from_knobs, recordings
 from benchmarks.report import median
+from tests.emulator_proc import EmulatorProc
 
 PROFILE = "internet"
 CONNECTIONS = 16  # the mount's max_connections
@@ -105,7 +105,7 @@ async def ranged(client: PlatformClient, ranges: list[tuple[DownloadPath, int, i
 
 
 async def measure(
-    emu: procs.Emulator,
+    emu: EmulatorProc,
     protocol: str,
     recs: list[Recording],
     ranges: list[tuple[DownloadPath, int, int]],

@@ -35,10 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from amigofs.emulator.data import Dataset, Recording
-from benchmarks import procs
 from benchmarks.harness import Harness
 from benchmarks.memfs import PresentedFile, config_from_knobs, presented_file, recordings
 from benchmarks.report import median
+from tests.emulator_proc import EmulatorProc
+from tests.mounting import Mount, wait_until
 
 PROFILE = "internet"
 HEAD_BYTES = 64 * 1024
@@ -138,7 +139,7 @@ def run(harness: Harness) -> None:
 # --- what the emulator and the mount counted ----------------------------------------------------
 
 
-def served(emu: procs.Emulator, log: bool = False) -> dict[str, Any]:
+def served(emu: EmulatorProc, log: bool = False) -> dict[str, Any]:
     """What the emulator served since its last reset; with `log`, its requests too (when each
     arrived, after the first, and the range asked for)."""
     stats = emu.stats()
@@ -161,7 +162,7 @@ def served(emu: procs.Emulator, log: bool = False) -> dict[str, Any]:
     return counted
 
 
-def mount_stats(mnt: procs.Mounted) -> dict[str, Any]:
+def mount_stats(mnt: Mount) -> dict[str, Any]:
     """The mount's own counters (its hidden stats file): requests, retries, errors, and the
     bytes of the downloads it has in flight."""
     document: dict[str, Any] = json.loads((mnt.path / STATS_FILE).read_text())
@@ -169,7 +170,7 @@ def mount_stats(mnt: procs.Mounted) -> dict[str, Any]:
     return {key: document.get(key) for key in keys}
 
 
-def settle(emu: procs.Emulator, mnt: procs.Mounted) -> None:
+def settle(emu: EmulatorProc, mnt: Mount) -> None:
     """Waits until no download is in flight, in the mount or at the emulator: the fetches a
     command started ahead of its reads (readahead) count against it too, finished."""
 
@@ -177,14 +178,14 @@ def settle(emu: procs.Emulator, mnt: procs.Mounted) -> None:
         in_flight: int = emu.client.get("/__stats/link").json()["in_flight"]
         return in_flight == 0 and mount_stats(mnt)["bytes_in_flight"] == 0
 
-    procs.wait_until(idle, SETTLE_DEADLINE, "the mount's downloads to end")
+    wait_until(idle, SETTLE_DEADLINE, "the mount's downloads to end")
 
 
 def measured_on_mount(
     harness: Harness,
-    emu: procs.Emulator,
-    body: Callable[[procs.Mounted], float],
-    prepare: Callable[[procs.Mounted], object] | None = None,
+    emu: EmulatorProc,
+    body: Callable[[Mount], float],
+    prepare: Callable[[Mount], object] | None = None,
     log: bool = False,
 ) -> dict[str, Any]:
     """`body` (which returns seconds) on a fresh cold mount, after `prepare` if given: its time
@@ -208,7 +209,7 @@ def measured_on_mount(
 
 
 def script(
-    harness: Harness, emu: procs.Emulator, workspace_id: str, mode: str, out: Path
+    harness: Harness, emu: EmulatorProc, workspace_id: str, mode: str, out: Path
 ) -> tuple[float, bytes]:
     path = harness.work.path / "fetch-calls.sh"
     if not path.exists():
@@ -256,7 +257,7 @@ def check_hashes(
 
 def walks(
     harness: Harness,
-    emu: procs.Emulator,
+    emu: EmulatorProc,
     recs: list[Recording],
     truth: dict[tuple[str, str], FileTruth],
 ) -> None:
@@ -290,7 +291,7 @@ def walks(
         shutil.rmtree(out)
         return entry
 
-    def rsync(mnt: procs.Mounted) -> float:
+    def rsync(mnt: Mount) -> float:
         dest = harness.work.new("rsync-dest")
         try:
             seconds = harness.timed(["rsync", "-a", f"{mnt.path / ws}/", f"{dest}/"])
@@ -301,7 +302,7 @@ def walks(
 
     tar_said: list[tuple[int, str]] = []
 
-    def tar(mnt: procs.Mounted) -> float:
+    def tar(mnt: Mount) -> float:
         # tar's own status and message, which the pipe would hide: 1 is a warning ("file
         # changed as we read it"), more a failure.
         said = harness.work.path / "tar-stderr"
@@ -317,7 +318,7 @@ def walks(
             raise RuntimeError(f"tar wrote {written} bytes, less than the {presented} read")
         return seconds
 
-    def sha256sum(mnt: procs.Mounted) -> float:
+    def sha256sum(mnt: Mount) -> float:
         command = 'cd "$1" && sha256sum */outbound.wav'
         seconds, output = harness.timed_output(["sh", "-c", command, "sha", str(mnt.path / ws)])
         check_hashes(output, recs, truth, stored=False)
@@ -368,9 +369,7 @@ def walks(
 # --- the first bytes of a file ------------------------------------------------------------------
 
 
-def first_bytes(
-    harness: Harness, emu: procs.Emulator, data: Dataset, recs: list[Recording]
-) -> None:
+def first_bytes(harness: Harness, emu: EmulatorProc, data: Dataset, recs: list[Recording]) -> None:
     """`head -c 65536` of a cold inbound.wav of a listed call and of one looked up by SID."""
     s = harness.settings
     latency = float(emu.knobs["latency"])
@@ -384,14 +383,14 @@ def first_bytes(
             pf = presented_file(data, rec, "inbound.wav")
             path = Path(pf.workspace_id, pf.call_sid, pf.name)
 
-            def head(mnt: procs.Mounted, path: Path = path, pf: PresentedFile = pf) -> float:
+            def head(mnt: Mount, path: Path = path, pf: PresentedFile = pf) -> float:
                 argv = ["head", "-c", str(HEAD_BYTES), str(mnt.path / path)]
                 seconds, got = harness.timed_output(argv)
                 if got != pf.read(data, 0, HEAD_BYTES):
                     raise RuntimeError(f"{path}: the first bytes are not the emulator's")
                 return seconds
 
-            def ls(mnt: procs.Mounted, path: Path = path) -> float:
+            def ls(mnt: Mount, path: Path = path) -> float:
                 return harness.timed(["ls", str(mnt.path / path.parts[0])])
 
             prepare = ls if kind == "listed" else None
@@ -427,7 +426,7 @@ def first_bytes(
 # --- a file manager's peek ----------------------------------------------------------------------
 
 
-def peek(harness: Harness, emu: procs.Emulator, data: Dataset, recs: list[Recording]) -> None:
+def peek(harness: Harness, emu: EmulatorProc, data: Dataset, recs: list[Recording]) -> None:
     """The first 4 KiB of every audio file, then ffprobe of every audio file, four at once."""
     s = harness.settings
     ws = recs[0].workspace_id
@@ -442,7 +441,7 @@ def peek(harness: Harness, emu: procs.Emulator, data: Dataset, recs: list[Record
         for name, (command, each) in commands.items():
 
             def body(
-                mnt: procs.Mounted,
+                mnt: Mount,
                 name: str = name,
                 command: str = command,
                 each: int | None = each,
@@ -501,7 +500,7 @@ def seek(harness: Harness) -> None:
             pf = files[run]
             path = Path(pf.workspace_id, pf.call_sid, pf.name)
 
-            def ffmpeg(mnt: procs.Mounted, path: Path = path) -> float:
+            def ffmpeg(mnt: Mount, path: Path = path) -> float:
                 return harness.ffmpeg(mnt.path / path, at)
 
             entry = measured_on_mount(harness, emu, ffmpeg, log=True)

@@ -27,7 +27,9 @@ from typing import Any
 
 import httpx
 
-from benchmarks.procs import Emulator, Workdir, amigofs_mount, emulator, wait_until
+from benchmarks.procs import Workdir, amigofs_mount
+from tests.emulator_proc import EmulatorProc, running_emulator
+from tests.mounting import wait_until
 
 API_KEY = "bench-listing-key"
 
@@ -73,7 +75,7 @@ def page_seconds(url: str, workspace_id: str, total: int) -> float:
 
 
 def stat_by_sid(
-    emu: Emulator, workdir: Workdir, workspace_id: str, calls: int, one_page: float
+    emu: EmulatorProc, workdir: Workdir, workspace_id: str, calls: int, one_page: float
 ) -> dict[str, float]:
     """`stat` of a call in the middle of the workspace, by its SID, on a cold mount (a
     fresh cache): its requests, and its time in round trips (one page's time each)."""
@@ -98,8 +100,8 @@ def stat_by_sid(
 
 def one_run(workdir: Workdir, calls: int, latency: float) -> dict[str, float]:
     log = workdir.path / "emulator.log"
-    with emulator(API_KEY, log, workspaces=1, calls_per_workspace=calls, latency=latency,
-                  max_duration=30.0) as emu:  # fmt: skip
+    with running_emulator(API_KEY, log_path=log, workspaces=1, calls_per_workspace=calls,
+                          latency=latency, max_duration=30.0) as emu:  # fmt: skip
         workspace_id = emu.client.get(
             "/v1/workspaces", headers={"Authorization": f"Bearer {API_KEY}"}
         ).json()["items"][0]["id"]

@@ -20,6 +20,7 @@ from benchmarks.harness import Harness, series
 from benchmarks.memfs import PresentedFile, config_from_knobs, presented_file, recordings
 from benchmarks.read_path import ceiling, cpu_figure, cpu_seconds
 from benchmarks.report import median
+from tests.mounting import Mount
 
 
 def run(harness: Harness) -> None:
@@ -111,9 +112,9 @@ def peer(
     log_path = harness.work.path / f"{name}.log"
 
     @contextlib.contextmanager
-    def mounted(cache: Path) -> Iterator[procs.Mounted]:
+    def mounted(cache: Path) -> Iterator[Mount]:
         mountpoint = harness.work.new("mnt")
-        with procs.fuse_mount(
+        with procs.benchmark_mount(
             name, argv(server.url, mountpoint, cache), mountpoint, log_path
         ) as mnt:
             yield mnt

@@ -1,25 +1,26 @@
-"""Processes the benchmarks start: the emulator, FUSE mounts, nginx; always stopped.
+"""What the benchmarks start beyond the shared harness: nginx, memfs mounts, scratch space.
 
-Every context manager here waits for its process with a deadline, polling a condition (a line on
-stdout, the mount in /proc/mounts, a TCP connect), never sleeping as synchronisation, and on the
-way out, whatever happened, unmounts (`fusermount3 -u -z`) and ends the process (SIGTERM, then
-SIGKILL). Children run in their own session so a Ctrl-C at the terminal reaches only the harness,
-which then cleans up in order.
+The emulator, FUSE mounts, `wait_until` and the stopping of processes are the tests' harness
+(tests/emulator_proc.py, tests/mounting.py), which the benchmarks use as they are: every process
+waited for with a deadline, polling a condition (a line on stdout, the mount in /proc/mounts, a
+TCP connect), never sleeping as synchronisation; on the way out, whatever happened, unmounted and
+ended, each child in its own session so that a Ctrl-C reaches only the harness. Here, a mount's
+daemon gets STOP_DEADLINE to exit by itself after its unmount (amigofs writes its cache on the
+way out, and the remount figures depend on it) before it is stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,45 +28,13 @@ from typing import Any
 import httpx
 
 from amigofs.daemon.mount_table import is_mounted
-from amigofs.emulator.cli import knob_arguments
-from amigofs.emulator.config import LINK_PROFILES
-from amigofs.emulator.process import Listening, await_listening_details
+from tests.emulator_proc import EmulatorProc
+from tests.mounting import STOP_DEADLINE, Mount, fuse_mount, stop_process, wait_until
+from tests.mounting import amigofs_mount as mount_amigofs
 
 log = logging.getLogger(__name__)
 
 START_DEADLINE = 60.0
-STOP_DEADLINE = 15.0
-
-
-def wait_until(condition: Callable[[], bool], deadline: float, what: str) -> None:
-    """Polls `condition` until it holds; TimeoutError once `deadline` seconds have passed."""
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            raise TimeoutError(f"timed out after {deadline:.0f} s waiting for {what}")
-        time.sleep(0.02)
-
-
-def stop_process(process: subprocess.Popen[Any]) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within the deadline."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_DEADLINE)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(STOP_DEADLINE)
-
-
-def unmount(mountpoint: Path) -> None:
-    if is_mounted(mountpoint):
-        subprocess.run(
-            ["fusermount3", "-u", "-z", str(mountpoint)],
-            check=False,
-            timeout=STOP_DEADLINE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
 
 
 def free_port() -> int:
@@ -108,159 +77,41 @@ class Workdir:
         subprocess.run(["rm", "-rf", "--one-file-system", str(self.path)], check=False)
 
 
-# --- emulator ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Emulator:
-    url: str
-    api_key: str
-    knobs: dict[str, Any]
-    """EmulatorConfig fields as served: the link profile's, then those given over it."""
-    client: httpx.Client
-    certificate: str | None = None
-    """With tls: the PEM file of the emulator's self-signed certificate, which clients trust
-    (curl --cacert, SSL_CERT_FILE for the mount) with certificate checks on."""
-
-    def stats(self) -> dict[str, Any]:
-        response = self.client.get("/__stats")
-        response.raise_for_status()
-        result: dict[str, Any] = response.json()
-        return result
-
-    def reset_stats(self) -> None:
-        self.client.post("/__stats/reset").raise_for_status()
-
-
-@contextlib.contextmanager
-def emulator(
-    api_key: str, log_path: Path, profile: str | None = None, **knobs: Any
-) -> Iterator[Emulator]:
-    """`amigofs emulator` on a free loopback port; knobs are EmulatorConfig field names, and
-    `profile` a `--link-profile` they override."""
-    argv = [sys.executable, "-m", "amigofs", "emulator", "--host", "127.0.0.1", "--port", "0"]
-    if profile is not None:
-        argv += ["--link-profile", profile]
-    argv += knob_arguments(knobs)
-    served = {**(LINK_PROFILES[profile] if profile is not None else {}), **knobs}
-    with open(log_path, "ab") as log_file:
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=log_file,
-            env={**os.environ, "AMIGO_API_KEY": api_key},
-            start_new_session=True,
-        )
-    try:
-        try:
-            listening = _await_listening(process)
-        except (TimeoutError, RuntimeError) as exc:
-            tail = log_path.read_text(errors="replace")[-1500:]
-            raise RuntimeError(f"{exc}:\n{tail}") from None
-        trust = ssl.create_default_context(cafile=listening.certificate)
-        with httpx.Client(base_url=listening.url, timeout=30.0, verify=trust) as client:
-            yield Emulator(listening.url, api_key, served, client, listening.certificate)
-    finally:
-        stop_process(process)
-        if process.stdout is not None:
-            process.stdout.close()
-
-
-def _await_listening(process: subprocess.Popen[Any]) -> Listening:
-    return await_listening_details(process, START_DEADLINE)
-
-
 # --- FUSE mounts ---------------------------------------------------------------------------------
 
 
-@dataclass
-class Mounted:
-    name: str
-    path: Path
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log_tail(self, limit: int = 2000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-limit:]
-        except OSError:
-            return ""
+def amigofs_mount(
+    emu: EmulatorProc, mountpoint: Path, cache_dir: Path, log_path: Path, *extra: str
+) -> contextlib.AbstractContextManager[Mount]:
+    return mount_amigofs(
+        emu.url, emu.api_key, mountpoint, cache_dir, log_path, *extra,
+        certificate=emu.certificate, deadline=START_DEADLINE, patience=STOP_DEADLINE,
+    )  # fmt: skip
 
 
-@contextlib.contextmanager
-def fuse_mount(
+def benchmark_mount(
     name: str,
     argv: Sequence[str],
     mountpoint: Path,
     log_path: Path,
     env: dict[str, str] | None = None,
-) -> Iterator[Mounted]:
-    """Runs a FUSE daemon in the foreground; ready once `mountpoint` shows in /proc/mounts."""
-    with open(log_path, "ab") as log_file:
-        process = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-        )
-    mount = Mounted(name, mountpoint, process, log_path)
-    try:
-        wait_until(
-            lambda: is_mounted(mountpoint) or process.poll() is not None,
-            START_DEADLINE,
-            f"{name} to mount at {mountpoint}",
-        )
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"{name} exited with status {process.returncode}:\n{mount.log_tail()}"
-            )
-        yield mount
-    finally:
-        if is_mounted(mountpoint):
-            unmount(mountpoint)
-            # After an unmount the daemon exits by itself; give it the time to (amigofs may
-            # write its cache on the way out), then insist.
-            try:
-                process.wait(STOP_DEADLINE)
-            except subprocess.TimeoutExpired:
-                log.warning(
-                    "%s did not exit within %.0f s of its unmount; stopping it", name, STOP_DEADLINE
-                )
-        # Interrupted before the mount came up (or it never will): stop the daemon, then
-        # remove whatever mount it may have made in between or left behind dead.
-        stop_process(process)
-        unmount(mountpoint)
-
-
-def amigofs_mount(
-    emu: Emulator, mountpoint: Path, cache_dir: Path, log_path: Path, *extra: str
-) -> contextlib.AbstractContextManager[Mounted]:
-    argv = [
-        sys.executable, "-m", "amigofs", "mount", str(mountpoint),
-        "--base-url", emu.url, "--cache-dir", str(cache_dir), "--foreground", *extra,
-    ]  # fmt: skip
-    env = {"AMIGO_API_KEY": emu.api_key}
-    if emu.certificate is not None:
-        # The mount's trust store (amigofs.api.transport.trust_store): checks stay on.
-        env["SSL_CERT_FILE"] = emu.certificate
-    return fuse_mount("amigofs", argv, mountpoint, log_path, env)
+) -> contextlib.AbstractContextManager[Mount]:
+    """A peer's FUSE daemon (or memfs), given the time to exit by itself as amigofs is."""
+    return fuse_mount(
+        name, argv, mountpoint, log_path, env, deadline=START_DEADLINE, patience=STOP_DEADLINE
+    )
 
 
 def memfs_mount(
     knobs: dict[str, Any], mountpoint: Path, log_path: Path, preload: Sequence[str] = ()
-) -> contextlib.AbstractContextManager[Mounted]:
-    import json
-
+) -> contextlib.AbstractContextManager[Mount]:
     argv = [sys.executable, "-m", "benchmarks.memfs", str(mountpoint), "--knobs", json.dumps(knobs)]
     for name in preload:
         argv += ["--preload", name]
     # The harness may run from anywhere with PYTHONPATH set; the child must find this package.
     package_root = str(Path(__file__).resolve().parent.parent)
     path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
-    return fuse_mount("memfs", argv, mountpoint, log_path, {"PYTHONPATH": path})
+    return benchmark_mount("memfs", argv, mountpoint, log_path, {"PYTHONPATH": path})
 
 
 # --- nginx ---------------------------------------------------------------------------------------

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from amigofs.emulator.data import Dataset
-from benchmarks import procs
 from benchmarks.harness import COMMAND_DEADLINE, READER, Harness, series
 from benchmarks.memfs import PresentedFile, config_from_knobs, presented_file, recordings
 from benchmarks.report import median
+from tests.emulator_proc import EmulatorProc
 
 
 def run(harness: Harness) -> None:
@@ -68,7 +68,7 @@ def ceiling(harness: Harness, knobs: dict[str, Any], files: list[PresentedFile])
 
 
 def cold_read(
-    harness: Harness, emu: procs.Emulator, data: Dataset, files: list[PresentedFile]
+    harness: Harness, emu: EmulatorProc, data: Dataset, files: list[PresentedFile]
 ) -> None:
     s = harness.settings
     knobs = emu.knobs
@@ -186,7 +186,7 @@ def cold_read(
     )
 
 
-def seek(harness: Harness, emu: procs.Emulator, data: Dataset, files: list[PresentedFile]) -> None:
+def seek(harness: Harness, emu: EmulatorProc, data: Dataset, files: list[PresentedFile]) -> None:
     s = harness.settings
     at = s.long_duration / 2
     raw: dict[str, Any] = {
@@ -221,7 +221,7 @@ def seek(harness: Harness, emu: procs.Emulator, data: Dataset, files: list[Prese
     )
 
 
-def peak_rss(harness: Harness, emu: procs.Emulator, files: list[PresentedFile]) -> None:
+def peak_rss(harness: Harness, emu: EmulatorProc, files: list[PresentedFile]) -> None:
     s = harness.settings
     chosen = files[: s.rss_files]
     total = sum(pf.size for pf in chosen)

@@ -1,11 +1,14 @@
-"""Mount amigofs for real, through its command, in a subprocess.
+"""The one harness that starts processes and mounts, for the tests and the benchmarks.
 
-    with mounted(emulator) as mnt:
+    with mounted(emulator.url, emulator.api_key) as mnt:
         os.listdir(mnt.path)
 
-The mount is ready when it shows in /proc/mounts (waited for with a deadline, no
-sleeps as synchronisation); on the way out it is always unmounted and the
-process always ends, whatever happened in the block.
+`fuse_mount` runs any FUSE daemon in the foreground (amigofs here and in the benchmarks, memfs
+there); `mounted` is amigofs in fresh scratch directories. A mount is ready when it shows in
+/proc/mounts, waited for with a deadline (no sleeps as synchronisation); on the way out it is
+always unmounted and its process always ends, whatever happened in the block. Processes start
+in their own session, so a Ctrl-C at the terminal reaches only the runner, which then cleans up
+in order. benchmarks/procs.py builds its nginx and scratch directories on these pieces.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,10 +36,17 @@ class Mount:
     path: Path
     process: subprocess.Popen[bytes]
     log_path: Path
-    cache_dir: Path
+    cache_dir: Path | None = None
+    name: str = "amigofs"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def log_tail(self, limit: int = 2000) -> str:
+        try:
+            return self.log()[-limit:]
+        except OSError:
+            return ""
 
     def unmount(self) -> int:
         """fusermount3 -u, then wait for the process; returns its exit status."""
@@ -64,7 +74,9 @@ def workspace_names(root: Path) -> list[str]:
     return [name for name in os.listdir(root) if name not in ("by-date", "by-name")]
 
 
-def wait_until(condition, deadline: float, what: str, interval: float = 0.02) -> None:  # type: ignore[no-untyped-def]
+def wait_until(
+    condition: Callable[[], object], deadline: float, what: str, interval: float = 0.02
+) -> None:
     """Polls `condition` until true; fails the test once `deadline` seconds pass."""
     end = time.monotonic() + deadline
     while not condition():
@@ -103,6 +115,45 @@ def public_tempdir(prefix: str) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def fuse_mount(
+    name: str,
+    argv: Sequence[str],
+    mountpoint: Path,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    *,
+    cache_dir: Path | None = None,
+    deadline: float = MOUNT_DEADLINE,
+    patience: float = 0.0,
+) -> Iterator[Mount]:
+    """Runs the FUSE daemon `argv` in the foreground, its output appended to `log_path`; ready
+    once `mountpoint` shows in /proc/mounts. On the way out the mount is removed; `patience` is
+    how long the daemon may then take to exit by itself (to write its cache on the way out, as
+    the benchmarks' remounts need) before it is stopped."""
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+    mount = Mount(mountpoint, process, log_path, cache_dir, name)
+    try:
+        wait_until(
+            lambda: is_mounted(mountpoint) or process.poll() is not None,
+            deadline,
+            f"{name} to mount at {mountpoint} (in /proc/mounts)",
+        )
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with status {process.returncode}:\n{mount.log()}")
+        yield mount
+    finally:
+        teardown(mount, patience)
+
+
 def mount_command(url: str, mountpoint: Path, cache_dir: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "amigofs", "mount", str(mountpoint),
@@ -110,42 +161,59 @@ def mount_command(url: str, mountpoint: Path, cache_dir: Path, *extra: str) -> l
     ]  # fmt: skip
 
 
+def amigofs_mount(
+    url: str,
+    api_key: str,
+    mountpoint: Path,
+    cache_dir: Path,
+    log_path: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    certificate: str | None = None,
+    deadline: float = MOUNT_DEADLINE,
+    patience: float = 0.0,
+) -> contextlib.AbstractContextManager[Mount]:
+    """`amigofs mount --foreground` of the server at `url`; with `certificate`, the server's
+    self-signed one is the mount's trust store (SSL_CERT_FILE: certificate checks stay on)."""
+    trust = {"SSL_CERT_FILE": certificate} if certificate is not None else {}
+    return fuse_mount(
+        "amigofs",
+        mount_command(url, mountpoint, cache_dir, *extra),
+        mountpoint,
+        log_path,
+        {"AMIGO_API_KEY": api_key, **trust, **(env or {})},
+        cache_dir=cache_dir,
+        deadline=deadline,
+        patience=patience,
+    )
+
+
 @contextlib.contextmanager
 def mounted(
     url: str, api_key: str, *extra: str, env: dict[str, str] | None = None
 ) -> Iterator[Mount]:
+    """amigofs mounted at a fresh directory, with a fresh cache directory."""
     mountpoint = public_tempdir("amigofs-mnt-")
     scratch = Path(tempfile.mkdtemp(prefix="amigofs-test-"))
-    log_path = scratch / "mount.log"
-    cache_dir = scratch / "cache"
-    run_env = {**os.environ, "AMIGO_API_KEY": api_key, **(env or {})}
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            mount_command(url, mountpoint, cache_dir, *extra),
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=run_env,
-        )
-    mount = Mount(mountpoint, process, log_path, cache_dir)
     try:
-        wait_until(
-            lambda: is_mounted(mountpoint) or process.poll() is not None,
-            MOUNT_DEADLINE,
-            "the mount to appear in /proc/mounts",
-        )
-        if process.poll() is not None:
-            raise RuntimeError(f"amigofs mount exited with {process.returncode}:\n{mount.log()}")
-        yield mount
+        with amigofs_mount(
+            url, api_key, mountpoint, scratch / "cache", scratch / "mount.log", *extra, env=env
+        ) as mount:
+            yield mount
     finally:
-        _teardown(mount)
         with contextlib.suppress(OSError):
             mountpoint.rmdir()
 
 
-def _teardown(mount: Mount) -> None:
-    force_unmount(mount.path)
+def teardown(mount: Mount, patience: float = 0.0) -> None:
+    """Unmounts (lazily: works while in use), lets the daemon exit by itself for up to
+    `patience` seconds, then stops it; whatever it left mounted, dead, is removed too."""
+    if is_mounted(mount.path):
+        force_unmount(mount.path)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            mount.process.wait(patience)
     stop_process(mount.process)
+    force_unmount(mount.path)
 
 
 def force_unmount(mountpoint: Path) -> None:

@@ -9,12 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = ("ls -l", "find -type f", "rsync -a --dry-run")
-
-pytestmark = pytest.mark.mount
 
 
 def test_the_quick_tree_benchmark_runs_and_reports_its_request_counts(tmp_path: Path) -> None:

@@ -22,14 +22,29 @@ pytestmark = pytest.mark.mount
 DEADLINE = 180.0
 
 
-def recorded_sids(emulator: EmulatorProc, workspace_id: str) -> list[str]:
-    """The calls of a workspace a mount must list (the server's, as of now)."""
-    data = emulator.synced_data()
-    return [
-        c.call_sid
-        for c in data.calls(workspace_id)
-        if c.call_sid is not None and c.recording is not None
-    ]
+def listing_errors(emulator: EmulatorProc, workspace_id: str, names: list[str]) -> list[str]:
+    """What keeps `names` from being the workspace's recorded calls, each once, as the server
+    has them now; none if they are. Read from the dataset's index (each SID's position by
+    find(), and only the few positions left unlisted made as calls), not by making every call
+    of the workspace, which at 100,000 takes seconds."""
+    calls = emulator.synced_data().calls(workspace_id)
+    doubled = sorted(name for name, count in Counter(names).items() if count > 1)
+    errors = [f"listed twice: {doubled[:5]}"] if doubled else []
+    positions = {calls.find(name) for name in names}
+    if None in positions:
+        errors.append("a name that is no call of the workspace")
+    unlisted = set(range(len(calls))) - positions
+    # Added calls are all recorded; of those the server started with, these are not.
+    unrecorded = emulator.config.null_sid_calls + emulator.config.no_recording_calls
+    if len(unlisted) != unrecorded:
+        errors.append(f"{len(unlisted) - unrecorded} recorded calls more unlisted than listed")
+    else:
+        errors += [
+            f"{call.call_sid} is not listed"
+            for call in (calls[position] for position in unlisted)
+            if call.recording is not None
+        ]
+    return errors
 
 
 def list_calls(emulator: EmulatorProc) -> int:
@@ -65,21 +80,18 @@ def test_ls_of_100000_calls_behind_a_latency_lists_every_call_once() -> None:
         workspaces=1, calls_per_workspace=100_000, latency=0.02, max_duration=30.0
     ) as emulator:
         workspace_id = emulator.data.workspaces[0].id
-        expected = recorded_sids(emulator, workspace_id)
         # A deadline far shorter than the whole sync (1,000 pages at 20 ms).
         with mounted(emulator.url, emulator.api_key, "--workspace", workspace_id,
                      "--timeout", "2") as mnt:  # fmt: skip
             names = ls_until_complete(mnt.path / workspace_id)
-            doubled = [name for name, count in Counter(names).items() if count > 1]
-            assert not doubled, doubled[:5]
-            assert sorted(names) == sorted(expected)
+            assert not listing_errors(emulator, workspace_id, names)
             # Pages by offset, each once: 1,000 for 100,000 calls, and a few more at most.
-            assert list_calls(emulator) <= len(expected) // 100 + 20
+            assert list_calls(emulator) <= len(names) // 100 + 20
             assert emulator.stats()["audio_bytes"] == 0
             assert peak_rss_mib(mnt.process.pid) < 300
             # Listed again: from the index, not one request more.
             emulator.reset_stats()
-            assert sorted(os.listdir(mnt.path / workspace_id)) == sorted(expected)
+            assert sorted(os.listdir(mnt.path / workspace_id)) == sorted(names)
             assert list_calls(emulator) == 0
 
 
@@ -88,7 +100,6 @@ def test_the_first_entries_come_before_the_sync_is_done_and_a_remount_lists_at_o
         workspaces=1, calls_per_workspace=20_000, latency=0.1, max_duration=30.0
     ) as emulator:
         workspace_id = emulator.data.workspaces[0].id
-        expected = sorted(recorded_sids(emulator, workspace_id))
         cache = public_tempdir("amigofs-cache-")
         with mounted(emulator.url, emulator.api_key, "--cache-dir", str(cache)) as mnt:
             # A reader of the directory gets entries while most pages are still to come.
@@ -99,7 +110,8 @@ def test_the_first_entries_come_before_the_sync_is_done_and_a_remount_lists_at_o
             out, _ = first_batch.communicate(timeout=60)
             assert len(out.split()) == 50
             assert list_calls(emulator) < 100, "the first entries waited for the whole listing"
-            assert sorted(ls_until_complete(mnt.path / workspace_id)) == expected
+            expected = sorted(ls_until_complete(mnt.path / workspace_id))
+            assert not listing_errors(emulator, workspace_id, expected)
         emulator.reset_stats()
         with mounted(emulator.url, emulator.api_key, "--cache-dir", str(cache)) as mnt:
             # From the index on disk, before any list request returns (the listing is
@@ -113,7 +125,11 @@ def test_stat_of_a_call_by_sid_on_a_cold_mount_makes_no_list_request() -> None:
         workspaces=1, calls_per_workspace=100_000, latency=0.02, max_duration=30.0
     ) as emulator:
         workspace_id = emulator.data.workspaces[0].id
-        sid = recorded_sids(emulator, workspace_id)[54_321]
+        sid = next(
+            call.recording.call_sid
+            for call in emulator.data.calls(workspace_id)[54_321:54_330]
+            if call.recording is not None
+        )
         with mounted(emulator.url, emulator.api_key, "--workspace", workspace_id) as mnt:
             emulator.reset_stats()
             call = emulator.data.call(workspace_id, sid)
@@ -141,31 +157,28 @@ def test_calls_arriving_during_and_after_a_sync_are_listed_once_and_refreshes_ar
             emulator.control(add_calls=150)
             names = lister.join(DEADLINE)
             assert len(names) == len(set(names)), "a call listed twice"
-            before_and_during = set(recorded_sids(emulator, workspace_id))
-            assert set(names) == before_and_during
+            assert not listing_errors(emulator, workspace_id, names)
             # After the sync: 150 more, and a refresh once the listing's TTL is over.
             emulator.control(add_calls=150)
             emulator.reset_stats()
-            wanted = set(recorded_sids(emulator, workspace_id))
 
             def refreshed() -> bool:
-                return set(os.listdir(workspace)) == wanted
+                return len(os.listdir(workspace)) >= len(names) + 150
 
             wait_until(refreshed, DEADLINE, "the new calls to be listed", interval=0.2)
             # Pages from the newest end until one is all known: 3 for 150 new calls.
             assert list_calls(emulator) <= 4, emulator.stats()["requests"]
-            names = os.listdir(workspace)
-            assert len(names) == len(set(names)) == len(wanted)
+            assert not listing_errors(emulator, workspace_id, os.listdir(workspace))
 
 
 @pytest.mark.parametrize("damage", ["deleted", "truncated", "garbage"])
 def test_a_damaged_index_is_rebuilt_and_the_listing_is_exact(damage: str) -> None:
     with running_emulator(workspaces=1, calls_per_workspace=2_000, max_duration=30.0) as emulator:
         workspace_id = emulator.data.workspaces[0].id
-        expected = sorted(recorded_sids(emulator, workspace_id))
         cache = public_tempdir("amigofs-cache-")
         with mounted(emulator.url, emulator.api_key, "--cache-dir", str(cache)) as mnt:
-            assert sorted(ls_until_complete(mnt.path / workspace_id)) == expected
+            expected = sorted(ls_until_complete(mnt.path / workspace_id))
+            assert not listing_errors(emulator, workspace_id, expected)
         index = cache / "index.sqlite"
         for leftover in cache.glob("index.sqlite-*"):
             leftover.unlink()
@@ -187,7 +200,6 @@ def test_a_sync_killed_half_way_goes_on_where_it_stopped_after_a_remount() -> No
         workspaces=1, calls_per_workspace=30_000, latency=0.05, max_duration=30.0
     ) as emulator:
         workspace_id = emulator.data.workspaces[0].id
-        expected = sorted(recorded_sids(emulator, workspace_id))
         pages = -(-len(emulator.data.calls(workspace_id)) // 100)
         cache = public_tempdir("amigofs-cache-")
         with mounted(emulator.url, emulator.api_key, "--cache-dir", str(cache)) as mnt:
@@ -207,7 +219,7 @@ def test_a_sync_killed_half_way_goes_on_where_it_stopped_after_a_remount() -> No
         emulator.reset_stats()
         with mounted(emulator.url, emulator.api_key, "--cache-dir", str(cache)) as mnt:
             names = ls_until_complete(mnt.path / workspace_id)
-            assert sorted(names) == expected and len(names) == len(set(names))
+            assert not listing_errors(emulator, workspace_id, names)
             # The pages read before the kill are not read again (a few in flight may be).
             assert list_calls(emulator) <= pages - done_before + 20
             assert "resuming the listing's sync" in mnt.log()

@@ -43,8 +43,6 @@ from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import Mount, mounted
 from tests.reliability import read_until_error
 
-pytestmark = pytest.mark.mount
-
 API_KEY = "test-key"
 RATE = 16000
 LONG = 3600.0

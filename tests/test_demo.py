@@ -27,8 +27,6 @@ from tests.mounting import (
     workspace_names,
 )
 
-pytestmark = pytest.mark.mount
-
 DEMO_DEADLINE = 60.0
 DEMO = (sys.executable, "-m", "amigofs", "demo")
 

@@ -6,12 +6,8 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from tests.emulator_proc import running_emulator
 from tests.mounting import mounted
-
-pytestmark = pytest.mark.mount
 
 
 def test_df_shows_the_cache_size_and_what_it_holds() -> None:

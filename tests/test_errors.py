@@ -22,8 +22,6 @@ from tests.mounting import (
 )
 from tests.reliability import errno_of
 
-pytestmark = pytest.mark.mount
-
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[EmulatorProc]:

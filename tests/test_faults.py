@@ -28,8 +28,6 @@ from tests.reliability import (
     request_log,
 )
 
-pytestmark = pytest.mark.mount
-
 TOOL_TIMEOUT = 120
 
 

@@ -35,8 +35,6 @@ from tests.mounting import (
     wait_until,
 )
 
-pytestmark = pytest.mark.mount
-
 TIMEOUT = 60
 FOREIGN = str(uuid.UUID(int=0x3F0C0E6A1B2C4D5E8F90A1B2C3D4E5F6))  # visible to no key
 
@@ -663,15 +661,16 @@ def test_prefetch_on_a_terminal_draws_a_bar_and_shows_the_scan(slow_emulator: Em
         workspace = mnt.path / emu.data.workspaces[0].id
         command = f"{sys.executable} -m amigofs prefetch {workspace}"
         # Half a second a request: listing what to read takes a while, as on a large
-        # workspace behind the internet, and the scan shows meanwhile.
-        emu.control(latency=0.5)
+        # workspace behind the internet, and the scan shows meanwhile. The bar redraws every
+        # 0.2 s, so the bytes need not come as slowly as for the plain lines (5 s apart).
+        emu.control(latency=0.5, bandwidth=1_000_000)
         try:
             # script(1) gives the command a terminal and copies what it writes.
             result = subprocess.run(["script", "-qec", command, "/dev/null"],
                                     capture_output=True, timeout=TIMEOUT,
                                     stdin=subprocess.DEVNULL)  # fmt: skip
         finally:
-            emu.control(latency=0.0)
+            emu.control(latency=0.0, bandwidth=emu.config.bandwidth)
         out = result.stdout.decode()  # bytes: text mode would turn each \r into a newline
         assert result.returncode == 0, out
         assert "\rscanning: " in out or out.startswith("scanning: "), out

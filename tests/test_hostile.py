@@ -37,8 +37,6 @@ from tests.reliability import (
     stored_bytes,
 )
 
-pytestmark = pytest.mark.mount
-
 ID_CHARS = frozenset(string.ascii_letters + string.digits + "_-")
 
 

@@ -28,8 +28,6 @@ from tests.mounting import Mount, mounted
 from tests.reliability import PRESENTED, presented_bytes
 from tests.test_call_wav import Source, reference
 
-pytestmark = pytest.mark.mount
-
 TOOL_TIMEOUT = 120
 CALLS = 8
 

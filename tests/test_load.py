@@ -14,8 +14,6 @@ from tests.emulator_proc import running_emulator
 from tests.mounting import mounted, public_tempdir
 from tests.reliability import ThreadResult, presented_bytes
 
-pytestmark = pytest.mark.mount
-
 TOOL_TIMEOUT = 120
 
 

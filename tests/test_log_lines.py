@@ -16,8 +16,6 @@ from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import Mount, mounted, wait_until
 from tests.reliability import errno_of
 
-pytestmark = pytest.mark.mount
-
 LOG_DEADLINE = 20.0
 # setup_logging's format: amigofs[PID] LEVEL logger: message
 LINE = re.compile(r"amigofs\[(?P<pid>\d+)\] (?P<level>[A-Z]+) (?P<logger>[\w.]+): (?P<message>.*)")

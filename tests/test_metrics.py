@@ -18,15 +18,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from amigofs.daemon.control import read_stats
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import Mount, mounted
 from tests.reliability import errno_of
-
-pytestmark = pytest.mark.mount
 
 COMMAND_TIMEOUT = 60.0
 SETTLE_DEADLINE = 30.0

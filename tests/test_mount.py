@@ -33,8 +33,6 @@ from tests.mounting import (
 )
 from tests.reliability import stored_name
 
-pytestmark = pytest.mark.mount
-
 TOOL_TIMEOUT = 120
 
 

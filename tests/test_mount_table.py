@@ -27,8 +27,6 @@ from tests.mounting import (
     workspace_names,
 )
 
-pytestmark = pytest.mark.mount
-
 TOOL_TIMEOUT = 60
 AMIGOFS = (sys.executable, "-m", "amigofs")
 

@@ -28,19 +28,17 @@ from tests.mounting import (
     MOUNT_DEADLINE,
     STOP_DEADLINE,
     Mount,
-    _teardown,
     force_unmount,
     kernel_readahead_kb,
     mount_command,
     mounted,
     public_tempdir,
+    teardown,
     unmount_guards,
     wait_until,
     workspace_names,
 )
 from tests.reliability import PRESENTED, presented_bytes
-
-pytestmark = pytest.mark.mount
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -165,7 +163,7 @@ def test_notify_ready_after_mount_then_sigterm_unmounts_and_exits_0() -> None:
             assert "STOPPING=1" in last.splitlines(), last
         finally:
             receiver.close()
-            _teardown(mount)
+            teardown(mount)
             mountpoint.rmdir()
 
 
@@ -512,7 +510,7 @@ def test_prefetch_interrupted_then_run_again_fetches_only_the_rest() -> None:
             workspaces=1,
             calls_per_workspace=24,
             max_duration=12.0,
-            bandwidth=400_000,
+            bandwidth=800_000,
         ) as emulator,
         mounted(emulator.url, emulator.api_key) as mnt,
     ):

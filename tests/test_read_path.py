@@ -19,8 +19,6 @@ from amigofs.fs.wav import audio_layout
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import mounted, public_tempdir, unmount_guards, wait_until, workspace_names
 
-pytestmark = pytest.mark.mount
-
 BLOCK = 256 << 10
 
 

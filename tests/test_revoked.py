@@ -1,6 +1,7 @@
 """A key that loses access to a workspace loses it in the mount too: EACCES at and below the
 workspace, never an empty listing (a `rsync --delete` from it would empty the backup), and the
-cached bytes come back without a download once access does."""
+cached bytes come back without a download once access does. (The emulator's revoke and grant on
+their own: tests/unit/test_emulator_revoke.py.)"""
 
 from __future__ import annotations
 
@@ -10,18 +11,12 @@ import os
 import subprocess
 from pathlib import Path
 
-import httpx
-import pytest
-
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import mounted, wait_until, workspace_names
 from tests.reliability import LISTED, PRESENTED, errno_of, presented_bytes
 
-pytestmark = pytest.mark.mount
-
 TOOL_TIMEOUT = 60.0
 DEADLINE = 20.0
-FORBIDDEN = {"detail": "Insufficient permissions for this workspace."}
 
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -44,32 +39,6 @@ def tree(root: Path) -> dict[str, str]:
 def recorded_sids(emulator: EmulatorProc, workspace_id: str) -> list[str]:
     calls = emulator.data.calls(workspace_id)
     return sorted(c.call_sid for c in calls if c.call_sid is not None and c.recording is not None)
-
-
-def test_the_emulator_revokes_and_grants_a_workspace_at_run_time() -> None:
-    with (
-        running_emulator(workspaces=2, calls_per_workspace=3, max_duration=5.0) as emulator,
-        httpx.Client(base_url=emulator.url, headers=emulator.auth_headers) as client,
-    ):
-        revoked, other = (ws.id for ws in emulator.data.workspaces)
-        recording = next(r for r in emulator.data.recordings() if r.workspace_id == revoked)
-        base = f"/v1/{revoked}/recordings/{recording.call_sid}"
-        routes = [
-            f"/v1/{revoked}/calls",
-            f"{base}/urls",
-            f"{base}/metadata",
-            f"{base}/download/{recording.inbound_filename}",
-        ]
-        assert emulator.control(revoke=[revoked])["revoked"] == [revoked]
-        for route in routes:
-            answer = client.get(route)
-            assert (answer.status_code, answer.json()) == (403, FORBIDDEN), route
-        assert client.get(f"/v1/{other}/calls").status_code == 200
-        assert client.get("/v1/workspaces").status_code == 200
-        assert emulator.control(grant=[revoked])["revoked"] == []
-        for route in routes:
-            assert client.get(route).status_code == 200, route
-        assert client.post("/__control", json={"revoke": ["nope"]}).status_code == 400
 
 
 def test_a_revoked_workspace_is_eacces_never_empty_and_comes_back_without_a_download(

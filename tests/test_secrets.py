@@ -20,8 +20,6 @@ from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import Mount, force_unmount, mounted, public_tempdir, wait_until
 from tests.reliability import presented_bytes
 
-pytestmark = pytest.mark.mount
-
 TOOL_TIMEOUT = 60
 AS_NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
 

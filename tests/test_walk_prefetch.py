@@ -14,16 +14,12 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from amigofs.daemon.control import read_stats
 from amigofs.emulator.data import Recording
 from amigofs.fs.walk import CALLS_AHEAD
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import Mount, mounted, wait_until
 from tests.reliability import LISTED, PRESENTED, presented_bytes, stored_name
-
-pytestmark = pytest.mark.mount
 
 DEADLINE = 60.0
 AUDIO = ("inbound.wav", "outbound.wav")

@@ -18,7 +18,7 @@ from amigofs.cache.block_reader import Unchecked
 from amigofs.cache.block_writer import BlockWriter
 from amigofs.cache.disk_cache import DiskCache
 from amigofs.cache.store import BlockStore
-from tests.test_block_store import FakeWorker, stored_file
+from tests.unit.test_block_store_disk import FakeWorker, stored_file
 
 BLOCK = 64 << 10
 
