@@ -9,7 +9,7 @@ from typing import Any
 
 from amigofs import __version__
 from amigofs.commands import demo, mount, prefetch, stats, unmount, workspaces
-from amigofs.commands.arguments import KEY_ENV, UsageError
+from amigofs.commands.arguments import KEY_ENV, Parser, UsageError
 from amigofs.commands.mount_options import OptionError, option_flags
 from amigofs.emulator import cli as emulator_cli
 
@@ -72,7 +72,7 @@ def _print_paths_as_bytes() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="amigofs",
         description="Mount the call recordings of the Amigo Platform API as a read-only "
         "filesystem: MOUNT/<workspace_id>/<call_sid>/{inbound.wav,outbound.wav,call.wav,"
