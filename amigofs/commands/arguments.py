@@ -147,16 +147,16 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     _add_setting(
         parser,
         "timeout",
-        "SECONDS",
-        "longest any file operation waits on the network before failing with EIO "
-        f"(default: {_shown('timeout')})",
+        "DURATION",
+        "longest any file operation waits on the network before failing with EIO, "
+        f"in seconds or with a unit: 90, 30s, 5m (default: {_shown('timeout')})",
     )
     _add_setting(
         parser,
         "listing_ttl",
-        "SECONDS",
-        "how long listings are kept before they are refreshed in the background "
-        f"(default: {_shown('listing_ttl')})",
+        "DURATION",
+        "how long listings are kept before they are refreshed in the background, "
+        f"in seconds or such as 5m, 1h (default: {_shown('listing_ttl')})",
     )
     _add_setting(
         parser,
@@ -175,9 +175,9 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     _add_setting(
         parser,
         "negative_ttl",
-        "SECONDS",
-        "how long a call SID the API says does not exist stays missing "
-        f"(default: {_shown('negative_ttl')})",
+        "DURATION",
+        "how long a call SID the API says does not exist stays missing, in seconds or "
+        f"such as 10s, 1m (default: {_shown('negative_ttl')})",
     )
     parser.add_argument(
         "-o",
@@ -185,7 +185,7 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         dest="options",
         metavar="KEY=VALUE[,...]",
         help="settings as fstab options and config keys name them, e.g. "
-        "-o cache_size=20G,timeout=60,allow_other (see mount.fuse.amigofs --help)",
+        "-o cache_size=20G,timeout=1m,allow_other (see mount.fuse.amigofs --help)",
     )
     _add_setting(
         parser,
