@@ -10,6 +10,7 @@ import pytest
 
 from amigofs import config
 from amigofs.commands import cli
+from tests.unit.command_line import commands, run
 
 
 @pytest.fixture(autouse=True)
@@ -18,16 +19,6 @@ def no_settings_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         if name.startswith(config.ENV_PREFIX):
             monkeypatch.delenv(name)
     monkeypatch.setenv("COLUMNS", "80")
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """`amigofs ARGV` in this process: its exit status, stdout and stderr."""
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_line(result: tuple[int, str, str], starts: str) -> None:
@@ -97,9 +88,7 @@ def test_help_still_shows_the_usage(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def _parsers() -> list[argparse.ArgumentParser]:
-    root = cli.build_parser()
-    commands = next(a for a in root._actions if isinstance(a, argparse._SubParsersAction))
-    return [root, *dict.fromkeys(commands.choices.values())]
+    return [cli.build_parser(), *commands().values()]
 
 
 @pytest.mark.parametrize("columns", [40, 60, 80, 100, 132])
