@@ -12,9 +12,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from amigofs.commands.arguments import flag_name
+from amigofs.commands.mount_options import OPTION_WORDS
 from amigofs.commands.reference import DIRS, FILES, WORDS, Argument, Command, commands
 
 SHELLS = ("bash", "zsh")
+# The flag whose value is mount(8)-style options (`-o cache_size=20G,allow_other`):
+# completed with the options' names.
+OPTIONS_FLAG = "-o"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +48,11 @@ def bash_script(top: Command, subcommands: tuple[Command, ...]) -> str:
         "    local IFS=$'\\n'",
         "    compopt -o filenames 2>/dev/null",
         '    COMPREPLY=($(compgen -f -- "$cur"))',
+        "}",
+        "_amigofs_options() {",
+        '    COMPREPLY=($(compgen -W "$1" -- "$cur"))',
+        "    # cache_size= wants its value next: no space after it.",
+        "    [[ ${COMPREPLY[0]} == *= ]] && compopt -o nospace 2>/dev/null",
         "}",
         "_amigofs_dirs() {",
         "    local IFS=$'\\n'",
@@ -76,9 +86,10 @@ def _bash_command(command: Command) -> list[str]:
     or its positional argument."""
     by_values: dict[str, list[str]] = {}
     for flag in command.flags:
-        if flag.metavar:
-            key = f"words:{' '.join(flag.choices)}" if flag.values == WORDS else flag.values
-            by_values.setdefault(key, []).extend(flag.names)
+        if OPTIONS_FLAG in flag.names:
+            by_values.setdefault("options", []).extend(flag.names)
+        elif flag.metavar:
+            by_values.setdefault(_values_key(flag), []).extend(flag.names)
     lines = []
     if by_values:
         lines.append("        case $prev in")
@@ -99,6 +110,8 @@ def _values_key(argument: Argument) -> str:
 
 
 def _bash_values(key: str) -> str:
+    if key == "options":
+        return f'_amigofs_options "{" ".join(OPTION_WORDS)}"'
     if key.startswith("words:"):
         return f'_amigofs_words "{key.removeprefix("words:")}"'
     return {FILES: "_amigofs_files", DIRS: "_amigofs_dirs"}.get(key, ":")
@@ -151,6 +164,7 @@ def zsh_script(top: Command, subcommands: tuple[Command, ...]) -> str:
         "    _describe -t commands 'amigofs command' commands",
         "}",
         "",
+        *_zsh_options(subcommands),
         '_amigofs "$@"',
         "",
     ]
@@ -175,6 +189,26 @@ def _zsh_flags(flags: tuple[Argument, ...]) -> list[str]:
     return specs
 
 
+def _zsh_options(subcommands: tuple[Command, ...]) -> list[str]:
+    """_amigofs_options: the names of -o's options, each with its flag's help, the
+    values of those that take one as the flag's are."""
+    taking = next((c for c in subcommands if any(OPTIONS_FLAG in f.names for f in c.flags)), None)
+    if taking is None:
+        return []
+    flags = {name: flag for flag in taking.flags for name in flag.names}
+    specs = []
+    for word in OPTION_WORDS:
+        name = word.removesuffix("=")
+        flag = flags.get(flag_name(name))
+        spec = f"{name}[{_zsh_text(_short(flag.help)) if flag else ''}]"
+        if word.endswith("="):
+            metavar, action = (flag.metavar, _zsh_action(flag)) if flag else ("VALUE", " ")
+            spec += f":{_zsh_text(metavar)}:{action}"
+        specs.append(f"        {_quote(spec)} \\")
+    specs[-1] = specs[-1].removesuffix(" \\")
+    return ["_amigofs_options() {", "    _values -s , option \\", *specs, "}", ""]
+
+
 def _zsh_positional(argument: Argument) -> str:
     prefix = "*" if argument.repeatable else ""
     colons = "::" if argument.optional and not argument.repeatable else ":"
@@ -182,6 +216,8 @@ def _zsh_positional(argument: Argument) -> str:
 
 
 def _zsh_action(argument: Argument) -> str:
+    if OPTIONS_FLAG in argument.names:
+        return "_amigofs_options"
     if argument.values == WORDS:
         return "(" + " ".join(argument.choices) + ")"
     return {FILES: "_files", DIRS: "_files -/"}.get(argument.values, " ")

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from amigofs.commands.mount_options import OPTIONS
 from tests.unit.command_line import commands, run
 
 
@@ -54,3 +55,12 @@ def test_an_unknown_shell_is_one_line(capsys: pytest.CaptureFixture[str]) -> Non
     assert (
         err.startswith("amigofs completion: SHELL: invalid choice: 'fish'") and err.count("\n") == 1
     )
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_the_options_of_mount_o_complete_by_name(
+    capsys: pytest.CaptureFixture[str], shell: str
+) -> None:
+    _, script, _ = run(capsys, "completion", shell)
+    for option in OPTIONS:
+        assert re.search(rf"(?<![\w-]){option}(?![\w-])", script), option
