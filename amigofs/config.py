@@ -6,6 +6,7 @@
     cache_dir = "/var/cache/amigofs/prod"
     cache_size = "20G"
     cache_min_free = "1G"
+    listing_ttl = "5m"     # durations: 30s, 5m, 1h30m, or a number of seconds
 
 Every key can also come from the environment as AMIGOFS_<KEY> (AMIGOFS_CACHE_SIZE=20G,
 AMIGOFS_WORKSPACES=a,b); a flag beats the environment, which beats the file, which
