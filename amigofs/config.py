@@ -6,6 +6,7 @@
     cache_dir = "/var/cache/amigofs/prod"
     cache_size = "20G"
     cache_min_free = "1G"
+    listing_ttl = "5m"     # durations: 30s, 5m, 1h30m, or a number of seconds
 
 Every key can also come from the environment as AMIGOFS_<KEY> (AMIGOFS_CACHE_SIZE=20G,
 AMIGOFS_WORKSPACES=a,b); a flag beats the environment, which beats the file, which
@@ -146,16 +147,41 @@ def _bytes(value: object) -> int:
     return size
 
 
-def parse_positive(value: object) -> float:
+# Durations as rclone and systemd take them: a number with a unit, several in a row
+# (1h30m), or a plain number of seconds as before. Units are lower case only: 5M is a
+# size, and reading it as five minutes would hide the mistake.
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ms|s|m|h|d)")
+_DURATION = re.compile(rf"(?:{_DURATION_PART.pattern})+")
+_DURATION_EXAMPLES = "durations take a unit: 30s, 5m, 1h30m"
+
+
+def parse_duration(value: object) -> float:
+    """A time such as 30s, 5m, 1h, 1h30m or 500ms, or a number of seconds (30, 2.5);
+    more than 0. In seconds."""
+    seconds = _seconds(value)
+    if not seconds > 0:
+        raise ValueError(f"must be more than 0, not {seconds!r}")
+    return seconds
+
+
+def _seconds(value: object) -> float:
+    wrong = f"expected a number of seconds, not {value!r} ({_DURATION_EXAMPLES})"
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(wrong)
     if isinstance(value, str):
+        text = value.strip()
+        if _DURATION.fullmatch(text):
+            return sum(
+                float(number) * _DURATION_UNITS[unit]
+                for number, unit in _DURATION_PART.findall(text)
+            )
         try:
-            value = float(value)
+            value = float(text)
         except ValueError:
-            raise ValueError(f"expected a number of seconds, not {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"expected a number of seconds, not {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"must be more than 0, not {value!r}")
+            raise ValueError(wrong) from None
+    if not math.isfinite(value):
+        raise ValueError(wrong)
     return float(value)
 
 
@@ -291,16 +317,16 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "kernel_readahead": parse_readahead,
     "allow_other": _bool,
     "insecure_http": _bool,
-    "timeout": parse_positive,
-    "listing_ttl": parse_positive,
-    "negative_ttl": parse_positive,
+    "timeout": parse_duration,
+    "listing_ttl": parse_duration,
+    "negative_ttl": parse_duration,
     "timezone": parse_timezone,
     "call_wav": _bool,
     "log_level": _log_level,
 }
 _PATHS = ("mountpoint", "api_key_file", "cache_dir")
 # What TOML must give for each key: the environment's strings are parsed, but in the
-# file `allow_other = "no"` or `timeout = "30"` is a mistake worth naming.
+# file `allow_other = "no"` or `workspaces = "3f0c..."` is a mistake worth naming.
 _TOML_TYPES: dict[str, tuple[type, ...]] = {
     "mountpoint": (str,),
     "base_url": (str,),
@@ -312,9 +338,9 @@ _TOML_TYPES: dict[str, tuple[type, ...]] = {
     "kernel_readahead": (int, str),
     "allow_other": (bool,),
     "insecure_http": (bool,),
-    "timeout": (int, float),
-    "listing_ttl": (int, float),
-    "negative_ttl": (int, float),
+    "timeout": (int, float, str),
+    "listing_ttl": (int, float, str),
+    "negative_ttl": (int, float, str),
     "timezone": (str,),
     "call_wav": (bool,),
     "log_level": (str,),
@@ -327,6 +353,9 @@ _KEY_LIKE = re.compile(r"key|token|secret|passw|bearer|auth|credential", re.IGNO
 # What a setting's name looks like; an unknown key of another shape is not echoed
 # (a line of a key file, say, read as TOML).
 _NAME_LIKE = re.compile(r"[a-z][a-z_]{0,39}")
+_DURATION_KEYS = ("timeout", "listing_ttl", "negative_ttl")
+# What a key of several types takes, when "a number or a string" would not say it.
+_WANTED = dict.fromkeys(_DURATION_KEYS, f"a number of seconds or a string ({_DURATION_EXAMPLES})")
 _TYPE_NAMES = {
     str: "a string",
     list: "a list",
@@ -356,7 +385,7 @@ def load_file(path: Path) -> dict[str, Any]:
             raise ConfigError(f"config {path}: {unknown_key(key)}")
         types = _TOML_TYPES[key]
         if not isinstance(raw, types) or (isinstance(raw, bool) and bool not in types):
-            wanted = " or ".join(dict.fromkeys(_TYPE_NAMES[t] for t in types))
+            wanted = _WANTED.get(key) or " or ".join(dict.fromkeys(_TYPE_NAMES[t] for t in types))
             given = (
                 type(raw).__name__ if key in _SECRET_BEARING else f"{type(raw).__name__} {raw!r}"
             )

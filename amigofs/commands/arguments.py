@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
+import textwrap
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from amigofs import config
 from amigofs.api.secret import ApiKey, KeyFileError
@@ -23,6 +24,54 @@ T = TypeVar("T")
 
 class UsageError(Exception):
     """A mistake of the user's: printed as one line, exit status 2, no traceback."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser as the commands use it: a mistake in the arguments is one line
+    naming the command and the flag (`amigofs mount: --cache-size: must be at least
+    16M, not '10'`), exit status 2, as a UsageError is; the usage is for --help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(
+        self, args: Iterable[str] | None = None, namespace: Any = None
+    ) -> tuple[Any, list[str]]:
+        # A command names the flags it does not know itself: argparse leaves them to the
+        # top level, which would blame `amigofs` and show its usage. No command takes
+        # arguments it does not declare, so every parser refuses them here.
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+    def error(self, message: str) -> NoReturn:
+        message = message.removeprefix("argument ")
+        if message.startswith(("unrecognized arguments", "the following arguments are required")):
+            message += f" (see {self.prog} --help)"
+        self.exit(2, f"{self.prog}: {message}\n")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's help, wrapped between words only: a word longer than the line (a path,
+    `{inbound.wav,...,metadata.json}`) overflows it rather than being cut in two, and a
+    flag is never cut at its hyphens."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, **_WHOLE_WORDS)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return textwrap.fill(
+            " ".join(text.split()),
+            width,
+            initial_indent=indent,
+            subsequent_indent=indent,
+            **_WHOLE_WORDS,
+        )
+
+
+_WHOLE_WORDS: dict[str, Any] = {"break_long_words": False, "break_on_hyphens": False}
 
 
 def add_mountpoint_argument(parser: argparse.ArgumentParser, help: str | None = None) -> None:
@@ -98,16 +147,16 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     _add_setting(
         parser,
         "timeout",
-        "SECONDS",
-        "longest any file operation waits on the network before failing with EIO "
-        f"(default: {_shown('timeout')})",
+        "DURATION",
+        "longest any file operation waits on the network before failing with EIO, "
+        f"in seconds or with a unit: 90, 30s, 5m (default: {_shown('timeout')})",
     )
     _add_setting(
         parser,
         "listing_ttl",
-        "SECONDS",
-        "how long listings are kept before they are refreshed in the background "
-        f"(default: {_shown('listing_ttl')})",
+        "DURATION",
+        "how long listings are kept before they are refreshed in the background, "
+        f"in seconds or such as 5m, 1h (default: {_shown('listing_ttl')})",
     )
     _add_setting(
         parser,
@@ -126,9 +175,9 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     _add_setting(
         parser,
         "negative_ttl",
-        "SECONDS",
-        "how long a call SID the API says does not exist stays missing "
-        f"(default: {_shown('negative_ttl')})",
+        "DURATION",
+        "how long a call SID the API says does not exist stays missing, in seconds or "
+        f"such as 10s, 1m (default: {_shown('negative_ttl')})",
     )
     parser.add_argument(
         "-o",
@@ -136,7 +185,7 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         dest="options",
         metavar="KEY=VALUE[,...]",
         help="settings as fstab options and config keys name them, e.g. "
-        "-o cache_size=20G,timeout=60,allow_other (see mount.fuse.amigofs --help)",
+        "-o cache_size=20G,timeout=1m,allow_other (see mount.fuse.amigofs --help)",
     )
     _add_setting(
         parser,

@@ -8,8 +8,17 @@ import sys
 from typing import Any
 
 from amigofs import __version__
-from amigofs.commands import demo, mount, prefetch, stats, unmount, workspaces
-from amigofs.commands.arguments import KEY_ENV, UsageError
+from amigofs.commands import (
+    completion,
+    demo,
+    manpage,
+    mount,
+    prefetch,
+    stats,
+    unmount,
+    workspaces,
+)
+from amigofs.commands.arguments import KEY_ENV, Parser, UsageError
 from amigofs.commands.mount_options import OptionError, option_flags
 from amigofs.emulator import cli as emulator_cli
 
@@ -72,7 +81,7 @@ def _print_paths_as_bytes() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="amigofs",
         description="Mount the call recordings of the Amigo Platform API as a read-only "
         "filesystem: MOUNT/<workspace_id>/<call_sid>/{inbound.wav,outbound.wav,call.wav,"
@@ -135,6 +144,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the bundled emulator of the Platform API (for tests and scripts)",
         description="Serve a deterministic emulator of the five Platform API operations "
         "amigofs uses, with synthetic calls and real audio, on loopback.",
+    )  # fmt: skip
+    _add_command(
+        commands, "completion", completion,
+        help="print a bash or zsh completion script",
+        description="Print the completion script of amigofs for bash or zsh, made from "
+        "its own flags. bash: amigofs completion bash > "
+        "~/.local/share/bash-completion/completions/amigofs; zsh: amigofs completion zsh > "
+        "~/.zfunc/_amigofs, with fpath=(~/.zfunc $fpath) before compinit in ~/.zshrc.",
+    )  # fmt: skip
+    _add_command(
+        commands, "man", manpage,
+        help="print the man page (roff)",
+        description="Print the man page amigofs(1), made from the commands' own help. "
+        "Read it with: amigofs man | man -l -; install it with: amigofs man > "
+        "~/.local/share/man/man1/amigofs.1",
     )  # fmt: skip
     return parser
 

@@ -35,6 +35,8 @@ _CHECKS: dict[str, Callable[[str], Any]] = {
 }
 
 OPTIONS = (*_VALUED, "workspaces", *_FLAGS)
+# As the shell completes them: a valued option with its "=", a switch alone.
+OPTION_WORDS = tuple(f"{name}=" if name not in _FLAGS else name for name in OPTIONS)
 
 
 class OptionError(Exception):

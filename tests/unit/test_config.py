@@ -208,8 +208,8 @@ def test_cache_min_free_comes_from_a_flag_the_environment_the_file_or_fstab(
     ]  # fmt: skip
     env = {"AMIGO_API_KEY": SECRET}
     code, err = mount(capsys, tmp_path, "--cache-min-free=-1G", "--foreground", env=env)
-    assert code == 2  # argparse's usage, then its one error line:
-    assert "argument --cache-min-free: must not be negative" in err.splitlines()[-1]
+    assert code == 2  # one line, naming the command and the flag (issue #20)
+    assert err == "amigofs mount: --cache-min-free: must not be negative, not '-1G'\n"
     path.write_text("cache_min_free = true\n")
     assert_refused(
         mount(capsys, tmp_path, "--config", path, "--foreground", env=env), "cache_min_free"
