@@ -1,6 +1,6 @@
 """The layers point down: no module imports one of a layer above its own.
 
-The README's "How it works" draws them; this keeps the drawing true. A call up the
+docs/design.md draws them; this keeps the drawing true. A call up the
 layers (the fetch worker importing the commands' logging set-up, the cache calling
 back into records) is how the house got tangled before: it now fails here, in
 milliseconds, with the import that does it.
