@@ -65,6 +65,8 @@ class Settings:
     # as the kernel's default 128K window gives (needs root; see mount.py).
     kernel_readahead: int = 1 << 20
     allow_other: bool = False
+    # Mount over a mount point that holds files (hidden while mounted); refused otherwise.
+    allow_non_empty: bool = False
     # Plain http to a host other than this machine: the key would cross in cleartext.
     insecure_http: bool = False
     timeout: float = 30.0
@@ -290,6 +292,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "cache_min_free": parse_min_free,
     "kernel_readahead": parse_readahead,
     "allow_other": _bool,
+    "allow_non_empty": _bool,
     "insecure_http": _bool,
     "timeout": parse_positive,
     "listing_ttl": parse_positive,
@@ -311,6 +314,7 @@ _TOML_TYPES: dict[str, tuple[type, ...]] = {
     "cache_min_free": (int, str),
     "kernel_readahead": (int, str),
     "allow_other": (bool,),
+    "allow_non_empty": (bool,),
     "insecure_http": (bool,),
     "timeout": (int, float),
     "listing_ttl": (int, float),
