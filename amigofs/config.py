@@ -66,6 +66,8 @@ class Settings:
     # as the kernel's default 128K window gives (needs root; see mount.py).
     kernel_readahead: int = 1 << 20
     allow_other: bool = False
+    # Mount over a mount point that holds files (hidden while mounted); refused otherwise.
+    allow_non_empty: bool = False
     # Plain http to a host other than this machine: the key would cross in cleartext.
     insecure_http: bool = False
     timeout: float = 30.0
@@ -316,6 +318,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "cache_min_free": parse_min_free,
     "kernel_readahead": parse_readahead,
     "allow_other": _bool,
+    "allow_non_empty": _bool,
     "insecure_http": _bool,
     "timeout": parse_duration,
     "listing_ttl": parse_duration,
@@ -337,6 +340,7 @@ _TOML_TYPES: dict[str, tuple[type, ...]] = {
     "cache_min_free": (int, str),
     "kernel_readahead": (int, str),
     "allow_other": (bool,),
+    "allow_non_empty": (bool,),
     "insecure_http": (bool,),
     "timeout": (int, float, str),
     "listing_ttl": (int, float, str),

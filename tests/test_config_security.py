@@ -217,7 +217,7 @@ def test_insecure_http_lets_plain_http_to_another_host_through(
                 assert request.startswith(b"GET /v1/workspaces"), how
                 assert b"Bearer " + SECRET.encode() in request, how
                 _, err = started.communicate(timeout=REFUSAL_DEADLINE)
-                assert started.returncode == 2, (how, err)
+                assert started.returncode == 3, (how, err)  # exits.UNREACHABLE
                 assert "gave no usable answer" in err, (how, err)
             finally:
                 if started.poll() is None:

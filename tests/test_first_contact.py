@@ -193,7 +193,7 @@ def test_a_server_that_is_down_is_refused_at_mount_time(foreground: bool) -> Non
         if not foreground:
             argv.remove("--foreground")
         result = amigofs(*argv, env=with_key("k"))
-        assert_one_line(result, f"cannot mount: {url} gave no usable answer")
+        assert_one_line(result, f"cannot mount: {url} gave no usable answer", code=3)
         assert not is_mounted(mnt)
 
 

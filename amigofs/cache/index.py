@@ -464,3 +464,27 @@ class CallIndex:
                 )
 
         self._transaction(update)
+
+
+def lists_calls_of(cache_dir: Path, workspace_ids: Iterable[str]) -> bool:
+    """Whether the index an earlier mount left in `cache_dir` lists calls of any of these
+    workspaces (ids compared without regard to case). Read only: nothing is created,
+    set aside or rebuilt, so it may be asked before the mount takes the directory."""
+    path = cache_dir / NAME
+    wanted = [w.lower() for w in workspace_ids]
+    if not wanted or not path.is_file():
+        return False
+    marks = ",".join("?" * len(wanted))
+    try:
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+        try:
+            found = conn.execute(
+                "SELECT 1 FROM calls JOIN workspaces ON calls.ws = workspaces.id "
+                f"WHERE lower(workspaces.workspace_id) IN ({marks}) LIMIT 1",
+                wanted,
+            ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False  # unreadable: a mount would rebuild it from the API, not serve it
+    return found is not None

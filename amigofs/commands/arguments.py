@@ -144,6 +144,12 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         "allow_other",
         "let other users use the mount (needs user_allow_other in /etc/fuse.conf for non-root)",
     )
+    _add_switch(
+        parser,
+        "allow_non_empty",
+        "mount even if MOUNTPOINT holds files, hiding them until the unmount "
+        "(refused otherwise; -o nonempty)",
+    )
     _add_setting(
         parser,
         "timeout",

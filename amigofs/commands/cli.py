@@ -1,38 +1,48 @@
-"""The `amigofs` command: mount, unmount, workspaces, stats, prefetch, demo and emulator."""
+"""The `amigofs` command: mount, unmount, workspaces, stats, prefetch, demo and emulator.
+
+What this module imports when it is loaded is kept to the standard library's least:
+the commands, and what they import, load inside main, where a Ctrl-C in the first
+fraction of a second is one line and exit status 130, not a traceback of the import
+it interrupted. Exit statuses: amigofs.commands.exits."""
 
 from __future__ import annotations
 
-import argparse
-import io
 import sys
-from typing import Any
 
 from amigofs import __version__
-from amigofs.commands import (
-    completion,
-    demo,
-    manpage,
-    mount,
-    prefetch,
-    stats,
-    unmount,
-    workspaces,
-)
-from amigofs.commands.arguments import KEY_ENV, Parser, UsageError
-from amigofs.commands.mount_options import OptionError, option_flags
-from amigofs.emulator import cli as emulator_cli
+
+TYPE_CHECKING = False  # typing itself is one more import to interrupt
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
 
 
 def main(argv: list[str] | None = None, *, via_options: bool = False) -> int:
     """`via_options`: called by mount.fuse.amigofs, whose user typed `key=value`
     options, not flags; messages name them so."""
+    try:
+        return _main(argv, via_options=via_options)
+    except KeyboardInterrupt:
+        # CPython marks a KeyboardInterrupt that left an exec() of a string at its start
+        # (dataclasses and attrs make their methods so, as their modules are imported)
+        # as unhandled, and then ends the process by SIGINT, not with this status. The
+        # next exec() of a string clears the mark.
+        exec("")
+        print("amigofs: interrupted", file=sys.stderr)
+        return 130  # exits.INTERRUPTED, which may not be imported yet
+
+
+def _main(argv: list[str] | None, *, via_options: bool) -> int:
+    from amigofs.commands import exits
+    from amigofs.commands.arguments import UsageError
+
     _print_paths_as_bytes()
     given = list(sys.argv[1:] if argv is None else argv)
     try:
         expanded = _expand_options(given)
     except UsageError as exc:
         print(f"amigofs: {exc}", file=sys.stderr)
-        return 2
+        return exits.USAGE
     parser = build_parser()
     args = parser.parse_args(expanded)
     # What the daemon is started with again when the mount detaches.
@@ -43,14 +53,18 @@ def main(argv: list[str] | None = None, *, via_options: bool = False) -> int:
         return result
     except UsageError as exc:
         print(f"amigofs: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+        return exits.USAGE
+    except exits.Unavailable as exc:
+        print(f"amigofs: {exc}", file=sys.stderr)
+        return exits.UNREACHABLE
 
 
 def _expand_options(argv: list[str]) -> list[str]:
     """`amigofs mount ... -o key=value,...` (as sshfs and rclone take them, with the
     names of fstab and the config file) as the flags they stand for."""
+    from amigofs.commands.arguments import UsageError
+    from amigofs.commands.mount_options import OptionError, option_flags
+
     if not argv or argv[0] != "mount":
         return argv
     out, items = [argv[0]], iter(argv[1:])
@@ -76,11 +90,27 @@ def _print_paths_as_bytes() -> None:
     those bytes, as ls prints them, instead of ending the command with a
     UnicodeEncodeError under a locale whose stdout is strict. (stderr already
     writes them as \\x escapes, and must go on writing whatever it is given.)"""
+    import io
+
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(errors="surrogateescape")
 
 
 def build_parser() -> argparse.ArgumentParser:
+
+    from amigofs.commands import (
+        completion,
+        demo,
+        manpage,
+        mount,
+        prefetch,
+        stats,
+        unmount,
+        workspaces,
+    )
+    from amigofs.commands.arguments import KEY_ENV, Parser
+    from amigofs.emulator import cli as emulator_cli
+
     parser = Parser(
         prog="amigofs",
         description="Mount the call recordings of the Amigo Platform API as a read-only "

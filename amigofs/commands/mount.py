@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from amigofs.api.secret import ApiKey
+from amigofs.commands import exits
 from amigofs.commands.arguments import (
     UsageError,
     add_mount_arguments,
@@ -46,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
     # and the stats. The cache directory is not resolved: a link there is refused.
     mountpoint = Path(os.path.realpath(Path(settings.mountpoint).absolute()))
     check_mountpoint(mountpoint)
+    if not settings.allow_non_empty:
+        _refuse_non_empty(mountpoint)
     cache_dir = Path(settings.cache_dir or default_cache_dir()).absolute()
     settings = dataclasses.replace(settings, mountpoint=mountpoint, cache_dir=cache_dir)
     # Checked here, before anything is mounted, in the foreground as in the daemon.
@@ -70,9 +73,27 @@ def _checked(settings: Settings, cache_dir: Path, api_key: ApiKey) -> Settings:
         )
     except preflight.Refused as exc:
         raise UsageError(str(exc)) from None
+    except preflight.Unreachable as exc:
+        raise exits.Unavailable(str(exc)) from None
     for warning in checked.warnings:
         logging.getLogger(preflight.__name__).warning("%s", warning)
     return dataclasses.replace(settings, workspaces=checked.workspaces)
+
+
+def _refuse_non_empty(mountpoint: Path) -> None:
+    """A mount point that holds files is refused, as rclone refuses it: mounted over, they
+    would be hidden until the unmount, and a backup or a program writing there would
+    miss them without a word."""
+    try:
+        with os.scandir(mountpoint) as entries:
+            holds = next(entries, None) is not None
+    except OSError:
+        return  # cannot look in it: fusermount3 decides whether it may be mounted on
+    if holds:
+        raise UsageError(
+            f"mount point {mountpoint} is not empty: mounting would hide what it holds; "
+            "choose an empty directory, or mount over it with --allow-non-empty (-o nonempty)"
+        )
 
 
 def _mount_foreground(settings: Settings, api_key: ApiKey) -> int:

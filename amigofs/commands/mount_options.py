@@ -17,7 +17,9 @@ _VALUED = (
     "kernel_readahead", "timeout", "listing_ttl", "negative_ttl", "timezone", "log_level",
     "config",
 )  # fmt: skip
-_FLAGS = ("allow_other", "insecure_http", "debug", "no_call_wav")
+_FLAGS = ("allow_other", "allow_non_empty", "insecure_http", "debug", "no_call_wav")
+# What fuse's own mount option is called, for the flag it stands for.
+_ALIASES = {"nonempty": "allow_non_empty"}
 # For mount(8), systemd or the kernel's generic handling; amigofs is read-only whatever
 # they say, so rw and ro change nothing.
 _IGNORED = {
@@ -34,9 +36,11 @@ _CHECKS: dict[str, Callable[[str], Any]] = {
     **{name: config.parser(name) for name in _VALUED if name in config.KEYS},
 }
 
-OPTIONS = (*_VALUED, "workspaces", *_FLAGS)
+OPTIONS = (*_VALUED, "workspaces", *_FLAGS, *_ALIASES)
 # As the shell completes them: a valued option with its "=", a switch alone.
-OPTION_WORDS = tuple(f"{name}=" if name not in _FLAGS else name for name in OPTIONS)
+OPTION_WORDS = tuple(
+    name if name in _FLAGS or name in _ALIASES else f"{name}=" for name in OPTIONS
+)
 
 
 class OptionError(Exception):
@@ -53,6 +57,7 @@ def option_flags(options: list[str]) -> list[str]:
             if not option or option in _IGNORED or option.startswith(_IGNORED_PREFIXES):
                 continue
             name, has_value, value = option.partition("=")
+            name = _ALIASES.get(name, name)
             if name in _FLAGS and not has_value:
                 argv.append(flag_name(name))
                 continue

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from amigofs.commands import exits
 from amigofs.commands.arguments import UsageError, add_mountpoint_argument
 from amigofs.daemon.mount_table import FUSE_TYPE, mount_type
 
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
             )
         else:
             print(f"amigofs: cannot unmount {mountpoint}: {said}", file=sys.stderr)
-        return 1
+        return exits.FAILED
     left = _wait_for_exit(pids, LAZY_EXIT_SECONDS if args.lazy else EXIT_SECONDS)
     if left and args.lazy:
         print(
@@ -114,5 +115,5 @@ def run(args: argparse.Namespace) -> int:
             f"exited within {EXIT_SECONDS:.0f} s; see its log (CACHE_DIR/mount.log)",
             file=sys.stderr,
         )
-        return 1
-    return 0
+        return exits.FAILED
+    return exits.OK

@@ -8,6 +8,7 @@ import argparse
 import json
 import sys
 
+from amigofs.commands import exits
 from amigofs.commands.arguments import (
     UsageError,
     add_server_arguments,
@@ -33,8 +34,8 @@ def run(args: argparse.Namespace) -> int:
     except preflight.Refused as exc:
         raise UsageError(str(exc)) from None
     except preflight.Unreachable as exc:
-        print(f"amigofs: cannot list workspaces: {exc}", file=sys.stderr)
-        return 1
+        # As `amigofs mount` says it: worth trying again later (exits.UNREACHABLE).
+        raise exits.Unavailable(f"cannot list workspaces: {exc}") from None
     rows = sorted(listed, key=lambda ws: (ws.name.lower(), ws.id))
     if args.json:
         print(json.dumps([{"id": w.id, "slug": w.slug, "name": w.name} for w in rows], indent=2))

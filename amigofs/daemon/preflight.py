@@ -6,9 +6,12 @@ status 0 and only `ls` fails later. One request (list-workspaces, a page per 100
 workspaces) settles all three:
 
 - 401/403: the key is refused; the mount is refused with one line.
-- no answer (connection refused, timeout, 5xx after retries): refused, unless the
-  cache directory holds a tree from an earlier mount (CACHE_DIR/meta is not empty):
-  then the mount goes ahead, serving from the cache, with a warning.
+- no answer (connection refused, timeout, 5xx after retries): Unreachable (a failure
+  worth trying again later, unlike the others), unless the cache directory holds a tree
+  of this server and key from an earlier mount (the root listing it kept, which records
+  whose it is, or for --workspace the call listing of one of those asked for): then the
+  mount goes ahead, serving from the cache, with a warning. A cache of another server
+  does not count: with a mistyped --base-url every `ls` would fail with EIO.
 - a `--workspace` the listing lacks: not visible to the key. If none of those asked
   for is visible the mount is refused; otherwise it goes ahead with the visible
   ones and a warning names the others.
@@ -17,7 +20,6 @@ workspaces) settles all three:
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,10 @@ from amigofs.api import errors
 from amigofs.api.client import ClientConfig, PlatformClient, RetryPolicy
 from amigofs.api.models import Workspace
 from amigofs.api.secret import ApiKey
+from amigofs.cache.cache_dir import UnsafeCacheDir
+from amigofs.cache.index import lists_calls_of
+from amigofs.cache.meta import MetaStore
+from amigofs.fs.workspaces import kept_root_identity
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +85,22 @@ async def list_workspaces(config: ClientConfig, api_key: ApiKey) -> list[Workspa
         raise Unreachable(f"{base_url} gave no usable answer ({exc})") from None
 
 
-def has_cached_tree(cache_dir: Path) -> bool:
-    """Whether an earlier mount left listings in CACHE_DIR/meta to serve from."""
+def has_cached_tree(cache_dir: Path, identity: str, workspaces: Sequence[str] | None) -> bool:
+    """Whether an earlier mount of this server and key (`identity`, ApiKey.identity) left
+    a tree in the cache to serve: the root listing it kept, or, for a mount of some
+    workspaces (which lists no root), the calls of one of them in the call index."""
+    if not (cache_dir / "meta").is_dir():
+        return False  # not even a directory for listings: nothing from any mount
     try:
-        with os.scandir(cache_dir / "meta") as entries:
-            return next(entries, None) is not None
-    except OSError:
+        meta = MetaStore(cache_dir)
+    except (OSError, UnsafeCacheDir):
         return False
+    try:
+        if kept_root_identity(meta) == identity:
+            return True
+    finally:
+        meta.close()
+    return workspaces is not None and lists_calls_of(cache_dir, workspaces)
 
 
 async def check(
@@ -96,8 +111,12 @@ async def check(
     try:
         listed = await list_workspaces(config, api_key)
     except Unreachable as exc:
-        if not has_cached_tree(cache_dir):
-            raise Refused(f"cannot mount: {exc}; is the server up and --base-url right?") from None
+        identity = api_key.identity(base_url)
+        if not await trio.to_thread.run_sync(has_cached_tree, cache_dir, identity, wanted):
+            raise Unreachable(
+                f"cannot mount: {exc}, and the cache in {cache_dir} holds nothing of this "
+                "server and key to serve; is the server up and --base-url right?"
+            ) from None
         return Checked(
             wanted,
             (f"{exc}: serving what the cache in {cache_dir} holds from an earlier mount; "

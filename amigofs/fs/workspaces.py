@@ -209,3 +209,10 @@ def _parse_root(document: object) -> tuple[str, list[str]]:
     if not isinstance(ids, list) or not all(isinstance(i, str) and is_identifier(i) for i in ids):
         raise ValueError("not a list of workspace ids")
     return document["identity"], ids
+
+
+def kept_root_identity(meta: MetaStore) -> str | None:
+    """Whose root listing (ApiKey.identity: server and key) an earlier mount kept on
+    disk, or None when none was kept."""
+    document = meta.load(_parse_root, "root")
+    return None if document is None else document[0]
