@@ -110,7 +110,7 @@ class ListingProgress:
 
     @property
     def reads_allowed(self) -> int:
-        return READS_PER_PAGE * -(-self.base // self.stride) + 2 * MAX_ROUNDS
+        return READS_PER_PAGE * -(-self.base // self.stride) + MAX_ROUNDS
 
 
 def covered(entries: int, page_size: int) -> int:

@@ -215,29 +215,51 @@ async def test_calls_arriving_with_every_request_leave_a_complete_listing(
 ) -> None:
     # Calls arriving with every request, PARALLEL_PAGES requests at once: up to 48 new
     # calls a round (the README's 5 calls a second at 50 ms a request is 4 a round).
-    async with served_emulator(workspaces=1, calls_per_workspace=3_000) as served:
-        workspace_id = served.workspace_ids[0]
+    async with served_emulator(workspaces=1, calls_per_workspace=2_000) as served:
         sync = workspace_sync(served, index, arriving(served, per_request))
         await until_complete(sync)
-        names = indexed(index, workspace_id)
-        assert len(names) == len(set(names))
-        # Every call but those that arrived during the sync's last round.
-        missing = set(served.listed_sids(workspace_id)) - set(names)
-        assert len(missing) <= per_request * PARALLEL_PAGES
-        assert missing <= set(served.listed_sids(workspace_id)[: len(missing)])
+        assert_listed_but_the_last_rounds(served, index, per_request)
+
+
+def assert_listed_but_the_last_rounds(served: Served, index: CallIndex, per_request: int) -> None:
+    """Every call indexed once, but for those that arrived during the sync's last round
+    (`per_request` calls arriving with each of its requests)."""
+    workspace_id = served.workspace_ids[0]
+    names = indexed(index, workspace_id)
+    assert len(names) == len(set(names))
+    missing = set(served.listed_sids(workspace_id)) - set(names)
+    assert len(missing) <= per_request * PARALLEL_PAGES
+    assert missing <= set(served.listed_sids(workspace_id)[: len(missing)])
 
 
 async def test_a_listing_that_shifted_too_fast_leaves_nothing_that_fails_the_next_try(
     index: CallIndex,
 ) -> None:
-    async with served_emulator(workspaces=1, calls_per_workspace=300) as served:
-        workspace_id = served.workspace_ids[0]
+    async with served_emulator(workspaces=1, calls_per_workspace=200) as served:
         # More calls arriving with each request than a page holds: no round can cover.
         sync = workspace_sync(served, index, arriving(served, PAGE_LIMIT + 10))
         with pytest.raises(api.ProtocolError, match="kept shifting"):
             await until_complete(sync)
-        # The arrivals calm down: the next try (a remount's, on the same index) lists
-        # every call.
-        again = workspace_sync(served, index)
+        # The arrivals calm down to a call with every request: the next try (a
+        # remount's, on the same index) lists every call.
+        again = workspace_sync(served, index, arriving(served, 1))
         await until_complete(again)
-        assert_each_once(indexed(index, workspace_id), served.listed_sids(workspace_id))
+        assert_listed_but_the_last_rounds(served, index, 1)
+
+
+async def test_a_listing_completes_while_calls_arrive_50_a_second(index: CallIndex) -> None:
+    # Ten times the 5 calls a second a busy workspace receives, 20 ms a request.
+    async with served_emulator(
+        workspaces=1, calls_per_workspace=3_000, new_calls_per_second=50.0, latency=0.02
+    ) as served:
+        workspace_id = served.workspace_ids[0]
+        sync = workspace_sync(served, index)
+        before = len(served.app.data.calls(workspace_id))
+        await until_complete(sync)
+        calls = served.app.data.calls(workspace_id)
+        assert len(calls) > before  # calls arrived during the sync
+        names = indexed(index, workspace_id)
+        assert len(names) == len(set(names))
+        arrived = len(calls) - before
+        listed_then = [c.call_sid for c in calls[arrived:] if c.recording is not None]
+        assert set(listed_then) <= set(names) <= set(served.listed_sids(workspace_id))
