@@ -3,8 +3,8 @@
 Workspaces hold 10^5 to 10^6 calls: their listing lives here, not in memory, and a
 remount shows it at once. A call's row id is its place in the mount for good: the
 offset a directory listing resumes from, and the base of its inode numbers, stable
-across remounts. The sync of a workspace keeps its progress here (which pages of the
-listing have been read, and the listing's size each reported), so a sync cut short,
+across remounts. The sync of a workspace keeps its progress here (every page of the
+listing it has read, and the listing's size each reported), so a sync cut short,
 by a timeout or a kill, goes on where it stopped.
 
 WAL mode, one writer connection used from a worker thread (writes never block the
@@ -59,12 +59,15 @@ CREATE TABLE IF NOT EXISTS calls (
 );
 CREATE INDEX IF NOT EXISTS calls_by_ws ON calls (ws, id);
 CREATE INDEX IF NOT EXISTS calls_by_start ON calls (ws, started_ns);
-CREATE TABLE IF NOT EXISTS pages (         -- the progress of the current sync
+-- The progress of a sync used to keep one page per offset: a page read again after
+-- calls arrived replaced the earlier one and uncovered calls it had held.
+DROP TABLE IF EXISTS pages;
+CREATE TABLE IF NOT EXISTS sync_pages (    -- the progress of the current sync
     ws INTEGER NOT NULL,
     offset INTEGER NOT NULL,
     entries INTEGER NOT NULL,
     total INTEGER NOT NULL,                -- the listing's size this page reported
-    PRIMARY KEY (ws, offset)
+    PRIMARY KEY (ws, offset, total)        -- one offset at two sizes: two pages
 );
 """
 
@@ -344,7 +347,8 @@ class CallIndex:
             pages = tuple(
                 PageRecord(int(o), int(e), int(t))
                 for o, e, t in self._read(
-                    "SELECT offset, entries, total FROM pages WHERE ws = ? ORDER BY offset", (ws,)
+                    "SELECT offset, entries, total FROM sync_pages WHERE ws = ? ORDER BY offset",
+                    (ws,),
                 )
             )
         return SyncState(
@@ -383,7 +387,7 @@ class CallIndex:
         ws = self.workspace_row(workspace_id)
 
         def restart(writer: sqlite3.Connection) -> None:
-            writer.execute("DELETE FROM pages WHERE ws = ?", (ws,))
+            writer.execute("DELETE FROM sync_pages WHERE ws = ?", (ws,))
             writer.execute(
                 "UPDATE workspaces SET complete = 0, base_total = NULL WHERE id = ?", (ws,)
             )
@@ -425,7 +429,8 @@ class CallIndex:
                 )
             if page is not None:
                 writer.execute(
-                    "INSERT OR REPLACE INTO pages (ws, offset, entries, total) VALUES (?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO sync_pages (ws, offset, entries, total) "
+                    "VALUES (?, ?, ?, ?)",
                     (ws, page.offset, page.entries, page.total),
                 )
 
@@ -450,7 +455,7 @@ class CallIndex:
         ws = self.workspace_row(workspace_id)
 
         def update(writer: sqlite3.Connection) -> None:
-            writer.execute("DELETE FROM pages WHERE ws = ?", (ws,))
+            writer.execute("DELETE FROM sync_pages WHERE ws = ?", (ws,))
             if complete:
                 writer.execute(
                     "UPDATE workspaces SET complete = 1, synced_at = ?, base_total = NULL "

@@ -88,6 +88,7 @@ CONTROL_KNOBS = (
     "max_connections",
     "over_capacity",
     "new_calls_per_second",
+    "page_rows",
 )
 """Config fields POST /__control may change at run time."""
 CONTROL_MOVES = ("restore", "archive", "revoke", "grant", "nest_metadata", "add_calls")
@@ -254,6 +255,7 @@ class EmulatorApp:
             "max_connections": c.max_connections,
             "over_capacity": c.over_capacity,
             "new_calls_per_second": c.new_calls_per_second,
+            "page_rows": c.page_rows,
             "tls": c.tls,
             "archived": sorted(self.archived()),
             "revoked": sorted(self.revoked),
@@ -460,6 +462,8 @@ class EmulatorApp:
         workspace_id = self._workspace(request.segments[1])
         query = request.query
         limit = int_param(query, "limit", 20, ge=1, le=100)
+        if self.config.page_rows is not None:
+            limit = min(limit, self.config.page_rows)  # fewer rows than asked for
         offset = int_param(query, "offset", 0, ge=0)
         if query.get("continuation_token", "") != "":
             offset = int_param(query, "continuation_token", 0, ge=0)

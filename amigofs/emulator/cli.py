@@ -145,6 +145,13 @@ _KNOB_FLAGS: tuple[tuple[str, str, type, str], ...] = (
         "offsets shift (default 0)",
     ),
     (
+        "--page-rows",
+        "page_rows",
+        int,
+        "rows a list-calls page holds at most, fewer than a client asks for; the continuation "
+        "token follows the rows sent (default: as many as asked)",
+    ),
+    (
         "--tls",
         "tls",
         bool,
@@ -195,7 +202,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "queued, refused), POST /__stats/reset, "
         "GET|POST /__control (JSON: fault_rate, fault_kinds, latency, bandwidth, url_ttl, "
         "retry_after, stall_seconds, link_bandwidth, max_connections, over_capacity, "
-        "new_calls_per_second, restore: [sid], archive: [sid], revoke: [ws], grant: [ws], "
+        "new_calls_per_second, page_rows, restore: [sid], archive: [sid], revoke: [ws], grant: [ws], "
         "nest_metadata: [sid], add_calls: N or {ws: N})."
     )
     parser.add_argument(

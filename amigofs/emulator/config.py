@@ -111,6 +111,9 @@ class EmulatorConfig:
     new_calls_per_second: float = 0.0
     """New calls added at the head of every workspace while the emulator runs (listing offsets
     shift under a client, as they do at the real service)."""
+    page_rows: int | None = None
+    """Rows a list-calls page holds at most, whatever limit a client asks for (a server that
+    sends fewer rows than asked); its continuation token follows the rows sent. None: limit."""
     tls: bool = False
     """Serve HTTPS with a self-signed certificate made at start (amigofs.emulator.tls); fixed
     at start, unlike the other fields of this group."""
@@ -177,5 +180,7 @@ class EmulatorConfig:
             raise ValueError("max_connections must be > 0 (or None for no cap)")
         if self.over_capacity not in OVER_CAPACITY_MODES:
             raise ValueError(f"over_capacity must be one of {list(OVER_CAPACITY_MODES)}")
+        if self.page_rows is not None and self.page_rows <= 0:
+            raise ValueError("page_rows must be > 0 (or None for pages of the limit asked)")
         if not 0.0 <= self.new_calls_per_second <= 1_000_000:
             raise ValueError("new_calls_per_second must be within [0, 1000000]")

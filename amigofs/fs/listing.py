@@ -9,10 +9,14 @@ time (the client honours 429 and Retry-After).
 Calls that arrive during a sync shift every offset of a newest-first listing. Each
 page reports the listing's total as it was when that page was read; a page read
 after `s` new calls arrived holds the calls that were at [offset - s, offset - s + n)
-when the sync began. The sync fetches pages until those ranges cover the whole
-listing it began with, plus the new calls at its head: none missed, none doubled
-(the index keeps each call once). A service that lists oldest first grows at the
-tail instead; which one the service does is read off the first page's start times.
+when the sync began. The sync fetches pages in rounds until those ranges cover the
+whole listing it began with, plus the new calls at its head as its last round found
+them: none missed, none doubled (the index keeps each call once). Calls that arrive
+during the last round are left to the next refresh, so a sync ends however fast
+calls arrive. A service that lists oldest first grows at the tail instead; which one
+the service does is read off the first page's start times. Pages hold what the
+server sends: the first page's continuation token gives the stride, and a page
+shorter than that leaves a gap the next round reads.
 
 After a complete sync, a refresh (after --listing-ttl) asks only for what is new:
 pages from the newest end until a page whose calls are all known.
@@ -23,6 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from typing import TypeVar
 
 import trio
@@ -40,6 +45,7 @@ from amigofs.policy.listing import (
     covered,
     is_newest_first,
     next_refresh_offset,
+    page_stride,
 )
 
 log = logging.getLogger(__name__)
@@ -157,10 +163,7 @@ class WorkspaceSync:
             self.workspace_id, lambda: self._client.list_calls_page(self.workspace_id, offset)
         )
 
-    async def _store(self, page: CallPage, offset: int | None) -> None:
-        record = None
-        if offset is not None and page.total is not None:
-            record = PageRecord(offset, covered(page.entries, PAGE_LIMIT), page.total)
+    async def _store(self, page: CallPage, record: PageRecord | None) -> None:
         await trio.to_thread.run_sync(
             lambda: self._index.add_page(self.workspace_id, page.calls, record)
         )
@@ -177,55 +180,44 @@ class WorkspaceSync:
                 await self._sync_in_order(first)
                 return
             base = first.total
-            newest_first = is_newest_first([c.started_at for c in first.calls
-                                            if c.started_at is not None])  # fmt: skip
+            newest_first = listed_newest_first(first)
             await trio.to_thread.run_sync(
                 lambda: self._index.begin_sync(self.workspace_id, base, newest_first)
             )
-            await self._store(first, 0)
-            progress = ListingProgress.of(
-                base, newest_first, [PageRecord(0, covered(first.entries, PAGE_LIMIT), base)]
-            )
+            record = page_record(first, 0)
+            await self._store(first, record)
+            progress = ListingProgress.of(base, newest_first, [record], first_stride(first))
         else:
             progress = ListingProgress.of(base, newest_first, state.pages)
             log.info(
                 "%s: resuming the listing's sync (%d pages read)",
                 self.workspace_id, len(progress.pages),
             )  # fmt: skip
-        for _round in range(MAX_ROUNDS):
-            todo = progress.missing(PAGE_LIMIT)
-            if not todo:
-                break
-            for record in await self._fetch_all(todo):
-                progress.landed(record)
-        else:
-            raise api.ProtocolError(
-                f"list-calls {self.workspace_id}: the listing kept shifting; try again later"
-            )
+
+        async def fetch(offset: int) -> PageRecord:
+            page = await self._page(offset)
+            record = page_record(page, offset)
+            await self._store(page, record)
+            return record
+
+        try:
+            await read_rounds(progress, fetch, f"list-calls {self.workspace_id}")
+        except ListingShifting:
+            # The next try starts from the listing as it is then, not from this one's
+            # pages.
+            await trio.to_thread.run_sync(lambda: self._index.restart_sync(self.workspace_id))
+            raise
         await trio.to_thread.run_sync(
             lambda: self._index.finish_sync(self.workspace_id, time.time())
         )
         log.info("%s: listing synced (%d requests)", self.workspace_id, self.requests)
-
-    async def _fetch_all(self, offsets: list[int]) -> list[PageRecord]:
-        """Pages at `offsets`, PARALLEL_PAGES at a time, each stored as it lands."""
-        done: list[PageRecord] = []
-
-        async def one(offset: int) -> None:
-            page = await self._page(offset)
-            await self._store(page, offset)
-            total = page.total if page.total is not None else offset + page.entries
-            done.append(PageRecord(offset, covered(page.entries, PAGE_LIMIT), total))
-
-        await in_parallel(offsets, one)
-        return done
 
     async def _sync_in_order(self, first: CallPage) -> None:
         """A server that gives no total: one page after another."""
         page, offset = first, 0
         await self._store(page, None)
         while page.has_more and page.entries:
-            offset += page.entries
+            offset = following_offset(page, offset)
             page = await self._page(offset)
             await self._store(page, None)
         await trio.to_thread.run_sync(
@@ -244,7 +236,7 @@ class WorkspaceSync:
             following = next_refresh_offset(
                 offset=offset, entries=page.entries, has_more=page.has_more, total=page.total,
                 newest_first=newest_first, all_known=len(known) == len(page.calls),
-                listed=listed, page_size=PAGE_LIMIT,
+                listed=listed, page_size=PAGE_LIMIT, next_offset=page.next_offset,
             )  # fmt: skip
             if following is None:
                 break
@@ -277,18 +269,77 @@ async def in_parallel(offsets: Iterable[int], fetch: Callable[[int], Awaitable[N
         raise first_error(group) from None
 
 
+class ListingShifting(api.ProtocolError):
+    """The listing moved under every round of a sync: more calls arrived during each
+    round than a page holds."""
+
+
+def page_record(page: CallPage, offset: int) -> PageRecord:
+    """The places of the listing a page read at `offset` covers, and its total (a page
+    without one: as if the listing ended with it)."""
+    total = page.total if page.total is not None else offset + page.entries
+    return PageRecord(offset, covered(page.entries, PAGE_LIMIT), total)
+
+
+def first_stride(first: CallPage) -> int:
+    """Rows a page of this listing holds, as the server pages it."""
+    return page_stride(first.next_offset if first.has_more else None, first.entries, PAGE_LIMIT)
+
+
+def following_offset(page: CallPage, offset: int) -> int:
+    """Where the page after `page` starts: where the server says, else after its rows."""
+    if page.next_offset is not None and page.next_offset > offset:
+        return page.next_offset
+    return offset + page.entries
+
+
+def listed_newest_first(first: CallPage) -> bool:
+    return is_newest_first([c.started_at for c in first.calls if c.started_at is not None])
+
+
+async def read_rounds(
+    progress: ListingProgress, fetch: Callable[[int], Awaitable[PageRecord]], what: str
+) -> None:
+    """Reads the pages `progress` lacks, a round at a time, each round's pages at once,
+    until the listing as last seen is covered, or at least the listing as of a round's
+    beginning once the rounds run out (the calls that arrived since are the refresh's)."""
+    for rounds in range(MAX_ROUNDS + 1):
+        todo = progress.next_round()  # last: whether the last round covered its aim
+        if todo is None or rounds == MAX_ROUNDS:
+            break
+        landed: list[PageRecord] = []
+        await in_parallel(todo, partial(gather, fetch, into=landed))
+        for record in landed:
+            progress.landed(record)
+    if progress.settled is None:
+        raise ListingShifting(f"{what}: the listing kept shifting; try again later")
+
+
+async def gather(
+    fetch: Callable[[int], Awaitable[PageRecord]], offset: int, *, into: list[PageRecord]
+) -> None:
+    into.append(await fetch(offset))
+
+
 async def list_filtered(page: Callable[[int], Awaitable[CallPage]]) -> list[CallSummary]:
     """Every call of a filtered listing (a day of by-date): the first page gives its
-    total and the others come at once; from a server that gives no total, one page
-    after another. Never fewer pages than the listing has."""
+    total and the rows a page holds, the others come at once, in rounds as a sync's
+    (a page shorter than the others, or calls arriving today, leave gaps the next
+    round reads); from a server that gives no total, one page after another. Never
+    fewer pages than the listing has."""
     head = await page(0)
     calls = list(head.calls)
     if head.total is not None:
 
-        async def one(offset: int) -> None:
-            calls.extend((await page(offset)).calls)
+        async def fetch(offset: int) -> PageRecord:
+            current = await page(offset)
+            calls.extend(current.calls)
+            return page_record(current, offset)
 
-        await in_parallel(range(PAGE_LIMIT, head.total, PAGE_LIMIT), one)
+        progress = ListingProgress.of(
+            head.total, listed_newest_first(head), [page_record(head, 0)], first_stride(head)
+        )
+        await read_rounds(progress, fetch, "list-calls (by date)")
     else:
         offset, current = 0, head
         while current.next_offset is not None and current.next_offset > offset:
