@@ -33,7 +33,7 @@ It returns once the mount is live. Options (the keys of an amigofs config file):
   base_url=URL  workspace=UUID (repeatable)  workspaces=UUID:UUID  api_key_file=FILE
   cache_dir=DIR  cache_size=SIZE  cache_min_free=SIZE  kernel_readahead=SIZE
   timeout=SECONDS  listing_ttl=SECONDS  negative_ttl=SECONDS  timezone=ZONE
-  log_level=LEVEL  config=FILE  allow_other  insecure_http  no_call_wav  debug
+  log_level=LEVEL  log_file=FILE  config=FILE  allow_other  insecure_http  no_call_wav  debug
 Options of mount(8) and systemd (_netdev, nofail, noauto, x-systemd.*, rw, ...) are
 ignored. The API key comes from api_key_file= (or AMIGO_API_KEY). See `amigofs mount --help`.
 """

@@ -15,7 +15,7 @@ from amigofs.commands.arguments import flag_name
 _VALUED = (
     "base_url", "workspace", "api_key_file", "cache_dir", "cache_size", "cache_min_free",
     "kernel_readahead", "timeout", "listing_ttl", "negative_ttl", "timezone", "log_level",
-    "config",
+    "log_file", "config",
 )  # fmt: skip
 _FLAGS = ("allow_other", "insecure_http", "debug", "no_call_wav")
 # For mount(8), systemd or the kernel's generic handling; amigofs is read-only whatever
