@@ -18,16 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from amigofs.daemon.mount_table import is_mounted
 from tests.emulator_proc import EmulatorProc, running_emulator
-from tests.mounting import (
-    MOUNT_DEADLINE,
-    STOP_DEADLINE,
-    force_unmount,
-    mounted,
-    public_tempdir,
-    wait_until,
-)
+from tests.mounting import MOUNT_DEADLINE, force_unmount, mounted, public_tempdir
+from tests.test_child_processes import mountpoint
 
 DATED = re.compile(
     r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d amigofs\[(?P<pid>\d+)\] "
@@ -57,29 +50,12 @@ def amigofs(
 
 @contextlib.contextmanager
 def daemon(emulator: EmulatorProc, cache_dir: Path, *extra: str) -> Iterator[Path]:
-    """A daemon mount at a fresh mount point; unmounted, and its daemon gone, afterwards."""
-    mnt = public_tempdir("amigofs-logging-")
-    try:
+    """A daemon mount at a fresh mount point; afterwards unmounted and every process of it
+    gone, its last lines (unmounted) written."""
+    with mountpoint() as mnt:
         result = amigofs(emulator, mnt, cache_dir, *extra)
         assert result.returncode == 0, result.stderr
         yield mnt
-    finally:
-        force_unmount(mnt)
-        wait_until(lambda: not is_mounted(mnt), STOP_DEADLINE, "the mount to go")
-        # The daemon's last lines (unmounted) are in its log once it has gone.
-        wait_until(lambda: not daemon_pids(mnt), STOP_DEADLINE, "the daemon to exit")
-        with contextlib.suppress(OSError):
-            mnt.rmdir()
-
-
-def daemon_pids(mnt: Path) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        with contextlib.suppress(OSError):
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-            if b"--foreground" in argv and os.fsencode(mnt) in argv:
-                found.append(int(proc.name))
-    return found
 
 
 def read_a_recording(mnt: Path) -> None:
