@@ -104,8 +104,9 @@ class _Early(logging.Handler):
             self.records.append(record)
 
 
-def setup_logging(level: str = "info") -> None:
-    """This process logs at `level` to stderr, dated unless the journal dates it."""
+def setup_logging(level: str = "info", *, log_file_later: bool = False) -> None:
+    """This process logs at `level` to stderr, dated unless the journal dates it; with
+    `log_file_later`, what it logs until log_to_file is written to the file too."""
     # The fetch worker reads it too, so --debug traces its downloads as well.
     os.environ[LEVEL_ENV] = level
     handler = _Stderr(sys.stderr)
@@ -113,7 +114,8 @@ def setup_logging(level: str = "info") -> None:
     root = logging.getLogger()
     root.setLevel(getattr(logging, level.upper()))
     root.addHandler(handler)
-    root.addHandler(_Early())
+    if log_file_later:
+        root.addHandler(_Early())
     for noisy in QUIETED:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -79,8 +79,13 @@ def test_a_daemons_log_is_dated_and_holds_its_fetch_workers_lines(
     assert len(pids) >= 2, pids
 
 
-def test_log_file_puts_the_log_where_it_says(emulator: EmulatorProc, tmp_path: Path) -> None:
-    with daemon(emulator, tmp_path / "cache", "--log-file", str(tmp_path / "amigofs.log")):
+@pytest.mark.parametrize("given", ["--log-file", "-o"])
+def test_log_file_puts_the_log_where_it_says(
+    emulator: EmulatorProc, tmp_path: Path, given: str
+) -> None:
+    log_file = tmp_path / "amigofs.log"
+    flag = [given, str(log_file) if given == "--log-file" else f"log_file={log_file}"]
+    with daemon(emulator, tmp_path / "cache", *flag):
         pass
     lines = (tmp_path / "amigofs.log").read_text().splitlines()
     assert any(" INFO amigofs.daemon.mount: mounted " in line for line in lines), lines

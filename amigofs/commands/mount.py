@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         return _detach(args.argv, mountpoint, log_file or cache_dir / DAEMON_LOG)
     if log_file is not None:
         _check_log_file(log_file)
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, log_file_later=log_file is not None)
     # Every path is absolute by now; the mount holds no directory of the user's busy.
     os.chdir("/")
     try:

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from amigofs import config
 from amigofs.logs import (
     LEVEL_ENV,
     LEVELS,
@@ -110,7 +111,7 @@ def test_no_dates_on_stderr_when_it_is_the_journal(
 def test_a_log_file_takes_earlier_records_then_its_childrens_lines_as_they_wrote_them(
     root_logging: logging.Logger, tmp_path: Path
 ) -> None:
-    setup_logging("info")
+    setup_logging("info", log_file_later=True)
     logging.getLogger("amigofs.test").warning("before the file")
     log_to_file(tmp_path / "mount.log")
     logging.getLogger("amigofs.test").info("after")
@@ -158,3 +159,12 @@ def test_a_log_file_that_is_a_link_is_refused_and_its_target_untouched(tmp_path:
 def test_children_start_without_the_working_directory_on_their_module_path() -> None:
     env = child_environment(EXTRA="1")
     assert env["PYTHONSAFEPATH"] == "1" and env["EXTRA"] == "1"
+
+
+def test_a_config_files_log_file_is_relative_to_the_file(tmp_path: Path) -> None:
+    config_file = tmp_path / "amigofs.toml"
+    config_file.write_text('log_file = "logs/amigofs.log"\nlog_level = "warning"\n')
+    config_file.chmod(0o600)
+    settings = config.resolve({}, {}, config_file)
+    assert settings.log_file == tmp_path / "logs" / "amigofs.log"
+    assert settings.log_level == "warning"
