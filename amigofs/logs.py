@@ -139,12 +139,18 @@ def open_log_file(path: Path) -> int:
             ) from None
         raise LogFileError(f"cannot open log file {path}: {exc.strerror}") from None
     found = os.fstat(fd)
-    if not stat.S_ISREG(found.st_mode) or found.st_uid != os.geteuid():
-        os.close(fd)
-        what = "not a regular file" if not stat.S_ISREG(found.st_mode) else "not yours"
-        raise LogFileError(f"log file {path} is {what}; amigofs logs only to a file of its own")
-    os.set_blocking(fd, True)
-    return fd
+    if not stat.S_ISREG(found.st_mode):
+        wrong = "is not a regular file"
+    elif found.st_uid != os.geteuid():
+        wrong = f"is owned by uid {found.st_uid}, not by this user (uid {os.geteuid()})"
+    elif found.st_mode & 0o022:
+        # Others could write lines of their own into it.
+        wrong = f"is writable by other users (mode {stat.S_IMODE(found.st_mode):o})"
+    else:
+        os.set_blocking(fd, True)
+        return fd
+    os.close(fd)
+    raise LogFileError(f"log file {path} {wrong}; amigofs logs only to a file of its own")
 
 
 class LogFile(logging.handlers.RotatingFileHandler):

@@ -168,3 +168,13 @@ def test_a_config_files_log_file_is_relative_to_the_file(tmp_path: Path) -> None
     settings = config.resolve({}, {}, config_file)
     assert settings.log_file == tmp_path / "logs" / "amigofs.log"
     assert settings.log_level == "warning"
+
+
+def test_a_log_file_others_can_write_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "shared.log"
+    shared.write_text("")
+    shared.chmod(0o666)
+    with pytest.raises(LogFileError, match="writable by other users"):
+        open_log_file(shared)
+    with pytest.raises(LogFileError, match="not a regular file"):
+        open_log_file(Path("/dev/null"))
