@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from amigofs import config
 from amigofs.api.secret import ApiKey, KeyFileError
-from amigofs.logs import shifted_level
+from amigofs.logs import MAX_LOG_BYTES, OLD_LOGS, shifted_level
 
 KEY_ENV = "AMIGO_API_KEY"
 _DEFAULTS = config.Settings()  # the defaults the help text names
@@ -97,8 +97,8 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         "-v",
         action="count",
         default=0,
-        help="log more: one level down from --log-level for each -v (-v: debug, every "
-        "request, never the key)",
+        help="log more: one level more for each -v, from --log-level or log_level "
+        "(-v: debug, every request, never the key)",
     )
     parser.add_argument(
         "--quiet",
@@ -111,8 +111,8 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         parser,
         "log_file",
         "FILE",
-        "where the log goes, rotated at 10M with 3 old ones kept (default: CACHE_DIR/mount.log "
-        "for a daemon, stderr with --foreground)",
+        f"where the log goes, rotated at {MAX_LOG_BYTES >> 20}M with {OLD_LOGS} old ones kept "
+        "(default: CACHE_DIR/mount.log for a daemon, stderr with --foreground)",
     )
     _add_switch(
         parser,
