@@ -86,6 +86,17 @@ def mountpoint() -> Iterator[Path]:
             path.rmdir()
 
 
+def all_pids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+def parent_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def environment(emulator: EmulatorProc) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AMIGO_", "AMIGOFS_"))}
     env["AMIGO_API_KEY"] = emulator.api_key
@@ -145,6 +156,13 @@ def test_a_foreground_mount_imports_nothing_from_the_working_directory(
             )
             assert process.poll() is None, process.communicate()[1]
             assert os.listdir(mnt)
+            # The key came from the environment: the mount's children get it over their
+            # socket (the fetch worker) or not at all (the guard), never inherited.
+            children = [pid for pid in all_pids() if parent_of(pid) == process.pid]
+            assert children, "no fetch worker or guard found"
+            for pid in children:
+                environ = Path(f"/proc/{pid}/environ").read_bytes()
+                assert emulator.api_key.encode() not in environ, pid
         finally:
             force_unmount(mnt)
             stop_process(process)

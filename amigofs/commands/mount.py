@@ -17,6 +17,7 @@ from pathlib import Path
 
 from amigofs.api.secret import ApiKey
 from amigofs.commands.arguments import (
+    KEY_ENV,
     UsageError,
     add_mount_arguments,
     add_mountpoint_argument,
@@ -64,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
         return _detach(args.argv, mountpoint, log_file or cache_dir / DAEMON_LOG)
     if log_file is not None:
         _check_log_file(log_file)
+    # Read: the processes this one starts get the key over their socket (the fetch
+    # worker) or not at all (the unmount guard), never with the environment.
+    os.environ.pop(KEY_ENV, None)
     setup_logging(settings.log_level, log_file_later=log_file is not None)
     # Every path is absolute by now; the mount holds no directory of the user's busy.
     os.chdir("/")
