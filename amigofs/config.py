@@ -38,9 +38,10 @@ from urllib.parse import urlsplit
 
 from amigofs.api.client import DEFAULT_BASE_URL
 from amigofs.api.secret import TrustedFileError, read_trusted_file
+from amigofs.logs import LEVELS
 
 ENV_PREFIX = "AMIGOFS_"
-LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_LEVELS = LEVELS
 MIN_CACHE_SIZE = 16 << 20
 MAX_KERNEL_READAHEAD = 64 << 20
 
@@ -78,6 +79,8 @@ class Settings:
     # The stereo call.wav beside each call's two channels (off for backups of the stored files).
     call_wav: bool = True
     log_level: str = "info"
+    # None: CACHE_DIR/mount.log for a daemon, stderr in the foreground.
+    log_file: Path | None = None
 
 
 KEYS = tuple(f.name for f in dataclasses.fields(Settings))
@@ -326,8 +329,9 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "timezone": parse_timezone,
     "call_wav": _bool,
     "log_level": _log_level,
+    "log_file": _path,
 }
-_PATHS = ("mountpoint", "api_key_file", "cache_dir")
+_PATHS = ("mountpoint", "api_key_file", "cache_dir", "log_file")
 # What TOML must give for each key: the environment's strings are parsed, but in the
 # file `allow_other = "no"` or `workspaces = "3f0c..."` is a mistake worth naming.
 _TOML_TYPES: dict[str, tuple[type, ...]] = {
@@ -348,6 +352,7 @@ _TOML_TYPES: dict[str, tuple[type, ...]] = {
     "timezone": (str,),
     "call_wav": (bool,),
     "log_level": (str,),
+    "log_file": (str,),
 }
 # Keys whose value may hold a secret (a key pasted as the path, a password in the
 # URL): their errors name the key and what was expected, never the value.

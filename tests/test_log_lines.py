@@ -17,8 +17,11 @@ from tests.mounting import Mount, mounted, wait_until
 from tests.reliability import errno_of
 
 LOG_DEADLINE = 20.0
-# setup_logging's format: amigofs[PID] LEVEL logger: message
-LINE = re.compile(r"amigofs\[(?P<pid>\d+)\] (?P<level>[A-Z]+) (?P<logger>[\w.]+): (?P<message>.*)")
+# setup_logging's format: ISO 8601 TIME amigofs[PID] LEVEL logger: message
+LINE = re.compile(
+    r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d "
+    r"amigofs\[(?P<pid>\d+)\] (?P<level>[A-Z]+) (?P<logger>[\w.]+): (?P<message>.*)"
+)
 # The adapter's names for FUSE requests, as its log lines began before they named paths.
 HANDLERS = "lookup|getattr|opendir|readdir|readlink|open|read|getxattr|listxattr"
 

@@ -48,7 +48,7 @@ from amigofs.api.secret import ApiKey
 from amigofs.cache.block_writer import BlockWriter, CacheFull
 from amigofs.cache.seams import FetchJob, Landed
 from amigofs.concurrency import first_error
-from amigofs.logs import setup_logging
+from amigofs.logs import child_environment, child_stderr, setup_logging
 
 # By its module's name: the worker process runs it as `python -m`, where
 # __name__ is "__main__".
@@ -393,6 +393,11 @@ class FetchWorker:
                 [sys.executable, "-m", "amigofs.cache.worker", str(child.fileno())],
                 pass_fds=(child.fileno(),),
                 stdin=subprocess.DEVNULL,
+                # Its lines reach the mount's log through the mount (see amigofs.logs);
+                # no module of the working directory is imported (it runs in /).
+                stderr=child_stderr(),
+                cwd="/",
+                env=child_environment(),
             )
             child.close()
             stream = trio.SocketStream(trio.socket.from_stdlib_socket(parent))

@@ -8,6 +8,7 @@ flag not given is None, so the environment, the file and then the default decide
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import textwrap
 from collections.abc import Callable, Iterable
@@ -16,6 +17,7 @@ from typing import Any, NoReturn, TypeVar
 
 from amigofs import config
 from amigofs.api.secret import ApiKey, KeyFileError
+from amigofs.logs import MAX_LOG_BYTES, OLD_LOGS, shifted_level
 
 KEY_ENV = "AMIGO_API_KEY"
 _DEFAULTS = config.Settings()  # the defaults the help text names
@@ -138,6 +140,28 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
             for level in config.LOG_LEVELS[:-1]
         )
         + f" or {config.LOG_LEVELS[-1]}",
+    )
+    parser.add_argument(
+        "--verbose",
+        "-v",
+        action="count",
+        default=0,
+        help="log more: one level more for each -v, from --log-level or log_level "
+        "(-v: debug, every request, never the key)",
+    )
+    parser.add_argument(
+        "--quiet",
+        "-q",
+        action="count",
+        default=0,
+        help="log less: one level up for each -q (-q: warnings and errors only)",
+    )
+    _add_setting(
+        parser,
+        "log_file",
+        "FILE",
+        f"where the log goes, rotated at {MAX_LOG_BYTES >> 20}M with {OLD_LOGS} old ones kept "
+        "(default: CACHE_DIR/mount.log for a daemon, stderr with --foreground)",
     )
     _add_switch(
         parser,
@@ -294,9 +318,12 @@ def mount_settings(args: argparse.Namespace) -> config.Settings:
     if config_file is None and os.environ.get(config.ENV_PREFIX + "CONFIG"):
         config_file = Path(os.environ[config.ENV_PREFIX + "CONFIG"])
     try:
-        return config.resolve(flags, os.environ, config_file)
+        settings = config.resolve(flags, os.environ, config_file)
     except config.ConfigError as exc:
         raise UsageError(str(exc)) from None
+    # -v and -q move whatever level the flags, the environment or the file chose.
+    louder = (flag("verbose") or 0) - (flag("quiet") or 0)
+    return dataclasses.replace(settings, log_level=shifted_level(settings.log_level, louder))
 
 
 def check_mountpoint(mountpoint: Path) -> None:

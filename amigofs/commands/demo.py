@@ -18,6 +18,7 @@ from amigofs.commands.arguments import UsageError, add_mountpoint_argument, chec
 from amigofs.config import is_workspace_id
 from amigofs.daemon.mount_table import FUSE_TYPE, MountEntry, mount_entry, wait_until_mounted
 from amigofs.emulator.process import await_listening
+from amigofs.logs import child_environment
 
 START_DEADLINE = 30.0
 
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         check_mountpoint(mountpoint)
         _check_empty(mountpoint)
     target = os.path.realpath(mountpoint)
-    env = dict(os.environ, AMIGO_API_KEY="demo-" + secrets.token_urlsafe(16))
+    env = child_environment(AMIGO_API_KEY="demo-" + secrets.token_urlsafe(16))
     cache_dir = Path(tempfile.mkdtemp(prefix="amigofs-demo-cache-"))
     processes: list[subprocess.Popen[str]] = []
     ours: MountEntry | None = None

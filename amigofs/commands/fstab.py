@@ -32,8 +32,8 @@ The helper mount(8) runs for /etc/fstab entries of type fuse.amigofs:
 It returns once the mount is live. Options (the keys of an amigofs config file):
   base_url=URL  workspace=UUID (repeatable)  workspaces=UUID:UUID  api_key_file=FILE
   cache_dir=DIR  cache_size=SIZE  cache_min_free=SIZE  kernel_readahead=SIZE
-  timeout=SECONDS  listing_ttl=SECONDS  negative_ttl=SECONDS  timezone=ZONE
-  log_level=LEVEL  config=FILE  allow_other  insecure_http  no_call_wav  debug
+  timeout=DURATION  listing_ttl=DURATION  negative_ttl=DURATION  timezone=ZONE
+  log_level=LEVEL  log_file=FILE  config=FILE  allow_other  insecure_http  no_call_wav  debug
   allow_non_empty (or nonempty: mount over a mount point that holds files)
 Options of mount(8) and systemd (_netdev, nofail, noauto, x-systemd.*, rw, ...) are
 ignored. The API key comes from api_key_file= (or AMIGO_API_KEY). See `amigofs mount --help`.

@@ -6,19 +6,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import errno
 import logging
 import os
 import re
 import signal
-import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from amigofs.api.secret import ApiKey
 from amigofs.commands import exits
 from amigofs.commands.arguments import (
+    KEY_ENV,
     UsageError,
     add_mount_arguments,
     add_mountpoint_argument,
@@ -27,10 +27,17 @@ from amigofs.commands.arguments import (
     read_api_key,
 )
 from amigofs.config import Settings, default_cache_dir
-from amigofs.logs import setup_logging
+from amigofs.logs import (
+    LogFileError,
+    child_environment,
+    close_log_file,
+    open_log_file,
+    setup_logging,
+)
 
 MOUNT_WAIT_SECONDS = 30.0
 MAX_LOG_SHOWN = 1 << 20
+DAEMON_LOG = "mount.log"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,16 +57,27 @@ def run(args: argparse.Namespace) -> int:
     if not settings.allow_non_empty:
         _refuse_non_empty(mountpoint)
     cache_dir = Path(settings.cache_dir or default_cache_dir()).absolute()
-    settings = dataclasses.replace(settings, mountpoint=mountpoint, cache_dir=cache_dir)
+    log_file = Path(settings.log_file).absolute() if settings.log_file else None
+    settings = dataclasses.replace(
+        settings, mountpoint=mountpoint, cache_dir=cache_dir, log_file=log_file
+    )
     # Checked here, before anything is mounted, in the foreground as in the daemon.
-    cache_fd = _open_cache_dir(cache_dir)
+    os.close(_open_cache_dir(cache_dir))
+    if not args.foreground:
+        # A daemon logs to a file: the user's, or mount.log in its cache directory.
+        return _detach(args.argv, mountpoint, log_file or cache_dir / DAEMON_LOG)
+    if log_file is not None:
+        _check_log_file(log_file)
+    # Read: the processes this one starts get the key over their socket (the fetch
+    # worker) or not at all (the unmount guard), never with the environment.
+    os.environ.pop(KEY_ENV, None)
+    setup_logging(settings.log_level, log_file_later=log_file is not None)
+    # Every path is absolute by now; the mount holds no directory of the user's busy.
+    os.chdir("/")
     try:
-        if not args.foreground:
-            return _detach(args.argv, mountpoint, cache_dir, cache_fd)
+        return _mount_foreground(_checked(settings, cache_dir, api_key), api_key)
     finally:
-        os.close(cache_fd)
-    setup_logging(settings.log_level)
-    return _mount_foreground(_checked(settings, cache_dir, api_key), api_key)
+        close_log_file()
 
 
 def _checked(settings: Settings, cache_dir: Path, api_key: ApiKey) -> Settings:
@@ -163,28 +181,13 @@ def _check_writable(fd: int, cache_dir: Path) -> None:
         os.unlink(PROBE_NAME, dir_fd=fd)
 
 
-def _open_log(cache_fd: int, log_path: Path) -> int:
-    """mount.log, opened inside the checked cache directory and never through a link:
-    whoever planted one there would have the daemon append to a file of their choice."""
-    from amigofs.cache.cache_dir import UnsafeCacheDir, check_owned
-
-    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+def _check_log_file(path: Path) -> None:
+    """The log file, checked before anything starts: one line if it cannot be ours.
+    Nothing is written to it here (the mount that writes it may yet be refused)."""
     try:
-        fd = os.open(log_path.name, flags, 0o600, dir_fd=cache_fd)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise UsageError(
-                f"{log_path} is a symbolic link; amigofs logs only to a file of its own: "
-                "remove the link"
-            ) from None
-        raise UsageError(f"cannot open {log_path}: {exc.strerror}") from None
-    try:
-        check_owned(fd, str(log_path), kind=stat.S_IFREG)
-    except UnsafeCacheDir as exc:
-        os.close(fd)
+        os.close(open_log_file(path))
+    except LogFileError as exc:
         raise UsageError(str(exc)) from None
-    os.set_blocking(fd, True)
-    return fd
 
 
 STOP_SECONDS = 15.0
@@ -212,35 +215,39 @@ def _stop_daemon(child: subprocess.Popen[bytes], mountpoint: Path) -> None:
         signal.signal(signal.SIGINT, previous)
 
 
-_WARNING = re.compile(rb"^amigofs\[\d+\] WARNING amigofs\.daemon\.preflight: (.*)$", re.MULTILINE)
+_WARNING = re.compile(
+    rb"^(?:\S+ )?amigofs\[\d+\] WARNING amigofs\.daemon\.preflight: (.*)$", re.MULTILINE
+)
 
 
 def _pass_on_warnings(log_text: bytes) -> None:
     """The daemon's warnings about what it mounted (a workspace left out, a server not
-    answering) reach the user who ran the command, not only mount.log."""
+    answering) reach the user who ran the command, not only its log."""
     for match in _WARNING.finditer(log_text):
         print(f"amigofs: warning: {match.group(1).decode('utf-8', 'replace')}", file=sys.stderr)
 
 
-def _detach(argv: list[str], mountpoint: Path, cache_dir: Path, cache_fd: int) -> int:
+def _detach(argv: list[str], mountpoint: Path, log_file: Path) -> int:
     """Starts the mount again in the foreground as a new session, returning once it is live.
 
-    trio and pyfuse3 do not survive fork(), so the daemon is a fresh process.
-    Its log goes to mount.log in the cache directory; if it fails to come up,
-    the parent shows why and passes on its exit status.
+    trio and pyfuse3 do not survive fork(), so the daemon is a fresh process. Until it
+    is mounted it speaks to us, through a file of our own: a mount refused (its cache
+    directory another's) must not write into that other mount's log. Once it holds its
+    cache directory it logs to `log_file`; if it fails to come up, we show why and pass
+    on its exit status.
     """
     from amigofs.daemon.mount_table import wait_until_mounted
 
-    log_fd = _open_log(cache_fd, cache_dir / "mount.log")
-    try:
-        argv = [sys.executable, "-m", "amigofs", *argv, "--foreground"]
-        start = os.lseek(log_fd, 0, os.SEEK_END)
+    _check_log_file(log_file)
+    with tempfile.TemporaryFile() as said:
+        argv = [sys.executable, "-m", "amigofs", *argv, "--foreground", "--log-file", str(log_file)]
         child = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=log_fd,
+            stderr=said,
             start_new_session=True,
+            env=child_environment(),
         )
         try:
             code = wait_until_mounted(mountpoint, child, MOUNT_WAIT_SECONDS)
@@ -255,11 +262,10 @@ def _detach(argv: list[str], mountpoint: Path, cache_dir: Path, cache_fd: int) -
             _stop_daemon(child, mountpoint)
             print("amigofs: interrupted; nothing was mounted", file=sys.stderr)
             return 130
-        if code is None:
-            _pass_on_warnings(os.pread(log_fd, MAX_LOG_SHOWN, start))
-            return 0
-        # What the daemon said before it gave up, from the same descriptor.
-        sys.stderr.write(os.pread(log_fd, MAX_LOG_SHOWN, start).decode("utf-8", "replace"))
-        return code or 1
-    finally:
-        os.close(log_fd)
+        text = os.pread(said.fileno(), MAX_LOG_SHOWN, 0)
+    if code is None:
+        _pass_on_warnings(text)
+        return 0
+    # What the daemon said before it gave up.
+    sys.stderr.write(text.decode("utf-8", "replace"))
+    return code or 1

@@ -15,7 +15,7 @@ from amigofs.commands.arguments import flag_name
 _VALUED = (
     "base_url", "workspace", "api_key_file", "cache_dir", "cache_size", "cache_min_free",
     "kernel_readahead", "timeout", "listing_ttl", "negative_ttl", "timezone", "log_level",
-    "config",
+    "log_file", "config",
 )  # fmt: skip
 _FLAGS = ("allow_other", "allow_non_empty", "insecure_http", "debug", "no_call_wav")
 # What fuse's own mount option is called, for the flag it stands for.

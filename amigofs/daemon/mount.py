@@ -33,6 +33,7 @@ from amigofs.daemon.mount_table import mount_device, mounted_at
 from amigofs.daemon.notify import Notifier
 from amigofs.fs.namespace import Namespace, NamespaceConfig
 from amigofs.fs.records import RecordingSource
+from amigofs.logs import LogFileError, child_environment, log_to_file
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,8 @@ def _start_unmount_guard(target: str) -> None:
         [sys.executable, "-m", "amigofs.daemon.unmount_guard", str(os.getpid()), target],
         stdin=subprocess.DEVNULL,
         start_new_session=True,
+        cwd="/",
+        env=child_environment(),
     )
 
 
@@ -178,6 +181,16 @@ async def serve(settings: Settings, api_key: ApiKey) -> None:
     except (CacheInUse, UnsafeCacheDir) as exc:
         disk.close()
         raise MountRefused(str(exc)) from None
+    # Only now, the cache directory ours: a mount refused above logs nothing into the
+    # log of the mount that holds it.
+    log_file = None
+    if settings.log_file is not None:
+        try:
+            log_file = log_to_file(settings.log_file)
+        except LogFileError as exc:
+            disk.close()
+            meta.close()
+            raise MountRefused(str(exc)) from None
     index = CallIndex(cache_dir)
     await trio.to_thread.run_sync(index.open)
     worker = FetchWorker(worker_config(client_settings, cache_dir), api_key)
@@ -219,6 +232,11 @@ async def serve(settings: Settings, api_key: ApiKey) -> None:
         # Resolved before it is ours to serve: later, a stat of it would wait on us.
         target = str(await trio.Path(mountpoint).resolve())
         pyfuse3.init(operations, str(mountpoint), fuse_options(settings))
+        if log_file is not None:
+            # Mounted: whoever started us has read what we had to say until now (a
+            # daemon's parent); a traceback or libfuse's own messages go to the log.
+            # The guard, started next, writes there too.
+            log_file.take_stderr()
         _start_unmount_guard(target)
         try:
             nursery.start_soon(_handle_signals, namespace, notifier)
