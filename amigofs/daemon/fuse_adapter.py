@@ -139,7 +139,9 @@ class AmigoOperations(pyfuse3.Operations):
         )
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
-        # Nodes are kept for the life of the mount (see amigofs.fs.inodes).
+        # Nothing to free: calls and days are numbered arithmetically, and the few
+        # nodes numbered as met (per shown workspace) are kept for the life of the
+        # mount (see amigofs.fs.inodes), however many names are looked up.
         return None
 
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
@@ -149,7 +151,7 @@ class AmigoOperations(pyfuse3.Operations):
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         handle = FileHandleT(fh)
         entries = await self._call(
-            lambda: self._ns.readdir(handle, start_id),
+            lambda: self._ns.readdir(handle, start_id, dots=True),
             "readdir %s from entry %d",
             self._handle_path,
             fh,

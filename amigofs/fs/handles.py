@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
 from typing import NewType, Protocol
 
-from amigofs.fs.attributes import DirEntry, InodeT
+from amigofs.fs.attributes import Attributes, DirEntry, InodeT
 from amigofs.fs.records import CallRecord, PresentedFile
 from amigofs.fs.walk import WholeRead
 from amigofs.policy.failures import FailureMemory
@@ -39,10 +39,28 @@ class Snapshot:
         return list(enumerate(self.entries, 1))[start:]
 
 
+# `.` and `..` take offsets 1 and 2: a listing's own offsets (each > 0) move up by as many.
+DOTS = (".", "..")
+
+
 @dataclass(slots=True, frozen=True)
 class OpenDir:
     inode: InodeT
     listing: DirListing
+    parent: InodeT  # what `..` names
+
+    async def read_with_dots(self, start: int) -> list[tuple[int, DirEntry]]:
+        """The entries after offset `start` with `.` and `..` first: as stable as the
+        listing's own offsets, which stay the listing's (moved up by len(DOTS))."""
+        # The kernel takes only the inode and the type of these two (it makes no entry
+        # for them, nor counts a lookup): the rest of their attributes is not shown.
+        dots = [
+            DirEntry(name, Attributes(inode, True, 0, 0, 2, 0.0))
+            for name, inode in zip(DOTS, (self.inode, self.parent), strict=True)
+        ]
+        head = [(offset, entry) for offset, entry in enumerate(dots, 1) if offset > start]
+        rest = await self.listing.read(max(start - len(DOTS), 0))
+        return head + [(offset + len(DOTS), entry) for offset, entry in rest]
 
 
 @dataclass(slots=True)

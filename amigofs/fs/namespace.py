@@ -66,7 +66,6 @@ class Namespace:
         index: CallIndex,
     ) -> None:
         self._source = source
-        mount_time_ns = time.time_ns()
         days = Days.named(config.timezone)
         self._calls = Calls(
             client,
@@ -87,10 +86,10 @@ class Namespace:
             listed=config.workspaces,
             identity=config.identity,
             listing_ttl=config.listing_ttl,
-            mount_time_ns=mount_time_ns,
+            mount_time_ns=time.time_ns(),
         )
-        tree = Tree(config, index, self._calls, self._workspaces, days, mount_time_ns)
-        self._inodes: InodeTable[Node] = InodeTable(index, Root(tree), tree.node_of)
+        tree = Tree(config, index, self._calls, self._workspaces, days)
+        self._inodes: InodeTable[Node] = InodeTable(index, Root(tree), tree.node_of, tree.day_node)
         tree.inodes = self._inodes
         self._handles = HandleTable()
         self.walk: WalkPrefetch | None = None
@@ -107,8 +106,10 @@ class Namespace:
 
     async def lookup(self, parent: InodeT, name: str, *, owner: bool = True) -> Attributes:
         """`owner`: asked by the mount's owner. Others (with --allow-other) get only the
-        calls the listing has: a lookup of an unlisted call costs requests on the
-        owner's key and rate limit, and made-up names must not run those up."""
+        calls, and the days of by-date, the listing has: a lookup of an unlisted call
+        or of a day not listed yet costs requests on the owner's key and rate limit,
+        and made-up names must not run those up. (Whoever asks, a name that does not
+        exist leaves nothing behind: see amigofs.fs.inodes.)"""
         return await self._inodes.node(parent).lookup(name, owner=owner)
 
     async def getattr(self, inode: InodeT) -> Attributes:
@@ -163,12 +164,18 @@ class Namespace:
     # --- directory handles -------------------------------------------------------------
 
     async def opendir(self, inode: InodeT) -> FileHandleT:
-        listing = await self._inodes.node(inode).opendir()
-        return self._handles.open_dir(OpenDir(inode, listing))
+        node = self._inodes.node(inode)
+        listing = await node.opendir()
+        parent = self._inodes.number(node.parent)
+        return self._handles.open_dir(OpenDir(inode, listing, parent))
 
-    async def readdir(self, handle: FileHandleT, start: int) -> list[tuple[int, DirEntry]]:
-        """Entries after offset `start`, each with its own offset."""
-        return await self._handles.dir(handle).listing.read(start)
+    async def readdir(
+        self, handle: FileHandleT, start: int, *, dots: bool = False
+    ) -> list[tuple[int, DirEntry]]:
+        """Entries after offset `start`, each with its own offset; `dots`: with `.` and
+        `..` first, as a directory read through the kernel has them."""
+        opened = self._handles.dir(handle)
+        return await (opened.read_with_dots(start) if dots else opened.listing.read(start))
 
     def releasedir(self, handle: FileHandleT) -> None:
         self._handles.release_dir(handle)

@@ -15,10 +15,16 @@ holds (lookup), its entries (opendir), its extended attributes, and open for a f
 
 A node is a value (which node it is) and the tree it belongs to: the services it asks
 (Tree). Nodes hold no state of their own; the inode table numbers them.
+
+Folder times never come from the mount's start, which would move at every remount
+(find -newermt, restic and borg would see the tree change each time): a call's is its
+start, a day's its first instant, a workspace's its newest call's start, and the root's
+and the views' the newest of their workspaces' (amigofs.fs.workspaces).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import time
 from collections.abc import Callable, Sequence
@@ -45,7 +51,7 @@ from amigofs.fs.views import (
     workspace_link,
 )
 from amigofs.fs.walk import WholeRead
-from amigofs.fs.workspaces import Workspaces
+from amigofs.fs.workspaces import UNKNOWN_TIME_NS, Workspaces
 from amigofs.fs.xattrs import archived_xattrs, call_xattrs, encode, file_xattrs
 from amigofs.policy.failures import FailureMemory
 from amigofs.policy.inodes import DIR_SLOT, LINK_SLOT, CallSlot, file_slot
@@ -56,6 +62,9 @@ from amigofs.policy.readahead import Readahead
 CONTROL_NAME = ".amigofs-stats"
 # Calls read from the index per readdir request (the kernel takes what fits).
 READDIR_BATCH = 256
+# The call starts the index can hold (SQLite's integers, of ns since the epoch: the
+# years 1677 to 2262): a day outside has no calls, and asks nobody.
+INDEXED_NS = range(-(1 << 63), 1 << 63)
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -90,7 +99,6 @@ class Tree:
     calls: Calls
     workspaces: Workspaces
     days: Days
-    mount_time_ns: int
     inodes: InodeTable[Node] = field(init=False)
 
     def node_of(self, row: CallRow, slot: CallSlot) -> Node | None:
@@ -104,16 +112,30 @@ class Tree:
             return None
         return CallFile(self, row.workspace_id, row.call_sid, FILE_NAMES[position])
 
-    def dir_attrs(self, node: Node, mtime_ns: int | None = None) -> Attributes:
-        mtime = self.mount_time_ns if mtime_ns is None else mtime_ns
-        return Attributes(self.inodes.number(node), True, 0, mtime, 1, self.config.listing_ttl)
+    def day_node(self, workspace_id: str, day: dt.date) -> Node:
+        return Day(self, workspace_id, day.isoformat())
+
+    def folder_attrs(self, inode: InodeT) -> Attributes:
+        """Of the root and the views' folders: the tree's time (Workspaces.tree_mtime)."""
+        mtime = self.workspaces.tree_mtime()
+        return Attributes(inode, True, 0, mtime, 1, self.config.listing_ttl)
+
+    def workspace_attrs(self, node: Node, workspace_id: str, link: str | None = None) -> Attributes:
+        """Of a workspace's folders (and its by-name link): its time (Workspaces.mtime)."""
+        mtime = self.workspaces.mtime(workspace_id)
+        size = 0 if link is None else len(link)
+        return Attributes(
+            self.inodes.number(node), link is None, size, mtime, 1, self.config.listing_ttl,
+            link=link,
+        )  # fmt: skip
 
     def row_attrs(self, row: CallRow) -> Attributes:
         """A call directory's attributes from its row; one listed without a start time
-        is asked again (its metadata has one), not cached."""
+        is asked again (its metadata has one), not cached: until then it shows the
+        fixed UNKNOWN_TIME_NS, from which its start is a move forward (tar)."""
         inode = self.inodes.call(row, DIR_SLOT)
         if row.started_ns is None:
-            return Attributes(inode, True, 0, self.mount_time_ns, 2, 0.0)
+            return Attributes(inode, True, 0, UNKNOWN_TIME_NS, 2, 0.0)
         return Attributes(inode, True, 0, row.started_ns, 2, IMMUTABLE_TIMEOUT)
 
     async def call_attrs(
@@ -159,6 +181,11 @@ class Node:
 
     # Whether the kernel must not cache the file's pages nor trust its size.
     direct_io: ClassVar[bool] = False
+
+    @property
+    def parent(self) -> Node:
+        """Of a directory: the one that holds it (what its `..` names), numbered as met."""
+        return Root(self.tree)
 
     @property
     def path(self) -> str:
@@ -212,8 +239,7 @@ class Root(Node):
         return "/"
 
     async def attrs(self) -> Attributes:
-        tree = self.tree
-        return Attributes(ROOT_INODE, True, 0, tree.mount_time_ns, 1, tree.config.listing_ttl)
+        return self.tree.folder_attrs(ROOT_INODE)
 
     async def lookup(self, name: str, *, owner: bool) -> Attributes:
         tree = self.tree
@@ -266,10 +292,7 @@ class Workspace(InWorkspace):
     async def attrs(self) -> Attributes:
         # A workspace the key may not see is not one that is gone: shown, in its
         # parent's listing too, and refused when entered (which asks the API again).
-        tree = self.tree
-        mtime, known = tree.workspaces.mtime(self.workspace_id)
-        timeout = tree.config.listing_ttl if known else 0.0
-        return Attributes(tree.inodes.number(self), True, 0, mtime, 1, timeout)
+        return self.tree.workspace_attrs(self, self.workspace_id)
 
     async def lookup(self, name: str, *, owner: bool) -> Attributes:
         await self.allowed()
@@ -298,6 +321,10 @@ class CallDir(OfCall):
     @property
     def path(self) -> str:
         return f"{self.workspace_id}/{self.call_sid}"
+
+    @property
+    def parent(self) -> Node:
+        return Workspace(self.tree, self.workspace_id)
 
     async def attrs(self) -> Attributes:
         await self.allowed()
@@ -374,18 +401,18 @@ class DateRoot(Node):
         return BY_DATE
 
     async def attrs(self) -> Attributes:
-        return self.tree.dir_attrs(self)
+        return self.tree.folder_attrs(self.tree.inodes.number(self))
 
     async def lookup(self, name: str, *, owner: bool) -> Attributes:
         if name not in await self.tree.workspaces.ids():
             raise FsError(errno.ENOENT)
-        return self.tree.dir_attrs(DateWorkspace(self.tree, name))
+        return DateWorkspace(self.tree, name).workspace_attrs()
 
     async def opendir(self) -> DirListing:
         tree = self.tree
         return Snapshot(
             [
-                DirEntry(ws, tree.dir_attrs(DateWorkspace(tree, ws)))
+                DirEntry(ws, DateWorkspace(tree, ws).workspace_attrs())
                 for ws in await tree.workspaces.ids()
             ]
         )
@@ -397,14 +424,26 @@ class DateWorkspace(InWorkspace):
     def path(self) -> str:
         return f"{BY_DATE}/{self.workspace_id}"
 
+    @property
+    def parent(self) -> Node:
+        return DateRoot(self.tree)
+
+    def workspace_attrs(self) -> Attributes:
+        """As its workspace's folder: it changes when its workspace does."""
+        return self.tree.workspace_attrs(self, self.workspace_id)
+
     async def attrs(self) -> Attributes:
         await self.allowed()
-        return self.tree.dir_attrs(self)
+        return self.workspace_attrs()
 
     async def lookup(self, name: str, *, owner: bool) -> Attributes:
-        # A day: any, entered by name before the index has it.
+        # A day: for the owner any, entered by name before the index has it; for
+        # others only one the listing has (see Namespace.lookup).
         await self.allowed()
-        return await Day(self.tree, self.workspace_id, name).attrs_of_name()
+        day = Day(self.tree, self.workspace_id, name)
+        if not owner:
+            await day.listed()
+        return await day.attrs_of_name()
 
     async def opendir(self) -> DirListing:
         """The days with calls, from the index (once the workspace is synced): one
@@ -428,39 +467,78 @@ class Day(InWorkspace):
     def path(self) -> str:
         return f"{BY_DATE}/{self.workspace_id}/{self.day}"
 
-    async def attrs_of_name(self) -> Attributes:
-        """Its attributes as its parent gives them: a name that is no day is none."""
+    @property
+    def parent(self) -> Node:
+        return DateWorkspace(self.tree, self.workspace_id)
+
+    def _date(self) -> dt.date:
+        """The day it names; ENOENT for a name that is no day."""
         day = self.tree.days.parse(self.day)
         if day is None:
             raise FsError(errno.ENOENT)
-        return self.tree.dir_attrs(self, self.tree.days.bounds_ns(day)[0])
+        return day
+
+    async def attrs_of_name(self) -> Attributes:
+        """Its attributes as its parent gives them: numbered from its workspace and
+        date (nothing kept per day looked up), its time its first instant."""
+        tree, day = self.tree, self._date()
+        inode = tree.inodes.day(self.workspace_id, day)
+        return Attributes(inode, True, 0, tree.days.bounds_ns(day)[0], 1, tree.config.listing_ttl)
 
     async def attrs(self) -> Attributes:
         await self.allowed()
-        day = self.tree.days.parse(self.day)
-        return self.tree.dir_attrs(self, self.tree.days.bounds_ns(day)[0] if day else None)
+        return await self.attrs_of_name()
+
+    def _indexed_bounds(self) -> tuple[int, int] | None:
+        """The day's instants [start, end); None if the index can hold no call of it."""
+        start, end = self.tree.days.bounds_ns(self._date())
+        return (start, end) if start in INDEXED_NS and end - 1 in INDEXED_NS else None
+
+    async def listed(self) -> None:
+        """Returns once the index holds a call of the day, after one listing of the
+        workspace at most (never a request of its own); ENOENT if the whole listing
+        has none."""
+        tree, bounds = self.tree, self._indexed_bounds()
+        if bounds is None:
+            raise FsError(errno.ENOENT)
+        start, end = bounds
+        sync = tree.calls.sync(self.workspace_id)
+        while (first := tree.index.first_start_from(self.workspace_id, start)) is None or (
+            first >= end
+        ):
+            sync.ensure()
+            if sync.complete:
+                raise FsError(errno.ENOENT)
+            if sync.error is not None:
+                raise sync.error
+            await sync.changed.wait()
 
     async def lookup(self, name: str, *, owner: bool) -> Attributes:
         await self.allowed()
         if parse_entry(name) is None:
             raise FsError(errno.ENOENT)
-        found = (await self._entries()).get(name)
+        # Others see what the index has: their names cost no listing of the day.
+        found = (await self._entries(fetch=owner)).get(name)
         if found is None:
             raise FsError(errno.ENOENT)
         return found.attrs
 
     async def opendir(self) -> DirListing:
         await self.allowed()
-        listing = await self._entries()
+        listing = await self._entries(fetch=True)
         return Snapshot([listing[name] for name in sorted(listing)])
 
-    async def _entries(self) -> dict[str, DirEntry]:
-        tree = self.tree
-        day = tree.days.parse(self.day)
-        if day is None:
-            raise FsError(errno.ENOENT)
+    async def _entries(self, *, fetch: bool) -> dict[str, DirEntry]:
+        """The day's entries; `fetch`: listed from the API if the index may lack some."""
+        tree, bounds = self.tree, self._indexed_bounds()
+        if bounds is None:
+            rows = []
+        elif fetch:
+            rows = await tree.calls.day_rows(self.workspace_id, self._date())
+        else:
+            rows = tree.index.started_between(self.workspace_id, *bounds)
         entries = {}
-        for row in await tree.calls.day_rows(self.workspace_id, day):
+        for row in rows:
             assert row.started_ns is not None
             name = tree.days.entry_name(row.started_ns, row.call_sid)
             entries[name] = DirEntry(name, tree.date_link_attrs(row))
@@ -493,7 +571,7 @@ class NameRoot(Node):
         return BY_NAME
 
     async def attrs(self) -> Attributes:
-        return self.tree.dir_attrs(self)
+        return self.tree.folder_attrs(self.tree.inodes.number(self))
 
     async def lookup(self, name: str, *, owner: bool) -> Attributes:
         for entry in await self._entries():
@@ -523,12 +601,8 @@ class NameLink(InWorkspace):
         return f"{BY_NAME}/{self.workspace_id}"
 
     def link_attrs(self) -> Attributes:
-        tree = self.tree
-        target = workspace_link(self.workspace_id)
-        return Attributes(
-            tree.inodes.number(self), False, len(target), tree.mount_time_ns, 1,
-            tree.config.listing_ttl, link=target,
-        )  # fmt: skip
+        # Its workspace's time, as the folder it leads to.
+        return self.tree.workspace_attrs(self, self.workspace_id, workspace_link(self.workspace_id))
 
     async def attrs(self) -> Attributes:
         return self.link_attrs()

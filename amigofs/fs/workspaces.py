@@ -1,4 +1,5 @@
-"""The workspaces the root shows: their ids, their slugs (by-name), and the times shown.
+"""The workspaces the root shows: their ids, their slugs (by-name), and the times shown:
+each workspace's, and the tree's (the root's and the views' folders).
 
 Owns the two listings that are not of calls: the root's workspace ids (kept on disk,
 so that a remount shows the tree at once) and the workspaces' slugs. Calls are listed
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import trio
@@ -25,6 +27,34 @@ from amigofs.policy.failures import FailureMemory
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# A folder's time while nothing is known of its calls: fixed, so that it does not move
+# between mounts (the mount's start would, and backups would see a change each time).
+UNKNOWN_TIME_NS = 0
+
+
+@dataclass(slots=True, frozen=True)
+class HeldTime:
+    """A folder's time as one mount shows it, from its first look on.
+
+    tar stats a directory before and after reading it (its subtree included) and
+    exits 1 if the time changed ("file changed as we read it"): a time that moved
+    because the listing tar itself caused told the index the newest call did that.
+    So a time moves only when something newer than `floor` is known: newer than the
+    first look's time, or, when the first look knew nothing (UNKNOWN_TIME_NS shown),
+    newer than the mount's start: a call that arrived, not one a listing revealed.
+    """
+
+    floor: int
+    first: int  # what the first look showed
+
+    @classmethod
+    def first_look(cls, newest: int | None, mount_start_ns: int) -> HeldTime:
+        """`newest`: the newest call's start known now; None if none is."""
+        return cls(mount_start_ns, UNKNOWN_TIME_NS) if newest is None else cls(newest, newest)
+
+    def shown(self, newest: int | None) -> int:
+        return newest if newest is not None and newest > self.floor else self.first
 
 
 class KeptListing(Generic[T]):
@@ -64,17 +94,22 @@ class KeptListing(Generic[T]):
         self._loaded_at = -self._ttl - 1.0
         self._failure.forget()
 
-    async def get(self, nursery: trio.Nursery) -> T:
+    def peek(self) -> T | None:
+        """The listing as known without a request: loaded, or kept from an earlier mount."""
         if self._value is None and self._restore is not None:
             self._value, self._restore = self._restore(), None
             self.invalidate()  # from an earlier mount: good to show, due for a refresh
-        if self._value is None:
+        return self._value
+
+    async def get(self, nursery: trio.Nursery) -> T:
+        value = self.peek()
+        if value is None:
             return await self.refresh()
         now = trio.current_time()
         due = now - self._loaded_at > self._ttl and self._failure.recent(now) is None
         if due and None not in self._flight:
             nursery.start_soon(self._refresh_in_background)
-        return self._value
+        return value
 
     async def refresh(self) -> T:
         """Loads the listing now (joining a load under way)."""
@@ -129,7 +164,7 @@ class Workspaces:
         self._listed = listed  # --workspace; None: every workspace the key can list
         self._identity = identity
         self._listing_ttl = listing_ttl
-        self._mount_time_ns = mount_time_ns
+        self._mount_time_ns = mount_time_ns  # never shown: see HeldTime
         self._ids: KeptListing[list[str]] = KeptListing(
             self._list_ids,
             listing_ttl,
@@ -140,7 +175,8 @@ class Workspaces:
         self._slugs: KeptListing[dict[str, str]] = KeptListing(
             self._list_slugs, listing_ttl, "workspace names"
         )
-        self._mtimes: dict[str, int] = {}  # as first shown (see mtime)
+        self._mtimes: dict[str, HeldTime] = {}  # see mtime
+        self._tree_mtime: HeldTime | None = None  # see tree_mtime
 
     async def ids(self) -> list[str]:
         return await self._ids.get(self._nursery)
@@ -152,26 +188,30 @@ class Workspaces:
     def invalidate(self) -> None:
         self._ids.invalidate()
 
-    def mtime(self, workspace_id: str) -> tuple[int, bool]:
-        """The workspace directory's time, and whether the index knows it yet.
+    def mtime(self, workspace_id: str) -> int:
+        """The workspace directory's time: its newest call's start, held (HeldTime).
 
-        A workspace changes when a call is added: its newest call's time says so,
-        and stays the same across remounts. Looking a workspace up must cost no
-        listing (a stat of one of its calls would wait on it): until the index knows
-        its newest call, the kernel asks again. Never earlier than what this mount has
-        shown of it: tar stats a directory before and after reading it, and a time
-        that moved back from the mount's start to the newest call's once listed made
-        it exit 1 ("file changed as we read it"). It moves on when a call newer than
-        that is listed: a real change.
+        A workspace changes when a call is added: its newest call's time says so, and
+        stays the same across remounts. Looking a workspace up must cost no listing (a
+        stat of one of its calls would wait on it): until the index knows its newest
+        call, it shows UNKNOWN_TIME_NS, never the mount's start (that would move at
+        every remount).
         """
         newest = self._index.newest_ns(workspace_id)
-        shown = self._mtimes.setdefault(
-            workspace_id, self._mount_time_ns if newest is None else newest
-        )
-        if newest is None:
-            return shown, False
-        shown = self._mtimes[workspace_id] = max(shown, newest)
-        return shown, True
+        held = self._mtimes.get(workspace_id)
+        if held is None:
+            held = self._mtimes[workspace_id] = HeldTime.first_look(newest, self._mount_time_ns)
+        return held.shown(newest)
+
+    def tree_mtime(self) -> int:
+        """The time of the root and of the views' folders: the newest of the shown
+        workspaces' times (see mtime), from what is known without a request (the
+        workspace listing kept from an earlier mount counts), held like theirs."""
+        ids = self._ids.peek()
+        newest = None if ids is None else max(map(self.mtime, ids), default=UNKNOWN_TIME_NS)
+        if self._tree_mtime is None:
+            self._tree_mtime = HeldTime.first_look(newest, self._mount_time_ns)
+        return self._tree_mtime.shown(newest)
 
     async def _list_ids(self) -> list[str]:
         if self._listed is not None:
