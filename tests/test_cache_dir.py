@@ -1,0 +1,81 @@
+"""The cache directory under a running mount: removed by a cleaner (`rm -rf ~/.cache`)
+while mounted, and kept on tmpfs, whose reads refuse RWF_NOWAIT, across a remount.
+What a user sees: the server's bytes (sha256), and no download repeated.
+(The same without a mount: tests/unit/test_cache_dir.py.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from amigofs.emulator.data import Recording
+from tests.emulator_proc import EmulatorProc, running_emulator
+from tests.mounting import amigofs_mount, public_tempdir
+from tests.reliability import PRESENTED, ThreadResult, presented_bytes, request_log
+from tests.test_cache_integrity import direct_read, sha256, tmpfs
+
+T = TypeVar("T")
+
+READ_DEADLINE = 60.0  # for all the reads of one step, on a loaded machine
+DATASET = {
+    "workspaces": 1,
+    "calls_per_workspace": 4,
+    "min_duration": 40.0,  # ~320 KB a channel: two blocks and more
+    "max_duration": 70.0,
+    "null_sid_calls": 0,
+    "no_recording_calls": 0,
+}
+
+
+def within(deadline: float, step: Callable[[], T]) -> T:
+    """`step`, failing the test if it takes longer than `deadline` seconds."""
+    result: T = ThreadResult(step).join(deadline)
+    return result
+
+
+def truths(emulator: EmulatorProc, recordings: list[Recording]) -> dict[str, str]:
+    """sha256 of each file as the mount must present it, by its path in the mount."""
+    return {
+        f"{r.workspace_id}/{r.call_sid}/{name}": sha256(presented_bytes(emulator, r, name))
+        for r in recordings
+        for name in PRESENTED
+    }
+
+
+def read_all(mount: Path, wanted: dict[str, str]) -> dict[str, str]:
+    """sha256 of each file, read with O_DIRECT: from the mount, not the page cache."""
+    return {path: sha256(direct_read(mount / path)) for path in wanted}
+
+
+def test_a_cache_on_tmpfs_is_reused_after_a_remount() -> None:
+    with running_emulator(**DATASET) as emulator, tmpfs("64M") as disk:
+        wanted = truths(emulator, list(emulator.data.recordings()))
+        mountpoint = public_tempdir("amigofs-mnt-")
+        log_path = disk.parent / f"{disk.name}.log"
+        try:
+            for remount in (False, True):
+                with amigofs_mount(
+                    emulator.url, emulator.api_key, mountpoint, disk / "cache", log_path
+                ) as mnt:
+                    assert within(READ_DEADLINE, lambda: read_all(mnt.path, wanted)) == wanted
+                    if remount:
+                        downloads = [
+                            e for e in request_log(emulator)
+                            if e["op"] == "download-recording-file"
+                        ]  # fmt: skip
+                        assert downloads == [] and emulator.stats()["audio_bytes"] == 0
+                    assert mnt.unmount() == 0
+                emulator.reset_stats()
+            log = log_path.read_text(errors="replace")
+            # No block of the first mount dropped as unreadable ("cannot be read
+            # (Operation not supported); fetching it again").
+            assert "fetching it again" not in log and "cannot be read" not in log
+        finally:
+            with contextlib.suppress(OSError):
+                mountpoint.rmdir()
+            with contextlib.suppress(OSError):
+                os.unlink(log_path)
