@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
+
 from amigofs.emulator.data import Recording
 from tests.emulator_proc import EmulatorProc, running_emulator
-from tests.mounting import amigofs_mount, public_tempdir
+from tests.mounting import amigofs_mount, mounted, public_tempdir
 from tests.reliability import PRESENTED, ThreadResult, presented_bytes, request_log
 from tests.test_cache_integrity import direct_read, sha256, tmpfs
 
@@ -49,6 +52,30 @@ def truths(emulator: EmulatorProc, recordings: list[Recording]) -> dict[str, str
 def read_all(mount: Path, wanted: dict[str, str]) -> dict[str, str]:
     """sha256 of each file, read with O_DIRECT: from the mount, not the page cache."""
     return {path: sha256(direct_read(mount / path)) for path in wanted}
+
+
+@pytest.mark.parametrize("reads_before", [True, False], ids=["after-reads", "before-a-listing"])
+def test_reads_go_on_after_the_cache_dir_is_removed_while_mounted(reads_before: bool) -> None:
+    with running_emulator(**DATASET) as emulator:
+        recordings = list(emulator.data.recordings())
+        read_first = truths(emulator, recordings[:2])
+        read_after = truths(emulator, recordings[2:])
+        with mounted(emulator.url, emulator.api_key) as mnt:
+            assert mnt.cache_dir is not None
+            if reads_before:
+                assert within(READ_DEADLINE, lambda: read_all(mnt.path, read_first)) == read_first
+            shutil.rmtree(mnt.cache_dir)  # a cleaner's rm -rf, the mount still up
+            workspace = mnt.path / recordings[0].workspace_id
+            listed = within(READ_DEADLINE, lambda: sorted(os.listdir(workspace)))
+            assert listed == sorted(r.call_sid for r in recordings)
+            # Files never read: fetched into a cache directory made again.
+            assert within(READ_DEADLINE, lambda: read_all(mnt.path, read_after)) == read_after
+            # Files read before: their blocks went with the directory, fetched again.
+            assert within(READ_DEADLINE, lambda: read_all(mnt.path, read_first)) == read_first
+            assert (mnt.cache_dir.stat().st_mode & 0o777) == 0o700
+            assert any((mnt.cache_dir / "blocks.v2").rglob("[0-9]*"))
+            log = mnt.log()
+            assert "Traceback" not in log and "was removed while mounted" in log
 
 
 def test_a_cache_on_tmpfs_is_reused_after_a_remount() -> None:

@@ -145,6 +145,14 @@ class BlockReader:
             os.close(fd)
         self._fds.clear()
 
+    def moved(self, root_fd: int) -> None:
+        """The cache directory was made again (its blocks forgotten): block files are
+        opened in `root_fd` from now on, and what its filesystem takes is found again."""
+        self.close()
+        self._root_fd = root_fd
+        self._check_flags = os.RWF_NOWAIT
+        self._hints = True
+
     # --- copying out ---------------------------------------------------------------------
 
     def copy(self, key: FileKey, start: int, end: int) -> bytearray | Unchecked | None:

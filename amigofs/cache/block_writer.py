@@ -1,6 +1,10 @@
 """Writing block files: what the fetch worker process (and a whole small file put in
 the cache) does. A block is written under a temporary name and renamed into place,
 so a block file is complete or absent, even if a process is killed mid-write.
+
+A cache directory removed under the mount (a cleaner's `rm -rf ~/.cache`) is made
+again, with the checks it had at mount (`cache_dir.open_root`); one that cannot be
+made again is CacheFull, and the mount serves reads from memory, as on a full disk.
 """
 
 from __future__ import annotations
@@ -8,10 +12,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import stat
+from pathlib import Path
 
 from amigofs.cache.block_format import key_digest, pack_header, relative_parts
-from amigofs.cache.cache_dir import check_owned, open_file, open_subdirs
+from amigofs.cache.cache_dir import UnsafeCacheDir, open_file, open_root, open_subdirs
 
 TMP_PREFIX = "."  # a killed writer's temporary files are removed by the next scan
 
@@ -81,9 +85,11 @@ class BlockWriter:
             os.close(self._dir_fd)
             self._dir_fd = None
         if self._dir_fd is None:
-            root_fd = os.open(self._root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
-                check_owned(root_fd, self._root, kind=stat.S_IFDIR)
+                root_fd = open_root(Path(self._root))
+            except (OSError, UnsafeCacheDir) as exc:
+                raise CacheFull(f"cannot make the cache directory again: {exc}") from None
+            try:
                 self._dir_fd = open_subdirs(root_fd, self._parts, self._root)
             finally:
                 os.close(root_fd)

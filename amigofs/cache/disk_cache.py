@@ -10,6 +10,12 @@ safe by construction (see `block_reader`). There is no journal to tear and no ho
 to punch. After a restart the LRU order starts from when each block was written (a
 block file's mtime: touching every file a read checks cost more than the check).
 
+A cache directory removed while mounted (a cleaner's `rm -rf ~/.cache`) takes its
+blocks with it: they are forgotten, to be fetched again, and the directory is made
+again with the checks it had at mount, and locked again. One that cannot be made
+again (another user's planted in its place, no permission) leaves the mount serving
+reads from memory, as on a full disk: a read never fails for want of a cache.
+
 The file format is `block_format`'s, writing is `block_writer`'s (in the fetch
 worker), reading and checking `block_reader`'s.
 """
@@ -80,6 +86,8 @@ class DiskCache:
         # own method once open, called on every read without a step between.
         self.copy: Callable[[FileKey, int, int], bytearray | Unchecked | None] = _not_open
         self.evicted_blocks = 0
+        # The directory was removed and could not be made again: no more caching.
+        self._unusable = False
 
     @property
     def used_bytes(self) -> int:
@@ -269,14 +277,51 @@ class DiskCache:
 
     def reserve(self, length: int) -> bool:
         """Makes room for `length` bytes about to be fetched; False if there is none
-        (every block pinned, or the disk is full): then fetch them without caching."""
-        if not self._evict(length):
+        (every block pinned, the disk is full, no cache directory): then fetch them
+        without caching."""
+        if not self._usable() or not self._evict(length):
             return False
         self._reserved += length
         return True
 
     def unreserve(self, length: int) -> None:
         self._reserved -= length
+
+    # --- a cache directory removed under the mount ---------------------------------------
+
+    def _usable(self) -> bool:
+        """Whether blocks can be stored; a cache directory found removed is made again
+        first (one fstat: asked before each download, not each read)."""
+        if self._unusable:
+            return False
+        try:
+            removed = os.fstat(self._root_fd).st_nlink == 0
+        except OSError:
+            removed = True
+        return not removed or self._make_again()
+
+    def _make_again(self) -> bool:
+        """The cache directory was removed: its blocks are forgotten (to be fetched again,
+        never served as holes), and it is made again and locked, as at mount. False if it
+        cannot be: the mount then goes on from memory."""
+        log.warning("disk cache: %s was removed while mounted; making it again", self.root)
+        for where in [where for where, _entry, _pinned in self.blocks.files()]:
+            self.blocks.lost(where)
+        old = (self._root_fd, self._lock_fd)
+        try:
+            self._root_fd = open_root(self.root)
+            self._take_lock()
+        except (OSError, UnsafeCacheDir, CacheInUse) as exc:
+            for fd in {self._root_fd, self._lock_fd} - {*old, -1}:
+                os.close(fd)
+            self._root_fd, self._lock_fd = old
+            self._unusable = True
+            log.warning("disk cache: %s; serving reads without caching until unmounted", exc)
+            return False
+        for fd in old:
+            os.close(fd)
+        self.reader.moved(self._root_fd)
+        return True
 
     def disk_full(self) -> None:
         """The disk refused a write: free a few MiB more than the budget asks."""

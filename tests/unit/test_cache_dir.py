@@ -9,14 +9,20 @@ from __future__ import annotations
 import errno
 import os
 import random
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 from amigofs.cache.block_format import FileKey, footprint
-from amigofs.cache.disk_cache import DiskCache
+from amigofs.cache.block_writer import BlockWriter
+from amigofs.cache.disk_cache import LOCK_NAME, DiskCache
+from amigofs.cache.meta import MetaStore
+from amigofs.cache.store import BlockStore
+from tests.unit.test_block_store_disk import FakeClient, FakeWorker, stored_file
 
 BLOCK = 64 << 10
 
@@ -91,3 +97,83 @@ def test_a_refused_read_ahead_hint_is_asked_once(
         assert disk.copy(key, 0, len(data)) == data
     finally:
         disk.close()
+
+
+async def test_reads_go_on_after_the_cache_dir_is_removed(tmp_path: Path) -> None:
+    root = tmp_path / "home" / ".cache" / "amigofs"
+    files = {name: random.Random(name).randbytes(4 * BLOCK + 5) for name in ("a", "b")}
+    disk = open_disk(root)
+    worker = FakeWorker(root, files)
+    a, b = stored_file("a", len(files["a"])), stored_file("b", len(files["b"]))
+    try:
+        async with trio.open_nursery() as nursery:
+            store = BlockStore(disk, worker, nursery)  # type: ignore[arg-type]
+            assert await store.read(a, 0, 2 * BLOCK) == files["a"][: 2 * BLOCK]
+            shutil.rmtree(tmp_path / "home" / ".cache")  # a cleaner, under the mount
+            # Blocks never fetched: fetched into a cache dir made again.
+            assert await store.read(b, 0, len(files["b"])) == files["b"]
+            # Blocks the mount had: gone with the directory, fetched again, never holes.
+            assert await store.read(a, 0, len(files["a"])) == files["a"]
+            assert worker.fetched[("a", 0)] == 2
+            # The directory is made again, ours and 0700, with its lock.
+            assert (root.stat().st_mode & 0o777) == 0o700
+            assert (root / LOCK_NAME).is_file()
+            assert disk.used_bytes == sum(
+                footprint(len(files[n]) - 4 * BLOCK) + 4 * footprint(BLOCK) for n in files
+            )
+            nursery.cancel_scope.cancel()
+    finally:
+        disk.close()
+
+
+async def test_reads_go_on_from_memory_when_the_cache_dir_cannot_be_made_again(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "cache"
+    files = {"a": random.Random(4).randbytes(3 * BLOCK + 9)}
+    disk = open_disk(root)
+    worker = FakeWorker(root, files)
+    a = stored_file("a", len(files["a"]))
+    try:
+        async with trio.open_nursery() as nursery:
+            client = FakeClient(files)
+            store = BlockStore(disk, worker, nursery, client=client)  # type: ignore[arg-type]
+            assert await store.read(a, 0, BLOCK) == files["a"][:BLOCK]
+            shutil.rmtree(root)
+            root.mkdir(mode=0o777)  # in its place, one any user could plant files in
+            root.chmod(0o777)
+            assert await store.read(a, 0, len(files["a"])) == files["a"]
+            assert client.bytes == len(files["a"])  # from memory, none of it cached
+            assert list(root.iterdir()) == []
+            nursery.cancel_scope.cancel()
+    finally:
+        disk.close()
+
+
+def test_a_block_writer_makes_a_removed_cache_dir_again(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    key = FileKey("ws", "call", "a.wav", 2 * BLOCK)
+    disk = open_disk(root)
+    disk.close()
+    data = memoryview(random.Random(3).randbytes(2 * BLOCK))
+    with BlockWriter(str(root), key.relative_dir, BLOCK) as writer:
+        writer.write(0, data[:BLOCK])
+        shutil.rmtree(root)
+        stored = writer.write(BLOCK, data[BLOCK:])
+    assert [index for index, _length, _crc in stored] == [1]
+    assert (root / key.relative_dir / "1").is_file()
+    assert (root.stat().st_mode & 0o777) == 0o700
+
+
+def test_metadata_is_kept_again_after_the_cache_dir_is_removed(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    meta = MetaStore(root)
+    try:
+        meta.save({"n": 1}, "ws", "call")
+        shutil.rmtree(root)
+        assert meta.load(lambda doc: doc, "ws", "call") is None
+        meta.save({"n": 2}, "ws", "call")
+        assert meta.load(lambda doc: doc, "ws", "call") == {"n": 2}
+        assert (root / "meta" / "ws" / "call.json").is_file()
+    finally:
+        meta.close()
