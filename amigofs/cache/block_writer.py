@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from amigofs.cache.block_format import key_digest, pack_header, relative_parts
-from amigofs.cache.cache_dir import UnsafeCacheDir, open_file, open_root, open_subdirs
+from amigofs.cache.cache_dir import UnsafeCacheDir, open_file, open_root, open_subdirs, removed
 
 TMP_PREFIX = "."  # a killed writer's temporary files are removed by the next scan
 
@@ -80,7 +80,7 @@ class BlockWriter:
         return crc
 
     def _open(self) -> int:
-        if self._dir_fd is not None and os.fstat(self._dir_fd).st_nlink == 0:
+        if self._dir_fd is not None and removed(self._dir_fd):
             # Removed under us (a cache cleaner): blocks renamed into it would vanish.
             os.close(self._dir_fd)
             self._dir_fd = None

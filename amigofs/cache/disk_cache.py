@@ -43,7 +43,13 @@ from amigofs.cache.block_format import (
 from amigofs.cache.block_reader import BlockReader, Unchecked, VerifyResult
 from amigofs.cache.block_writer import BlockWriter
 from amigofs.cache.blocks import BlockFile, BlockTable
-from amigofs.cache.cache_dir import UnsafeCacheDir, open_file, open_root, open_subdirs
+from amigofs.cache.cache_dir import (
+    UnsafeCacheDir,
+    open_file,
+    open_root,
+    open_subdirs,
+    removed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -294,11 +300,7 @@ class DiskCache:
         first (one fstat: asked before each download, not each read)."""
         if self._unusable:
             return False
-        try:
-            removed = os.fstat(self._root_fd).st_nlink == 0
-        except OSError:
-            removed = True
-        return not removed or self._make_again()
+        return not removed(self._root_fd) or self._make_again()
 
     def _make_again(self) -> bool:
         """The cache directory was removed: its blocks are forgotten (to be fetched again,

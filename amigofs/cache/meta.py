@@ -31,7 +31,14 @@ from pathlib import Path
 from typing import TypeVar
 
 from amigofs.api.errors import ValidationError
-from amigofs.cache.cache_dir import UnsafeCacheDir, open_file, open_root, open_subdir, open_subdirs
+from amigofs.cache.cache_dir import (
+    UnsafeCacheDir,
+    open_file,
+    open_root,
+    open_subdir,
+    open_subdirs,
+    removed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +75,7 @@ class MetaStore:
         """meta/'s descriptor, opened again (and made, with the cache directory, as at
         mount) if it was removed under the mount: saves go on, into the new one."""
         with self._reopening:  # saves run in threads: one of them makes it again
-            if os.fstat(self._fd).st_nlink == 0:
+            if removed(self._fd):
                 log.warning(
                     "metadata cache: %s was removed while mounted; making it again", self._where
                 )

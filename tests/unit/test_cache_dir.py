@@ -19,6 +19,7 @@ import trio
 
 from amigofs.cache.block_format import FileKey, footprint
 from amigofs.cache.block_writer import BlockWriter
+from amigofs.cache.cache_dir import removed
 from amigofs.cache.disk_cache import LOCK_NAME, DiskCache
 from amigofs.cache.meta import MetaStore
 from amigofs.cache.store import BlockStore
@@ -177,3 +178,19 @@ def test_metadata_is_kept_again_after_the_cache_dir_is_removed(tmp_path: Path) -
         assert (root / "meta" / "ws" / "call.json").is_file()
     finally:
         meta.close()
+
+
+def test_a_directory_is_removed_when_unlinked_or_stale_on_nfs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "cache").mkdir()
+    fd = os.open(tmp_path / "cache", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert not removed(fd)
+        refusing(monkeypatch, "fstat", lambda *a: True, errno.ESTALE)
+        assert removed(fd)  # NFS: the server no longer knows the handle
+        monkeypatch.undo()
+        (tmp_path / "cache").rmdir()
+        assert removed(fd)
+    finally:
+        os.close(fd)
