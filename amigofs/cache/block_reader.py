@@ -25,6 +25,7 @@ import stat
 import sys
 import zlib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from amigofs.cache.block_format import HEADER, FileKey, unpack_header
@@ -125,8 +126,15 @@ class BlockReader:
     """Copies reads out of block files and checks files an earlier mount left.
     On the trio thread, but for `check_blocks` and `advise` (blocking: a thread)."""
 
-    def __init__(self, root_fd: int, table: BlockTable, block_size: int) -> None:
+    def __init__(
+        self,
+        root_fd: int,
+        table: BlockTable,
+        block_size: int,
+        on_gone: Callable[[], object] = lambda: None,
+    ) -> None:
         self._root_fd = root_fd
+        self._on_gone = on_gone  # a block file was found gone
         self._table = table
         self.block_size = block_size
         # What the cache directory's filesystem takes: the flags of the read that checks
@@ -287,12 +295,14 @@ class BlockReader:
         try:
             fd = self.open_block(where[0], index)
         except OSError as exc:
+            gone = exc.errno == errno.ENOENT
             self.forget(
-                where,
-                "is gone from the cache"
-                if exc.errno == errno.ENOENT
-                else f"cannot be opened ({exc.strerror})",
+                where, "is gone from the cache" if gone else f"cannot be opened ({exc.strerror})"
             )
+            if gone:
+                # Perhaps with the whole cache directory: then every block goes now, to
+                # be fetched again together, not one read attempt at a time.
+                self._on_gone()
             return None
         sound = is_ours(fd)
         if sound and entry.verified:

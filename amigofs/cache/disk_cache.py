@@ -127,7 +127,9 @@ class DiskCache:
         self._root_fd = open_root(self.root)
         try:
             self._take_lock()
-            self._reader = BlockReader(self._root_fd, self.blocks, self.block_size)
+            self._reader = BlockReader(
+                self._root_fd, self.blocks, self.block_size, on_gone=self._usable
+            )
             self.copy = self._reader.copy
             self._scan()
         except BaseException:

@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from amigofs.cache.block_format import FileKey, footprint
-from amigofs.cache.block_writer import BlockWriter
+from amigofs.cache.block_writer import BlockWriter, CacheFull
 from amigofs.cache.cache_dir import removed
 from amigofs.cache.disk_cache import LOCK_NAME, DiskCache
 from amigofs.cache.meta import MetaStore
@@ -164,6 +164,51 @@ def test_a_block_writer_makes_a_removed_cache_dir_again(tmp_path: Path) -> None:
     assert [index for index, _length, _crc in stored] == [1]
     assert (root / key.relative_dir / "1").is_file()
     assert (root.stat().st_mode & 0o777) == 0o700
+
+
+@pytest.mark.parametrize("removed_when", ["before", "after"])
+def test_a_block_whose_directory_is_removed_as_it_is_written_is_written_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, removed_when: str
+) -> None:
+    root = tmp_path / "cache"
+    key = FileKey("ws", "call", "a.wav", BLOCK)
+    open_disk(root).close()
+    real_rename = os.rename
+    renames = []
+
+    def rename(*args: Any, **kwargs: Any) -> None:
+        renames.append(args)
+        if len(renames) == 1 and removed_when == "before":
+            shutil.rmtree(root)  # the block's directory gone before it is renamed in
+        real_rename(*args, **kwargs)
+        if len(renames) == 1 and removed_when == "after":
+            shutil.rmtree(root)  # ... or just after, with the block in it
+
+    monkeypatch.setattr(os, "rename", rename)
+    data = random.Random(5).randbytes(BLOCK)
+    with BlockWriter(str(root), key.relative_dir, BLOCK) as writer:
+        [(index, length, _crc)] = writer.write(0, memoryview(data))
+    assert (index, length, len(renames)) == (0, BLOCK, 2)
+    # Announced as stored: it is there, whole.
+    assert (root / key.relative_dir / "0").read_bytes().endswith(data)
+
+
+def test_a_cache_dir_that_keeps_being_removed_is_a_full_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "cache"
+    key = FileKey("ws", "call", "a.wav", BLOCK)
+    open_disk(root).close()
+    real_rename = os.rename
+
+    def rename(*args: Any, **kwargs: Any) -> None:
+        shutil.rmtree(root)
+        real_rename(*args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", rename)
+    # CacheFull: the mount serves the read from memory, as on a full disk.
+    with pytest.raises(CacheFull), BlockWriter(str(root), key.relative_dir, BLOCK) as writer:
+        writer.write(0, memoryview(bytes(BLOCK)))
 
 
 def test_metadata_is_kept_again_after_the_cache_dir_is_removed(tmp_path: Path) -> None:
