@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 
 from amigofs.emulator.data import Recording
 from tests.emulator_proc import EmulatorProc, running_emulator
-from tests.mounting import amigofs_mount, mounted, public_tempdir
+from tests.mounting import amigofs_mount, mounted, public_tempdir, wait_until
 from tests.reliability import PRESENTED, ThreadResult, presented_bytes, request_log
 from tests.test_cache_integrity import direct_read, sha256, tmpfs
 
@@ -76,6 +77,40 @@ def test_reads_go_on_after_the_cache_dir_is_removed_while_mounted(reads_before: 
             assert any((mnt.cache_dir / "blocks.v2").rglob("[0-9]*"))
             log = mnt.log()
             assert "Traceback" not in log and "was removed while mounted" in log
+
+
+def test_a_cache_dir_removed_under_reads_in_flight() -> None:
+    with running_emulator(**{**DATASET, "calls_per_workspace": 8}) as emulator:
+        wanted = truths(emulator, list(emulator.data.recordings()))
+        done: list[str] = []
+        with mounted(emulator.url, emulator.api_key, "--cache-size", "16M") as mnt:
+            assert mnt.cache_dir is not None
+            cache_dir = mnt.cache_dir
+
+            def reader(seed: int) -> dict[str, str]:
+                order = sorted(wanted)
+                random.Random(seed).shuffle(order)
+                got = {}
+                for path in order:
+                    got[path] = sha256(direct_read(mnt.path / path))
+                    done.append(path)
+                return got
+
+            readers = [ThreadResult(lambda seed=seed: reader(seed)) for seed in range(4)]
+            # A cleaner, twice, while the readers are at it.
+            for reads in (4, 2 * len(wanted)):
+                wait_until(
+                    lambda reads=reads: len(done) >= reads or all(r.done() for r in readers),
+                    READ_DEADLINE,
+                    f"{reads} reads",
+                )
+                shutil.rmtree(cache_dir, ignore_errors=True)
+            for result in readers:
+                try:
+                    assert result.join(READ_DEADLINE) == wanted
+                except OSError as exc:
+                    raise AssertionError(f"{exc}; the mount's log:\n{mnt.log_tail()}") from exc
+            assert "Traceback" not in mnt.log()
 
 
 def test_a_cache_on_tmpfs_is_reused_after_a_remount() -> None:

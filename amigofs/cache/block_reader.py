@@ -153,10 +153,14 @@ class BlockReader:
             os.close(fd)
         self._fds.clear()
 
+    def is_open(self, where: Where) -> bool:
+        """Whether a block's file is kept open: readable, even once unlinked."""
+        return where in self._fds
+
     def moved(self, root_fd: int) -> None:
-        """The cache directory was made again (its blocks forgotten): block files are
-        opened in `root_fd` from now on, and what its filesystem takes is found again."""
-        self.close()
+        """The cache directory was made again: block files are opened in `root_fd` from
+        now on, and what its filesystem takes is found again. (Files kept open stay
+        open: their blocks are still whole, in the removed directory's files.)"""
         self._root_fd = root_fd
         self._check_flags = os.RWF_NOWAIT
         self._hints = True

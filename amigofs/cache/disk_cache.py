@@ -306,10 +306,13 @@ class DiskCache:
 
     def _make_again(self) -> bool:
         """The cache directory was removed: its blocks are forgotten (to be fetched again,
-        never served as holes), and it is made again and locked, as at mount. False if it
-        cannot be: the mount then goes on from memory."""
+        never served as holes) but those whose files the reader keeps open (still whole:
+        an unlinked file lives while open, and takes its room on disk until evicted), and
+        it is made again and locked, as at mount. False if it cannot be: the mount then
+        goes on from memory."""
         log.warning("disk cache: %s was removed while mounted; making it again", self.root)
-        for where in [where for where, _entry, _pinned in self.blocks.files()]:
+        reader = self.reader
+        for where in [w for w, _entry, _pinned in self.blocks.files() if not reader.is_open(w)]:
             self.blocks.lost(where)
         old = (self._root_fd, self._lock_fd)
         try:
@@ -324,7 +327,7 @@ class DiskCache:
             return False
         for fd in old:
             os.close(fd)
-        self.reader.moved(self._root_fd)
+        reader.moved(self._root_fd)
         return True
 
     def disk_full(self) -> None:

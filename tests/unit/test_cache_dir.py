@@ -113,7 +113,11 @@ async def test_reads_go_on_after_the_cache_dir_is_removed(tmp_path: Path) -> Non
             shutil.rmtree(tmp_path / "home" / ".cache")  # a cleaner, under the mount
             # Blocks never fetched: fetched into a cache dir made again.
             assert await store.read(b, 0, len(files["b"])) == files["b"]
-            # Blocks the mount had: gone with the directory, fetched again, never holes.
+            # Blocks the mount had: gone with the directory, fetched again, never holes
+            # (but those whose files it keeps open, whole until closed).
+            assert await store.read(a, 0, len(files["a"])) == files["a"]
+            assert worker.fetched[("a", 2)] == 1
+            disk.reader.close()  # none kept open now: each is found gone, and fetched again
             assert await store.read(a, 0, len(files["a"])) == files["a"]
             assert worker.fetched[("a", 0)] == 2
             # The directory is made again, ours and 0700, with its lock.
@@ -144,7 +148,8 @@ async def test_reads_go_on_from_memory_when_the_cache_dir_cannot_be_made_again(
             root.mkdir(mode=0o777)  # in its place, one any user could plant files in
             root.chmod(0o777)
             assert await store.read(a, 0, len(files["a"])) == files["a"]
-            assert client.bytes == len(files["a"])  # from memory, none of it cached
+            # From memory, none of it cached (block 0 from its file, still open).
+            assert client.bytes == len(files["a"]) - BLOCK
             assert list(root.iterdir()) == []
             nursery.cancel_scope.cancel()
     finally:
