@@ -11,10 +11,12 @@ to punch. After a restart the LRU order starts from when each block was written 
 block file's mtime: touching every file a read checks cost more than the check).
 
 A cache directory removed while mounted (a cleaner's `rm -rf ~/.cache`) takes its
-blocks with it: they are forgotten, to be fetched again, and the directory is made
-again with the checks it had at mount, and locked again. One that cannot be made
-again (another user's planted in its place, no permission) leaves the mount serving
-reads from memory, as on a full disk: a read never fails for want of a cache.
+blocks with it: they are forgotten, to be fetched again (but those the reader keeps
+open, whole until closed), and the directory is made again with the checks it had
+at mount, and locked again: the first block file found gone, or the next download,
+notices (one fstat of the directory). One that cannot be made again (another
+user's planted in its place, no permission) leaves the mount serving reads from
+memory, as on a full disk: a read never fails for want of a cache.
 
 The file format is `block_format`'s, writing is `block_writer`'s (in the fetch
 worker), reading and checking `block_reader`'s.
