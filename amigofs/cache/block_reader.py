@@ -7,6 +7,11 @@ descriptor keeps an unlinked block readable; a block removed or replaced behind 
 mount's back is seen as missing (or as a header that does not match) and is
 forgotten, to be fetched again, never served as zeros.
 
+Not every filesystem takes the reader's optimisations: tmpfs and NFS refuse
+RWF_NOWAIT (EOPNOTSUPP), some refuse posix_fadvise. A refusal is not damage: the
+reader falls back to a plain read (or no hint) and remembers it for its cache
+directory's filesystem, so blocks an earlier mount left there are served again.
+
 `BlockReader` owns the descriptors kept open on block files and the buffers reads
 are answered in; the blocks' state is the `BlockTable`'s.
 """
@@ -20,6 +25,7 @@ import stat
 import sys
 import zlib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from amigofs.cache.block_format import HEADER, FileKey, unpack_header
@@ -57,6 +63,16 @@ class VerifyResult:
 
 # What _read_checked says of a block whose file is not all in the page cache.
 _NOT_IN_MEMORY = "not in memory"
+
+# What a filesystem answers to a flag or hint it does not support (tmpfs, NFS and
+# FUSE file systems to RWF_NOWAIT; pipes and some file systems to posix_fadvise).
+_REFUSED = frozenset({errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS, errno.ESPIPE})
+
+
+def refused(exc: OSError) -> bool:
+    """Whether a failure says the filesystem does not do what was asked (a flag, a
+    hint), rather than that the file cannot be read."""
+    return exc.errno in _REFUSED
 
 
 def _pool_only_references() -> int:
@@ -110,10 +126,21 @@ class BlockReader:
     """Copies reads out of block files and checks files an earlier mount left.
     On the trio thread, but for `check_blocks` and `advise` (blocking: a thread)."""
 
-    def __init__(self, root_fd: int, table: BlockTable, block_size: int) -> None:
+    def __init__(
+        self,
+        root_fd: int,
+        table: BlockTable,
+        block_size: int,
+        on_gone: Callable[[], object] = lambda: None,
+    ) -> None:
         self._root_fd = root_fd
+        self._on_gone = on_gone  # a block file was found gone
         self._table = table
         self.block_size = block_size
+        # What the cache directory's filesystem takes: the flags of the read that checks
+        # a block (RWF_NOWAIT, 0 once refused), and whether read-ahead hints are heard.
+        self._check_flags = os.RWF_NOWAIT
+        self._hints = True
         self._fds: OrderedDict[Where, int] = OrderedDict()
         self._buffers = ReadBuffers()
         # A block file's image as `copy` checks it: header, data, one byte past the end.
@@ -125,6 +152,18 @@ class BlockReader:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
+
+    def is_open(self, where: Where) -> bool:
+        """Whether a block's file is kept open: readable, even once unlinked."""
+        return where in self._fds
+
+    def moved(self, root_fd: int) -> None:
+        """The cache directory was made again: block files are opened in `root_fd` from
+        now on, and what its filesystem takes is found again. (Files kept open stay
+        open: their blocks are still whole, in the removed directory's files.)"""
+        self._root_fd = root_fd
+        self._check_flags = os.RWF_NOWAIT
+        self._hints = True
 
     # --- copying out ---------------------------------------------------------------------
 
@@ -138,8 +177,8 @@ class BlockReader:
         whole file in one syscall (the header, the bytes asked for straight into the
         answer, the rest of the block beside it, and one byte more to see a longer
         file), its CRC over all of it, before any of it is served. That read never
-        waits for the disk (RWF_NOWAIT): a block not in the page cache is left to a
-        check in a thread, and `Unchecked` names those blocks."""
+        waits for the disk (RWF_NOWAIT, where the filesystem takes it): a block not in
+        the page cache is left to a check in a thread, and `Unchecked` names those."""
         block_size = self.block_size
         rel = key.relative_dir
         first, stop = start // block_size, (end - 1) // block_size + 1
@@ -214,13 +253,21 @@ class BlockReader:
         after_start = HEADER.size + offset + len(target)
         after = scratch[after_start : HEADER.size + entry.length]
         beyond = scratch[-1:]
-        parts = [header, before, target, after, beyond]
+        parts = [part for part in (header, before, target, after, beyond) if part]
         try:
-            got = os.preadv(fd, [part for part in parts if part], 0, os.RWF_NOWAIT)
+            got = os.preadv(fd, parts, 0, self._check_flags)
         except BlockingIOError:
             return _NOT_IN_MEMORY
         except OSError as exc:
-            return f"cannot be read ({exc.strerror})"
+            if not (self._check_flags and refused(exc)):
+                return f"cannot be read ({exc.strerror})"
+            self._check_flags = 0
+            log.info(
+                "disk cache: its filesystem refuses reads that do not wait (%s); "
+                "reading blocks plainly",
+                exc.strerror,
+            )
+            return self._read_checked(fd, key, index, entry, offset, target)
         if got < HEADER.size + entry.length:
             # Part of it is not in the page cache (RWF_NOWAIT stops there), or the
             # file is short: the check in a thread tells which.
@@ -252,12 +299,14 @@ class BlockReader:
         try:
             fd = self.open_block(where[0], index)
         except OSError as exc:
+            gone = exc.errno == errno.ENOENT
             self.forget(
-                where,
-                "is gone from the cache"
-                if exc.errno == errno.ENOENT
-                else f"cannot be opened ({exc.strerror})",
+                where, "is gone from the cache" if gone else f"cannot be opened ({exc.strerror})"
             )
+            if gone:
+                # Perhaps with the whole cache directory: then every block goes now, to
+                # be fetched again together, not one read attempt at a time.
+                self._on_gone()
             return None
         sound = is_ours(fd)
         if sound and entry.verified:
@@ -364,15 +413,19 @@ class BlockReader:
     def advise(self, key: FileKey, indexes: list[int]) -> None:
         """Asks the kernel to bring these block files into the page cache, so that
         the reads that check and serve them find them there (blocking: call from a
-        thread; touches no shared state; a file that is gone is for `copy` to find)."""
+        thread; touches no shared state; a file that is gone is for `copy` to find).
+        A filesystem that refuses the hint is not asked again."""
         for index in indexes:
+            if not self._hints:
+                return
             try:
                 fd = self.open_block(key.relative_dir, index)
             except OSError:
                 continue
             try:
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-            except OSError:
-                pass
+            except OSError as exc:
+                if refused(exc):
+                    self._hints = False  # a flag: set from a thread, read by the next
             finally:
                 os.close(fd)

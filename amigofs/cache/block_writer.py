@@ -1,6 +1,10 @@
 """Writing block files: what the fetch worker process (and a whole small file put in
 the cache) does. A block is written under a temporary name and renamed into place,
 so a block file is complete or absent, even if a process is killed mid-write.
+
+A cache directory removed under the mount (a cleaner's `rm -rf ~/.cache`) is made
+again, with the checks it had at mount (`cache_dir.open_root`); one that cannot be
+made again is CacheFull, and the mount serves reads from memory, as on a full disk.
 """
 
 from __future__ import annotations
@@ -8,12 +12,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import stat
+from pathlib import Path
 
 from amigofs.cache.block_format import key_digest, pack_header, relative_parts
-from amigofs.cache.cache_dir import check_owned, open_file, open_subdirs
+from amigofs.cache.cache_dir import UnsafeCacheDir, open_file, open_root, open_subdirs, removed
 
 TMP_PREFIX = "."  # a killed writer's temporary files are removed by the next scan
+# Tries at writing a block while a cleaner removes the cache directory under the writer
+# (an rm -rf that meets the directories made again goes on removing them).
+PLACE_ATTEMPTS = 5
 
 
 class CacheFull(Exception):
@@ -37,6 +44,9 @@ class BlockWriter:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        self._close_dir()
+
+    def _close_dir(self) -> None:
         if self._dir_fd is not None:
             os.close(self._dir_fd)
             self._dir_fd = None
@@ -44,14 +54,29 @@ class BlockWriter:
     def write(self, start: int, data: memoryview) -> list[tuple[int, int, int]]:
         """Stores whole blocks from `start` (a block boundary); returns (index, length,
         crc32) of each, once it is in place."""
-        dir_fd = self._open()
         first = start // self._block_size
         stored = []
         for i, offset in enumerate(range(0, len(data), self._block_size)):
             block = data[offset : offset + self._block_size]
             index = first + i
-            stored.append((index, len(block), self._write_block(dir_fd, index, block)))
+            stored.append((index, len(block), self._place(index, block)))
         return stored
+
+    def _place(self, index: int, block: memoryview) -> int:
+        """Writes a block into place and returns its CRC. A directory a cleaner removes
+        meanwhile (the block renamed into it gone with it, or a step finding it missing)
+        is made again and the block written again; CacheFull if it keeps being removed,
+        for the mount to serve the read from memory."""
+        for _attempt in range(PLACE_ATTEMPTS):
+            try:
+                dir_fd = self._open()  # made again if it was removed
+                crc = self._write_block(dir_fd, index, block)
+                if not removed(dir_fd):
+                    return crc
+            except FileNotFoundError:
+                pass
+            self._close_dir()
+        raise CacheFull(f"the cache directory {self._root} keeps being removed")
 
     def _write_block(self, dir_fd: int, index: int, block: memoryview) -> int:
         header, crc = pack_header(self._digest, index, block)
@@ -76,14 +101,15 @@ class BlockWriter:
         return crc
 
     def _open(self) -> int:
-        if self._dir_fd is not None and os.fstat(self._dir_fd).st_nlink == 0:
+        if self._dir_fd is not None and removed(self._dir_fd):
             # Removed under us (a cache cleaner): blocks renamed into it would vanish.
-            os.close(self._dir_fd)
-            self._dir_fd = None
+            self._close_dir()
         if self._dir_fd is None:
-            root_fd = os.open(self._root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
-                check_owned(root_fd, self._root, kind=stat.S_IFDIR)
+                root_fd = open_root(Path(self._root))
+            except (OSError, UnsafeCacheDir) as exc:
+                raise CacheFull(f"cannot make the cache directory again: {exc}") from None
+            try:
                 self._dir_fd = open_subdirs(root_fd, self._parts, self._root)
             finally:
                 os.close(root_fd)

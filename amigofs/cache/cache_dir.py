@@ -47,6 +47,15 @@ def check_owned(fd: int, path: str, *, kind: int) -> os.stat_result:
     return st
 
 
+def removed(dir_fd: int) -> bool:
+    """Whether the directory open as `dir_fd` was removed since (a cache cleaner's
+    rm -rf): no links left, or, on NFS, a handle the server no longer knows (ESTALE)."""
+    try:
+        return os.fstat(dir_fd).st_nlink == 0
+    except OSError:
+        return True
+
+
 def open_root(path: Path) -> int:
     """Opens (creating, 0700, with any missing parents) the cache directory; returns
     a descriptor of it, or raises UnsafeCacheDir."""

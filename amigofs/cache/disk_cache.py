@@ -10,6 +10,14 @@ safe by construction (see `block_reader`). There is no journal to tear and no ho
 to punch. After a restart the LRU order starts from when each block was written (a
 block file's mtime: touching every file a read checks cost more than the check).
 
+A cache directory removed while mounted (a cleaner's `rm -rf ~/.cache`) takes its
+blocks with it: they are forgotten, to be fetched again (but those the reader keeps
+open, whole until closed), and the directory is made again with the checks it had
+at mount, and locked again: the first block file found gone, or the next download,
+notices (one fstat of the directory). One that cannot be made again (another
+user's planted in its place, no permission) leaves the mount serving reads from
+memory, as on a full disk: a read never fails for want of a cache.
+
 The file format is `block_format`'s, writing is `block_writer`'s (in the fetch
 worker), reading and checking `block_reader`'s.
 """
@@ -37,7 +45,13 @@ from amigofs.cache.block_format import (
 from amigofs.cache.block_reader import BlockReader, Unchecked, VerifyResult
 from amigofs.cache.block_writer import BlockWriter
 from amigofs.cache.blocks import BlockFile, BlockTable
-from amigofs.cache.cache_dir import UnsafeCacheDir, open_file, open_root, open_subdirs
+from amigofs.cache.cache_dir import (
+    UnsafeCacheDir,
+    open_file,
+    open_root,
+    open_subdirs,
+    removed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +94,8 @@ class DiskCache:
         # own method once open, called on every read without a step between.
         self.copy: Callable[[FileKey, int, int], bytearray | Unchecked | None] = _not_open
         self.evicted_blocks = 0
+        # The directory was removed and could not be made again: no more caching.
+        self._unusable = False
 
     @property
     def used_bytes(self) -> int:
@@ -113,7 +129,9 @@ class DiskCache:
         self._root_fd = open_root(self.root)
         try:
             self._take_lock()
-            self._reader = BlockReader(self._root_fd, self.blocks, self.block_size)
+            self._reader = BlockReader(
+                self._root_fd, self.blocks, self.block_size, on_gone=self._usable
+            )
             self.copy = self._reader.copy
             self._scan()
         except BaseException:
@@ -269,14 +287,50 @@ class DiskCache:
 
     def reserve(self, length: int) -> bool:
         """Makes room for `length` bytes about to be fetched; False if there is none
-        (every block pinned, or the disk is full): then fetch them without caching."""
-        if not self._evict(length):
+        (every block pinned, the disk is full, no cache directory): then fetch them
+        without caching."""
+        if not self._usable() or not self._evict(length):
             return False
         self._reserved += length
         return True
 
     def unreserve(self, length: int) -> None:
         self._reserved -= length
+
+    # --- a cache directory removed under the mount ---------------------------------------
+
+    def _usable(self) -> bool:
+        """Whether blocks can be stored; a cache directory found removed is made again
+        first (one fstat: asked before each download, not each read)."""
+        if self._unusable:
+            return False
+        return not removed(self._root_fd) or self._make_again()
+
+    def _make_again(self) -> bool:
+        """The cache directory was removed: its blocks are forgotten (to be fetched again,
+        never served as holes) but those whose files the reader keeps open (still whole:
+        an unlinked file lives while open, and takes its room on disk until evicted), and
+        it is made again and locked, as at mount. False if it cannot be: the mount then
+        goes on from memory."""
+        log.warning("disk cache: %s was removed while mounted; making it again", self.root)
+        reader = self.reader
+        for where in [w for w, _entry, _pinned in self.blocks.files() if not reader.is_open(w)]:
+            self.blocks.lost(where)
+        old = (self._root_fd, self._lock_fd)
+        try:
+            self._root_fd = open_root(self.root)
+            self._take_lock()
+        except (OSError, UnsafeCacheDir, CacheInUse) as exc:
+            for fd in {self._root_fd, self._lock_fd} - {*old, -1}:
+                os.close(fd)
+            self._root_fd, self._lock_fd = old
+            self._unusable = True
+            log.warning("disk cache: %s; serving reads without caching until unmounted", exc)
+            return False
+        for fd in old:
+            os.close(fd)
+        reader.moved(self._root_fd)
+        return True
 
     def disk_full(self) -> None:
         """The disk refused a write: free a few MiB more than the budget asks."""

@@ -177,6 +177,9 @@ class CallIndex:
         self._writer.execute("PRAGMA synchronous=NORMAL")  # a cache: a crash may lose the tail
         self._writer.executescript(_SCHEMA)
         self._reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        # Opens the WAL and its shared memory now, while they can be: a first read after
+        # the cache directory was removed (a cleaner's rm -rf) could not, for the mount.
+        self._reader.execute("SELECT value FROM format").fetchall()
 
     def _check(self) -> None:
         writer = self._conn(self._writer)

@@ -12,6 +12,8 @@ covers damage; the cache directory's ownership and modes (see
 Every directory and file is opened relative to a descriptor of ``meta/`` with
 O_NOFOLLOW; a document is written to a new temporary name (O_EXCL), 0600, then
 renamed over the old one, so a reader sees the old document or the new one.
+``meta/`` removed under the mount (with the whole cache directory, by a cleaner) is
+made again, with the checks it had at mount, by the next save.
 """
 
 from __future__ import annotations
@@ -23,12 +25,20 @@ import json
 import logging
 import os
 import secrets
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 from amigofs.api.errors import ValidationError
-from amigofs.cache.cache_dir import UnsafeCacheDir, open_file, open_root, open_subdir, open_subdirs
+from amigofs.cache.cache_dir import (
+    UnsafeCacheDir,
+    open_file,
+    open_root,
+    open_subdir,
+    open_subdirs,
+    removed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +59,30 @@ class MetaStore:
     '..'), as CACHE_DIR/meta/<parts[0]>/.../<parts[-1]>.json."""
 
     def __init__(self, root: Path) -> None:
+        self._root = root
+        self._reopening = threading.Lock()
         self._where = os.path.join(os.path.abspath(root), "meta")
-        root_fd = open_root(root)
+        self._fd = self._open()
+
+    def _open(self) -> int:
+        root_fd = open_root(self._root)
         try:
-            self._fd = open_subdir(root_fd, "meta", self._where)
+            return open_subdir(root_fd, "meta", self._where)
         finally:
             os.close(root_fd)
+
+    def _made_again(self) -> int:
+        """meta/'s descriptor, opened again (and made, with the cache directory, as at
+        mount) if it was removed under the mount: saves go on, into the new one."""
+        with self._reopening:  # saves run in threads: one of them makes it again
+            if removed(self._fd):
+                log.warning(
+                    "metadata cache: %s was removed while mounted; making it again", self._where
+                )
+                fd = self._open()
+                os.close(self._fd)
+                self._fd = fd
+            return self._fd
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -105,7 +133,7 @@ class MetaStore:
         # Unique to this writer (saves run in threads too); O_EXCL makes sure.
         tmp = f".{name}.{secrets.token_hex(8)}.tmp"
         try:
-            dir_fd = open_subdirs(self._fd, parts[:-1], self._where)
+            dir_fd = open_subdirs(self._made_again(), parts[:-1], self._where)
         except (OSError, UnsafeCacheDir) as exc:
             # A full or read-only cache disk must not break the mount.
             log.warning("metadata cache: cannot write %s: %s", path, exc)
