@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from amigofs.api.models import CallSummary, from_time_ns, time_ns
+from amigofs.api.models import CallSummary, from_time_ns, sane_duration, storable_ns
 from amigofs.policy.listing import PageRecord
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,18 @@ def _check_length(path: Path, size: int) -> None:
 
 
 def started_ns(call: CallSummary) -> int | None:
-    return None if call.started_at is None else time_ns(call.started_at)
+    """The call's start as its row keeps it; None for a start an INTEGER cannot hold
+    (before 1677, after 2262: Go's zero time 0001-01-01 has been seen). The call is
+    kept without it, as a call listed without a start: it gets its time from its
+    metadata, and no day of by-date. The listing's parser said so once."""
+    return None if call.started_at is None else storable_ns(call.started_at)
+
+
+def _call_row(ws: int, call: CallSummary, listed: bool) -> tuple[object, ...]:
+    """A call's values as the calls table takes them (see _SCHEMA)."""
+    # An absurd duration (1e308, negative, NaN) is kept as none: its metadata has one.
+    duration = sane_duration(call.duration_seconds)
+    return (ws, call.call_sid, started_ns(call), duration, call.direction, int(listed))
 
 
 class CallIndex:
@@ -404,11 +415,8 @@ class CallIndex:
         listed: bool = True,
     ) -> None:
         ws = self.workspace_row(workspace_id)
-        rows = [
-            (ws, c.call_sid, started_ns(c), c.duration_seconds, c.direction, int(listed))
-            for c in calls
-        ]
-        newest = max((r[2] for r in rows if r[2] is not None), default=None)
+        rows = [_call_row(ws, c, listed) for c in calls]
+        newest = max((r[2] for r in rows if isinstance(r[2], int)), default=None)
 
         def add(writer: sqlite3.Connection) -> None:
             writer.executemany(

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from amigofs.api.models import from_time_ns, time_ns
+from amigofs.api.models import from_time_ns, storable_ns, time_ns
 
 BY_DATE = "by-date"
 BY_NAME = "by-name"
@@ -48,28 +48,34 @@ class Days:
         return from_time_ns(started_ns).astimezone(self.zone)
 
     def parse(self, name: str) -> dt.date | None:
-        """The day a directory name means, or None if it is not one."""
+        """The day a directory name means, or None if it is not one: also a day no call
+        can start on, outside what the call index stores (see storable_ns), 0001-01-01
+        and 9999-12-31 among them."""
         if not _DAY.fullmatch(name):
             return None
         try:
-            return dt.date.fromisoformat(name)
-        except ValueError:
+            day = dt.date.fromisoformat(name)
+            start, end = self._bounds(day)
+        except (ValueError, OverflowError):
             return None
+        if storable_ns(start) is None or storable_ns(end) is None:
+            return None
+        return day
 
     def bounds_ns(self, day: dt.date) -> tuple[int, int]:
         """The instants [start, end) of a local day, in ns since the epoch (a day of a
         zone's clock change is 23 or 25 hours)."""
-        start = dt.datetime.combine(day, dt.time(), self.zone)
-        end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), self.zone)
+        start, end = self._bounds(day)
         return time_ns(start), time_ns(end)
+
+    def _bounds(self, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+        start = dt.datetime.combine(day, dt.time(), self.zone)
+        return start, dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), self.zone)
 
     def utc_days(self, day: dt.date) -> tuple[dt.date, dt.date]:
         """The UTC days a local day overlaps (for a date-filtered listing)."""
         start, end = self.bounds_ns(day)
-        # Whole seconds: a float of nanoseconds since 1970 is not exact to the unit.
-        first = dt.datetime.fromtimestamp(start // 1_000_000_000, dt.UTC).date()
-        last = dt.datetime.fromtimestamp((end - 1) // 1_000_000_000, dt.UTC).date()
-        return first, last
+        return from_time_ns(start).date(), from_time_ns(end - 1).date()
 
     def next_day_ns(self, started_ns: int) -> int:
         """The start of the local day after the one `started_ns` falls in."""
