@@ -12,6 +12,7 @@ import datetime as dt
 import itertools
 import logging
 import math
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +28,8 @@ from amigofs.api.models import (
     parse_recording_metadata,
     time_ns,
 )
-from amigofs.cache.index import CallIndex
+from amigofs.cache import index as index_module
+from amigofs.cache.index import NAME, CallIndex
 from amigofs.fs.views import Days
 
 WS = "ws-1"
@@ -206,3 +208,66 @@ def test_metadata_with_an_absurd_duration_still_parses() -> None:
     }
     metadata = parse_recording_metadata(document, workspace_id=WS, call_sid=SID)
     assert metadata.duration_seconds == 1e308  # the server's word, in xattrs as it is
+
+
+# --- a locked index --------------------------------------------------------------------------
+
+
+def test_an_index_locked_by_another_process_is_named_and_the_mount_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(index_module, "LOCK_WAIT", 0.2, raising=False)
+    index = CallIndex(tmp_path)
+    index.open()
+    first = CallSummary(WS, "CA" + "1" * 32, dt.datetime(2025, 6, 2, tzinfo=dt.UTC), 30.0, None)
+    index.add(WS, [first])
+    other = sqlite3.connect(tmp_path / NAME, isolation_level=None)  # as `sqlite3 index.sqlite`
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        with caplog.at_level(logging.WARNING):
+            index.add(WS, [CallSummary(WS, SID, None, None, None)])
+            index.add(WS, [CallSummary(WS, "CA" + "2" * 32, None, None, None)])
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    # Read on from memory: what was indexed before the lock, and what came after.
+    assert [r.call_sid for r in index.after(WS, 0, 10)] == [
+        first.call_sid, SID, "CA" + "2" * 32
+    ]  # fmt: skip
+    lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    message = lines[0].getMessage()
+    assert "locked" in message and str(tmp_path / NAME) in message
+    assert lines[0].exc_info is None
+
+
+@pytest.mark.parametrize("journal", ["wal", "delete"])
+def test_an_index_locked_at_start_is_not_set_aside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, journal: str
+) -> None:
+    monkeypatch.setattr(index_module, "LOCK_WAIT", 0.2, raising=False)
+    made = CallIndex(tmp_path)
+    made.open()
+    made.add(WS, [CallSummary(WS, SID, None, None, None)])
+    made.close()
+    other = sqlite3.connect(tmp_path / NAME, isolation_level=None)
+    # Out of WAL mode (another tool's doing), an exclusive lock keeps readers out too.
+    other.execute(f"PRAGMA journal_mode={journal}")
+    other.execute("BEGIN EXCLUSIVE")
+    other.execute("INSERT INTO format VALUES ('held')")
+    try:
+        with caplog.at_level(logging.WARNING):
+            reopened = CallIndex(tmp_path)
+            reopened.open()
+            reopened.add(WS, [CallSummary(WS, "CA" + "2" * 32, None, None, None)])
+            assert {r.call_sid for r in reopened.after(WS, 0, 10)} >= {"CA" + "2" * 32}
+            reopened.close()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    # The other process's file is never deleted as "unusable" because it is locked.
+    assert "unusable" not in caplog.text and "rebuilding" not in caplog.text
+    assert all(r.exc_info is None for r in caplog.records)
+    check = sqlite3.connect(tmp_path / NAME)
+    assert check.execute("SELECT call_sid FROM calls").fetchall() == [(SID,)]
+    check.close()
