@@ -4,7 +4,8 @@ A listing entry that starts in 0001 (Go's zero time) or 2300, outside what the c
 keeps (nanoseconds since 1970 in a signed 64-bit integer), or metadata that says
 `duration_seconds: 1e308`: the workspace and its by-date tree list whole, the call is listed
 without what cannot be shown, its files read byte for byte, and the log says so once, as a
-warning naming the call, never as a bug.
+warning naming the call, never as a bug. An index another process holds locked is named in
+one warning, and listings go on (from memory).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import os
+import sqlite3
 
 from amigofs.emulator.config import ROW_FAULTS
 from amigofs.fs.views import BY_DATE, parse_entry
@@ -87,4 +89,29 @@ def test_bad_rows_cost_their_own_fields_only() -> None:
                     lines = [line for line in log.splitlines() if recording.call_sid in line]
                     assert len(lines) == 1 and "WARNING" in lines[0], lines
                     assert workspace_id in lines[0]
+            assert mnt.process.poll() is None
+
+
+def test_an_index_locked_by_another_process_is_named_and_listings_go_on() -> None:
+    with running_emulator(workspaces=2, calls_per_workspace=5, max_duration=10.0) as emulator:
+        first, second = (ws.id for ws in emulator.data.workspaces)
+        with mounted(emulator.url, emulator.api_key, "--timeout", "20") as mnt:
+            assert len(os.listdir(mnt.path / first)) == 5
+            assert mnt.cache_dir is not None
+            index_file = mnt.cache_dir / "index.sqlite"
+            # As a user's `sqlite3 index.sqlite` then `BEGIN EXCLUSIVE;` would.
+            other = sqlite3.connect(index_file, isolation_level=None)
+            try:
+                other.execute("BEGIN EXCLUSIVE")
+                # The second workspace's listing is written to the index: it waits on the
+                # lock, then goes on from memory.
+                assert len(os.listdir(mnt.path / second)) == 5
+                assert len(os.listdir(mnt.path / first)) == 5
+            finally:
+                other.execute("ROLLBACK")
+                other.close()
+            log = mnt.log()
+            named = [line for line in log.splitlines() if "locked by another process" in line]
+            assert len(named) == 1 and "WARNING" in named[0] and str(index_file) in named[0], log
+            assert "a bug" not in log and "unexpected error" not in log and "Traceback" not in log
             assert mnt.process.poll() is None

@@ -10,7 +10,9 @@ by a timeout or a kill, goes on where it stopped.
 WAL mode, one writer connection used from a worker thread (writes never block the
 trio thread) and one reader connection on the trio thread, which in WAL mode never
 waits on the writer. A file that is damaged, of another format, or not this user's
-is set aside and rebuilt from the API: the index is a cache, never served wrong.
+is set aside and rebuilt from the API: the index is a cache, never served wrong. A
+full disk, or a lock another process holds past LOCK_WAIT (an `sqlite3` shell in a
+transaction), moves it into memory for the rest of the mount, with one warning.
 """
 
 from __future__ import annotations
