@@ -205,9 +205,7 @@ class CallIndex:
         self._writer.execute("PRAGMA journal_mode=WAL")
         self._writer.execute("PRAGMA synchronous=NORMAL")  # a cache: a crash may lose the tail
         self._writer.executescript(_SCHEMA)
-        self._reader = sqlite3.connect(
-            self.path, timeout=LOCK_WAIT, check_same_thread=False, isolation_level=None
-        )
+        self._reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
 
     def _check(self) -> None:
         writer = self._conn(self._writer)
