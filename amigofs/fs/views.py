@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from amigofs.api.models import from_time_ns, storable_ns, time_ns
+from amigofs.api.models import from_time_ns, time_ns
 
 BY_DATE = "by-date"
 BY_NAME = "by-name"
@@ -48,29 +48,24 @@ class Days:
         return from_time_ns(started_ns).astimezone(self.zone)
 
     def parse(self, name: str) -> dt.date | None:
-        """The day a directory name means, or None if it is not one: also a day no call
-        can start on, outside what the call index stores (see storable_ns), 0001-01-01
-        and 9999-12-31 among them."""
+        """The day a directory name means, or None if it is not one."""
         if not _DAY.fullmatch(name):
             return None
         try:
-            day = dt.date.fromisoformat(name)
-            start, end = self._bounds(day)
-        except (ValueError, OverflowError):
+            return dt.date.fromisoformat(name)
+        except ValueError:
             return None
-        if storable_ns(start) is None or storable_ns(end) is None:
-            return None
-        return day
 
     def bounds_ns(self, day: dt.date) -> tuple[int, int]:
         """The instants [start, end) of a local day, in ns since the epoch (a day of a
-        zone's clock change is 23 or 25 hours)."""
-        start, end = self._bounds(day)
-        return time_ns(start), time_ns(end)
-
-    def _bounds(self, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+        zone's clock change is 23 or 25 hours), held to what the index can hold: a day
+        before 1677 or after 2262 (0001-01-01, 9999-12-31) holds no call's start."""
         start = dt.datetime.combine(day, dt.time(), self.zone)
-        return start, dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), self.zone)
+        try:
+            end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), self.zone)
+        except OverflowError:  # 9999-12-31 has no day after it
+            end = dt.datetime.max.replace(tzinfo=dt.UTC)
+        return time_ns(start), time_ns(end)
 
     def utc_days(self, day: dt.date) -> tuple[dt.date, dt.date]:
         """The UTC days a local day overlaps (for a date-filtered listing)."""
