@@ -11,18 +11,28 @@ reaches terminals through xattrs (`getfattr -d`), log lines and stats, so each
 character that is not printable (C0 controls such as ESC, DEL, C1 controls such as
 CSI, bidirectional overrides, unpaired surrogates) is kept as a visible escape,
 `\\x1b` style: the text still shows, and a terminal never acts on it.
+
+A listing entry's start and duration are not needed to show its call: one the mount
+cannot represent (a start outside what the call index stores, nanoseconds since 1970
+in a signed 64-bit integer, 1677-09-21 to 2262-04-11, such as Go's zero time
+0001-01-01; a duration that is negative, not finite, or longer than MAX_CALL_SECONDS)
+is dropped with one warning naming the call, and the call is listed without it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from amigofs.api.errors import ValidationError
+
+log = logging.getLogger(__name__)
 
 # Workspace ids are UUIDs and call SIDs are Twilio SIDs ("CA" + 32 hex), but the
 # contract only promises strings: accept any plain identifier that is safe as a
@@ -34,6 +44,13 @@ FILENAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 # above it is a corrupt answer, not a long call.
 MAX_FILE_SIZE = 1 << 40
 MAX_SAMPLE_RATE = 384_000
+# A call longer than this is a corrupt answer (1e308 was seen), not a long call.
+MAX_CALL_SECONDS = 10 * 86400.0
+# What an instant can be: nanoseconds since 1970 in a signed 64-bit integer, as the
+# call index stores starts and the kernel file times.
+MIN_TIME_NS = -(1 << 63)
+MAX_TIME_NS = (1 << 63) - 1
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def is_identifier(name: str) -> bool:
@@ -170,22 +187,44 @@ def _number(obj: dict[str, Any], key: str, what: str) -> float:
     return number
 
 
-def _optional_number(obj: dict[str, Any], key: str, what: str) -> float | None:
-    if obj.get(key) is None:
-        return None
-    return _number(obj, key, what)
+def _exact_ns(when: dt.datetime) -> int:
+    # Whole numbers from the calendar: a float timestamp is not exact to the
+    # microsecond, and truncates towards 1970 before it.
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)  # as parse_time takes a naive time
+    delta = when - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
+def storable_ns(when: dt.datetime) -> int | None:
+    """An instant as nanoseconds since 1970, or None if a signed 64-bit integer cannot
+    hold it (before 1677-09-21, after 2262-04-11): what the call index keeps."""
+    ns = _exact_ns(when)
+    return ns if MIN_TIME_NS <= ns <= MAX_TIME_NS else None
 
 
 def time_ns(when: dt.datetime) -> int:
-    """An instant as nanoseconds since 1970, as file times and the call index have it
-    (whole numbers: a float of nanoseconds is not exact to the microsecond)."""
-    return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
+    """An instant as nanoseconds since 1970, as file times and the call index have it,
+    held to what a signed 64-bit integer holds (a file time of 0001-01-01 shows as
+    1677-09-21; the index keeps no such start: storable_ns)."""
+    return min(max(_exact_ns(when), MIN_TIME_NS), MAX_TIME_NS)
 
 
 def from_time_ns(ns: int) -> dt.datetime:
-    """The UTC instant of nanoseconds since 1970 (to the microsecond)."""
-    seconds, rest = divmod(ns, 1_000_000_000)
-    return dt.datetime.fromtimestamp(seconds, dt.UTC) + dt.timedelta(microseconds=rest // 1000)
+    """The UTC instant of nanoseconds since 1970 (to the microsecond, rounded down)."""
+    return _EPOCH + dt.timedelta(microseconds=ns // 1000)
+
+
+def sane_duration(value: object) -> float | None:
+    """A duration in seconds that a call can last, or None: not a number, negative,
+    not finite, or longer than MAX_CALL_SECONDS."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:  # an integer of any length, from JSON
+        return None
+    return seconds if 0 <= seconds <= MAX_CALL_SECONDS else None  # NaN compares False
 
 
 def parse_time(value: object, key: str, what: str) -> dt.datetime:
@@ -249,15 +288,56 @@ def parse_call_summary(value: object, workspace_id: str) -> CallSummary | None:
     if sid is None or obj.get("has_recording") is False:
         return None
     sid = _identifier(sid, "call_sid", what)
-    started = obj.get("started_at")
     direction = obj.get("direction")
+    dropped: list[str] = []
+    started_at = _listed_start(obj.get("started_at"), dropped)
+    duration = obj.get("duration_seconds")
+    duration_seconds = sane_duration(duration)
+    if duration is not None and duration_seconds is None:
+        dropped.append(f"duration_seconds {_show(duration)} (not 0 to {MAX_CALL_SECONDS:.0f} s)")
+    if dropped:
+        _warn_once(workspace_id, sid, "; ".join(dropped))
     return CallSummary(
         workspace_id=workspace_id,
         call_sid=sid,
-        started_at=None if started is None else parse_time(started, "started_at", what),
-        duration_seconds=_optional_number(obj, "duration_seconds", what),
+        started_at=started_at,
+        duration_seconds=duration_seconds,
         direction=_str(obj, "direction", what, max_len=64) if isinstance(direction, str) else None,
     )
+
+
+def _listed_start(value: object, dropped: list[str]) -> dt.datetime | None:
+    """A listing entry's start, or None (noted in `dropped`) if there is none to show."""
+    if value is None:
+        return None
+    try:
+        when = parse_time(value, "started_at", "call")
+    except ValidationError:
+        dropped.append(f"started_at {_show(value)} (not an ISO-8601 time)")
+        return None
+    if storable_ns(when) is None:
+        dropped.append(f"started_at {_show(value)} (outside 1677-09-21 to 2262-04-11)")
+        return None
+    return when
+
+
+# Calls already warned about: a listing is read again at each refresh, and a day's
+# calls again by a date-filtered listing, but a bad row is said once per mount.
+_warned: OrderedDict[tuple[str, str], None] = OrderedDict()
+_WARNED_MAX = 4096
+
+
+def _warn_once(workspace_id: str, call_sid: str, dropped: str) -> None:
+    key = (workspace_id, call_sid)
+    if key in _warned:
+        return
+    _warned[key] = None
+    if len(_warned) > _WARNED_MAX:
+        _warned.popitem(last=False)
+    log.warning(
+        "list-calls %s: call %s listed without what cannot be shown: %s",
+        workspace_id, call_sid, dropped,
+    )  # fmt: skip
 
 
 def parse_download_path(

@@ -10,7 +10,9 @@ by a timeout or a kill, goes on where it stopped.
 WAL mode, one writer connection used from a worker thread (writes never block the
 trio thread) and one reader connection on the trio thread, which in WAL mode never
 waits on the writer. A file that is damaged, of another format, or not this user's
-is set aside and rebuilt from the API: the index is a cache, never served wrong.
+is set aside and rebuilt from the API: the index is a cache, never served wrong. A
+full disk, or a lock another process holds past LOCK_WAIT (an `sqlite3` shell in a
+transaction), moves it into memory for the rest of the mount, with one warning.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from amigofs.api.models import CallSummary, from_time_ns, time_ns
+from amigofs.api.models import CallSummary, from_time_ns, sane_duration, storable_ns
 from amigofs.policy.listing import PageRecord
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,9 @@ T = TypeVar("T")
 
 FORMAT = "amigofs-index 1"
 NAME = "index.sqlite"
+# How long a write waits on a lock another process holds on the index (an `sqlite3`
+# shell in a transaction, a backup tool) before the index moves to memory.
+LOCK_WAIT = 5.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS format (value TEXT NOT NULL);
@@ -130,8 +135,29 @@ def _check_length(path: Path, size: int) -> None:
         raise ValueError(f"cut short: {size} bytes of {page_size * pages}")
 
 
+def _locked(exc: sqlite3.Error) -> bool:
+    """Whether another connection holds the lock (SQLITE_BUSY: "database is locked")."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == sqlite3.SQLITE_BUSY or "database is locked" in str(exc)
+
+
+def _lock_reason(exc: sqlite3.Error) -> str:
+    return f"locked by another process ({exc}, after {LOCK_WAIT:g} s)"
+
+
 def started_ns(call: CallSummary) -> int | None:
-    return None if call.started_at is None else time_ns(call.started_at)
+    """The call's start as its row keeps it; None for a start an INTEGER cannot hold
+    (before 1677, after 2262: Go's zero time 0001-01-01 has been seen). The call is
+    kept without it, as a call listed without a start: it gets its time from its
+    metadata, and no day of by-date. The listing's parser said so once."""
+    return None if call.started_at is None else storable_ns(call.started_at)
+
+
+def _call_row(ws: int, call: CallSummary, listed: bool) -> tuple[object, ...]:
+    """A call's values as the calls table takes them (see _SCHEMA)."""
+    # An absurd duration (1e308, negative, NaN) is kept as none: its metadata has one.
+    duration = sane_duration(call.duration_seconds)
+    return (ws, call.call_sid, started_ns(call), duration, call.direction, int(listed))
 
 
 class CallIndex:
@@ -151,6 +177,10 @@ class CallIndex:
             self._connect()
             self._check()
         except (sqlite3.Error, ValueError, OSError) as exc:
+            if isinstance(exc, sqlite3.OperationalError) and _locked(exc):
+                # Another process's lock says nothing wrong of the file: not set aside.
+                self._move_to_memory(_lock_reason(exc))
+                return
             log.warning(
                 "call index %s is unusable (%s); rebuilding it from the API", self.path, exc
             )
@@ -170,7 +200,9 @@ class CallIndex:
         # The directory is ours and 0700 (see cache_dir): the file is made 0600 in it.
         old_umask = os.umask(0o077)
         try:
-            self._writer = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._writer = sqlite3.connect(
+                self.path, timeout=LOCK_WAIT, check_same_thread=False, isolation_level=None
+            )
         finally:
             os.umask(old_umask)
         self._writer.execute("PRAGMA journal_mode=WAL")
@@ -221,20 +253,41 @@ class CallIndex:
                 except sqlite3.OperationalError as exc:
                     with contextlib.suppress(sqlite3.Error):
                         writer.execute("ROLLBACK")
-                    if attempt or "full" not in str(exc).lower() or self._in_memory:
+                    if attempt or self._in_memory:
                         raise
-                    self._move_to_memory(exc)
+                    if _locked(exc):
+                        self._move_to_memory(_lock_reason(exc))
+                    elif "full" in str(exc).lower():
+                        self._move_to_memory(str(exc))
+                    else:
+                        raise
                 except BaseException:
                     with contextlib.suppress(sqlite3.Error):
                         writer.execute("ROLLBACK")
                     raise
         raise AssertionError("unreachable")
 
-    def _move_to_memory(self, exc: sqlite3.Error) -> None:
-        log.warning("call index %s: %s; keeping it in memory until the mount ends", self.path, exc)
+    def _move_to_memory(self, reason: str) -> None:
+        log.warning(
+            "call index %s: %s; keeping it in memory until the mount ends", self.path, reason
+        )
         uri = f"file:amigofs-index-{id(self)}?mode=memory&cache=shared"
         memory = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
-        self._conn(self._writer).backup(memory)
+        try:
+            source = self._conn(self._writer)
+            # A read first: backup() waits for ever on a file locked against readers.
+            source.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            source.backup(memory)
+        except (sqlite3.Error, RuntimeError) as exc:  # RuntimeError: never opened
+            # Locked against readers too (a file not in WAL mode): the calls are listed
+            # again; the workspaces keep their row ids, which callers hold.
+            log.warning("call index %s: not copied (%s); starting it empty", self.path, exc)
+            memory.executescript(_SCHEMA)
+            memory.execute("INSERT INTO format VALUES (?)", (FORMAT,))
+            memory.executemany(
+                "INSERT INTO workspaces (id, workspace_id) VALUES (?, ?)",
+                [(row, ws) for ws, row in self._ws_rows.items()],
+            )
         reader = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
         # In a shared cache, connections lock tables, not files, and a reader's open
         # cursor (a readdir streaming rows) made the writer fail at once with "database
@@ -411,11 +464,8 @@ class CallIndex:
         listed: bool = True,
     ) -> None:
         ws = self.workspace_row(workspace_id)
-        rows = [
-            (ws, c.call_sid, started_ns(c), c.duration_seconds, c.direction, int(listed))
-            for c in calls
-        ]
-        newest = max((r[2] for r in rows if r[2] is not None), default=None)
+        rows = [_call_row(ws, c, listed) for c in calls]
+        newest = max((r[2] for r in rows if isinstance(r[2], int)), default=None)
 
         def add(writer: sqlite3.Connection) -> None:
             writer.executemany(

@@ -99,6 +99,8 @@ class Recording:
     """How the stored audio disagrees with the metadata (config.SIZE_FAULTS), or None."""
     url_fault: str | None = None
     """Where the download links point instead of this call's folder (config.URL_FAULTS), or None."""
+    row_fault: str | None = None
+    """Which of the call's fields is out of any sane range (config.ROW_FAULTS), or None."""
 
     @property
     def filenames(self) -> tuple[str, str, str]:

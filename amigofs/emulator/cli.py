@@ -88,6 +88,13 @@ _KNOB_FLAGS: tuple[tuple[str, str, type, str], ...] = (
         "has a negative or absurd size (default 0)",
     ),
     (
+        "--bad-rows",
+        "bad_rows",
+        int,
+        "recorded calls per workspace (after the --evil-urls ones) listed as starting in 0001 or "
+        "2300, or whose metadata says duration_seconds 1e308 (default 0)",
+    ),
+    (
         "--size-mismatch",
         "size_mismatch",
         int,

@@ -28,6 +28,12 @@ URL_FAULTS: tuple[str, ...] = (
 )
 """Where ``evil_urls`` calls' download links point instead of their own download folder."""
 
+ROW_FAULTS: tuple[str, ...] = ("zero_time", "far_future", "absurd_duration")
+"""How a call's fields are out of any sane range under ``bad_rows``, assigned in this order: its
+listing entry starts at Go's zero time (0001-01-01T00:00:00Z) or in 2300 (both outside what
+nanoseconds since 1970 in a signed 64-bit integer hold), or its metadata says
+``duration_seconds: 1e308``. Its stored files stay sound."""
+
 MAX_CALLS = 1_000_000_000
 """Calls a workspace can hold (besides those added at run time)."""
 MAX_WORKSPACES = 1 << 20
@@ -91,6 +97,9 @@ class EmulatorConfig:
     evil_urls: int = 0
     """Recorded calls per workspace whose download links point elsewhere (URL_FAULTS)."""
     evil_host: str = "http://127.0.0.2:9"
+    bad_rows: int = 0
+    """Recorded calls per workspace, after the evil_urls ones, whose listing entry or metadata
+    holds a value out of any sane range (ROW_FAULTS)."""
     """The foreign server that "other_host" style links point at."""
 
     fault_rate: float = 0.0
@@ -136,6 +145,7 @@ class EmulatorConfig:
             "bad_metadata",
             "size_mismatch",
             "evil_urls",
+            "bad_rows",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
@@ -148,9 +158,10 @@ class EmulatorConfig:
         if self.archived_calls > self.calls_per_workspace:
             raise ValueError("archived_calls must be <= calls_per_workspace")
         special = self.archived_calls + self.bad_metadata + self.size_mismatch + self.evil_urls
-        if special > self.calls_per_workspace:
+        if special + self.bad_rows > self.calls_per_workspace:
             raise ValueError(
-                "archived + bad_metadata + size_mismatch + evil_urls must be <= calls_per_workspace"
+                "archived + bad_metadata + size_mismatch + evil_urls + bad_rows must be "
+                "<= calls_per_workspace"
             )
         if not self.evil_host.startswith(("http://", "https://")) or self.evil_host.endswith("/"):
             raise ValueError("evil_host must be an http(s) URL without a trailing slash")

@@ -119,8 +119,8 @@ class Dataset:
                 if call.recording is not None:
                     yield call.recording
 
-    def faulty(self, kind: Literal["metadata", "size", "url"]) -> list[Recording]:
-        """The recordings with a metadata, size or url fault, in listing order."""
+    def faulty(self, kind: Literal["metadata", "size", "url", "row"]) -> list[Recording]:
+        """The recordings with a metadata, size, url or row fault, in listing order."""
         attr = f"{kind}_fault"
         return [r for r in self.recordings() if getattr(r, attr) is not None]
 
@@ -130,13 +130,15 @@ class Dataset:
 
     def _sound(self) -> Iterator[Recording]:
         for r in self.recordings():
-            if r.metadata_fault is None and r.size_fault is None and r.url_fault is None:
+            if r.metadata_fault is r.size_fault is r.url_fault is r.row_fault is None:
                 yield r
 
     def _sound_in(self, workspace_id: str) -> Iterator[Recording]:
         for call in self.calls(workspace_id):
             r = call.recording
-            if r is not None and r.metadata_fault is r.size_fault is r.url_fault is None:
+            if r is None:
+                continue
+            if r.metadata_fault is r.size_fault is r.url_fault is r.row_fault is None:
                 yield r
 
     # hostile listings

@@ -9,7 +9,13 @@ from datetime import datetime, timedelta
 
 from amigofs.emulator import seeded
 from amigofs.emulator.calls import Call, Recording, metadata_document
-from amigofs.emulator.config import METADATA_FAULTS, SIZE_FAULTS, URL_FAULTS, EmulatorConfig
+from amigofs.emulator.config import (
+    METADATA_FAULTS,
+    ROW_FAULTS,
+    SIZE_FAULTS,
+    URL_FAULTS,
+    EmulatorConfig,
+)
 
 SIZE_FAULT_SAMPLES = 4000
 """Samples a "shorter" or "longer" stored file lacks or has in excess of what the metadata says."""
@@ -17,6 +23,10 @@ SIZE_FAULT_CUT_BYTES = 3000
 """A "cut_short" stored file's bodies end this many bytes before the size the server claims."""
 ABSURD_SIZE = 1 << 62
 """The size an "absurd_size" metadata document claims (4 EiB)."""
+BAD_ROW_STARTS = {"zero_time": "0001-01-01T00:00:00Z", "far_future": "2300-01-01T00:00:00Z"}
+"""The started_at of a "zero_time" (Go's zero time) or "far_future" listing entry."""
+ABSURD_DURATION = 1e308
+"""The duration_seconds an "absurd_duration" metadata document claims."""
 NOT_JSON_METADATA = b"<html><body><h1>502 Bad Gateway</h1></body></html>\n"
 
 HOSTILE_CALL_SIDS: tuple[object, ...] = (
@@ -72,12 +82,13 @@ def fault_plan(config: EmulatorConfig) -> list[tuple[str, str]]:
         + [("size_fault", SIZE_FAULTS[i % len(SIZE_FAULTS)])
            for i in range(config.size_mismatch)]
         + [("url_fault", URL_FAULTS[i % len(URL_FAULTS)]) for i in range(config.evil_urls)]
+        + [("row_fault", ROW_FAULTS[i % len(ROW_FAULTS)]) for i in range(config.bad_rows)]
     )  # fmt: skip
 
 
 def inject_faults(config: EmulatorConfig, calls: list[Call]) -> list[Call]:
     """Breaks the newest recorded (not archived) calls of a workspace made at once as
-    bad_metadata, size_mismatch and evil_urls ask, in that order and in listing order, so
+    bad_metadata, size_mismatch, evil_urls and bad_rows ask, in that order and in listing order, so
     tests can find them."""
     plan = fault_plan(config)
     if not plan:
@@ -97,6 +108,13 @@ def with_fault(call: Call, field_name: str, kind: str) -> Call:
     rec = replace(rec, **{field_name: kind})  # type: ignore[arg-type]
     if field_name == "metadata_fault":
         rec = _break_metadata(rec)
+    if field_name == "row_fault" and kind in BAD_ROW_STARTS:
+        # Only the listing entry says so: the metadata keeps the call's true start.
+        return replace(call, summary={**call.summary, "started_at": BAD_ROW_STARTS[kind]},
+                       recording=rec)  # fmt: skip
+    if field_name == "row_fault":
+        metadata = {**rec.metadata, "duration_seconds": ABSURD_DURATION}
+        rec = replace(rec, metadata=metadata, metadata_bytes=metadata_document(metadata))
     return replace(call, recording=rec)
 
 

@@ -103,7 +103,8 @@ class Channel:
         if wav:
             # How long the header is, is only known once it is read; the duration
             # is checked against it then.
-            samples = round(duration * rate) if math.isfinite(duration) else -1
+            # The product, not the duration: 1e308 s is finite, its samples are not.
+            samples = round(duration * rate) if math.isfinite(duration * rate) else -1
             if samples < 0:
                 raise NoStereo(f"{name}: duration {duration}")
         else:

@@ -58,18 +58,19 @@ class Days:
 
     def bounds_ns(self, day: dt.date) -> tuple[int, int]:
         """The instants [start, end) of a local day, in ns since the epoch (a day of a
-        zone's clock change is 23 or 25 hours)."""
+        zone's clock change is 23 or 25 hours), held to what the index can hold: a day
+        before 1677 or after 2262 (0001-01-01, 9999-12-31) holds no call's start."""
         start = dt.datetime.combine(day, dt.time(), self.zone)
-        end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), self.zone)
+        try:
+            end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), self.zone)
+        except OverflowError:  # 9999-12-31 has no day after it
+            end = dt.datetime.max.replace(tzinfo=dt.UTC)
         return time_ns(start), time_ns(end)
 
     def utc_days(self, day: dt.date) -> tuple[dt.date, dt.date]:
         """The UTC days a local day overlaps (for a date-filtered listing)."""
         start, end = self.bounds_ns(day)
-        # Whole seconds: a float of nanoseconds since 1970 is not exact to the unit.
-        first = dt.datetime.fromtimestamp(start // 1_000_000_000, dt.UTC).date()
-        last = dt.datetime.fromtimestamp((end - 1) // 1_000_000_000, dt.UTC).date()
-        return first, last
+        return from_time_ns(start).date(), from_time_ns(end - 1).date()
 
     def next_day_ns(self, started_ns: int) -> int:
         """The start of the local day after the one `started_ns` falls in."""
