@@ -34,7 +34,7 @@ from amigofs.api.models import (
     parse_recording_urls,
     parse_workspace,
 )
-from amigofs.api.ranges import fetch_range
+from amigofs.api.ranges import check_end, fetch_range
 from amigofs.api.retries import ProgressDeadline, ResumableShort, RetryPolicy, retrying
 from amigofs.api.secret import ApiKey, BearerAuth
 from amigofs.api.stats import NO_ANSWER, Answer, ClientStats
@@ -273,6 +273,7 @@ class PlatformClient:
         if not buf:
             return
         done = 0
+        end_unconfirmed = False
         clock = ProgressDeadline(self.config.retry.deadline)
         op = "download-recording-file"
 
@@ -282,21 +283,42 @@ class PlatformClient:
                 on_progress(done + got)
 
         async def attempt(answer: Answer) -> None:
-            nonlocal done
+            nonlocal done, end_unconfirmed
 
             def get(headers: dict[str, str]) -> AbstractAsyncContextManager[httpx.Response]:
                 return self._get(op, answer, path.target, headers=headers)
 
             try:
-                done += await fetch_range(
+                fetched = await fetch_range(
                     get, path, start + done, buf[done:], total, progress, self.stats
                 )
             except ResumableShort as short:
                 # Keep what arrived, so the next try asks only for the rest.
                 done += short.got
                 raise
+            done += fetched.got
+            end_unconfirmed = fetched.end_unconfirmed
 
         await self._retrying(op, attempt, progress=lambda: done, deadline=clock)
+        if end_unconfirmed:
+            # The answer did not say the file's length, and this range ends where the
+            # metadata says the file does: the server's length is the truth.
+            assert total is not None
+            await self.check_length(path, total)
+
+    async def check_length(self, path: DownloadPath, total: int) -> None:
+        """Raises SizeMismatch unless the stored file ends at `total` bytes (one GET for
+        the byte past that end): for a size of 0 in the metadata, and for servers that
+        do not say a file's length."""
+        op = "download-recording-file"
+
+        async def attempt(answer: Answer) -> None:
+            def get(headers: dict[str, str]) -> AbstractAsyncContextManager[httpx.Response]:
+                return self._get(op, answer, path.target, headers=headers, accept=(416,))
+
+            await check_end(get, path, total, self.stats)
+
+        await self._retrying(op, attempt)
 
     async def download_small(self, path: DownloadPath) -> bytes:
         """A whole small stored file (metadata.json), at most max_small_download_bytes
@@ -355,10 +377,12 @@ class PlatformClient:
         *,
         params: Mapping[str, int | str] | None = None,
         headers: Mapping[str, str] | None = None,
+        accept: tuple[int, ...] = (),
     ) -> AsyncIterator[httpx.Response]:
         """One GET with its answer's headers in: its status noted in `answer`, logged and
-        checked (diagnostics.check_status). httpx's transport errors, while sending or
-        while the body is read, come out as errors.TransportError."""
+        checked (diagnostics.check_status), but for the statuses in `accept`, which the
+        caller reads. httpx's transport errors, while sending or while the body is
+        read, come out as errors.TransportError."""
         try:
             async with self._http.stream("GET", path, params=params, headers=headers) as resp:
                 answer.status = resp.status_code
@@ -372,8 +396,9 @@ class PlatformClient:
                         f" [{request['range']}]" if "range" in request else "",
                         resp.status_code,
                     )
-                document = await diagnostics.error_document(resp)
-                diagnostics.check_status(op, path, resp, document)
+                if resp.status_code not in accept:
+                    document = await diagnostics.error_document(resp)
+                    diagnostics.check_status(op, path, resp, document)
                 yield resp
         except httpx.TransportError as exc:
             raise diagnostics.transport_error(

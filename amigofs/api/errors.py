@@ -16,7 +16,8 @@ errno in one place (`amigofs.fs.errors.to_errno`).
     │   ├── CertificateError      the server's TLS certificate is not trusted (not retried)
     │   └── DeadlineExceeded      retries gave up because the overall deadline ran out
     └── ProtocolError             an answer that breaks the API contract
-        └── ValidationError       a field or entry that is missing, mistyped or unsafe
+        ├── ValidationError       a field or entry that is missing, mistyped or unsafe
+        └── SizeMismatch          a stored file's length is not the metadata's
 
 No message in this tree ever holds the API key: the client builds messages from
 method, path and status only.
@@ -97,3 +98,9 @@ class ProtocolError(AmigoError):
 
 class ValidationError(ProtocolError):
     """A response field or a listing entry is missing, mistyped or unsafe to use."""
+
+
+class SizeMismatch(ProtocolError):
+    """A download shows the stored file's length (Content-Range, Content-Length, or where
+    a body without either ends) is not the size the metadata gives: never served cut or
+    padded to the metadata's size."""

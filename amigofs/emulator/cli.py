@@ -145,6 +145,13 @@ _KNOB_FLAGS: tuple[tuple[str, str, type, str], ...] = (
         "offsets shift (default 0)",
     ),
     (
+        "--download-framing",
+        "download_framing",
+        str,
+        "how downloads say their length: length (default), chunked (Range ignored, 200 "
+        "without Content-Length) or unknown_total (206 with Content-Range bytes a-b/*)",
+    ),
+    (
         "--tls",
         "tls",
         bool,
@@ -196,7 +203,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "GET|POST /__control (JSON: fault_rate, fault_kinds, latency, bandwidth, url_ttl, "
         "retry_after, stall_seconds, link_bandwidth, max_connections, over_capacity, "
         "new_calls_per_second, restore: [sid], archive: [sid], revoke: [ws], grant: [ws], "
-        "nest_metadata: [sid], add_calls: N or {ws: N})."
+        "download_framing, nest_metadata: [sid], add_calls: N or {ws: N}, "
+        "understate_sizes: {sid: bytes}, replace: [sid], replace_after_get: [sid])."
     )
     parser.add_argument(
         "--host",

@@ -32,6 +32,11 @@ MAX_CALLS = 1_000_000_000
 """Calls a workspace can hold (besides those added at run time)."""
 MAX_WORKSPACES = 1 << 20
 
+DOWNLOAD_FRAMINGS: tuple[str, ...] = ("length", "chunked", "unknown_total")
+"""How downloads say their length: "length" (206 with the file's size in Content-Range, or 200
+with Content-Length); "chunked" (Range ignored: 200, the whole file, chunked, no length said);
+"unknown_total" (206 with ``Content-Range: bytes a-b/*``)."""
+
 OVER_CAPACITY_MODES: tuple[str, ...] = ("queue", "429")
 """What a request beyond ``max_connections`` gets: a place in line, or 429 with Retry-After."""
 
@@ -111,6 +116,8 @@ class EmulatorConfig:
     new_calls_per_second: float = 0.0
     """New calls added at the head of every workspace while the emulator runs (listing offsets
     shift under a client, as they do at the real service)."""
+    download_framing: str = "length"
+    """How downloads say their length (DOWNLOAD_FRAMINGS)."""
     tls: bool = False
     """Serve HTTPS with a self-signed certificate made at start (amigofs.emulator.tls); fixed
     at start, unlike the other fields of this group."""
@@ -177,5 +184,7 @@ class EmulatorConfig:
             raise ValueError("max_connections must be > 0 (or None for no cap)")
         if self.over_capacity not in OVER_CAPACITY_MODES:
             raise ValueError(f"over_capacity must be one of {list(OVER_CAPACITY_MODES)}")
+        if self.download_framing not in DOWNLOAD_FRAMINGS:
+            raise ValueError(f"download_framing must be one of {list(DOWNLOAD_FRAMINGS)}")
         if not 0.0 <= self.new_calls_per_second <= 1_000_000:
             raise ValueError("new_calls_per_second must be within [0, 1000000]")

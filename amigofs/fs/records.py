@@ -182,6 +182,8 @@ class RecordingSource:
         self._limit = trio.CapacityLimiter(concurrency)
         self._url_refresh: SingleFlight[RecordingUrls] = SingleFlight()
         self.access = WorkspaceAccess()
+        # Stored files of size 0 in their metadata that the server confirmed empty.
+        self._confirmed_empty: set[FileKey] = set()
 
     async def load(
         self,
@@ -198,7 +200,9 @@ class RecordingSource:
         that the first audio bytes cost two round trips, not three."""
         stored = None if fresh else self._load_stored(workspace_id, call_sid)
         if stored is not None:
-            return self._build(workspace_id, call_sid, summary, *stored, from_disk=True)
+            record = self._build(workspace_id, call_sid, summary, *stored, from_disk=True)
+            await self._confirm_empty(record)
+            return record
         async with self._limit:
             urls, metadata = await self.access.checked(
                 workspace_id,
@@ -208,12 +212,42 @@ class RecordingSource:
                 ),
             )
         record = self._build(workspace_id, call_sid, summary, urls, metadata, None)
+        await self._confirm_empty(record)
         if urls.metadata is None:
             self._save(record, urls, None)
         else:
             record.metadata_done = trio.Event()
             nursery.start_soon(self._fetch_metadata_file, record, urls)
         return record
+
+    async def _confirm_empty(self, record: CallRecord) -> None:
+        """An audio file of size 0 in the metadata is shown empty only once the server
+        says it is (one request for the byte past its end, the first time): a file the
+        server holds bytes of is not shown, with one log line, never shown empty."""
+        for name in (INBOUND, OUTBOUND):
+            file = record.files.get(name)
+            stored = file.stored if file is not None else None
+            if stored is None or stored.size != 0 or stored.key in self._confirmed_empty:
+                continue
+            link = record.links[name]
+            for attempt in range(2):
+                path = link.path
+                try:
+                    await self._client.check_length(path, 0)
+                    break
+                except api.AuthError:
+                    if attempt:  # refused again right after its renewal: the server's word
+                        raise
+                    await self.renew(link, path)  # a link kept by an earlier mount expired
+                except api.SizeMismatch as exc:
+                    log.warning(
+                        "%s/%s: %s not shown: %s", record.workspace_id, record.call_sid, name, exc
+                    )
+                    del record.files[name]
+                    record.files.pop(CALL, None)
+                    break
+            if name in record.files:
+                self._confirmed_empty.add(stored.key)
 
     async def _fetch_metadata_file(self, record: CallRecord, urls: RecordingUrls) -> None:
         path = urls.metadata

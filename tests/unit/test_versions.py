@@ -1,0 +1,127 @@
+"""The pure parts of issue #19's "the server's length is the truth" and "one version per
+read": a ranged answer's length checks, Content-Range with "*", the byte past the end."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from amigofs.api import errors
+from amigofs.api.models import DownloadPath
+from amigofs.api.ranges import check_content_range, check_end, fetch_range
+from amigofs.api.stats import ClientStats
+
+PATH = DownloadPath("WS", "CA", "inbound.raw", "/download/inbound.raw")
+FILE = bytes(range(256)) * 40  # 10,240 bytes on the server
+
+
+class Server:
+    """Answers ranged GETs of FILE as a server of one framing does, noting each Range."""
+
+    def __init__(self, framing: str, data: bytes = FILE) -> None:
+        self.framing = framing
+        self.data = data
+        self.ranges: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def get(self, headers: dict[str, str]) -> AsyncIterator[httpx.Response]:
+        asked = headers["Range"].removeprefix("bytes=")
+        self.ranges.append(asked)
+        first, last = (int(n) for n in asked.split("-"))
+        size = len(self.data)
+        request = httpx.Request("GET", "http://x/")
+        if self.framing == "chunked":  # Range ignored, no length said
+            yield httpx.Response(200, content=_chunks(self.data), request=request)
+            return
+        if first >= size:
+            yield httpx.Response(416, headers={"content-range": f"bytes */{size}"}, request=request)
+            return
+        last = min(last, size - 1)
+        total = "*" if self.framing == "unknown_total" else str(size)
+        body = self.data[first : last + 1]
+        yield httpx.Response(
+            206,
+            headers={"content-range": f"bytes {first}-{last}/{total}",
+                     "content-length": str(len(body))},
+            content=_chunks(body),
+            request=request,
+        )  # fmt: skip
+
+
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    for offset in range(0, len(data), 1000):
+        yield data[offset : offset + 1000]
+
+
+async def fetch(server: Server, start: int, want: int, total: int) -> tuple[bytes, bool]:
+    buf = bytearray(want)
+    fetched = await fetch_range(
+        server.get, PATH, start, memoryview(buf), total, lambda n: None, ClientStats()
+    )
+    return bytes(buf[: fetched.got]), fetched.end_unconfirmed
+
+
+def answer(status: int, **headers: str) -> httpx.Response:
+    return httpx.Response(status, headers=headers, request=httpx.Request("GET", "http://x/"))
+
+
+def test_a_content_range_with_a_star_says_no_length_and_one_with_a_number_does() -> None:
+    good = {"content-length": "10"}
+    assert check_content_range(
+        PATH, answer(206, **good, **{"content-range": "bytes 10-19/100"}), 10, 10, 100
+    )
+    assert not check_content_range(
+        PATH, answer(206, **good, **{"content-range": "bytes 10-19/*"}), 10, 10, 100
+    )
+    with pytest.raises(errors.SizeMismatch, match="stored file has 105 bytes, metadata says 100"):
+        check_content_range(
+            PATH, answer(206, **good, **{"content-range": "bytes 10-19/105"}), 10, 10, 100
+        )
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "unknown_total"])
+async def test_the_last_range_of_a_file_longer_than_its_metadata_is_never_served_cut(
+    framing: str,
+) -> None:
+    """Metadata 5,000 bytes short: the range that ends at the metadata's end either fails
+    (a length said, or a chunked body read past that end) or is marked unconfirmed, for
+    the byte past the end to be asked; check_end then fails."""
+    total = len(FILE) - 5000
+    server = Server(framing)
+    try:
+        _, unconfirmed = await fetch(server, total - 1000, 1000, total)
+    except errors.SizeMismatch:
+        assert framing != "unknown_total"
+        return
+    assert framing == "unknown_total" and unconfirmed
+    with pytest.raises(errors.SizeMismatch, match="more than 5240"):
+        await check_end(server.get, PATH, total, ClientStats())
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "unknown_total"])
+async def test_a_file_of_the_metadatas_length_is_served_whole_in_every_framing(
+    framing: str,
+) -> None:
+    server = Server(framing)
+    total = len(FILE)
+    got, unconfirmed = await fetch(server, 0, 4000, total)
+    assert got == FILE[:4000] and not unconfirmed  # not the end: nothing to confirm
+    got, unconfirmed = await fetch(server, total - 3000, 3000, total)
+    assert got == FILE[-3000:]
+    assert unconfirmed == (framing == "unknown_total")
+    await check_end(server.get, PATH, total, ClientStats())  # the file ends there
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "unknown_total"])
+async def test_a_size_of_0_in_the_metadata_is_checked_against_the_server(framing: str) -> None:
+    with pytest.raises(errors.SizeMismatch):
+        await check_end(Server(framing).get, PATH, 0, ClientStats())
+    await check_end(Server(framing, b"").get, PATH, 0, ClientStats())
+
+
+async def test_a_chunked_body_that_ends_before_the_metadatas_end_is_a_mismatch() -> None:
+    with pytest.raises(errors.SizeMismatch, match="has 10240 bytes, metadata says 11000"):
+        await fetch(Server("chunked"), 10000, 1000, 11000)
