@@ -11,6 +11,12 @@ bytes a-b/*`) and its range ends where the metadata says the file ends, the rang
 `Fetched.end_unconfirmed` tells the caller to ask the server for the byte past that
 end (`check_end`): only such servers pay that request. A 200 without Content-Length
 (chunked) that holds the metadata's end is read to its end instead.
+
+One version per download: each answer's validator (ETag, else Last-Modified) is
+checked against the `Version` the download is of, which the first answer sets when
+the caller does not know it; a ranged GET of a known version carries `If-Range`, so a
+server that keeps it answers a replaced file with a 200 of the new one. An answer of
+another version is VersionChanged, before a byte of it is kept.
 """
 
 from __future__ import annotations
@@ -33,6 +39,44 @@ _CONTENT_RANGE_UNSATISFIED = re.compile(r"bytes \*/(\d+)")
 # A GET of the download path with these headers, its status checked; httpx's transport
 # errors come out as errors.TransportError (PlatformClient._get).
 Get = Callable[[dict[str, str]], AbstractAsyncContextManager[httpx.Response]]
+
+
+@dataclass(slots=True)
+class Version:
+    """Which version of a stored file a download is of: `validator` (the ETag, else the
+    Last-Modified date; None: the server sends neither) once `known`, from the caller
+    or from the first answer."""
+
+    validator: str | None = None
+    known: bool = False
+
+
+def validator_of(resp: httpx.Response) -> str | None:
+    """An answer's validator: its ETag, else its Last-Modified date, else None."""
+    value = resp.headers.get("etag") or resp.headers.get("last-modified")
+    return value.strip() if value else None
+
+
+def if_range(version: Version) -> dict[str, str]:
+    """The If-Range header for a ranged GET of `version`: a strong ETag or a date (RFC
+    9110 allows no weak ETag there); none where the version is unknown or has none."""
+    value = version.validator
+    if not version.known or value is None or value.startswith("W/"):
+        return {}
+    return {"If-Range": value}
+
+
+def check_version(path: DownloadPath, resp: httpx.Response, version: Version) -> None:
+    """The answer is of `version`, which it sets if not known yet; VersionChanged if not."""
+    found = validator_of(resp)
+    if not version.known:
+        version.validator, version.known = found, True
+    elif found != version.validator:
+        raise errors.VersionChanged(
+            f"download {path.filename}: the file was replaced on the server "
+            f"(validator {version.validator} is now {found})",
+            validator=found,
+        )
 
 
 @dataclass(slots=True, frozen=True)
@@ -59,15 +103,22 @@ async def fetch_range(
     total: int | None,
     progress: Callable[[int], None],
     stats: ClientStats,
+    version: Version,
 ) -> Fetched:
-    """One GET for bytes [start, start+len(buf)); says how many it wrote into buf.
+    """One GET for bytes [start, start+len(buf)) of `version`; says how many it wrote
+    into buf.
 
-    Raises ResumableShort for a body cut short, after recording what arrived, and
-    SizeMismatch for an answer that shows the file's length is not `total`.
+    Raises ResumableShort for a body cut short, after recording what arrived,
+    SizeMismatch for an answer that shows the file's length is not `total`, and
+    VersionChanged for one of another version.
     """
     want = len(buf)
     at_end = total is not None and start + want == total
-    headers = {"Range": f"bytes={start}-{start + want - 1}", "Accept-Encoding": body.IDENTITY}
+    headers = {
+        "Range": f"bytes={start}-{start + want - 1}",
+        "Accept-Encoding": body.IDENTITY,
+        **if_range(version),
+    }
     got = 0
     seen = 0  # bytes of the body so far (a 200's from the file's start)
     to_the_end = False  # a 200 without Content-Length holding the end: read it all
@@ -75,6 +126,8 @@ async def fetch_range(
     try:
         async with get(headers) as resp:
             body.refuse_encoded(resp, f"download {path.filename}")
+            if resp.status_code in (200, 206):
+                check_version(path, resp, version)
             if resp.status_code == 206:
                 said = check_content_range(path, resp, start, want, total)
                 end_unconfirmed = at_end and not said

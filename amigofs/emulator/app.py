@@ -664,6 +664,14 @@ class EmulatorApp:
             ("etag", f'"{etag}"'),
             ("last-modified", modified),
         ]
+        matches = request.headers.get("if-none-match", "")
+        if f'"{etag}"' in (tag.strip() for tag in matches.split(",")):
+            # Still the version the client has: no body (RFC 9110 If-None-Match).
+            await send(
+                {"type": "http.response.start", "status": 304, "headers": encode_headers(headers)}
+            )
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
         span = parse_range(request.headers.get("range"), size)
         if span is not None and fault == "ignore_range":
             self.stats.faults[fault] += 1

@@ -11,7 +11,14 @@ import pytest
 
 from amigofs.api import errors
 from amigofs.api.models import DownloadPath
-from amigofs.api.ranges import check_content_range, check_end, fetch_range
+from amigofs.api.ranges import (
+    Version,
+    check_content_range,
+    check_end,
+    fetch_range,
+    if_range,
+    validator_of,
+)
 from amigofs.api.stats import ClientStats
 
 PATH = DownloadPath("WS", "CA", "inbound.raw", "/download/inbound.raw")
@@ -21,20 +28,33 @@ FILE = bytes(range(256)) * 40  # 10,240 bytes on the server
 class Server:
     """Answers ranged GETs of FILE as a server of one framing does, noting each Range."""
 
-    def __init__(self, framing: str, data: bytes = FILE) -> None:
+    def __init__(
+        self,
+        framing: str,
+        data: bytes = FILE,
+        etag: str | None = None,
+        *,
+        honours_if_range: bool = True,
+    ) -> None:
         self.framing = framing
+        self.honours_if_range = honours_if_range
         self.data = data
+        self.etag = etag
         self.ranges: list[str] = []
+        self.if_ranges: list[str | None] = []
 
     @contextlib.asynccontextmanager
     async def get(self, headers: dict[str, str]) -> AsyncIterator[httpx.Response]:
         asked = headers["Range"].removeprefix("bytes=")
         self.ranges.append(asked)
+        self.if_ranges.append(headers.get("If-Range"))
         first, last = (int(n) for n in asked.split("-"))
         size = len(self.data)
         request = httpx.Request("GET", "http://x/")
-        if self.framing == "chunked":  # Range ignored, no length said
-            yield httpx.Response(200, content=_chunks(self.data), request=request)
+        tag = {"etag": self.etag} if self.etag is not None else {}
+        changed = self.honours_if_range and headers.get("If-Range") not in (None, self.etag)
+        if self.framing == "chunked" or changed:  # Range ignored, no length said
+            yield httpx.Response(200, headers=tag, content=_chunks(self.data), request=request)
             return
         if first >= size:
             yield httpx.Response(416, headers={"content-range": f"bytes */{size}"}, request=request)
@@ -45,7 +65,7 @@ class Server:
         yield httpx.Response(
             206,
             headers={"content-range": f"bytes {first}-{last}/{total}",
-                     "content-length": str(len(body))},
+                     "content-length": str(len(body)), **tag},
             content=_chunks(body),
             request=request,
         )  # fmt: skip
@@ -56,11 +76,14 @@ async def _chunks(data: bytes) -> AsyncIterator[bytes]:
         yield data[offset : offset + 1000]
 
 
-async def fetch(server: Server, start: int, want: int, total: int) -> tuple[bytes, bool]:
+async def fetch(
+    server: Server, start: int, want: int, total: int, version: Version | None = None
+) -> tuple[bytes, bool]:
     buf = bytearray(want)
     fetched = await fetch_range(
-        server.get, PATH, start, memoryview(buf), total, lambda n: None, ClientStats()
-    )
+        server.get, PATH, start, memoryview(buf), total, lambda n: None, ClientStats(),
+        version if version is not None else Version(),
+    )  # fmt: skip
     return bytes(buf[: fetched.got]), fetched.end_unconfirmed
 
 
@@ -125,3 +148,48 @@ async def test_a_size_of_0_in_the_metadata_is_checked_against_the_server(framing
 async def test_a_chunked_body_that_ends_before_the_metadatas_end_is_a_mismatch() -> None:
     with pytest.raises(errors.SizeMismatch, match="has 10240 bytes, metadata says 11000"):
         await fetch(Server("chunked"), 10000, 1000, 11000)
+
+
+def test_the_validator_is_the_etag_else_the_last_modified_date() -> None:
+    date = "Tue, 14 Nov 2023 22:13:20 GMT"
+    assert validator_of(answer(206, etag='"a1"', **{"last-modified": date})) == '"a1"'
+    assert validator_of(answer(206, **{"last-modified": date})) == date
+    assert validator_of(answer(206)) is None
+
+
+def test_if_range_carries_a_known_strong_etag_or_a_date_and_nothing_else() -> None:
+    assert if_range(Version()) == {}  # not known: the first answer says
+    assert if_range(Version(None, True)) == {}  # the server sends none
+    assert if_range(Version('W/"a1"', True)) == {}  # RFC 9110: no weak ETag there
+    assert if_range(Version('"a1"', True)) == {"If-Range": '"a1"'}
+    date = "Tue, 14 Nov 2023 22:13:20 GMT"
+    assert if_range(Version(date, True)) == {"If-Range": date}
+
+
+async def test_the_first_answer_sets_the_version_and_later_ones_must_match_it() -> None:
+    server = Server("length", etag='"v1"')
+    version = Version()
+    got, _ = await fetch(server, 0, 1000, len(FILE), version)
+    assert got == FILE[:1000] and version == Version('"v1"', True)
+    assert server.if_ranges == [None]
+    got, _ = await fetch(server, 1000, 1000, len(FILE), version)
+    assert got == FILE[1000:2000] and server.if_ranges[-1] == '"v1"'
+
+
+@pytest.mark.parametrize("honours_if_range", [True, False])
+async def test_an_answer_of_another_version_is_version_changed_before_a_byte_is_kept(
+    honours_if_range: bool,
+) -> None:
+    """Replaced in place (same size, other bytes, a new ETag): a server that honours
+    If-Range answers 200 with the new file, one that does not a 206 of it; both are
+    VersionChanged naming the new validator, and nothing of the new bytes is kept."""
+    new = bytes(255 - b for b in FILE)
+    server = Server("length", new, etag='"v2"', honours_if_range=honours_if_range)
+    buf = bytearray(1000)
+    with pytest.raises(errors.VersionChanged) as raised:
+        await fetch_range(
+            server.get, PATH, 1000, memoryview(buf), len(FILE), lambda n: None, ClientStats(),
+            Version('"v1"', True),
+        )  # fmt: skip
+    assert raised.value.validator == '"v2"'
+    assert buf == bytearray(1000)
