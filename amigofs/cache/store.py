@@ -428,13 +428,14 @@ class BlockStore:
             if available(where):
                 return
             fetch = self._blocks.fetch_of(where)
-            if fetch is not None:
-                while not fetch.done and not available(where):
-                    await fetch.changed.wait()
-                if fetch.error is not None and not available(where):
-                    raise fetch.error
-            else:
-                self._launch(file, index, index + 1, prefetch=False)
+            if fetch is None:
+                # (Again, too, after a fetch that found the file replaced: of the new
+                # version now.)
+                fetch = self._launch(file, index, index + 1, prefetch=False)
+            while not fetch.done and not available(where):
+                await fetch.changed.wait()
+            if fetch.error is not None and not available(where):
+                raise fetch.error
         if not available(where):
             raise errors.ProtocolError(f"{file.key.filename}: block {index} could not be cached")
 

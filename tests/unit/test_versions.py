@@ -4,10 +4,11 @@ read": a ranged answer's length checks, Content-Range with "*", the byte past th
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
+import trio
 
 from amigofs.api import errors
 from amigofs.api.models import DownloadPath
@@ -20,6 +21,10 @@ from amigofs.api.ranges import (
     validator_of,
 )
 from amigofs.api.stats import ClientStats
+from amigofs.cache.block_format import FileKey
+from amigofs.cache.seams import FetchJob, Landed
+from amigofs.cache.store import BlockStore, StoredFile
+from tests.unit.block_doubles import MemoryCache, MemoryFetcher
 
 PATH = DownloadPath("WS", "CA", "inbound.raw", "/download/inbound.raw")
 FILE = bytes(range(256)) * 40  # 10,240 bytes on the server
@@ -193,3 +198,71 @@ async def test_an_answer_of_another_version_is_version_changed_before_a_byte_is_
         )  # fmt: skip
     assert raised.value.validator == '"v2"'
     assert buf == bytearray(1000)
+
+
+# --- the store over a server whose file is replaced ---------------------------------
+
+BLOCK = 64
+NAME = "a.wav"
+
+
+class Link:
+    path = DownloadPath("ws", "call", NAME, "/download/a")
+
+
+class ReplacingFetcher(MemoryFetcher):
+    """A MemoryFetcher whose file has a version: it answers as a server with ETags
+    does (a job of a known version gets VersionChanged once the file was replaced), and
+    `replace_after` requests later, the file is replaced in place."""
+
+    def __init__(self, versions: list[bytes], cache: MemoryCache, replace_after: int) -> None:
+        super().__init__({NAME: versions[0]}, cache)
+        self.versions = versions
+        self.current = 0
+        self.replace_after = replace_after
+
+    async def fetch(
+        self,
+        job: FetchJob,
+        *,
+        nursery: trio.Nursery,
+        on_blocks: Callable[[list[Landed]], None] | None = None,
+    ) -> None:
+        served = self.current
+        etag = f'"v{served}"'
+        if len(self.requests) + 1 >= self.replace_after:
+            self.current = min(len(self.versions) - 1, served + 1)
+        if job.version.known and job.version.validator != etag:
+            self.requests.append((job.filename, job.start, job.end))
+            raise errors.VersionChanged("replaced", validator=etag)
+        job.version.validator, job.version.known = etag, True
+        self.files[NAME] = self.versions[served]
+        await super().fetch(job, nursery=nursery, on_blocks=on_blocks)
+
+
+def test_a_file_replaced_between_two_reads_is_served_whole_in_one_version_each_time() -> None:
+    size = 8 * BLOCK
+    old = bytes(i % 251 for i in range(size))
+    new = bytes((i * 7) % 253 for i in range(size))
+    replaced: list[FileKey] = []
+
+    async def main() -> None:
+        cache = MemoryCache(BLOCK)
+        fetcher = ReplacingFetcher([old, new], cache, replace_after=1)
+        async with trio.open_nursery() as nursery:
+            store = BlockStore(cache, fetcher, nursery, min_chunk_bytes=BLOCK)
+            store.on_replaced = replaced.append
+            file = StoredFile(FileKey("ws", "call", NAME, size), Link())
+            # The first GET is of the old version; the server replaces the file after it.
+            assert await store.read(file, 0, BLOCK) == old[:BLOCK]
+            assert store.generation(file.key) == 0
+            # The next GET asks for the old version and is told of the new one: the old
+            # blocks go, the new version is fetched, and the generation counts it.
+            assert await store.read(file, 4 * BLOCK, 5 * BLOCK) == new[4 * BLOCK : 5 * BLOCK]
+            assert store.generation(file.key) == 1
+            assert replaced == [file.key]
+            # Block 0 is fetched again, of the new version: never the old one beside it.
+            assert await store.read(file, 0, size) == new
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
