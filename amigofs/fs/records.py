@@ -197,6 +197,8 @@ class RecordingSource:
         self.access = WorkspaceAccess()
         # Stored files of size 0 in their metadata that the server confirmed empty.
         self._confirmed_empty: set[FileKey] = set()
+        # Presented files whose stored length was found not to be the metadata's.
+        self._mismatched: set[str] = set()
         # The inodes whose pages the kernel may hold, by stored file (relative dir) they
         # were read from; the most recently read SERVED_FILES files.
         self._served: cachetools.LRUCache[str, set[InodeT]] = cachetools.LRUCache(SERVED_FILES)
@@ -485,6 +487,30 @@ class RecordingSource:
         server says: a size it contradicts or a file it does not have (what a wrong
         record gets) has the record loaded again (`reload`, by the records' owner),
         once, and the reader moved to it before the read is made again."""
+        if self._mismatched:
+            said = self._said_mismatch(reader)
+            if said in self._mismatched:
+                # Logged once, at the first read that found it; not again at each retry.
+                raise FsError(errno.EIO, f"{said}: its length is not its metadata's")
+        try:
+            return await self._read_checked(reader, offset, size, reload)
+        except api.SizeMismatch:
+            self._mismatched.add(self._said_mismatch(reader))
+            raise
+
+    @staticmethod
+    def _said_mismatch(reader: Reader) -> str:
+        record = reader.record
+        where = f"{record.workspace_id}/{record.call_sid}/" if record is not None else ""
+        return f"{where}{reader.file.name}.{reader.file.size}"
+
+    async def _read_checked(
+        self,
+        reader: Reader,
+        offset: int,
+        size: int,
+        reload: Callable[[CallRecord, Exception], Awaitable[CallRecord]],
+    ) -> bytes | bytearray | memoryview:
         record = reader.record
         first = reader.file
         before = self._generations(first)
