@@ -167,6 +167,10 @@ class _Link:
         self.siblings = siblings
 
 
+# How the records' owner loads a call's record again (fs/calls.Calls.reload).
+Reload = Callable[[CallRecord, Exception], Awaitable[CallRecord]]
+
+
 def _document(document: object) -> dict[str, object]:
     if not isinstance(document, dict):
         raise ValueError("not a record")
@@ -477,26 +481,33 @@ class RecordingSource:
         return file.header[offset:] + bytes(data)
 
     async def read_checked(
-        self,
-        reader: Reader,
-        offset: int,
-        size: int,
-        reload: Callable[[CallRecord, Exception], Awaitable[CallRecord]],
+        self, reader: Reader, offset: int, size: int, reload: Reload
     ) -> bytes | bytearray | memoryview:
         """`read` of the reader's file, checking a record kept on disk against what the
         server says: a size it contradicts or a file it does not have (what a wrong
         record gets) has the record loaded again (`reload`, by the records' owner),
-        once, and the reader moved to it before the read is made again."""
-        if self._mismatched:
-            said = self._said_mismatch(reader)
-            if said in self._mismatched:
-                # Logged once, at the first read that found it; not again at each retry.
-                raise FsError(errno.EIO, f"{said}: its length is not its metadata's")
+        once, and the reader moved to it before the read is made again. A reader is
+        served one version of each stored file (`_one_version`)."""
+        if self._mismatched and self._said_mismatch(reader) in self._mismatched:
+            # Logged once, at the first read that found it; not again at each retry.
+            raise FsError(errno.EIO, f"{self._said_mismatch(reader)}: length is not metadata's")
+        first = reader.file
+        before = self._generations(first)
         try:
-            return await self._read_checked(reader, offset, size, reload)
+            data = await self._read_or_reload(reader, offset, size, reload)
         except api.SizeMismatch:
             self._mismatched.add(self._said_mismatch(reader))
             raise
+        if offset + size > len(reader.file.header):  # its stored bytes were read
+            record = reader.record
+            if record is not None and record.unconfirmed:
+                record.unconfirmed.discard(reader.file.name)
+            # A stereo read reads its two files one after the other: a file replaced
+            # meanwhile may have been served as it was. A mono read's bytes are copied
+            # in one step, of the version its store knows right after.
+            strict = reader.file is first and first.stereo is not None
+            self._one_version(reader, before if strict else None)
+        return data
 
     @staticmethod
     def _said_mismatch(reader: Reader) -> str:
@@ -504,18 +515,12 @@ class RecordingSource:
         where = f"{record.workspace_id}/{record.call_sid}/" if record is not None else ""
         return f"{where}{reader.file.name}.{reader.file.size}"
 
-    async def _read_checked(
-        self,
-        reader: Reader,
-        offset: int,
-        size: int,
-        reload: Callable[[CallRecord, Exception], Awaitable[CallRecord]],
+    async def _read_or_reload(
+        self, reader: Reader, offset: int, size: int, reload: Reload
     ) -> bytes | bytearray | memoryview:
         record = reader.record
-        first = reader.file
-        before = self._generations(first)
         try:
-            data = await self.read(reader.file, offset, size)
+            return await self.read(reader.file, offset, size)
         except (api.ProtocolError, api.NotFound, api.RequestRejected) as exc:
             file = reader.file
             if (
@@ -529,16 +534,7 @@ class RecordingSource:
             if fresh is None:
                 raise FsError(errno.ENOENT, f"{file.name} is no longer offered") from exc
             reader.file, reader.record = fresh, record
-            data = await self.read(fresh, offset, size)
-        if offset + size > len(reader.file.header):  # its stored bytes were read
-            if record is not None and record.unconfirmed:
-                record.unconfirmed.discard(reader.file.name)
-            # A stereo read reads its two files one after the other: a file replaced
-            # meanwhile may have been served as it was. A mono read's bytes are copied
-            # in one step, of the version its store knows right after.
-            strict = reader.file is first and first.stereo is not None
-            self._one_version(reader, before if strict else None)
-        return data
+            return await self.read(fresh, offset, size)
 
     def _stored_of(self, file: PresentedFile) -> list[StoredFile]:
         stored = file.stereo.stored_files if file.stereo is not None else (file.stored,)
