@@ -4,6 +4,7 @@ read": a ranged answer's length checks, Content-Range with "*", the byte past th
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable
 
 import httpx
@@ -21,10 +22,12 @@ from amigofs.api.ranges import (
     validator_of,
 )
 from amigofs.api.stats import ClientStats
-from amigofs.cache.block_format import FileKey
+from amigofs.cache.block_format import FileKey, key_digest
 from amigofs.cache.seams import FetchJob, Landed
 from amigofs.cache.store import BlockStore, StoredFile
+from amigofs.cache.worker import _error_message, error_from_message
 from tests.unit.block_doubles import MemoryCache, MemoryFetcher
+from tests.unit.inprocess import Served, served_emulator
 
 PATH = DownloadPath("WS", "CA", "inbound.raw", "/download/inbound.raw")
 FILE = bytes(range(256)) * 40  # 10,240 bytes on the server
@@ -266,3 +269,71 @@ def test_a_file_replaced_between_two_reads_is_served_whole_in_one_version_each_t
             nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+# --- the client against the emulator (in this process) --------------------------------
+
+
+async def _outbound(served: Served) -> tuple[DownloadPath, int, str]:
+    recording = next(iter(served.app.data.sound()))
+    urls = await served.client.recording_urls(recording.workspace_id, recording.call_sid)
+    assert urls.outbound is not None
+    size = served.app.data.file_size(
+        recording.workspace_id, recording.call_sid, recording.outbound_filename
+    )
+    return urls.outbound, size, recording.call_sid
+
+
+async def test_the_client_asks_for_one_version_and_learns_of_a_replacement() -> None:
+    async with served_emulator(workspaces=1, calls_per_workspace=2, min_duration=5.0) as served:
+        client = served.client
+        path, size, sid = await _outbound(served)
+        version = Version()
+        first = bytearray(1000)
+        await client.download_into(path, 0, memoryview(first), total=size, version=version)
+        assert version.known and version.validator is not None
+        # Still that version: asked with If-None-Match, answered 304, no byte.
+        before = client.stats.bytes_received
+        assert await client.current_version(path, version.validator) == version.validator
+        assert client.stats.bytes_received == before
+        served.app.versions[sid] += 1  # replaced in place
+        with pytest.raises(errors.VersionChanged) as raised:
+            await client.download_into(
+                path, 1000, memoryview(bytearray(1000)), total=size, version=version
+            )
+        new = raised.value.validator
+        assert new is not None and new != version.validator
+        assert await client.current_version(path, version.validator) == new
+
+
+@pytest.mark.parametrize("framing", ["chunked", "unknown_total"])
+async def test_the_client_never_returns_a_file_cut_to_a_metadata_5000_bytes_short(
+    framing: str,
+) -> None:
+    async with served_emulator(
+        workspaces=1, calls_per_workspace=2, min_duration=5.0, download_framing=framing
+    ) as served:
+        path, size, _ = await _outbound(served)
+        claimed = size - 5000
+        with pytest.raises(errors.SizeMismatch):
+            await served.client.read_range(path, 0, claimed, total=claimed)
+        # The whole file at its real length is served whole.
+        data = await served.client.read_range(path, 0, size, total=size)
+        assert len(data) == size
+        with pytest.raises(errors.SizeMismatch):  # a 0 in the metadata is checked
+            await served.client.check_length(path, 0)
+
+
+def test_a_blocks_digest_holds_its_version_and_none_is_the_layout_before_versions() -> None:
+    plain = FileKey("ws", "call", NAME, 100)
+    assert plain.digest == key_digest(plain.relative_dir)  # blocks of older mounts still fit
+    one = FileKey("ws", "call", NAME, 100, '"v1"')
+    two = FileKey("ws", "call", NAME, 100, '"v2"')
+    assert one.relative_dir == two.relative_dir == plain.relative_dir  # one place on disk
+    assert len({plain.digest, one.digest, two.digest}) == 3  # three versions told apart
+
+
+def test_the_fetch_worker_hands_a_replacement_back_with_its_new_validator() -> None:
+    sent = errors.VersionChanged("replaced", validator='"v2"')
+    back = error_from_message(json.loads(json.dumps(_error_message(7, sent))))
+    assert isinstance(back, errors.VersionChanged) and back.validator == '"v2"'
