@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_BLOCK_SIZE = 256 << 10
+NO_VALIDATOR = ""  # remembered of a server that sends no validator
 PARALLEL_GETS = 8
 # A GET should take at most this share of a reader's deadline at the measured speed.
 GET_SHARE_OF_DEADLINE = 0.25
@@ -81,7 +82,8 @@ class StoredFile:
     # False: a file the mount put whole (metadata.json), of no version the store tracks.
     versioned: bool = True
     # The version an earlier mount found it of (its blocks' then): a hint, asked with
-    # If-None-Match, never trusted (the blocks' digest is).
+    # If-None-Match, never trusted (the blocks' digest is); NO_VALIDATOR: the server
+    # sent none, and cannot be asked; None: not known.
     remembered: str | None = None
 
     @property
@@ -144,7 +146,7 @@ class BlockStore:
         # Told of each file found replaced on the server (the records layer: the
         # kernel's cached pages of it are stale), and of each version learnt.
         self.on_replaced: Callable[[FileKey], None] | None = None
-        self.on_version: Callable[[StoredFile, str | None], None] | None = None
+        self.on_version: Callable[[StoredFile, str], None] | None = None
 
     # --- reading ----------------------------------------------------------------------
 
@@ -279,6 +281,10 @@ class BlockStore:
         rel = file.key.relative_dir
 
         async def ask() -> None:
+            if file.remembered == NO_VALIDATOR:
+                # The server says no version: asking it again would tell nothing.
+                self._adopt(file, None)
+                return
             version = Version(file.remembered)
             try:
                 await self._download(
@@ -296,7 +302,7 @@ class BlockStore:
                     "%s: the server did not say whether it was replaced (%s); serving "
                     "the cached version", file.key.filename, exc,
                 )  # fmt: skip
-                version.validator = file.remembered
+                version.validator = file.remembered or None
             if rel not in self._keys:  # no fetch has said it meanwhile
                 self._adopt(file, version.validator)
 
@@ -325,8 +331,9 @@ class BlockStore:
         self._keys[rel] = dataclasses.replace(file.key, validator=validator)
         if known is not None and self.on_replaced is not None:
             self.on_replaced(file.key)
-        if validator != file.remembered and self.on_version is not None:
-            self.on_version(file, validator)
+        remember = NO_VALIDATOR if validator is None else validator
+        if remember != file.remembered and self.on_version is not None:
+            self.on_version(file, remember)
 
     def prefetch(self, file: StoredFile, start: int, end: int) -> list[Fetch]:
         """Starts getting [start, end) ready in the background; returns at once, with

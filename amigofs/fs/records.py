@@ -314,10 +314,11 @@ class RecordingSource:
             }
             self._meta.save(document, "records", record.workspace_id, record.call_sid)
 
-    def _remember_version(self, file: StoredFile, validator: str | None) -> None:
+    def _remember_version(self, file: StoredFile, validator: str) -> None:
         """Keeps with the call's record the version its file's blocks are of: a hint for
-        the next mount, which asks whether the file is still of it (no byte if so)."""
-        if self._meta is None or validator is None:
+        the next mount, which asks whether the file is still of it (no byte if so);
+        store.NO_VALIDATOR: the server sends none."""
+        if self._meta is None:
             return
         key = file.key
         parts = ("records", key.workspace_id, key.call_sid)

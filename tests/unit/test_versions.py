@@ -24,7 +24,7 @@ from amigofs.api.ranges import (
 from amigofs.api.stats import ClientStats
 from amigofs.cache.block_format import FileKey, key_digest
 from amigofs.cache.seams import FetchJob, Landed
-from amigofs.cache.store import BlockStore, StoredFile
+from amigofs.cache.store import NO_VALIDATOR, BlockStore, StoredFile
 from amigofs.cache.worker import _error_message, error_from_message
 from tests.unit.block_doubles import MemoryCache, MemoryFetcher
 from tests.unit.inprocess import Served, served_emulator
@@ -337,3 +337,32 @@ def test_the_fetch_worker_hands_a_replacement_back_with_its_new_validator() -> N
     sent = errors.VersionChanged("replaced", validator='"v2"')
     back = error_from_message(json.loads(json.dumps(_error_message(7, sent))))
     assert isinstance(back, errors.VersionChanged) and back.validator == '"v2"'
+
+
+@pytest.mark.parametrize("remembered", [None, '"v1"', NO_VALIDATOR])
+def test_blocks_an_earlier_mount_left_wait_for_the_files_version_unless_the_server_has_none(
+    remembered: str | None,
+) -> None:
+    """Blocks found on disk are served once the file's version now is known: one request
+    (a job for no bytes) asks it, whether or not a version is remembered (it is sent as
+    a hint); of a server that sends none, nothing can be asked and none is."""
+    data = bytes(i % 249 for i in range(4 * BLOCK))
+
+    async def main() -> None:
+        cache = MemoryCache(BLOCK)
+        fetcher = MemoryFetcher({NAME: data}, cache)
+        file = StoredFile(FileKey("ws", "call", NAME, len(data)), Link(), remembered=remembered)
+        for offset in range(0, len(data), BLOCK):  # as an earlier mount left them
+            index, length, crc = cache.write_block(
+                file.key.relative_dir, offset // BLOCK, data[offset : offset + BLOCK]
+            )
+            cache.added(file.key, index, length, crc)
+        async with trio.open_nursery() as nursery:
+            store = BlockStore(cache, fetcher, nursery)
+            assert await store.read(file, 0, len(data)) == data
+            asked = [r for r in fetcher.requests if r[1] == r[2]]
+            assert len(asked) == (0 if remembered == NO_VALIDATOR else 1)
+            assert [r for r in fetcher.requests if r[1] != r[2]] == []  # no byte again
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
