@@ -4,6 +4,7 @@ replaced and the job completes; a job whose waiter leaves still announces every 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 from collections.abc import Iterator
@@ -73,17 +74,19 @@ async def test_a_worker_killed_mid_job_is_replaced_and_the_job_completes(
                 if len(landed) == 3 and first.poll() is None:
                     os.kill(first.pid, signal.SIGKILL)
 
+            job = FetchJob(path.target, path.filename, 0, end, size, BLOCK, key.relative_dir)
             with trio.fail_after(60):
-                await worker.fetch(FetchJob(path.target, path.filename, 0, end, size, BLOCK,
-                                            key.relative_dir),
-                                   nursery=nursery, on_blocks=on_blocks)  # fmt: skip
+                await worker.fetch(job, nursery=nursery, on_blocks=on_blocks)
             assert first.poll() is not None, "the kill did not land mid-job"
             assert worker.restarts == 1
             replacement = worker._process
             assert replacement is not None and replacement is not first
             assert replacement.poll() is None, "the restart reaped the replacement"
             assert sorted(landed) == list(range(end // BLOCK))
-            assert disk.copy(key, 0, end) == stored[:end]
+            # The blocks' headers name the version the first answer said (its ETag).
+            assert job.version.known and job.version.validator is not None
+            versioned = dataclasses.replace(key, validator=job.version.validator)
+            assert disk.copy(versioned, 0, end) == stored[:end]
             await worker.aclose()
             nursery.cancel_scope.cancel()
     finally:

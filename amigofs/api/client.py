@@ -10,6 +10,7 @@ failed request means is `diagnostics`'; the counters are `stats`'; the connectio
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -34,7 +35,7 @@ from amigofs.api.models import (
     parse_recording_urls,
     parse_workspace,
 )
-from amigofs.api.ranges import fetch_range
+from amigofs.api.ranges import Version, check_end, check_version, fetch_range, validator_of
 from amigofs.api.retries import ProgressDeadline, ResumableShort, RetryPolicy, retrying
 from amigofs.api.secret import ApiKey, BearerAuth
 from amigofs.api.stats import NO_ANSWER, Answer, ClientStats
@@ -59,6 +60,7 @@ T = TypeVar("T")
 DEFAULT_BASE_URL = "https://api.platform.amigo.ai"
 PAGE_LIMIT = 100  # the API's maximum; a larger limit is a 422
 MAX_PAGES = 10_000  # a server whose pages never end is broken, not big
+VERSION_DEADLINE = 2.0  # seconds for current_version, retries included
 _IDENTITY = {"Accept-Encoding": body.IDENTITY}
 
 
@@ -260,19 +262,24 @@ class PlatformClient:
         *,
         total: int | None = None,
         on_progress: Callable[[int], None] | None = None,
+        version: Version | None = None,
     ) -> None:
         """Fills `buf` with the stored file's bytes from `start` on.
 
         `total` is the file's size as the metadata gives it; an answer that shows
-        another size is a ProtocolError, never silently short or padded data. A body
-        cut short is resumed from where it stopped. `on_progress(n)` is told each
+        another size is a SizeMismatch, never silently short or padded data. A body
+        cut short is resumed from where it stopped, of the same version. `version`:
+        the version of the file wanted, or (not known) set by the first answer;
+        VersionChanged for an answer of another one. `on_progress(n)` is told each
         time the first n bytes of `buf` are in.
         """
+        version = version if version is not None else Version()
         if start < 0 or (total is not None and start + len(buf) > total):
             raise ValueError(f"range {start}+{len(buf)} outside a file of {total} bytes")
         if not buf:
             return
         done = 0
+        end_unconfirmed = False
         clock = ProgressDeadline(self.config.retry.deadline)
         op = "download-recording-file"
 
@@ -282,21 +289,70 @@ class PlatformClient:
                 on_progress(done + got)
 
         async def attempt(answer: Answer) -> None:
-            nonlocal done
+            nonlocal done, end_unconfirmed
 
             def get(headers: dict[str, str]) -> AbstractAsyncContextManager[httpx.Response]:
                 return self._get(op, answer, path.target, headers=headers)
 
             try:
-                done += await fetch_range(
-                    get, path, start + done, buf[done:], total, progress, self.stats
+                fetched = await fetch_range(
+                    get, path, start + done, buf[done:], total, progress, self.stats, version
                 )
             except ResumableShort as short:
                 # Keep what arrived, so the next try asks only for the rest.
                 done += short.got
                 raise
+            done += fetched.got
+            end_unconfirmed = fetched.end_unconfirmed
 
         await self._retrying(op, attempt, progress=lambda: done, deadline=clock)
+        if end_unconfirmed:
+            # The answer did not say the file's length, and this range ends where the
+            # metadata says the file does: the server's length is the truth.
+            assert total is not None
+            await self.check_length(path, total)
+
+    async def current_version(self, path: DownloadPath, hint: str | None = None) -> str | None:
+        """The stored file's validator now (ETag, else Last-Modified; None: neither), from
+        a GET of its first byte: for blocks an earlier mount left, which are served
+        only once they are found to be of the file as it is now. `hint`: the version
+        they were of, asked with If-None-Match: a file still of it costs no byte (304)."""
+        op = "download-recording-file"
+
+        async def attempt(answer: Answer) -> str | None:
+            headers = {"Range": "bytes=0-0", **_IDENTITY}
+            if hint is not None:
+                headers["If-None-Match"] = hint
+            accept = (304, 416)
+            async with self._get(op, answer, path.target, headers=headers, accept=accept) as resp:
+                if resp.status_code == 304:
+                    return validator_of(resp) or hint
+                version = Version()
+                check_version(path, resp, version)
+                return version.validator
+
+        # Briefly: a server that does not answer leaves the caller to serve what it has
+        # (the version `hint`) within a reader's deadline.
+        policy = dataclasses.replace(
+            self.config.retry,
+            max_attempts=min(2, self.config.retry.max_attempts),
+            deadline=min(VERSION_DEADLINE, self.config.retry.deadline),
+        )
+        return await retrying(op, attempt, policy=policy, stats=self.stats)
+
+    async def check_length(self, path: DownloadPath, total: int) -> None:
+        """Raises SizeMismatch unless the stored file ends at `total` bytes (one GET for
+        the byte past that end): for a size of 0 in the metadata, and for servers that
+        do not say a file's length."""
+        op = "download-recording-file"
+
+        async def attempt(answer: Answer) -> None:
+            def get(headers: dict[str, str]) -> AbstractAsyncContextManager[httpx.Response]:
+                return self._get(op, answer, path.target, headers=headers, accept=(416,))
+
+            await check_end(get, path, total, self.stats)
+
+        await self._retrying(op, attempt)
 
     async def download_small(self, path: DownloadPath) -> bytes:
         """A whole small stored file (metadata.json), at most max_small_download_bytes
@@ -355,10 +411,12 @@ class PlatformClient:
         *,
         params: Mapping[str, int | str] | None = None,
         headers: Mapping[str, str] | None = None,
+        accept: tuple[int, ...] = (),
     ) -> AsyncIterator[httpx.Response]:
         """One GET with its answer's headers in: its status noted in `answer`, logged and
-        checked (diagnostics.check_status). httpx's transport errors, while sending or
-        while the body is read, come out as errors.TransportError."""
+        checked (diagnostics.check_status), but for the statuses in `accept`, which the
+        caller reads. httpx's transport errors, while sending or while the body is
+        read, come out as errors.TransportError."""
         try:
             async with self._http.stream("GET", path, params=params, headers=headers) as resp:
                 answer.status = resp.status_code
@@ -372,8 +430,9 @@ class PlatformClient:
                         f" [{request['range']}]" if "range" in request else "",
                         resp.status_code,
                     )
-                document = await diagnostics.error_document(resp)
-                diagnostics.check_status(op, path, resp, document)
+                if resp.status_code not in accept:
+                    document = await diagnostics.error_document(resp)
+                    diagnostics.check_status(op, path, resp, document)
                 yield resp
         except httpx.TransportError as exc:
             raise diagnostics.transport_error(

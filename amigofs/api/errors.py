@@ -12,11 +12,13 @@ errno in one place (`amigofs.fs.errors.to_errno`).
     │   ├── RateLimited           429 (after retries); has retry_after
     │   ├── ServerError           other 5xx (after retries)
     │   └── RequestRejected       400, 416, 422 and other 4xx: the request itself was wrong
+    ├── VersionChanged            a stored file was replaced on the server (its validator differs)
     ├── TransportError            no usable answer: connect/read failure, timeout, dropped body
     │   ├── CertificateError      the server's TLS certificate is not trusted (not retried)
     │   └── DeadlineExceeded      retries gave up because the overall deadline ran out
     └── ProtocolError             an answer that breaks the API contract
-        └── ValidationError       a field or entry that is missing, mistyped or unsafe
+        ├── ValidationError       a field or entry that is missing, mistyped or unsafe
+        └── SizeMismatch          a stored file's length is not the metadata's
 
 No message in this tree ever holds the API key: the client builds messages from
 method, path and status only.
@@ -97,3 +99,19 @@ class ProtocolError(AmigoError):
 
 class ValidationError(ProtocolError):
     """A response field or a listing entry is missing, mistyped or unsafe to use."""
+
+
+class SizeMismatch(ProtocolError):
+    """A download shows the stored file's length (Content-Range, Content-Length, or where
+    a body without either ends) is not the size the metadata gives: never served cut or
+    padded to the metadata's size."""
+
+
+class VersionChanged(AmigoError):
+    """A download's answer is of another version of the stored file than the one asked
+    for (its ETag, else its Last-Modified, differs): the file was replaced on the server.
+    `validator` is the new version's (None: the answer said none)."""
+
+    def __init__(self, message: str, *, validator: str | None) -> None:
+        super().__init__(message)
+        self.validator = validator

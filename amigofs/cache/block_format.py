@@ -26,12 +26,16 @@ PAGE = 4096
 @dataclass(slots=True, frozen=True)
 class FileKey:
     """Which stored file a block belongs to; the size is part of it so that a
-    file that changed size on the server never mixes with its old blocks."""
+    file that changed size on the server never mixes with its old blocks. The
+    version (`validator`: ETag, else Last-Modified) is part of the digest in each
+    block's header, not of the path: a block of another version of the file, left
+    by an earlier mount, fails its check and is fetched again, never served."""
 
     workspace_id: str
     call_sid: str
     filename: str
     size: int
+    validator: str | None = None
     # Made once: it keys the index and is asked for several times on every read.
     relative_dir: str = field(init=False, repr=False, compare=False)
     digest: bytes = field(init=False, repr=False, compare=False)
@@ -40,13 +44,15 @@ class FileKey:
         # Each part is a validated identifier or stored file name (no '/' or '..').
         relative = f"{BLOCKS_DIR}/{self.workspace_id}/{self.call_sid}/{self.filename}.{self.size}"
         object.__setattr__(self, "relative_dir", relative)
-        object.__setattr__(self, "digest", key_digest(relative))
+        object.__setattr__(self, "digest", key_digest(relative, self.validator))
 
 
-def key_digest(relative_dir: str) -> bytes:
+def key_digest(relative_dir: str, validator: str | None = None) -> bytes:
     """What a block's header says it belongs to: a block moved or copied under another
-    file's name is not that file's."""
-    return hashlib.blake2b(relative_dir.encode(), digest_size=16).digest()
+    file's name, or of another version of the file, is not that file's. (Without a
+    validator, the digest of the layout before versions: such blocks stay usable.)"""
+    owner = relative_dir if validator is None else f"{relative_dir}\n{validator}"
+    return hashlib.blake2b(owner.encode(), digest_size=16).digest()
 
 
 def pack_header(digest: bytes, index: int, data: memoryview | bytes) -> tuple[bytes, int]:

@@ -31,11 +31,13 @@ class BlockWriter:
     """Writes blocks of one stored file into the cache, each to a temporary name then
     renamed into place; the file's directory is opened once per download."""
 
-    def __init__(self, root: str, relative_dir: str, block_size: int) -> None:
+    def __init__(
+        self, root: str, relative_dir: str, block_size: int, validator: str | None = None
+    ) -> None:
         self._root = root
         self._relative_dir = relative_dir
         self._parts = relative_parts(relative_dir)
-        self._digest = key_digest(relative_dir)
+        self._digest = key_digest(relative_dir, validator)  # of the version written
         self._block_size = block_size
         self._dir_fd: int | None = None
         self._serial = 0

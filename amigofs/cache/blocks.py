@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 
 import trio
 
+from amigofs.api.ranges import Version
 from amigofs.cache.block_format import footprint
 
 # Blocks read without room on disk, kept for the reads that follow (the kernel asks
@@ -64,7 +65,10 @@ class BlockFile:
 class Fetch:
     """A download of blocks [first, stop) that readers of those blocks wait on."""
 
-    __slots__ = ("changed", "done", "error", "first", "first_landed", "landed", "started", "stop")
+    __slots__ = (
+        "changed", "done", "error", "first", "first_landed", "landed", "started", "stop",
+        "version",
+    )  # fmt: skip
 
     def __init__(self, first: int, stop: int) -> None:
         self.first, self.stop = first, stop
@@ -76,6 +80,10 @@ class Fetch:
         self.error: Exception | None = None
         self.started = trio.current_time()
         self.first_landed: tuple[float, int] | None = None  # when, and how many blocks
+        # The version of the file its blocks are of: the store's, or (not known yet)
+        # as the fetcher says from the first answer (validator None: unknown to it, or
+        # the server sends none).
+        self.version = Version()
 
     def notify(self) -> None:
         self.changed.set()

@@ -10,13 +10,14 @@ tests plug in-memory and failure-injecting stand-ins into the same seams.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import trio
 
 from amigofs.api import errors
 from amigofs.api.models import DownloadPath
+from amigofs.api.ranges import Version
 from amigofs.cache.block_format import FileKey
 from amigofs.cache.block_reader import Unchecked
 from amigofs.cache.blocks import BlockTable
@@ -86,7 +87,10 @@ class BlockCache(Protocol):
 @dataclass(slots=True, frozen=True)
 class FetchJob:
     """Blocks [start, end) of a stored file of `total` bytes, downloaded from `target`
-    into the data cache's `directory` (a `FileKey.relative_dir`)."""
+    into the data cache's `directory` (a `FileKey.relative_dir`). `version`: the
+    version of the file the blocks must be of if known, else set by the fetcher from
+    the first answer before it tells of a block (a fetcher that cannot tell leaves it
+    unknown). An empty range (start == end) asks only for the version."""
 
     target: str
     filename: str
@@ -95,6 +99,7 @@ class FetchJob:
     total: int
     block_size: int
     directory: str
+    version: Version = field(default_factory=Version)
 
 
 class Fetcher(Protocol):
@@ -108,13 +113,20 @@ class Fetcher(Protocol):
         on_blocks: Callable[[list[Landed]], None] | None = None,
     ) -> None:
         """Stores the job's blocks, telling `on_blocks` of each as it lands; raises the
-        API's error (AuthError: the link was refused) or CacheFull. `nursery`: where a
-        fetcher may start what outlives one job (the worker process)."""
+        API's error (AuthError: the link was refused; VersionChanged: the file is not of
+        the job's version) or CacheFull. `nursery`: where a fetcher may start what
+        outlives one job (the worker process)."""
 
 
 class DirectDownload(Protocol):
     """Downloads a range into memory: reads served while the disk has no room."""
 
     async def download_into(
-        self, path: DownloadPath, start: int, buf: memoryview, *, total: int | None = None
+        self,
+        path: DownloadPath,
+        start: int,
+        buf: memoryview,
+        *,
+        total: int | None = None,
+        version: Version | None = None,
     ) -> None: ...

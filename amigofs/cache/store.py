@@ -20,11 +20,21 @@ a read never fails because the cache is full.
 
 Every block's state is the `BlockTable`'s (`blocks`); the store moves blocks through
 it. A refused download raises `LinkExpired`: renewing links is the records layer's.
+
+One version of a file at a time: the store keeps the version (validator: ETag, else
+Last-Modified) of each file its blocks are of, learnt from the first answer of the
+mount that fetches them; each fetch asks for that version (If-Range). An answer of
+another version means the file was replaced on the server: its blocks go, the new
+version is the file's, and its `generation` counts one more (a reader that has been
+served the old one gets no more: the records layer's). Blocks an earlier mount left
+are served only once the file's version now is known (from a fetch, or a GET of its
+first byte) and their headers' digest, which holds the version, matches it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -34,6 +44,7 @@ import trio
 
 from amigofs.api import errors
 from amigofs.api.models import DownloadPath
+from amigofs.api.ranges import Version
 from amigofs.cache.block_format import FileKey, block_range, runs
 from amigofs.cache.block_reader import Unchecked
 from amigofs.cache.block_writer import CacheFull
@@ -47,12 +58,14 @@ from amigofs.cache.seams import (
     Landed,
     LinkExpired,
 )
+from amigofs.cache.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 DEFAULT_BLOCK_SIZE = 256 << 10
+NO_VALIDATOR = ""  # remembered of a server that sends no validator
 PARALLEL_GETS = 8
 # A GET should take at most this share of a reader's deadline at the measured speed.
 GET_SHARE_OF_DEADLINE = 0.25
@@ -66,6 +79,12 @@ __all__ = ["DEFAULT_BLOCK_SIZE", "BlockStore", "DownloadLink", "LinkExpired", "S
 class StoredFile:
     key: FileKey
     link: DownloadLink
+    # False: a file the mount put whole (metadata.json), of no version the store tracks.
+    versioned: bool = True
+    # The version an earlier mount found it of (its blocks' then): a hint, asked with
+    # If-None-Match, never trusted (the blocks' digest is); NO_VALIDATOR: the server
+    # sent none, and cannot be asked; None: not known.
+    remembered: str | None = None
 
     @property
     def size(self) -> int:
@@ -119,6 +138,15 @@ class BlockStore:
         self.speed: float | None = None
         self._prefetch_budget = _ByteBudget(self.max_prefetch_bytes)
         self.stats = StoreStats()
+        # Of each file (by relative dir), the key of the version its blocks are of in
+        # this mount (the validator in its digest); absent: not known yet.
+        self._keys: dict[str, FileKey] = {}
+        self._generations: dict[str, int] = {}  # replacements seen in this mount
+        self._learning: SingleFlight[None] = SingleFlight()
+        # Told of each file found replaced on the server (the records layer: the
+        # kernel's cached pages of it are stale), and of each version learnt.
+        self.on_replaced: Callable[[FileKey], None] | None = None
+        self.on_version: Callable[[StoredFile, str], None] | None = None
 
     # --- reading ----------------------------------------------------------------------
 
@@ -140,7 +168,14 @@ class BlockStore:
         while attempts < READ_ATTEMPTS:
             missing = [i for i in range(first, stop) if not available((rel, i))]
             if not missing:
-                data = self._copy(file.key, start, end)
+                key = self._keys.get(rel) if file.versioned else file.key
+                if key is None:
+                    # Left by an earlier mount: served once the file's version now is
+                    # known (their headers' digest holds the version they are of).
+                    waited = True
+                    await self._learn(file)
+                    continue
+                data = self._copy(key, start, end)
                 self._count_checks()
                 if isinstance(data, Unchecked) and checks < READ_ATTEMPTS:
                     # Left by an earlier mount and not in the page cache: checked in a
@@ -151,7 +186,7 @@ class BlockStore:
                     waited = True
                     self._blocks.pin(rel, first, stop, 1)
                     try:
-                        await self._check(file, data.indexes)
+                        await self._check(key, data.indexes)
                     finally:
                         self._blocks.pin(rel, first, stop, -1)
                     continue
@@ -208,31 +243,97 @@ class BlockStore:
         self.stats.verified_blocks = self._disk.checked_blocks
         self.stats.damaged_blocks = self._disk.damaged_blocks
 
-    async def _check(self, file: StoredFile, indexes: list[int]) -> None:
+    async def _check(self, key: FileKey, indexes: list[int]) -> None:
         """Checks blocks an earlier mount left in a thread; returns once each is checked
         (and so verified, or forgotten to be fetched again)."""
-        rel = file.key.relative_dir
+        rel = key.relative_dir
         todo = [i for i in indexes if self._blocks.check_of((rel, i)) is None]
         if todo:
             done = trio.Event()
             for index in todo:
                 self._blocks.checking((rel, index), done)
-            self._nursery.start_soon(self._verify, file, todo, done)
+            self._nursery.start_soon(self._verify, key, todo, done)
         for index in indexes:
             checking = self._blocks.check_of((rel, index))
             if checking is not None:
                 await checking.wait()
 
-    async def _verify(self, file: StoredFile, indexes: list[int], done: trio.Event) -> None:
+    async def _verify(self, key: FileKey, indexes: list[int], done: trio.Event) -> None:
         try:
-            await self._disk.check(file.key, indexes)
+            await self._disk.check(key, indexes)
             self._count_checks()
         except Exception:
-            log.exception("disk cache: cannot check blocks of %s", file.key.relative_dir)
+            log.exception("disk cache: cannot check blocks of %s", key.relative_dir)
         finally:
             for index in indexes:
-                self._blocks.checked((file.key.relative_dir, index))
+                self._blocks.checked((key.relative_dir, index))
             done.set()
+
+    # --- versions ----------------------------------------------------------------------
+
+    def generation(self, key: FileKey) -> int:
+        """How many times the file was found replaced on the server in this mount."""
+        return self._generations.get(key.relative_dir, 0)
+
+    async def _learn(self, file: StoredFile) -> None:
+        """Learns the file's version now (one GET of its first byte), for the blocks an
+        earlier mount left."""
+        rel = file.key.relative_dir
+
+        async def ask() -> None:
+            if file.remembered == NO_VALIDATOR:
+                # The server says no version: asking it again would tell nothing.
+                self._adopt(file, None)
+                return
+            version = Version(file.remembered)
+            try:
+                await self._download(
+                    file,
+                    lambda path: self._worker.fetch(
+                        FetchJob(path.target, path.filename, 0, 0, file.size, self.block_size,
+                                 rel, version),
+                        nursery=self._nursery,
+                    ),
+                )  # fmt: skip
+            except (errors.TransportError, errors.ServerError) as exc:
+                # No answer: what this cache holds of the version an earlier mount saw
+                # (its blocks' digest says which) is served, and nothing else.
+                log.warning(
+                    "%s: the server did not say whether it was replaced (%s); serving "
+                    "the cached version", file.key.filename, exc,
+                )  # fmt: skip
+                version.validator = file.remembered or None
+            if rel not in self._keys:  # no fetch has said it meanwhile
+                self._adopt(file, version.validator)
+
+        if rel not in self._keys:
+            await self._learning.run(rel, ask)
+
+    def _adopt(self, file: StoredFile, validator: str | None) -> None:
+        """The file is of version `validator` on the server now: if its blocks are of
+        another, they go (the file was replaced) and its generation counts one more."""
+        if not file.versioned:
+            return
+        rel = file.key.relative_dir
+        known = self._keys.get(rel)
+        if known is not None and known.validator == validator:
+            return
+        if known is not None:
+            log.warning(
+                "%s/%s: %s was replaced on the server (%s, was %s): its cached blocks go",
+                file.key.workspace_id, file.key.call_sid, file.key.filename,
+                validator, known.validator,
+            )  # fmt: skip
+            for index in range(-(-file.size // self.block_size)):
+                self._blocks.lost((rel, index))
+            self._blocks.release_memory(rel)
+            self._generations[rel] = self._generations.get(rel, 0) + 1
+        self._keys[rel] = dataclasses.replace(file.key, validator=validator)
+        if known is not None and self.on_replaced is not None:
+            self.on_replaced(file.key)
+        remember = NO_VALIDATOR if validator is None else validator
+        if remember != file.remembered and self.on_version is not None:
+            self.on_version(file, remember)
 
     def prefetch(self, file: StoredFile, start: int, end: int) -> list[Fetch]:
         """Starts getting [start, end) ready in the background; returns at once, with
@@ -334,13 +435,14 @@ class BlockStore:
             if available(where):
                 return
             fetch = self._blocks.fetch_of(where)
-            if fetch is not None:
-                while not fetch.done and not available(where):
-                    await fetch.changed.wait()
-                if fetch.error is not None and not available(where):
-                    raise fetch.error
-            else:
-                self._launch(file, index, index + 1, prefetch=False)
+            if fetch is None:
+                # (Again, too, after a fetch that found the file replaced: of the new
+                # version now.)
+                fetch = self._launch(file, index, index + 1, prefetch=False)
+            while not fetch.done and not available(where):
+                await fetch.changed.wait()
+            if fetch.error is not None and not available(where):
+                raise fetch.error
         if not available(where):
             raise errors.ProtocolError(f"{file.key.filename}: block {index} could not be cached")
 
@@ -380,6 +482,10 @@ class BlockStore:
                     self._disk.unreserve(room)
             if not cached:
                 await self._fetch_uncached(file, fetch)
+        except errors.VersionChanged as exc:
+            # No error of this fetch's readers: the file is of another version now, its
+            # blocks of the old one are gone, and readers fetch it again.
+            self._adopt(file, exc.validator)
         except Exception as exc:
             fetch.error = exc
             # A reader that needs these blocks gets the error from the fetch; a bug
@@ -401,11 +507,13 @@ class BlockStore:
     async def _fetch_cached(self, file: StoredFile, fetch: Fetch, start: int, end: int) -> None:
         """Downloads into the data cache (room already reserved)."""
         fetch.started = trio.current_time()  # not counting the wait for a prefetch budget
+        known = self._keys.get(file.key.relative_dir)
+        fetch.version = Version(known.validator, True) if known is not None else Version()
         await self._download(
             file,
             lambda path: self._worker.fetch(
                 FetchJob(path.target, path.filename, start, end, file.size, self.block_size,
-                         file.key.relative_dir),
+                         file.key.relative_dir, fetch.version),
                 nursery=self._nursery,
                 on_blocks=lambda blocks: self._landed(file, fetch, blocks),
             ),
@@ -425,12 +533,21 @@ class BlockStore:
             end = min(file.size, run_stop * self.block_size)
             buffer = bytearray(end - start)
 
+            known = self._keys.get(rel)
+            version = Version(known.validator, True) if known is not None else Version()
+
             async def download(
-                path: DownloadPath, start: int = start, buffer: bytearray = buffer
+                path: DownloadPath,
+                start: int = start,
+                buffer: bytearray = buffer,
+                version: Version = version,
             ) -> None:
-                await client.download_into(path, start, memoryview(buffer), total=file.size)
+                await client.download_into(
+                    path, start, memoryview(buffer), total=file.size, version=version
+                )
 
             await self._download(file, download)
+            self._adopt(file, version.validator)
             for index in range(run_first, run_stop):
                 offset = (index - run_first) * self.block_size
                 self._blocks.hold((rel, index), bytes(buffer[offset : offset + self.block_size]))
@@ -448,9 +565,11 @@ class BlockStore:
             raise LinkExpired(file.key, file.link, path, exc) from exc
 
     def _landed(self, file: StoredFile, fetch: Fetch, blocks: list[Landed]) -> None:
+        self._adopt(file, fetch.version.validator)
+        key = self._keys.get(file.key.relative_dir, file.key)
         for index, length, crc in blocks:
             if fetch.first <= index < fetch.stop and index not in fetch.landed:
-                self._disk.added(file.key, index, length, crc)
+                self._disk.added(key, index, length, crc)
                 fetch.landed.add(index)
         self._measure(fetch)
         fetch.notify()

@@ -9,12 +9,17 @@ Protocol (newline-delimited JSON over a socketpair the mount process creates):
                                    "connect_timeout", "read_timeout", "deadline", "cache_dir"}
     worker -> mount, first line:  {"ready": true, "protocol"}
     mount -> worker:              {"id", "target", "filename", "start", "end", "total",
-                                   "block_size", "dir"}
+                                   "block_size", "dir", "known", "validator"}
                                 | {"cancel": id}
-    worker -> mount, as blocks land: {"id", "blocks": [[index, length, crc32], ...], "stats"}
+    worker -> mount, as blocks land: {"id", "blocks": [[index, length, crc32], ...],
+                                      "validator", "stats"}
     worker -> mount, at the end:  {"id", "done": true, "stats"}
                                 | {"id", "error": <class name>, "message", "status",
-                                   "retry_after", "restore_eta", "stats"}
+                                   "retry_after", "restore_eta", "validator", "stats"}
+    ("known", "validator": the version of the file the job is of, if the mount knows it
+    (its ETag, else Last-Modified; null: the server sends neither); a job's blocks are
+    of one version, which each "blocks" line names and their headers' digest holds; an
+    answer of another version than the one known is the error VersionChanged.)
     ("stats": the worker's requests, retries, errors and bytes since its last reply)
 Every block stored is announced before the job's last line, a cancelled job's too,
 so the mount indexes every block written. A job has no deadline of its own: the
@@ -44,6 +49,7 @@ import trio
 from amigofs.api import errors
 from amigofs.api.client import ClientConfig, ClientStats, PlatformClient, RetryPolicy
 from amigofs.api.models import DownloadPath
+from amigofs.api.ranges import Version
 from amigofs.api.secret import ApiKey
 from amigofs.cache.block_writer import BlockWriter, CacheFull
 from amigofs.cache.seams import FetchJob, Landed
@@ -56,7 +62,7 @@ log = logging.getLogger("amigofs.cache.worker")
 
 MAX_LINE = 1 << 20
 WORKER_START_SECONDS = 30.0
-PROTOCOL = 2
+PROTOCOL = 3
 # How often a job is handed to a new worker after the one running it died.
 WORKER_RESTARTS = 2
 
@@ -108,6 +114,8 @@ def _error_message(job_id: int, exc: BaseException) -> dict[str, Any]:
         message["retry_after"] = exc.retry_after
     if isinstance(exc, errors.Archived) and exc.restore_eta is not None:
         message["restore_eta"] = exc.restore_eta.isoformat()
+    if isinstance(exc, errors.VersionChanged):
+        message["validator"] = exc.validator
     return message
 
 
@@ -129,6 +137,11 @@ def error_from_message(message: dict[str, Any]) -> Exception:
         )
     if cls is errors.RateLimited:
         return errors.RateLimited(text, retry_after=retry_after)
+    if cls is errors.VersionChanged:
+        validator = message.get("validator")
+        return errors.VersionChanged(
+            text, validator=validator if isinstance(validator, str) else None
+        )
     if isinstance(cls, type) and issubclass(cls, errors.ApiError):
         return cls(text, status=status)
     if isinstance(cls, type) and issubclass(cls, errors.AmigoError):
@@ -145,13 +158,40 @@ async def _download_and_store(
     start: int,
     buffer: memoryview,
     total: int,
-    writer: BlockWriter,
+    open_writer: Callable[[str | None], BlockWriter],
     block_size: int,
     announce: Callable[[list[tuple[int, int, int]]], Awaitable[None]],
+    version: Version,
 ) -> None:
-    """Downloads into `buffer`, storing and announcing each whole block as it lands,
-    so that a reader waits for its own block, not for the whole range. Every block
-    stored is announced, whatever ends the download."""
+    """Downloads `version` of the file into `buffer`, storing and announcing each whole
+    block as it lands, so that a reader waits for its own block, not for the whole
+    range. Every block stored is announced, whatever ends the download. The writer is
+    opened once the first answer has said which version the blocks are of."""
+    with contextlib.ExitStack() as files:
+        writer: BlockWriter | None = None
+
+        def write(at: int, data: memoryview) -> list[tuple[int, int, int]]:
+            nonlocal writer
+            if writer is None:
+                writer = files.enter_context(open_writer(version.validator))
+            return writer.write(at, data)
+
+        await _download_blocks(
+            client, path, start, buffer, total, write, block_size, announce, version
+        )
+
+
+async def _download_blocks(
+    client: PlatformClient,
+    path: DownloadPath,
+    start: int,
+    buffer: memoryview,
+    total: int,
+    write: Callable[[int, memoryview], list[tuple[int, int, int]]],
+    block_size: int,
+    announce: Callable[[list[tuple[int, int, int]]], Awaitable[None]],
+    version: Version,
+) -> None:
     filled = 0
     stored = 0
     arrived = trio.Event()
@@ -167,7 +207,7 @@ async def _download_and_store(
         if upto <= stored:
             return
         try:
-            blocks = writer.write(start + stored, buffer[stored:upto])
+            blocks = write(start + stored, buffer[stored:upto])
         except CacheFull:
             stored = upto  # not stored: nothing to announce
             raise
@@ -184,7 +224,9 @@ async def _download_and_store(
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(store_as_it_lands)
-            await client.download_into(path, start, buffer, total=total, on_progress=on_progress)
+            await client.download_into(
+                path, start, buffer, total=total, on_progress=on_progress, version=version
+            )
             nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         raise first_error(group) from None
@@ -257,14 +299,28 @@ async def _serve(sock: socket.socket) -> None:
                 path = DownloadPath("", "", str(message["filename"]), str(message["target"]))
                 total = int(message["total"])
                 block_size = int(message["block_size"])
-                with (
-                    BlockWriter(config.cache_dir, str(message["dir"]), block_size) as writer,
-                    buffers.lend(end - start) as buffer,
-                ):
-                    await _download_and_store(
-                        client, path, start, buffer, total, writer, block_size,
-                        lambda blocks: reply({"id": job_id, "blocks": blocks}),
-                    )  # fmt: skip
+                directory = str(message["dir"])
+                validator = message.get("validator")
+                version = Version(
+                    validator if isinstance(validator, str) else None, bool(message.get("known"))
+                )
+                if start == end:  # the job asks only which version the file is now
+                    # (its validator, if sent: the version its blocks were of, a hint)
+                    version.validator = await client.current_version(path, version.validator)
+                    await reply({"id": job_id, "blocks": [], "validator": version.validator})
+                else:
+                    with buffers.lend(end - start) as buffer:
+                        await _download_and_store(
+                            client, path, start, buffer, total,
+                            lambda found: BlockWriter(
+                                config.cache_dir, directory, block_size, found
+                            ),
+                            block_size,
+                            lambda blocks: reply(
+                                {"id": job_id, "blocks": blocks, "validator": version.validator}
+                            ),
+                            version,
+                        )  # fmt: skip
             except Exception as exc:
                 await reply(_error_message(job_id, exc))
             else:
@@ -307,10 +363,11 @@ def main() -> None:
 
 
 class _Pending:
-    __slots__ = ("done", "error", "lost", "on_blocks")
+    __slots__ = ("done", "error", "lost", "on_blocks", "version")
 
-    def __init__(self, on_blocks: Callable[[list[Landed]], None] | None) -> None:
+    def __init__(self, on_blocks: Callable[[list[Landed]], None] | None, version: Version) -> None:
         self.on_blocks = on_blocks
+        self.version = version  # the job's: set from the first "blocks" line
         self.done = trio.Event()
         self.error: Exception | None = None
         self.lost = False  # the worker died before the job's last line
@@ -340,20 +397,22 @@ class FetchWorker:
         nursery: trio.Nursery,
         on_blocks: Callable[[list[Landed]], None] | None = None,
     ) -> None:
-        """Downloads the job's range of a stored file into the disk cache, telling
-        `on_blocks` of each (index, length, crc32) stored; raises the API's error
-        (or CacheFull)."""
+        """Downloads the job's range of a stored file into the disk cache, setting the
+        job's version from the first answer if it was not known, telling `on_blocks`
+        of each (index, length, crc32) stored; raises the API's error (or CacheFull)."""
         message: dict[str, Any] = {
             "target": job.target, "filename": job.filename, "start": job.start,
             "end": job.end, "total": job.total, "block_size": job.block_size,
-            "dir": job.directory,
+            "dir": job.directory, "known": job.version.known, "validator": job.version.validator,
         }  # fmt: skip
         log.debug("fetch %s [%d, %d)", job.filename, job.start, job.end)
         for _attempt in range(WORKER_RESTARTS + 1):
+            # A job handed to a new worker asks for the version the first one found.
+            message["known"], message["validator"] = job.version.known, job.version.validator
             stream = await self._ensure_started(nursery)
             self._next_id += 1
             job_id = message["id"] = self._next_id
-            pending = self._pending[job_id] = _Pending(on_blocks)
+            pending = self._pending[job_id] = _Pending(on_blocks, job.version)
             try:
                 # A cancellation must not cut a line short: that would garble
                 # every job after it.
@@ -432,6 +491,9 @@ class FetchWorker:
                     continue
                 if "blocks" in message:
                     # Blocks stored so far: readers of those need not wait for the rest.
+                    validator = message.get("validator")
+                    pending.version.validator = validator if isinstance(validator, str) else None
+                    pending.version.known = True
                     if pending.on_blocks is not None:
                         pending.on_blocks(
                             [(int(i), int(n), int(c)) for i, n, c in message["blocks"]]

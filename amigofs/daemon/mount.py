@@ -31,6 +31,7 @@ from amigofs.daemon.control import MountCounters
 from amigofs.daemon.fuse_adapter import AmigoOperations
 from amigofs.daemon.mount_table import mount_device, mounted_at
 from amigofs.daemon.notify import Notifier
+from amigofs.fs.attributes import InodeT
 from amigofs.fs.namespace import Namespace, NamespaceConfig
 from amigofs.fs.records import RecordingSource
 from amigofs.logs import LogFileError, child_environment, log_to_file
@@ -205,6 +206,7 @@ async def serve(settings: Settings, api_key: ApiKey) -> None:
         store = BlockStore(disk, worker, nursery, client=client, deadline=settings.timeout)
         source = RecordingSource(client, store, meta, call_wav=settings.call_wav, nursery=nursery)
         source.access.on_revoked = _forget_kernel_entries
+        source.on_stale_pages = lambda inodes: nursery.start_soon(_drop_kernel_pages, inodes)
         namespace = Namespace(
             client,
             source,
@@ -258,6 +260,17 @@ def _forget_kernel_entries(workspace_id: str) -> None:
         pyfuse3.invalidate_entry_async(pyfuse3.ROOT_INODE, workspace_id.encode())
     except OSError as exc:  # not cached: nothing to drop
         log.debug("%s: kernel entry not dropped: %s", workspace_id, exc)
+
+
+async def _drop_kernel_pages(inodes: set[InodeT]) -> None:
+    """Drops the kernel's cached pages of files replaced on the server (opened with
+    keep_cache), so that an open from now on reads the new version. In a thread: the
+    kernel waits for reads in flight on those pages, which this thread answers."""
+    for inode in inodes:
+        try:
+            await trio.to_thread.run_sync(pyfuse3.invalidate_inode, inode, False)
+        except OSError as exc:  # not cached: nothing to drop
+            log.debug("inode %d: kernel pages not dropped: %s", inode, exc)
 
 
 STATUS_INTERVAL = 10.0

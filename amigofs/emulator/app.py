@@ -24,11 +24,13 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from email.utils import formatdate
 from typing import Any
 from urllib.parse import quote
 
 import trio
 
+from amigofs.emulator import faults
 from amigofs.emulator.asgi import (
     Message,
     Receive,
@@ -50,7 +52,7 @@ from amigofs.emulator.asgi import (
 )
 from amigofs.emulator.audio import StoredObject
 from amigofs.emulator.call_list import CallList
-from amigofs.emulator.calls import METADATA_FILENAME, Recording
+from amigofs.emulator.calls import METADATA_FILENAME, Recording, metadata_document
 from amigofs.emulator.config import BODY_FAULT_KINDS, EmulatorConfig
 from amigofs.emulator.data import Dataset
 from amigofs.emulator.link import Admission, OverCapacity, SharedLink
@@ -89,15 +91,34 @@ CONTROL_KNOBS = (
     "over_capacity",
     "new_calls_per_second",
     "page_rows",
+    "download_framing",
 )
 """Config fields POST /__control may change at run time."""
-CONTROL_MOVES = ("restore", "archive", "revoke", "grant", "nest_metadata", "add_calls")
+CONTROL_MOVES = (
+    "restore",
+    "archive",
+    "revoke",
+    "grant",
+    "nest_metadata",
+    "add_calls",
+    "understate_sizes",
+    "replace",
+    "replace_after_get",
+)
 """POST /__control keys that change state rather than a config field: restore/archive move
 recorded calls (by SID) out of and into the archive tier; revoke/grant take workspace ids away
 from the key and give them back (a revoked workspace's routes answer 403, as a foreign one's
 do); nest_metadata names the calls whose metadata is answered as JSON nested too deep for any
 parser (replacing the previous list; [] ends it); add_calls puts N new calls at the head of every
-workspace (an integer) or of the workspaces named ({workspace_id: N}), at once."""
+workspace (an integer) or of the workspaces named ({workspace_id: N}), at once;
+understate_sizes ({sid: N}) has the calls' metadata say their audio files are N bytes shorter
+than stored (at least 0; replacing the previous map); replace ([sid]) replaces the calls' stored
+audio in place now (same size, other bytes: faults.replaced_bytes, a new ETag and
+Last-Modified); replace_after_get ([sid]) does so right after the first ranged GET of either of
+its audio files, once."""
+
+REPLACED_EPOCH = 1_700_000_000
+"""Last-Modified of version 0 of every object; each replacement adds a minute."""
 
 NESTED_DEPTH = 100_000
 """Arrays nested this deep exceed any JSON parser's recursion limit."""
@@ -164,6 +185,9 @@ class EmulatorApp:
         self._owned = {ws.id for ws in self.data.workspaces}
         self.revoked: set[str] = set()
         self.nested_metadata: set[str] = set()
+        self.understated: dict[str, int] = {}
+        self.versions: Counter[str] = Counter()  # call SID -> replacements of its audio
+        self.replace_after_get: set[str] = set()
         self._fault_rng = random.Random(f"amigofs-emulator:{config.seed}:faults")
         self._link_secret = hashlib.sha256(f"{config.seed}:{config.api_key}".encode()).digest()
 
@@ -260,6 +284,9 @@ class EmulatorApp:
             "archived": sorted(self.archived()),
             "revoked": sorted(self.revoked),
             "nested_metadata": sorted(self.nested_metadata),
+            "understate_sizes": dict(self.understated),
+            "versions": dict(self.versions),
+            "replace_after_get": sorted(self.replace_after_get),
             "added_calls": self.data.added_calls(),
             "calls": {ws.id: len(self.data.calls(ws.id)) for ws in self.data.workspaces},
         }
@@ -270,8 +297,21 @@ class EmulatorApp:
         if unknown:
             raise ValueError(f"unknown control keys {unknown}")
         added = self._added_calls(changes.get("add_calls", 0))
-        moves = {key: list(changes.get(key, [])) for key in CONTROL_MOVES if key != "add_calls"}
-        for sid in moves["restore"] + moves["archive"] + moves["nest_metadata"]:
+        understated = changes.get("understate_sizes", {})
+        if not isinstance(understated, dict) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in understated.values()
+        ):
+            raise ValueError("understate_sizes must map call SIDs to byte counts >= 0")
+        moves = {
+            key: list(changes.get(key, []))
+            for key in CONTROL_MOVES
+            if key not in ("add_calls", "understate_sizes")
+        }
+        replaced = moves["replace"] + moves["replace_after_get"]
+        for sid in (
+            moves["restore"] + moves["archive"] + moves["nest_metadata"] + replaced
+            + list(understated)
+        ):  # fmt: skip
             if not isinstance(sid, str) or self.data.find_recording(sid) is None:
                 raise ValueError(f"no recorded call {sid!r}")
         for workspace_id in moves["revoke"] + moves["grant"]:
@@ -308,6 +348,10 @@ class EmulatorApp:
         self.revoked.update(moves["revoke"])
         if "nest_metadata" in changes:
             self.nested_metadata = set(moves["nest_metadata"])
+        if "understate_sizes" in changes:
+            self.understated = dict(understated)
+        self.versions.update(moves["replace"])
+        self.replace_after_get.update(moves["replace_after_get"])
 
     def _added_calls(self, value: object) -> dict[str, int]:
         """add_calls as {workspace_id: count}; ValueError for anything else."""
@@ -593,6 +637,13 @@ class EmulatorApp:
             body = b"[" * NESTED_DEPTH + b"]" * NESTED_DEPTH
             await respond(send, 200, body, "application/json")
             return
+        by = self.understated.get(call_sid)
+        if by is not None:
+            metadata = dict(recording.metadata)
+            for name in ("inbound_size_bytes", "outbound_size_bytes"):
+                metadata[name] = max(0, int(str(metadata[name])) - by)
+            await respond(send, 200, metadata_document(metadata), "application/json")
+            return
         await respond(send, 200, recording.metadata_bytes, "application/json")
 
     async def _download(
@@ -605,15 +656,36 @@ class EmulatorApp:
             obj = self.data.open(workspace_id, call_sid, filename)
         except FileNotFoundError:
             raise detail(404, "Recording file not found") from None
+        audio = filename != METADATA_FILENAME
+        version = self.versions[call_sid] if audio else 0
+        if version:
+            obj = faults.ReplacedObject(obj, version)
         size = obj.size
+        etag = hashlib.blake2b(f"{request.path}:{version}".encode(), digest_size=8).hexdigest()
+        modified = formatdate(REPLACED_EPOCH + 60 * version, usegmt=True)
         headers = [
             ("accept-ranges", "bytes"),
-            ("etag", '"' + hashlib.blake2b(request.path.encode(), digest_size=8).hexdigest() + '"'),
+            ("etag", f'"{etag}"'),
+            ("last-modified", modified),
         ]
+        matches = request.headers.get("if-none-match", "")
+        if f'"{etag}"' in (tag.strip() for tag in matches.split(",")):
+            # Still the version the client has: no body (RFC 9110 If-None-Match).
+            await send(
+                {"type": "http.response.start", "status": 304, "headers": encode_headers(headers)}
+            )
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
         span = parse_range(request.headers.get("range"), size)
         if span is not None and fault == "ignore_range":
             self.stats.faults[fault] += 1
             log.debug("fault ignore_range on %s", request.path)
+            span = None
+        if_range = request.headers.get("if-range")
+        if span is not None and if_range is not None and if_range not in (f'"{etag}"', modified):
+            span = None  # RFC 9110: the object changed, so the whole of it, with 200
+        framing = self.config.download_framing
+        if span is not None and framing == "chunked":
             span = None
         if isinstance(span, str):
             raise detail(416, "Range Not Satisfiable", [("content-range", f"bytes */{size}")])
@@ -622,8 +694,15 @@ class EmulatorApp:
         else:
             status = 206
             start, end = span
-            headers.append(("content-range", f"bytes {start}-{end - 1}/{size}"))
-        headers += [("content-type", obj.content_type), ("content-length", str(end - start))]
+            total = "*" if framing == "unknown_total" else str(size)
+            headers.append(("content-range", f"bytes {start}-{end - 1}/{total}"))
+        headers.append(("content-type", obj.content_type))
+        if framing != "chunked":
+            headers.append(("content-length", str(end - start)))
+        if audio and call_sid in self.replace_after_get and request.headers.get("range"):
+            # Served as it is; replaced for every request after this one.
+            self.replace_after_get.discard(call_sid)
+            self.versions[call_sid] += 1
         await send(
             {"type": "http.response.start", "status": status, "headers": encode_headers(headers)}
         )

@@ -159,6 +159,13 @@ _KNOB_FLAGS: tuple[tuple[str, str, type, str], ...] = (
         "token follows the rows sent (default: as many as asked)",
     ),
     (
+        "--download-framing",
+        "download_framing",
+        str,
+        "how downloads say their length: length (default), chunked (Range ignored, 200 "
+        "without Content-Length) or unknown_total (206 with Content-Range bytes a-b/*)",
+    ),
+    (
         "--tls",
         "tls",
         bool,
@@ -209,8 +216,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "queued, refused), POST /__stats/reset, "
         "GET|POST /__control (JSON: fault_rate, fault_kinds, latency, bandwidth, url_ttl, "
         "retry_after, stall_seconds, link_bandwidth, max_connections, over_capacity, "
-        "new_calls_per_second, page_rows, restore: [sid], archive: [sid], revoke: [ws], grant: [ws], "
-        "nest_metadata: [sid], add_calls: N or {ws: N})."
+        "new_calls_per_second, page_rows, download_framing, restore: [sid], archive: [sid], "
+        "revoke: [ws], grant: [ws], nest_metadata: [sid], add_calls: N or {ws: N}, "
+        "understate_sizes: {sid: bytes}, replace: [sid], replace_after_get: [sid])."
     )
     parser.add_argument(
         "--host",

@@ -38,6 +38,11 @@ MAX_CALLS = 1_000_000_000
 """Calls a workspace can hold (besides those added at run time)."""
 MAX_WORKSPACES = 1 << 20
 
+DOWNLOAD_FRAMINGS: tuple[str, ...] = ("length", "chunked", "unknown_total")
+"""How downloads say their length: "length" (206 with the file's size in Content-Range, or 200
+with Content-Length); "chunked" (Range ignored: 200, the whole file, chunked, no length said);
+"unknown_total" (206 with ``Content-Range: bytes a-b/*``)."""
+
 OVER_CAPACITY_MODES: tuple[str, ...] = ("queue", "429")
 """What a request beyond ``max_connections`` gets: a place in line, or 429 with Retry-After."""
 
@@ -123,6 +128,8 @@ class EmulatorConfig:
     page_rows: int | None = None
     """Rows a list-calls page holds at most, whatever limit a client asks for (a server that
     sends fewer rows than asked); its continuation token follows the rows sent. None: limit."""
+    download_framing: str = "length"
+    """How downloads say their length (DOWNLOAD_FRAMINGS)."""
     tls: bool = False
     """Serve HTTPS with a self-signed certificate made at start (amigofs.emulator.tls); fixed
     at start, unlike the other fields of this group."""
@@ -193,5 +200,7 @@ class EmulatorConfig:
             raise ValueError(f"over_capacity must be one of {list(OVER_CAPACITY_MODES)}")
         if self.page_rows is not None and self.page_rows <= 0:
             raise ValueError("page_rows must be > 0 (or None for pages of the limit asked)")
+        if self.download_framing not in DOWNLOAD_FRAMINGS:
+            raise ValueError(f"download_framing must be one of {list(DOWNLOAD_FRAMINGS)}")
         if not 0.0 <= self.new_calls_per_second <= 1_000_000:
             raise ValueError("new_calls_per_second must be within [0, 1000000]")

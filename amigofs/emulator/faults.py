@@ -8,6 +8,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from amigofs.emulator import seeded
+from amigofs.emulator.audio import StoredObject
 from amigofs.emulator.calls import Call, Recording, metadata_document
 from amigofs.emulator.config import (
     METADATA_FAULTS,
@@ -203,3 +204,39 @@ def hostile_workspace_items(page: list[dict[str, object]]) -> list[object]:
     if page:
         items.append({**template, "name": "Duplicate of " + str(template.get("name"))})
     return items
+
+
+REPLACED_FROM = 64
+"""A replaced object's bytes differ from this offset on (a stored WAV keeps its header)."""
+
+
+def replaced_bytes(data: bytes, start: int, version: int) -> bytes:
+    """Bytes of version `version` of an object (0: as made) from its version-0 bytes
+    `data`, which begin at offset `start`: every byte from REPLACED_FROM on is XORed
+    with a byte of the version, so each version differs from every other."""
+    if version == 0:
+        return data
+    key = (version * 0x5B) % 255 + 1
+    keep = max(0, min(len(data), REPLACED_FROM - start))
+    return data[:keep] + data[keep:].translate(bytes(b ^ key for b in range(256)))
+
+
+class ReplacedObject:
+    """A stored object replaced in place: the same size, other bytes (replaced_bytes)."""
+
+    __slots__ = ("_object", "version")
+
+    def __init__(self, obj: StoredObject, version: int) -> None:
+        self._object = obj
+        self.version = version
+
+    @property
+    def size(self) -> int:
+        return self._object.size
+
+    @property
+    def content_type(self) -> str:
+        return self._object.content_type
+
+    def read(self, start: int, end: int) -> bytes:
+        return replaced_bytes(self._object.read(start, end), start, self.version)

@@ -75,6 +75,8 @@ class OpenFile:
     failed: FailureMemory
     record: CallRecord | None = None  # None: the control file
     whole: WholeRead | None = None  # whether it has been read whole (walk prefetch)
+    # The versions of its stored files it has been served (RecordingSource.read_checked).
+    versions: tuple[int, ...] | None = None
 
 
 @dataclass(slots=True)

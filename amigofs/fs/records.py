@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
+import cachetools
 import trio
 
 from amigofs.api import errors as api
@@ -39,6 +40,7 @@ from amigofs.cache.meta import MetaStore
 from amigofs.cache.singleflight import SingleFlight
 from amigofs.cache.store import BlockStore, LinkExpired, StoredFile
 from amigofs.concurrency import gather
+from amigofs.fs.attributes import InodeT
 from amigofs.fs.errors import FsError
 from amigofs.fs.stereo import Channel, NoStereo, StereoView
 from amigofs.fs.wav import UnknownAudioFormat, audio_layout, is_wav_container
@@ -53,6 +55,7 @@ FILE_NAMES = (INBOUND, OUTBOUND, CALL, METADATA)
 # Tries of a read whose links expire: a renewal, and one more for a sibling's link
 # (call.wav reads two stored files) or a fetch that started on the old link.
 LINK_ATTEMPTS = 4
+SERVED_FILES = 65536
 
 
 @dataclass(slots=True, frozen=True)
@@ -97,10 +100,14 @@ class CallRecord:
 
 
 class Reader(Protocol):
-    """What reads one file: the file, and the record it belongs to (None: no call's)."""
+    """What reads one file: the file, and the record it belongs to (None: no call's);
+    `versions`: the generations (BlockStore.generation) of its stored files when it was
+    first served their bytes (None: not yet), set here."""
 
+    inode: InodeT
     record: CallRecord | None
     file: PresentedFile
+    versions: tuple[int, ...] | None
 
 
 class WorkspaceAccess:
@@ -160,6 +167,16 @@ class _Link:
         self.siblings = siblings
 
 
+# How the records' owner loads a call's record again (fs/calls.Calls.reload).
+Reload = Callable[[CallRecord, Exception], Awaitable[CallRecord]]
+
+
+def _document(document: object) -> dict[str, object]:
+    if not isinstance(document, dict):
+        raise ValueError("not a record")
+    return document
+
+
 class RecordingSource:
     """Loads call records and reads their files, renewing expired links."""
 
@@ -182,6 +199,22 @@ class RecordingSource:
         self._limit = trio.CapacityLimiter(concurrency)
         self._url_refresh: SingleFlight[RecordingUrls] = SingleFlight()
         self.access = WorkspaceAccess()
+        # Stored files of size 0 in their metadata that the server confirmed empty.
+        self._confirmed_empty: set[FileKey] = set()
+        # Presented files whose stored length was found not to be the metadata's.
+        self._mismatched: set[str] = set()
+        # The inodes whose pages the kernel may hold, by stored file (relative dir) they
+        # were read from; the most recently read SERVED_FILES files.
+        self._served: cachetools.LRUCache[str, set[InodeT]] = cachetools.LRUCache(SERVED_FILES)
+        # Told the inodes whose pages the kernel keeps (files are opened with
+        # keep_cache) are stale: a stored file under them was replaced on the server.
+        self.on_stale_pages: Callable[[set[InodeT]], None] | None = None
+        store.on_replaced = self._replaced
+        # Versions learnt of calls whose record is not saved yet, for when it is.
+        self._unsaved: cachetools.LRUCache[tuple[str, str], dict[str, str]] = cachetools.LRUCache(
+            1024
+        )
+        store.on_version = self._remember_version
 
     async def load(
         self,
@@ -198,7 +231,13 @@ class RecordingSource:
         that the first audio bytes cost two round trips, not three."""
         stored = None if fresh else self._load_stored(workspace_id, call_sid)
         if stored is not None:
-            return self._build(workspace_id, call_sid, summary, *stored, from_disk=True)
+            urls, metadata, size, validators = stored
+            record = self._build(
+                workspace_id, call_sid, summary, urls, metadata, size,
+                from_disk=True, validators=validators,
+            )  # fmt: skip
+            await self._confirm_empty(record)
+            return record
         async with self._limit:
             urls, metadata = await self.access.checked(
                 workspace_id,
@@ -208,12 +247,42 @@ class RecordingSource:
                 ),
             )
         record = self._build(workspace_id, call_sid, summary, urls, metadata, None)
+        await self._confirm_empty(record)
         if urls.metadata is None:
             self._save(record, urls, None)
         else:
             record.metadata_done = trio.Event()
             nursery.start_soon(self._fetch_metadata_file, record, urls)
         return record
+
+    async def _confirm_empty(self, record: CallRecord) -> None:
+        """An audio file of size 0 in the metadata is shown empty only once the server
+        says it is (one request for the byte past its end, the first time): a file the
+        server holds bytes of is not shown, with one log line, never shown empty."""
+        for name in (INBOUND, OUTBOUND):
+            file = record.files.get(name)
+            stored = file.stored if file is not None else None
+            if stored is None or stored.size != 0 or stored.key in self._confirmed_empty:
+                continue
+            link = record.links[name]
+            for attempt in range(2):
+                path = link.path
+                try:
+                    await self._client.check_length(path, 0)
+                    break
+                except api.AuthError:
+                    if attempt:  # refused again right after its renewal: the server's word
+                        raise
+                    await self.renew(link, path)  # a link kept by an earlier mount expired
+                except api.SizeMismatch as exc:
+                    log.warning(
+                        "%s/%s: %s not shown: %s", record.workspace_id, record.call_sid, name, exc
+                    )
+                    del record.files[name]
+                    record.files.pop(CALL, None)
+                    break
+            if name in record.files:
+                self._confirmed_empty.add(stored.key)
 
     async def _fetch_metadata_file(self, record: CallRecord, urls: RecordingUrls) -> None:
         path = urls.metadata
@@ -241,8 +310,31 @@ class RecordingSource:
                 "urls": recording_urls_document(urls),
                 "metadata": recording_metadata_document(record.metadata),
                 "metadata_size": metadata_size,
+                "validators": self._unsaved.pop((record.workspace_id, record.call_sid), {}),
             }
             self._meta.save(document, "records", record.workspace_id, record.call_sid)
+
+    def _remember_version(self, file: StoredFile, validator: str) -> None:
+        """Keeps with the call's record the version its file's blocks are of: a hint for
+        the next mount, which asks whether the file is still of it (no byte if so);
+        store.NO_VALIDATOR: the server sends none."""
+        if self._meta is None:
+            return
+        key = file.key
+        parts = ("records", key.workspace_id, key.call_sid)
+        document = self._meta.load(_document, *parts)
+        if document is None:  # not saved yet (its metadata.json is on its way)
+            unsaved = self._unsaved.get((key.workspace_id, key.call_sid))
+            if unsaved is None:
+                unsaved = self._unsaved[(key.workspace_id, key.call_sid)] = {}
+            unsaved[key.filename] = validator
+            return
+        validators = document.get("validators")
+        document["validators"] = {
+            **(validators if isinstance(validators, dict) else {}),
+            key.filename: validator,
+        }
+        self._meta.save(document, *parts)
 
     def forget(self, workspace_id: str, call_sid: str) -> None:
         """Drops the call's record kept on disk (it was found wrong)."""
@@ -251,13 +343,15 @@ class RecordingSource:
 
     def _load_stored(
         self, workspace_id: str, call_sid: str
-    ) -> tuple[RecordingUrls, RecordingMetadata, int | None] | None:
+    ) -> tuple[RecordingUrls, RecordingMetadata, int | None, dict[str, str]] | None:
         """A record an earlier mount kept: recordings never change, but their links
         expire, and an expired one is renewed when a download is refused."""
         if self._meta is None:
             return None
 
-        def parse(document: object) -> tuple[RecordingUrls, RecordingMetadata, int | None]:
+        def parse(
+            document: object,
+        ) -> tuple[RecordingUrls, RecordingMetadata, int | None, dict[str, str]]:
             if not isinstance(document, dict):
                 raise ValueError("not a record")
             urls = parse_recording_urls(
@@ -272,7 +366,13 @@ class RecordingSource:
             size = document["metadata_size"]
             if size is not None and (type(size) is not int or not 0 <= size <= 1 << 30):
                 raise ValueError("metadata_size is not a size")
-            return urls, metadata, size
+            found = document.get("validators")
+            validators = {
+                name: value
+                for name, value in (found.items() if isinstance(found, dict) else ())
+                if isinstance(name, str) and isinstance(value, str)
+            }
+            return urls, metadata, size, validators
 
         return self._meta.load(parse, "records", workspace_id, call_sid)
 
@@ -286,6 +386,7 @@ class RecordingSource:
         metadata_size: int | None,
         *,
         from_disk: bool = False,
+        validators: dict[str, str] | None = None,
     ) -> CallRecord:
         start = summary.started_at if summary and summary.started_at else metadata.call_start
         record = CallRecord(workspace_id, call_sid, start, metadata, from_disk=from_disk)
@@ -305,7 +406,11 @@ class RecordingSource:
                 log.warning("%s/%s: %s not shown: %s", workspace_id, call_sid, name, exc)
                 continue
             link = links[name] = _Link((workspace_id, call_sid, name), path, links)
-            stored = StoredFile(FileKey(workspace_id, call_sid, path.filename, size), link)
+            stored = StoredFile(
+                FileKey(workspace_id, call_sid, path.filename, size),
+                link,
+                remembered=(validators or {}).get(path.filename),
+            )
             record.files[name] = PresentedFile(
                 name, layout.size, header=layout.header, stored=stored
             )
@@ -334,7 +439,8 @@ class RecordingSource:
             (record.workspace_id, record.call_sid, METADATA), path, record.links
         )
         key = FileKey(record.workspace_id, record.call_sid, path.filename, size)
-        record.files[METADATA] = PresentedFile(METADATA, size, stored=StoredFile(key, link))
+        stored = StoredFile(key, link, versioned=False)  # fetched whole, by the mount
+        record.files[METADATA] = PresentedFile(METADATA, size, stored=stored)
 
     async def read(
         self, file: PresentedFile, offset: int, size: int
@@ -376,19 +482,46 @@ class RecordingSource:
         return file.header[offset:] + bytes(data)
 
     async def read_checked(
-        self,
-        reader: Reader,
-        offset: int,
-        size: int,
-        reload: Callable[[CallRecord, Exception], Awaitable[CallRecord]],
+        self, reader: Reader, offset: int, size: int, reload: Reload
     ) -> bytes | bytearray | memoryview:
         """`read` of the reader's file, checking a record kept on disk against what the
         server says: a size it contradicts or a file it does not have (what a wrong
         record gets) has the record loaded again (`reload`, by the records' owner),
-        once, and the reader moved to it before the read is made again."""
+        once, and the reader moved to it before the read is made again. A reader is
+        served one version of each stored file (`_one_version`)."""
+        if self._mismatched and self._said_mismatch(reader) in self._mismatched:
+            # Logged once, at the first read that found it; not again at each retry.
+            raise FsError(errno.EIO, f"{self._said_mismatch(reader)}: length is not metadata's")
+        first = reader.file
+        before = self._generations(first)
+        try:
+            data = await self._read_or_reload(reader, offset, size, reload)
+        except api.SizeMismatch:
+            self._mismatched.add(self._said_mismatch(reader))
+            raise
+        if offset + size > len(reader.file.header):  # its stored bytes were read
+            record = reader.record
+            if record is not None and record.unconfirmed:
+                record.unconfirmed.discard(reader.file.name)
+            # A stereo read reads its two files one after the other: a file replaced
+            # meanwhile may have been served as it was. A mono read's bytes are copied
+            # in one step, of the version its store knows right after.
+            strict = reader.file is first and first.stereo is not None
+            self._one_version(reader, before if strict else None)
+        return data
+
+    @staticmethod
+    def _said_mismatch(reader: Reader) -> str:
+        record = reader.record
+        where = f"{record.workspace_id}/{record.call_sid}/" if record is not None else ""
+        return f"{where}{reader.file.name}.{reader.file.size}"
+
+    async def _read_or_reload(
+        self, reader: Reader, offset: int, size: int, reload: Reload
+    ) -> bytes | bytearray | memoryview:
         record = reader.record
         try:
-            data = await self.read(reader.file, offset, size)
+            return await self.read(reader.file, offset, size)
         except (api.ProtocolError, api.NotFound, api.RequestRejected) as exc:
             file = reader.file
             if (
@@ -402,10 +535,43 @@ class RecordingSource:
             if fresh is None:
                 raise FsError(errno.ENOENT, f"{file.name} is no longer offered") from exc
             reader.file, reader.record = fresh, record
-            data = await self.read(fresh, offset, size)
-        if record is not None and record.unconfirmed and offset + size > len(reader.file.header):
-            record.unconfirmed.discard(reader.file.name)  # its stored bytes were read
-        return data
+            return await self.read(fresh, offset, size)
+
+    def _stored_of(self, file: PresentedFile) -> list[StoredFile]:
+        stored = file.stereo.stored_files if file.stereo is not None else (file.stored,)
+        return [one for one in stored if one is not None]
+
+    def _generations(self, file: PresentedFile) -> tuple[int, ...]:
+        return tuple(self._store.generation(one.key) for one in self._stored_of(file))
+
+    def _replaced(self, key: FileKey) -> None:
+        inodes = self._served.pop(key.relative_dir, None)
+        if inodes and self.on_stale_pages is not None:
+            self.on_stale_pages(inodes)
+
+    def _one_version(self, reader: Reader, before: tuple[int, ...] | None) -> None:
+        """A reader is served one version of a file: once a stored file under it was
+        replaced on the server after (or while) it was served bytes of it, it gets
+        VersionChanged (EIO) for the rest; an open after that gets the new version."""
+        now = self._generations(reader.file)
+        if now == (reader.versions or now) and now == (before or now):
+            if reader.versions is None:
+                for stored in self._stored_of(reader.file):
+                    rel = stored.key.relative_dir
+                    inodes = self._served.get(rel)
+                    if inodes is None:
+                        inodes = self._served[rel] = set()
+                    inodes.add(reader.inode)
+            reader.versions = now
+            return
+        where = reader.file.name
+        if reader.record is not None:
+            where = f"{reader.record.workspace_id}/{reader.record.call_sid}/{where}"
+        raise api.VersionChanged(
+            f"{where} was replaced on the server while open: this reader gets no more "
+            "of it (an open from now on reads the new version)",
+            validator=None,
+        )
 
     def prefetch(self, file: PresentedFile, offset: int, end: int) -> None:
         """Starts fetching [offset, end) of a presented file ahead of its reader. A

@@ -17,6 +17,7 @@ import trio
 import trio.lowlevel
 
 from amigofs.api.models import DownloadPath
+from amigofs.api.ranges import Version
 from amigofs.cache.block_format import FileKey, block_range
 from amigofs.cache.block_reader import Unchecked
 from amigofs.cache.blocks import BlockFile, BlockTable, Where
@@ -127,7 +128,13 @@ class MemoryFetcher:
                 on_blocks([landed])
 
     async def download_into(
-        self, path: DownloadPath, start: int, buf: memoryview, *, total: int | None = None
+        self,
+        path: DownloadPath,
+        start: int,
+        buf: memoryview,
+        *,
+        total: int | None = None,
+        version: Version | None = None,
     ) -> None:
         self.requests.append((path.filename, start, start + len(buf)))
         await trio.lowlevel.checkpoint()

@@ -69,7 +69,7 @@ class FakeClient:
         self.bytes = 0
 
     async def download_into(self, path: DownloadPath, start: int, buf: memoryview,
-                            *, total: int) -> None:  # fmt: skip
+                            *, total: int, version: object = None) -> None:  # fmt: skip
         await trio.lowlevel.checkpoint()
         buf[:] = self.files[path.filename][start : start + len(buf)]
         self.bytes += len(buf)
