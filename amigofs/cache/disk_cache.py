@@ -229,7 +229,10 @@ class DiskCache:
     def write_whole(self, key: FileKey, data: bytes) -> list[tuple[int, int, int]]:
         """Writes a whole small file's blocks (blocking: call from a thread); (index,
         length, crc32) of each, for `added`. CacheFull or OSError if it cannot."""
-        with BlockWriter(str(self.root), key.relative_dir, self.block_size) as writer:
+        # Of the version the key names: its header digest is what a read checks.
+        with BlockWriter(
+            str(self.root), key.relative_dir, self.block_size, key.validator
+        ) as writer:
             return writer.write(0, memoryview(data))
 
     # --- reading (block_reader) ----------------------------------------------------------

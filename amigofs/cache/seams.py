@@ -100,6 +100,9 @@ class FetchJob:
     block_size: int
     directory: str
     version: Version = field(default_factory=Version)
+    # False: a file whose version the store does not track (metadata.json, put whole by
+    # the mount): its blocks carry the digest of no version, as the store reads them.
+    versioned: bool = True
 
 
 class Fetcher(Protocol):

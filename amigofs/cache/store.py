@@ -513,7 +513,7 @@ class BlockStore:
             file,
             lambda path: self._worker.fetch(
                 FetchJob(path.target, path.filename, start, end, file.size, self.block_size,
-                         file.key.relative_dir, fetch.version),
+                         file.key.relative_dir, fetch.version, file.versioned),
                 nursery=self._nursery,
                 on_blocks=lambda blocks: self._landed(file, fetch, blocks),
             ),

@@ -9,7 +9,7 @@ Protocol (newline-delimited JSON over a socketpair the mount process creates):
                                    "connect_timeout", "read_timeout", "deadline", "cache_dir"}
     worker -> mount, first line:  {"ready": true, "protocol"}
     mount -> worker:              {"id", "target", "filename", "start", "end", "total",
-                                   "block_size", "dir", "known", "validator"}
+                                   "block_size", "dir", "known", "validator", "versioned"}
                                 | {"cancel": id}
     worker -> mount, as blocks land: {"id", "blocks": [[index, length, crc32], ...],
                                       "validator", "stats"}
@@ -19,7 +19,8 @@ Protocol (newline-delimited JSON over a socketpair the mount process creates):
     ("known", "validator": the version of the file the job is of, if the mount knows it
     (its ETag, else Last-Modified; null: the server sends neither); a job's blocks are
     of one version, which each "blocks" line names and their headers' digest holds; an
-    answer of another version than the one known is the error VersionChanged.)
+    answer of another version than the one known is the error VersionChanged; "versioned"
+    false: a file the mount does not track a version of, whose blocks carry no version.)
     ("stats": the worker's requests, retries, errors and bytes since its last reply)
 Every block stored is announced before the job's last line, a cancelled job's too,
 so the mount indexes every block written. A job has no deadline of its own: the
@@ -313,7 +314,8 @@ async def _serve(sock: socket.socket) -> None:
                         await _download_and_store(
                             client, path, start, buffer, total,
                             lambda found: BlockWriter(
-                                config.cache_dir, directory, block_size, found
+                                config.cache_dir, directory, block_size,
+                                found if message.get("versioned", True) else None,
                             ),
                             block_size,
                             lambda blocks: reply(
@@ -404,6 +406,7 @@ class FetchWorker:
             "target": job.target, "filename": job.filename, "start": job.start,
             "end": job.end, "total": job.total, "block_size": job.block_size,
             "dir": job.directory, "known": job.version.known, "validator": job.version.validator,
+            "versioned": job.versioned,
         }  # fmt: skip
         log.debug("fetch %s [%d, %d)", job.filename, job.start, job.end)
         for _attempt in range(WORKER_RESTARTS + 1):

@@ -6,7 +6,8 @@ that is worth trying again (systemd/amigofs@.service: RestartPreventExitStatus=U
     1    failed while running: a mount busy at unmount, a daemon that died
     2    a mistake to fix, retrying changes nothing: a bad flag, config or key file, a key
          the server refuses (HTTP 401/403), a workspace the key cannot see, a mount point
-         refused (not a directory, already mounted, holding files)
+         refused (not a directory, already mounted, holding files), a server TLS
+         certificate that is not trusted
     3    the server gave no usable answer now (down, unreachable, 5xx), and the cache
          holds nothing of it to serve: worth trying again later
     130  interrupted (Ctrl-C)

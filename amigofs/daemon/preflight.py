@@ -6,6 +6,7 @@ status 0 and only `ls` fails later. One request (list-workspaces, a page per 100
 workspaces) settles all three:
 
 - 401/403: the key is refused; the mount is refused with one line.
+- a TLS certificate that is not trusted: Refused (a trust store to fix, not a failure to wait out)
 - no answer (connection refused, timeout, 5xx after retries): Unreachable (a failure
   worth trying again later, unlike the others), unless the cache directory holds a tree
   of this server and key from an earlier mount (the root listing it kept, which records
@@ -81,6 +82,10 @@ async def list_workspaces(config: ClientConfig, api_key: ApiKey) -> list[Workspa
         raise Refused(
             f"the API key may not list workspaces at {base_url} (HTTP 403: not permitted)"
         ) from None
+    except errors.CertificateError as exc:
+        # A trust store to fix (SSL_CERT_FILE) or a server not to trust: no retry, and no
+        # cache of it served in its place.
+        raise Refused(str(exc)) from None
     except errors.AmigoError as exc:
         raise Unreachable(f"{base_url} gave no usable answer ({exc})") from None
 
