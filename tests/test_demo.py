@@ -3,12 +3,14 @@ mounted when stopped, and never touches a mount or files that were there before 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,6 +124,37 @@ def test_demo_mounts_an_empty_directory_and_unmounts_on_ctrl_c(tmp_path: Path) -
             socket.create_connection((host, int(port)), timeout=MOUNT_DEADLINE),
         ):
             pass  # the emulator stopped with it
+    finally:
+        force_unmount(mountpoint)
+        stop_process(demo)
+        mountpoint.rmdir()
+
+
+def test_demo_live_serves_a_busy_imperfect_service_and_a_replaced_recording_reads_whole(
+    tmp_path: Path,
+) -> None:
+    mountpoint = public_tempdir("amigofs-demo-mnt-")
+    guide = tmp_path / "stdout"
+    with open(guide, "wb") as out, open(tmp_path / "stderr", "wb") as err:
+        demo = subprocess.Popen([*DEMO, "--live", str(mountpoint)], stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=err)  # fmt: skip
+    try:
+        wait_until(lambda: "__control" in guide.read_text() or demo.poll() is not None,
+                   DEMO_DEADLINE, "the demo's guide")  # fmt: skip
+        assert demo.poll() is None, (tmp_path / "stderr").read_text()
+        text = guide.read_text()
+        url = next(w for w in text.split() if w.startswith("http://127.0.0.1:"))
+        # The emulator runs as the real service behaves (issue 19's knobs).
+        with urllib.request.urlopen(f"{url}/__control", timeout=MOUNT_DEADLINE) as answer:
+            knobs = json.load(answer)
+        assert knobs["new_calls_per_second"] == 1 and knobs["page_rows"] == 40
+        # What the guide says to try: replace a recording, then read it whole.
+        command = next(line.strip() for line in text.splitlines() if "__control" in line)
+        assert subprocess.run(command, shell=True, timeout=MOUNT_DEADLINE).returncode == 0
+        cat = next(w for w in text.split() if w.endswith("/inbound.wav"))
+        assert Path(cat).read_bytes()[:4] == b"RIFF"
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(DEMO_DEADLINE) == 0
     finally:
         force_unmount(mountpoint)
         stop_process(demo)

@@ -33,6 +33,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--calls", type=int, default=6, help="calls per workspace (default: %(default)s)"
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic data")
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="a service as the real one behaves: a new call every second, pages shorter "
+        "than asked, a call with impossible fields, and recordings that can be replaced",
+    )
+
+
+# What --live asks of the emulator: the live service of issue 19, to try amigofs against.
+LIVE_KNOBS = ("--new-calls-per-second", "1", "--page-rows", "40", "--bad-rows", "1")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         emulator = subprocess.Popen(
             [sys.executable, "-m", "amigofs", "emulator", "--host", "127.0.0.1", "--port", "0",
-             "--workspaces", "2", "--calls", str(args.calls), "--seed", str(args.seed)],
+             "--workspaces", "2", "--calls", str(args.calls), "--seed", str(args.seed),
+             *(LIVE_KNOBS if args.live else ())],
             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
             process_group=0,
         )  # fmt: skip
@@ -67,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
         processes.insert(0, mount)
         ours = _wait_mounted(mountpoint, target, mount)
-        _print_guide(mountpoint, url)
+        _print_guide(mountpoint, url, live=args.live)
         while not stop and mount.poll() is None and emulator.poll() is None:
             time.sleep(0.2)
         return 0
@@ -143,7 +154,7 @@ def _wait_mounted(mountpoint: Path, target: str, mount: subprocess.Popen[str]) -
     return entry
 
 
-def _print_guide(mountpoint: Path, url: str) -> None:
+def _print_guide(mountpoint: Path, url: str, *, live: bool = False) -> None:
     # The root may list other entries beside the workspaces (views of them).
     workspaces = sorted(n for n in os.listdir(mountpoint) if is_workspace_id(n))
     workspace = next(iter(workspaces), "WORKSPACE")
@@ -171,6 +182,16 @@ Press Ctrl-C here to unmount and stop.
 """,
         flush=True,
     )
+    if live:
+        print(
+            f"""A live service: a call arrives every second (`kill -HUP` the mount, or wait a
+minute, and `ls` shows them), pages hold fewer rows than asked, and one call has fields
+amigofs cannot show (see the mount's warnings). Replace a recording under a reader:
+  curl -s -X POST {url}/__control -d '{{"replace": ["{call}"]}}'
+then `cat {here}/inbound.wav` reads the new version whole; a read in progress gets EIO.
+""",
+            flush=True,
+        )
 
 
 def _stop(process: subprocess.Popen[str]) -> None:
