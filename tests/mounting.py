@@ -116,6 +116,22 @@ def public_tempdir(prefix: str) -> Path:
 
 
 @contextlib.contextmanager
+def empty_mountpoint(prefix: str) -> Iterator[Path]:
+    """A mount point for a test that mounts by other means than `mounted` (the daemon
+    mode, the fstab helper, the demo): left unmounted, with every process of the mount
+    gone (its unmount guard exits last), and removed, pass or fail."""
+    path = public_tempdir(prefix)
+    try:
+        yield path
+    finally:
+        force_unmount(path)
+        wait_until(lambda: not is_mounted(path), STOP_DEADLINE, "the mount to go")
+        wait_until(lambda: not unmount_guards(path), STOP_DEADLINE, "the unmount guard to exit")
+        with contextlib.suppress(OSError):
+            path.rmdir()
+
+
+@contextlib.contextmanager
 def fuse_mount(
     name: str,
     argv: Sequence[str],

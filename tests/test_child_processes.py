@@ -27,10 +27,9 @@ from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import (
     MOUNT_DEADLINE,
     STOP_DEADLINE,
+    empty_mountpoint,
     force_unmount,
-    public_tempdir,
     stop_process,
-    unmount_guards,
     wait_until,
 )
 
@@ -74,16 +73,9 @@ def planted() -> Iterator[tuple[Path, Path]]:
 
 @contextlib.contextmanager
 def mountpoint() -> Iterator[Path]:
-    path = public_tempdir("amigofs-planted-mnt-")
-    try:
+    # Left with every process of the mount gone: all their imports done.
+    with empty_mountpoint("amigofs-planted-mnt-") as path:
         yield path
-    finally:
-        force_unmount(path)
-        wait_until(lambda: not is_mounted(path), STOP_DEADLINE, "the mount to go")
-        # Its guard (and with it every process of the mount) has exited: all imports done.
-        wait_until(lambda: not unmount_guards(path), STOP_DEADLINE, "the unmount guard to exit")
-        with contextlib.suppress(OSError):
-            path.rmdir()
 
 
 def all_pids() -> list[int]:

@@ -27,10 +27,9 @@ from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import (
     MOUNT_DEADLINE,
     STOP_DEADLINE,
-    force_unmount,
+    empty_mountpoint,
     mount_command,
     mounted,
-    public_tempdir,
     stop_process,
     wait_until,
 )
@@ -93,14 +92,8 @@ def scratch() -> Iterator[Path]:
 @contextlib.contextmanager
 def mountpoint() -> Iterator[Path]:
     """A mount point that is always left unmounted (for the daemon mode and helpers)."""
-    path = public_tempdir("amigofs-first-mnt-")
-    try:
+    with empty_mountpoint("amigofs-first-mnt-") as path:
         yield path
-    finally:
-        force_unmount(path)
-        wait_until(lambda: not is_mounted(path), STOP_DEADLINE, "the mount to go")
-        with contextlib.suppress(OSError):
-            path.rmdir()
 
 
 @pytest.fixture(scope="module")
