@@ -25,10 +25,11 @@ import datetime as dt
 import logging
 import math
 import re
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+import cachetools
 
 from amigofs.api.errors import ValidationError
 
@@ -323,17 +324,15 @@ def _listed_start(value: object, dropped: list[str]) -> dt.datetime | None:
 
 # Calls already warned about: a listing is read again at each refresh, and a day's
 # calls again by a date-filtered listing, but a bad row is said once per mount.
-_warned: OrderedDict[tuple[str, str], None] = OrderedDict()
-_WARNED_MAX = 4096
+# (An LRU of the last few thousand: memory bounded whatever the listing holds.)
+_warned: cachetools.LRUCache[tuple[str, str], bool] = cachetools.LRUCache(maxsize=4096)
 
 
 def _warn_once(workspace_id: str, call_sid: str, dropped: str) -> None:
     key = (workspace_id, call_sid)
     if key in _warned:
         return
-    _warned[key] = None
-    if len(_warned) > _WARNED_MAX:
-        _warned.popitem(last=False)
+    _warned[key] = True
     log.warning(
         "list-calls %s: call %s listed without what cannot be shown: %s",
         workspace_id, call_sid, dropped,
