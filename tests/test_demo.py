@@ -151,8 +151,12 @@ def test_demo_live_serves_a_busy_imperfect_service_and_a_replaced_recording_read
         # What the guide says to try: replace a recording, then read it whole.
         command = next(line.strip() for line in text.splitlines() if "__control" in line)
         assert subprocess.run(command, shell=True, timeout=MOUNT_DEADLINE).returncode == 0
-        cat = next(w for w in text.split() if w.endswith("/inbound.wav"))
-        assert Path(cat).read_bytes()[:4] == b"RIFF"
+        cat = Path(next(w for w in text.split() if w.endswith("/inbound.wav")))
+        data = cat.read_bytes()
+        # One version, whole: a WAV of the size shown, read the same way twice.
+        assert data[:4] == b"RIFF" and len(data) == cat.stat().st_size
+        assert int.from_bytes(data[4:8], "little") == len(data) - 8
+        assert cat.read_bytes() == data
         demo.send_signal(signal.SIGINT)
         assert demo.wait(DEMO_DEADLINE) == 0
     finally:
