@@ -406,7 +406,12 @@ def test_getfattr_shows_the_metadata() -> None:
         assert getfattr(call_dir / "metadata.json", "-d") == {}
 
         archived = next(r for r in recordings(emulator) if r.archived)
-        attrs = getfattr(mnt.path / archived.workspace_id / archived.call_sid, "-d")
+        archived_dir = mnt.path / archived.workspace_id / archived.call_sid
+        attrs = getfattr(archived_dir, "-d")
+        # Listed before the mount knew it archived: a recorded call's names, those
+        # only its metadata has "unknown"; the restore time is read by its name.
+        assert attrs["user.amigo.format"] == "unknown"
+        attrs |= getfattr(archived_dir, "-n", "user.amigo.restore_eta")
         assert _time(attrs["user.amigo.restore_eta"]) > dt.datetime.now(dt.UTC)
         assert attrs["user.amigo.direction"] == archived.metadata["direction"]
         # The metadata is all it took: no audio was downloaded.

@@ -19,6 +19,7 @@ import trio
 
 from amigofs.fs.errors import to_errno
 from amigofs.fs.namespace import Attributes, FileHandleT, InodeT, Namespace
+from amigofs.fs.xattrs import XATTR_PREFIX_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,9 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 class AmigoOperations(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
+    # Not FUSE_POSIX_ACL: the kernel would keep an inode's ACL answers, but drops them
+    # whenever a readdirplus brings the entry again (pyfuse3 makes every readdir one),
+    # so `ls -l` would still ask for both ACLs of every entry, each time (measured).
     enable_acl = False
 
     def __init__(
@@ -199,15 +203,24 @@ class AmigoOperations(pyfuse3.Operations):
         self._ns.release(FileHandleT(fh))
 
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        if not name.startswith(XATTR_PREFIX_BYTES):
+            # A security label, an ACL: asked of every entry by `ls -l`, and never
+            # ours. Answered at once: no deadline, no node, no task switch.
+            raise pyfuse3.FUSEError(errno.ENODATA)
         node, text = InodeT(inode), os.fsdecode(name)
         return await self._call(
             lambda: self._ns.getxattr(node, text), "getxattr %s %r", self._path, node, text
         )
 
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
+        # The names are known without loading anything (amigofs.fs.xattrs): no
+        # deadline to keep, nothing to wait for.
         node = InodeT(inode)
-        values = await self._call(lambda: self._ns.xattrs(node), "listxattr %s", self._path, node)
-        return [os.fsencode(name) for name in values]
+        try:
+            names = self._ns.xattr_names(node)
+        except Exception as exc:
+            raise pyfuse3.FUSEError(to_errno(exc, f"listxattr {self._path(node)}")) from None
+        return [name.encode() for name in names]
 
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         # What df can truly say of a remote, read-only tree: the disk cache's size

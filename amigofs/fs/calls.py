@@ -259,6 +259,10 @@ class Calls:
             self._archived[rkey] = exc
             return exc
 
+    def known_archived(self, workspace_id: str, call_sid: str) -> bool:
+        """Whether the call was found archived a moment ago: asks nobody."""
+        return (workspace_id, call_sid) in self._archived
+
     async def reload(self, record: CallRecord, error: Exception) -> CallRecord:
         """The record loaded again from the API, the one kept on disk dropped: the
         server contradicts it (see RecordingSource.read_checked)."""

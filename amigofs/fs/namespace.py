@@ -121,20 +121,22 @@ class Namespace:
             raise FsError(errno.EINVAL)
         return attrs.link
 
-    async def xattrs(self, inode: InodeT) -> dict[str, bytes]:
-        """user.amigo.* attributes of a call directory or audio file, from the call's
-        metadata (loaded once per mount, as listing the directory does); none elsewhere."""
-        return await self._inodes.node(inode).xattrs()
+    def xattr_names(self, inode: InodeT) -> tuple[str, ...]:
+        """The full names of an inode's extended attributes: user.amigo.* of a call
+        directory or audio file, none elsewhere. Known without loading anything (see
+        amigofs.fs.xattrs): coreutils >= 9.6 lists them for every entry `ls -l` shows."""
+        return self._inodes.node(inode).xattr_names()
 
     async def getxattr(self, inode: InodeT, name: str) -> bytes:
-        # Only our names cost a look at the metadata: the kernel asks for ACLs and
-        # security labels on every `ls -l`, and those must stay free.
+        """One attribute's value, from the call's metadata (loaded once per mount, as
+        listing the directory does). Only our names cost a look at it: the kernel asks
+        for ACLs and security labels on every `ls -l`, and those must stay free."""
         if not name.startswith(XATTR_PREFIX):
             raise FsError(errno.ENODATA)
-        value = (await self.xattrs(inode)).get(name)
-        if value is None:
+        found = await self._inodes.node(inode).xattr(name)
+        if found is None:
             raise FsError(errno.ENODATA)
-        return value
+        return found
 
     def direct_io(self, inode: InodeT) -> bool:
         """Whether the kernel must not cache the file's pages nor trust its size:

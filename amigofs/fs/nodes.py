@@ -52,7 +52,15 @@ from amigofs.fs.views import (
 )
 from amigofs.fs.walk import WholeRead
 from amigofs.fs.workspaces import UNKNOWN_TIME_NS, Workspaces
-from amigofs.fs.xattrs import archived_xattrs, call_xattrs, encode, file_xattrs
+from amigofs.fs.xattrs import (
+    ARCHIVED_NAMES,
+    CALL_NAMES,
+    archived_xattrs,
+    call_xattrs,
+    file_xattrs,
+    full_names,
+    value,
+)
 from amigofs.policy.failures import FailureMemory
 from amigofs.policy.inodes import DIR_SLOT, LINK_SLOT, CallSlot, file_slot
 from amigofs.policy.readahead import Readahead
@@ -65,6 +73,9 @@ READDIR_BATCH = 256
 # The call starts the index can hold (SQLite's integers, of ns since the epoch: the
 # years 1677 to 2262): a day outside has no calls, and asks nobody.
 INDEXED_NS = range(-(1 << 63), 1 << 63)
+# The extended attributes' full names, made once: `ls -l` may list them per entry.
+_CALL_XATTRS = full_names(CALL_NAMES)
+_ARCHIVED_XATTRS = full_names(ARCHIVED_NAMES)
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -205,9 +216,15 @@ class Node:
     async def open(self, inode: InodeT) -> OpenFile:
         raise FsError(errno.EISDIR)
 
-    async def xattrs(self) -> dict[str, bytes]:
-        """user.amigo.* attributes: of call directories and audio files, none elsewhere."""
-        return {}
+    def xattr_names(self) -> tuple[str, ...]:
+        """The full names of its user.amigo.* attributes, known without loading
+        anything: of call directories and audio files, none elsewhere."""
+        return ()
+
+    async def xattr(self, name: str) -> bytes | None:
+        """One attribute's value by its full name (None: it has none of that name);
+        loads what the value is read from."""
+        return None
 
 
 @dataclass(slots=True, frozen=True)
@@ -349,13 +366,19 @@ class CallDir(OfCall):
             ]
         )
 
-    async def xattrs(self) -> dict[str, bytes]:
+    def xattr_names(self) -> tuple[str, ...]:
+        archived = self.tree.calls.known_archived(self.workspace_id, self.call_sid)
+        return _ARCHIVED_XATTRS if archived else _CALL_XATTRS
+
+    async def xattr(self, name: str) -> bytes | None:
+        if name not in _ARCHIVED_XATTRS:
+            return None
         calls = await self.allowed()
         found = await calls.record_or_archived(self.workspace_id, self.call_sid)
         if isinstance(found, api.Archived):
             summary = calls.summary(self.workspace_id, self.call_sid)
-            return encode(archived_xattrs(summary, found))
-        return encode(call_xattrs(found))
+            return value(archived_xattrs(summary, found), name)
+        return value(call_xattrs(found), name)
 
 
 @dataclass(slots=True, frozen=True)
@@ -383,12 +406,15 @@ class CallFile(OfCall):
         memory = FailureMemory(config.failure_memory)
         return OpenFile(inode, file, readahead, memory, record=record, whole=whole)
 
-    async def xattrs(self) -> dict[str, bytes]:
-        if self.name == METADATA:
-            return {}
+    def xattr_names(self) -> tuple[str, ...]:
+        return () if self.name == METADATA else _CALL_XATTRS
+
+    async def xattr(self, name: str) -> bytes | None:
+        if name not in self.xattr_names():
+            return None
         calls = await self.allowed()
         record = await calls.record(self.workspace_id, self.call_sid)
-        return encode(file_xattrs(record, self.name))
+        return value(file_xattrs(record, self.name), name)
 
 
 # --- by-date ----------------------------------------------------------------------

@@ -1,7 +1,10 @@
 """The user.amigo.* extended attributes of call directories and audio files.
 
-Values from the call's metadata (loaded once per mount, as listing the directory
-does); an archived call's from its listing, with the restore time the API gave.
+Their names are fixed per kind of node and known without loading anything: `ls -l`
+asks for attributes of every entry (coreutils >= 9.6 lists their names), and must
+cost no request. Only a value is read from the call's metadata (loaded once per
+mount, as listing the directory does); an archived call's from its listing, with
+the restore time the API gave, and "unknown" for what only its metadata has.
 """
 
 from __future__ import annotations
@@ -13,6 +16,23 @@ from amigofs.api.models import CallSummary
 from amigofs.fs.records import CALL, INBOUND, OUTBOUND, CallRecord
 
 XATTR_PREFIX = "user.amigo."
+XATTR_PREFIX_BYTES = XATTR_PREFIX.encode()
+# What a call directory and each of its audio files show, recorded or archived.
+CALL_NAMES = (
+    "duration_seconds",
+    "direction",
+    "format",
+    "sample_rate",
+    "call_start",
+    "call_end",
+    "tts_provider",
+)
+# An archived call's have, besides, when the API says it is to be restored. Listed
+# only once the mount knows the call is archived: before, its names are a recorded
+# call's (most are), and restore_eta is read by its name.
+RESTORE_ETA = "restore_eta"
+ARCHIVED_NAMES = (*CALL_NAMES, RESTORE_ETA)
+UNKNOWN = "unknown"
 
 
 def call_xattrs(record: CallRecord) -> dict[str, str]:
@@ -46,9 +66,10 @@ def file_xattrs(record: CallRecord, name: str) -> dict[str, str]:
 
 
 def archived_xattrs(summary: CallSummary | None, archived: api.Archived) -> dict[str, str]:
-    """An archived call directory's attributes: what its listing says, and when the
-    recording is to be restored."""
-    values: dict[str, str] = {}
+    """An archived call directory's attributes: what its listing says, "unknown" for
+    the rest (the names stay those of a recorded call), and when the recording is to
+    be restored."""
+    values = dict.fromkeys(CALL_NAMES, UNKNOWN)
     if summary is not None:
         if summary.duration_seconds is not None:
             values["duration_seconds"] = _number(summary.duration_seconds)
@@ -59,14 +80,20 @@ def archived_xattrs(summary: CallSummary | None, archived: api.Archived) -> dict
             if summary.duration_seconds is not None:
                 end = summary.started_at + dt.timedelta(seconds=summary.duration_seconds)
                 values["call_end"] = _time(end)
-    values["restore_eta"] = (
-        _time(archived.restore_eta) if archived.restore_eta is not None else "unknown"
+    values[RESTORE_ETA] = (
+        _time(archived.restore_eta) if archived.restore_eta is not None else UNKNOWN
     )
     return values
 
 
-def encode(values: dict[str, str]) -> dict[str, bytes]:
-    return {XATTR_PREFIX + name: value.encode() for name, value in values.items()}
+def full_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(XATTR_PREFIX + name for name in names)
+
+
+def value(values: dict[str, str], name: str) -> bytes | None:
+    """The value of one attribute by its full name, as the kernel asks for it."""
+    found = values.get(name.removeprefix(XATTR_PREFIX)) if name.startswith(XATTR_PREFIX) else None
+    return None if found is None else found.encode()
 
 
 def _number(value: float) -> str:
