@@ -111,6 +111,9 @@ class RecordingMetadata:
     inbound_size_bytes: int
     outbound_size_bytes: int
     media_start_epoch_ms: float
+    # The answer's body exactly as the server sent it: presented as metadata.json
+    # (the platform serves the same document there), kept with the record.
+    body: bytes = b""
 
 
 @dataclass(slots=True, frozen=True)
@@ -393,8 +396,10 @@ def parse_recording_urls(
 
 
 def parse_recording_metadata(
-    value: object, *, workspace_id: str, call_sid: str
+    value: object, *, workspace_id: str, call_sid: str, body: bytes = b""
 ) -> RecordingMetadata:
+    """The metadata answer `value` (parsed from `body`, the bytes kept as its
+    metadata.json)."""
     what = f"metadata of {call_sid}"
     obj = _obj(value, what)
     if _field(obj, "call_sid", what) != call_sid:
@@ -416,6 +421,7 @@ def parse_recording_metadata(
         inbound_size_bytes=_int(obj, "inbound_size_bytes", what, low=0, high=MAX_FILE_SIZE),
         outbound_size_bytes=_int(obj, "outbound_size_bytes", what, low=0, high=MAX_FILE_SIZE),
         media_start_epoch_ms=_number(obj, "media_start_epoch_ms", what),
+        body=body,
     )
 
 
