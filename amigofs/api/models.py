@@ -459,22 +459,3 @@ def recording_urls_document(urls: RecordingUrls) -> dict[str, Any]:
         "outbound_url": urls.outbound.target if urls.outbound else None,
         "metadata_url": urls.metadata.target if urls.metadata else None,
     }
-
-
-def recording_metadata_document(metadata: RecordingMetadata) -> dict[str, Any]:
-    return {
-        "call_sid": metadata.call_sid,
-        "workspace_id": metadata.workspace_id,
-        "direction": metadata.direction,
-        "duration_seconds": metadata.duration_seconds,
-        "inbound_format": metadata.inbound_format,
-        "inbound_sample_rate": metadata.inbound_sample_rate,
-        "outbound_format": metadata.outbound_format,
-        "outbound_sample_rate": metadata.outbound_sample_rate,
-        "tts_provider": metadata.tts_provider,
-        "call_start_iso": metadata.call_start.isoformat(),
-        "call_end_iso": metadata.call_end.isoformat(),
-        "inbound_size_bytes": metadata.inbound_size_bytes,
-        "outbound_size_bytes": metadata.outbound_size_bytes,
-        "media_start_epoch_ms": metadata.media_start_epoch_ms,
-    }

@@ -421,10 +421,10 @@ class RecordingSource:
                 call_sid=call_sid,
                 body=body,
             )
-            found = document.get("validators")
+            kept = document.get("validators")
             validators = {
                 name: value
-                for name, value in (found.items() if isinstance(found, dict) else ())
+                for name, value in (kept.items() if isinstance(kept, dict) else ())
                 if isinstance(name, str) and isinstance(value, str)
             }
             return urls, metadata, validators
