@@ -5,6 +5,7 @@ Against the emulator in this process (tests/unit/inprocess.py), nothing mounted.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
+from amigofs.api.models import DownloadPath, RecordingMetadata, RecordingUrls
 from amigofs.cache.meta import MetaStore
 from amigofs.cache.store import BlockStore
 from amigofs.emulator.calls import Recording
@@ -180,3 +182,55 @@ async def test_the_first_read_of_a_stat_walks_record_fetches_its_links_then_its_
             assert record.linked
             urls = served.requests("get-recording-urls") - before["get-recording-urls"]
             assert urls == 1, "the two files' first reads share one request for links"
+
+
+class _GuessDefeatingClient:
+    """A call whose metadata says more seconds than its stored raw file holds, by a WAV
+    header's worth and more: from the metadata alone it looks like a WAV container."""
+
+    base_url = "http://api"
+
+    def __init__(self, stored: bytes) -> None:
+        self.stored = stored
+        self.urls = 0
+
+    async def recording_metadata(self, workspace_id: str, call_sid: str) -> RecordingMetadata:
+        await trio.lowlevel.checkpoint()
+        start = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+        seconds = (len(self.stored) - 100) / 8000  # 100 bytes fewer samples than stored
+        return RecordingMetadata(
+            "ws", "CA1", "inbound", seconds, "mulaw", 8000, "mulaw", 8000, "none",
+            start, start + dt.timedelta(seconds=seconds), len(self.stored), len(self.stored),
+            0.0, body=b'{"call_sid": "CA1"}',
+        )  # fmt: skip
+
+    async def recording_urls(self, workspace_id: str, call_sid: str) -> RecordingUrls:
+        await trio.lowlevel.checkpoint()
+        self.urls += 1
+        prefix = "/v1/ws/recordings/CA1/download/"
+        inbound, outbound = (
+            DownloadPath("ws", "CA1", name, prefix + name) for name in ("in.ulaw", "out.ulaw")
+        )
+        return RecordingUrls("CA1", inbound, outbound, None)
+
+
+async def test_a_wrong_guess_is_shown_uncached_and_put_right_before_the_first_byte() -> None:
+    stored = bytes(range(256)) * 64
+    client = _GuessDefeatingClient(stored)
+    cache = MemoryCache(BLOCK)
+    async with trio.open_nursery() as nursery:
+        fetcher = MemoryFetcher({"in.ulaw": stored, "out.ulaw": stored}, cache)
+        source = RecordingSource(client, BlockStore(cache, fetcher, nursery))  # type: ignore[arg-type]
+        record = await source.load("ws", "CA1", None, links=False)
+        # Taken for a WAV container: the stored size; shown uncached until the links say.
+        assert record.files[INBOUND].size == len(stored)
+        assert record.unconfirmed == {INBOUND, OUTBOUND, CALL}
+        # metadata.json is shown whatever the (absent) metadata link.
+        assert record.files[METADATA].content == b'{"call_sid": "CA1"}'
+        reader = _Reader(InodeT(1), record, record.files[INBOUND])
+        got = bytes(await source.read_checked(reader, 0, 1 << 20, _no_reload))
+        header = audio_layout("in.ulaw", "mulaw", 8000, len(stored)).header
+        assert got == header + stored
+        assert reader.file.size == len(header) + len(stored) == record.files[INBOUND].size
+        assert record.linked and not record.unconfirmed and client.urls == 1
+        nursery.cancel_scope.cancel()
