@@ -66,6 +66,14 @@ def test_a_stat_walk_costs_one_request_a_call_and_shows_the_emulators_sizes() ->
         assert requests["download-recording-file"] == 0, requests
         assert requests.total() <= 1.2 * CALLS, requests
         assert requests["get-recording-metadata"] == CALLS, "each call's metadata once"
+        # Read after the walk, the files are whole: the first read fetches the links.
+        for sid in sorted(recordings)[:4]:
+            for name in ("call.wav", "inbound.wav"):
+                data = (workspace / sid / name).read_bytes()
+                assert (
+                    len(data) == sizes[f"{sid}/{name}"] == os.stat(workspace / sid / name).st_size
+                )
+                assert data[:4] == b"RIFF", (sid, name)
 
 
 def test_metadata_json_is_the_metadata_answer_with_no_download() -> None:

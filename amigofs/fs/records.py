@@ -660,6 +660,8 @@ class RecordingSource:
     def _start_prefetch(self, file: PresentedFile, offset: int, end: int) -> list[Fetch]:
         launched: list[Fetch] = []
         if file.stereo is not None:
+            if any(isinstance(one.link, _Unlinked) for one in file.stereo.stored_files):
+                return launched  # no links yet: its first read fetches them
             launched += file.stereo.prefetch(self._store, offset, end)
         if file.stored is not None:
             header_len = len(file.header)
