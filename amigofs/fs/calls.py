@@ -73,7 +73,7 @@ class Calls:
         # (what is needed again is kept on disk, RecordingSource's MetaStore). A record
         # weighs one, and one more per RECORD_WEIGHT bytes of its metadata.json.
         self._records: cachetools.LRUCache[tuple[str, str], CallRecord] = cachetools.LRUCache(
-            max_records, getsizeof=_weight
+            max_records, getsizeof=lambda record: min(max_records, _weight(record))
         )
         self._record_flights: SingleFlight[CallRecord] = SingleFlight()
         self._missing: cachetools.TTLCache[tuple[str, str], bool] = cachetools.TTLCache(
