@@ -69,18 +69,20 @@ def _edit(path: Path, pattern: bytes, change: Callable[[re.Match[bytes]], bytes]
     path.write_bytes(edited)
 
 
+# The metadata answer is kept as text in the record: its quotes escaped.
+_INBOUND_SIZE = rb'(\\"inbound_size_bytes\\": )(\d+)'
+
+
 def _bigger_size(path: Path) -> None:
-    _edit(
-        path, rb'"inbound_size_bytes":(\d+)', lambda m: b'"inbound_size_bytes":%d' % (int(m[1]) + 2)
-    )
+    _edit(path, _INBOUND_SIZE, lambda m: m[1] + str(int(m[2]) + 2).encode())
 
 
-def _other_metadata_size(path: Path) -> None:
-    # The size of the stored metadata.json, one more: still a valid record.
+def _other_metadata_json(path: Path) -> None:
+    # The kept metadata.json (the metadata answer) with another duration: still JSON.
     def bump(m: re.Match[bytes]) -> bytes:
         return m[1] + str(int(m[2]) + 1).encode()
 
-    _edit(path, rb'("metadata_size":)(\d+)', bump)
+    _edit(path, rb'(\\"duration_seconds\\": )(\d+)', bump)
 
 
 def _truncated(path: Path) -> None:
@@ -94,7 +96,7 @@ def _garbage(path: Path) -> None:
 
 RECORD_DAMAGE: tuple[Callable[[Path], None], ...] = (
     _bigger_size,
-    _other_metadata_size,
+    _other_metadata_json,
     _truncated,
     _garbage,
 )
@@ -241,9 +243,9 @@ class _BrokenSource:
         workspace_id: str,
         call_sid: str,
         summary: object,
-        nursery: object,
         *,
         fresh: bool = False,
+        links: bool = True,
     ) -> CallRecord:
         self.loads.append(call_sid)
         raise RuntimeError(f"a bug loading {call_sid}")
@@ -311,10 +313,10 @@ async def test_a_bug_in_a_background_task_is_logged_with_its_traceback_and_servi
     assert any(f"call listing of {workspace_id}: refresh failed" in m for m in bugs), bugs
 
 
-def test_a_kept_record_whose_metadata_json_size_is_wrong_is_loaded_again_and_read_whole() -> None:
-    """A record on disk (valid checksum) that the server contradicts for metadata.json
-    itself: the read loads the record again and serves the server's file, not ENOENT while
-    the fresh record's metadata.json is still being fetched."""
+def test_a_kept_record_the_server_contradicts_is_loaded_again_metadata_json_with_it() -> None:
+    """A record on disk (valid checksum) whose metadata the server contradicts (an audio
+    size): the first read of the audio loads the record again, and metadata.json is the
+    server's metadata answer from then on."""
     with running_emulator(workspaces=1, calls_per_workspace=2, max_duration=8.0) as emulator:
         workspace_id = emulator.data.workspaces[0].id
         recording = recordings_of(emulator, workspace_id)[0]
@@ -323,11 +325,15 @@ def test_a_kept_record_whose_metadata_json_size_is_wrong_is_loaded_again_and_rea
         cache = first.cache_dir
         path = cache / "meta" / "records" / workspace_id / f"{recording.call_sid}.json"
         document = json.loads(path.read_bytes().partition(b"\n")[2])
-        document["metadata_size"] += 10
+        kept = json.loads(document["metadata_body"])
+        kept["inbound_size_bytes"] += 10
+        document["metadata_body"] = json.dumps(kept)
         body = json.dumps(document).encode()
         header = b"amigofs-meta 2 " + hashlib.sha256(body).hexdigest().encode() + b"\n"
         path.write_bytes(header + body)
         with mounted(emulator.url, emulator.api_key, "--cache-dir", str(cache)) as mnt:
             call_dir = mnt.path / workspace_id / recording.call_sid
+            inbound = (call_dir / "inbound.wav").read_bytes()
+            assert inbound == presented_bytes(emulator, recording, "inbound.wav")
             got = (call_dir / METADATA_FILENAME).read_bytes()
             assert got == presented_bytes(emulator, recording, METADATA_FILENAME)

@@ -294,30 +294,24 @@ def test_ls_l_of_a_workspace_of_1000_calls_fetches_no_audio() -> None:
             )
             assert deep.returncode == 0, deep.stderr
 
-            # Each call's files: its urls, its metadata and metadata.json, once each; a walk
-            # in listing order also loads up to RECORDS_AHEAD calls past the last one entered,
-            # in the background: wait for those loads to finish before counting.
+            # Each call's files: its metadata alone, once (metadata.json is its answer; the
+            # links wait for a read); a walk in listing order also loads up to
+            # RECORDS_AHEAD calls past the last one entered, in the background: wait for
+            # those loads to finish before counting.
             snapshot: list[dict[str, Any]] = []
 
             def settled() -> bool:
                 snapshot[:] = [emulator.stats()]
                 counts = snapshot[0]["requests"]
-                loads = [counts.get(op, 0) for op in (
-                    "get-recording-urls", "get-recording-metadata", "download-recording-file",
-                )]  # fmt: skip
-                return loads[0] >= 200 and len(set(loads)) == 1
+                return bool(counts.get("get-recording-metadata", 0) >= 200)
 
             wait_until(settled, 10, "the calls loaded ahead to finish loading")
             stats = snapshot[0]
             assert stats["audio_bytes"] == 0
             counts = stats["requests"]
-            assert set(counts) == {
-                "get-recording-urls", "get-recording-metadata", "download-recording-file",
-            }  # fmt: skip
-            assert 200 <= counts["get-recording-urls"] <= 200 + RECORDS_AHEAD
-            assert counts["get-recording-urls"] == counts["get-recording-metadata"]
-            assert counts["get-recording-urls"] == counts["download-recording-file"]
-            fetched = [e["path"] for e in stats["log"] if e["op"] == "get-recording-urls"]
+            assert set(counts) == {"get-recording-metadata"}
+            assert 200 <= counts["get-recording-metadata"] <= 200 + RECORDS_AHEAD
+            fetched = [e["path"] for e in stats["log"] if e["op"] == "get-recording-metadata"]
             assert len(fetched) == len(set(fetched)), "a call's record was fetched twice"
 
 
@@ -414,7 +408,8 @@ def test_a_walk_in_listing_order_loads_the_next_calls_ahead() -> None:
             found = run("find", str(mnt.path / workspace_id), "-type", "f")
             assert found.returncode == 0, found.stderr
             assert len(found.stdout.split()) == 4 * len(calls)  # call.wav too
-            log = [e for e in emulator.stats()["log"] if e["op"] == "get-recording-urls"]
+            # Sizes are the metadata's: one request a call, no links.
+            log = [e for e in emulator.stats()["log"] if e["op"] == "get-recording-metadata"]
             assert len(log) == len({e["path"] for e in log}) == len(calls)
             times = sorted(float(e["time"]) for e in log)
             # Requests for other calls went out while earlier ones were still waiting.

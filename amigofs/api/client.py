@@ -240,11 +240,13 @@ class PlatformClient:
         )
 
     async def recording_metadata(self, workspace_id: str, call_sid: str) -> RecordingMetadata:
-        path = _recording_path(workspace_id, call_sid, "metadata")
-        document = await self._get_json(
-            "get-recording-metadata", path, self.config.max_call_json_bytes
+        """The call's metadata, with the answer's bytes (`body`: its metadata.json)."""
+        op, path = "get-recording-metadata", _recording_path(workspace_id, call_sid, "metadata")
+        raw = await self._get_body(op, path, self.config.max_call_json_bytes)
+        document = body.parse_json(raw, f"{op} {path}")
+        return parse_recording_metadata(
+            document, workspace_id=workspace_id, call_sid=call_sid, body=raw
         )
-        return parse_recording_metadata(document, workspace_id=workspace_id, call_sid=call_sid)
 
     async def read_range(
         self, path: DownloadPath, start: int, end: int, *, total: int | None = None
@@ -399,6 +401,16 @@ class PlatformClient:
             async with self._get(op, answer, path, params=params) as resp:
                 data = await body.read_capped(resp, cap, what)
             return body.parse_json(data, what)
+
+        return await self._retrying(op, attempt)
+
+    async def _get_body(self, op: str, path: str, cap: int) -> bytes:
+        """A JSON answer's bytes, unparsed (at most `cap`)."""
+        what = f"{op} {path}"
+
+        async def attempt(answer: Answer) -> bytes:
+            async with self._get(op, answer, path) as resp:
+                return bytes(await body.read_capped(resp, cap, what))
 
         return await self._retrying(op, attempt)
 

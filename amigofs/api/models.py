@@ -111,6 +111,9 @@ class RecordingMetadata:
     inbound_size_bytes: int
     outbound_size_bytes: int
     media_start_epoch_ms: float
+    # The answer's body exactly as the server sent it: presented as metadata.json
+    # (the platform serves the same document there), kept with the record.
+    body: bytes = b""
 
 
 @dataclass(slots=True, frozen=True)
@@ -393,8 +396,10 @@ def parse_recording_urls(
 
 
 def parse_recording_metadata(
-    value: object, *, workspace_id: str, call_sid: str
+    value: object, *, workspace_id: str, call_sid: str, body: bytes = b""
 ) -> RecordingMetadata:
+    """The metadata answer `value` (parsed from `body`, the bytes kept as its
+    metadata.json)."""
     what = f"metadata of {call_sid}"
     obj = _obj(value, what)
     if _field(obj, "call_sid", what) != call_sid:
@@ -416,6 +421,7 @@ def parse_recording_metadata(
         inbound_size_bytes=_int(obj, "inbound_size_bytes", what, low=0, high=MAX_FILE_SIZE),
         outbound_size_bytes=_int(obj, "outbound_size_bytes", what, low=0, high=MAX_FILE_SIZE),
         media_start_epoch_ms=_number(obj, "media_start_epoch_ms", what),
+        body=body,
     )
 
 
@@ -452,23 +458,4 @@ def recording_urls_document(urls: RecordingUrls) -> dict[str, Any]:
         "inbound_url": urls.inbound.target if urls.inbound else None,
         "outbound_url": urls.outbound.target if urls.outbound else None,
         "metadata_url": urls.metadata.target if urls.metadata else None,
-    }
-
-
-def recording_metadata_document(metadata: RecordingMetadata) -> dict[str, Any]:
-    return {
-        "call_sid": metadata.call_sid,
-        "workspace_id": metadata.workspace_id,
-        "direction": metadata.direction,
-        "duration_seconds": metadata.duration_seconds,
-        "inbound_format": metadata.inbound_format,
-        "inbound_sample_rate": metadata.inbound_sample_rate,
-        "outbound_format": metadata.outbound_format,
-        "outbound_sample_rate": metadata.outbound_sample_rate,
-        "tts_provider": metadata.tts_provider,
-        "call_start_iso": metadata.call_start.isoformat(),
-        "call_end_iso": metadata.call_end.isoformat(),
-        "inbound_size_bytes": metadata.inbound_size_bytes,
-        "outbound_size_bytes": metadata.outbound_size_bytes,
-        "media_start_epoch_ms": metadata.media_start_epoch_ms,
     }

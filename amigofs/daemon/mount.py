@@ -50,8 +50,9 @@ class MountRefused(Exception):
 # cache's (min_free_ratio).
 # File operations served at once: a stuck one must not hold up the rest.
 FUSE_TASKS = 64
-# Call records kept in memory (metadata.json, sizes, links); more are read again.
-MAX_RECORDS = 10_000
+# Call records kept in memory (metadata.json, sizes, links: some 3.3 KB each); more
+# are read again from the disk (MetaStore), so memory does not grow with calls looked up.
+MAX_RECORDS = 4096
 
 
 def _where(settings: Settings) -> tuple[Path, Path]:

@@ -35,6 +35,15 @@ from amigofs.fs.walk import RecordsAhead
 
 log = logging.getLogger(__name__)
 
+# Bytes of metadata.json that weigh as much as a record in the records' LRU: a server's
+# metadata answer may be far larger than the ~1 KiB one expects.
+RECORD_WEIGHT = 4096
+
+
+def _weight(record: CallRecord) -> int:
+    return 1 + len(record.metadata.body) // RECORD_WEIGHT
+
+
 class Calls:
     """The calls of the mount's workspaces: their records, their rows, their syncs."""
 
@@ -60,8 +69,11 @@ class Calls:
         self._listing_ttl = listing_ttl
         self._failure_memory = failure_memory
         self._syncs: dict[str, WorkspaceSync] = {}
+        # Bounded: the mount's memory must not grow with the calls ever looked up
+        # (what is needed again is kept on disk, RecordingSource's MetaStore). A record
+        # weighs one, and one more per RECORD_WEIGHT bytes of its metadata.json.
         self._records: cachetools.LRUCache[tuple[str, str], CallRecord] = cachetools.LRUCache(
-            max_records
+            max_records, getsizeof=lambda record: min(max_records, _weight(record))
         )
         self._record_flights: SingleFlight[CallRecord] = SingleFlight()
         self._missing: cachetools.TTLCache[tuple[str, str], bool] = cachetools.TTLCache(
@@ -79,7 +91,8 @@ class Calls:
         )
         self._ahead = RecordsAhead(
             index,
-            lambda ws, sid: self.record(ws, sid, ahead=True),
+            # A stat walk needs sizes only: the metadata, one request a call.
+            lambda ws, sid: self.record(ws, sid, ahead=True, links=False),
             lambda ws, sid: (ws, sid) in self._records or (ws, sid) in self._missing,
             nursery,
         )
@@ -198,7 +211,10 @@ class Calls:
         if row is not None:
             return row
         try:
-            record = await self.record(workspace_id, call_sid, ahead=not visit)
+            # Its start and duration: the metadata gives them.
+            record = await self.record(
+                workspace_id, call_sid, ahead=not visit, links=None if visit else False
+            )
         except api.Archived:
             # No record while it is archived: the listing has the call and its time.
             row = await self.wait_listed(workspace_id, call_sid)
@@ -225,24 +241,27 @@ class Calls:
         ahead: bool = False,
         fresh: bool = False,
         whole: bool = False,
+        links: bool | None = None,
     ) -> CallRecord:
         """The call's record; `ahead`: not a visit (no walk detection); `fresh`: not
-        the one kept on disk; `whole`: with its metadata.json, which is fetched after
-        the rest (what needs only the audio files does not wait for it)."""
+        the one kept on disk; `whole`: for the call's directory or its metadata.json,
+        which the metadata alone gives.
+
+        `links`: True: with its download links (fetched now if it has none); False:
+        the metadata is enough (a load ahead of a stat walk: one request). None: a
+        load `ahead` wants links (walk prefetch, a reload: bytes follow); a lookup
+        loads the links with the metadata, at once, for an audio file (not `whole`),
+        and leaves a record already loaded as it is (its first read links it)."""
         rkey = (workspace_id, call_sid)
         if not ahead:
             self._ahead.visit(workspace_id, call_sid)
+        wanted = links if links is not None else (True if ahead else None)
         record = self._records.get(rkey)
         if record is None:
-            record = await self._load(workspace_id, call_sid, fresh)
-        if whole:
-            try:
-                await record.complete()
-            except Exception:
-                # Loaded again by the next look, not failed for a whole listing TTL.
-                if self._records.get(rkey) is record:
-                    del self._records[rkey]
-                raise
+            with_links = wanted if wanted is not None else not whole
+            record = await self._load(workspace_id, call_sid, fresh, with_links)
+        if wanted and not record.linked:
+            await self._source.link(record)
         return record
 
     async def record_or_archived(
@@ -278,7 +297,7 @@ class Calls:
         # Whole: the file being read again may be metadata.json itself.
         return await self.record(*rkey, ahead=True, fresh=True, whole=True)
 
-    async def _load(self, workspace_id: str, call_sid: str, fresh: bool) -> CallRecord:
+    async def _load(self, workspace_id: str, call_sid: str, fresh: bool, links: bool) -> CallRecord:
         rkey = (workspace_id, call_sid)
         if rkey in self._missing:
             raise FsError(errno.ENOENT)
@@ -287,7 +306,7 @@ class Calls:
         async def load() -> CallRecord:
             try:
                 loaded = await self._source.load(
-                    workspace_id, call_sid, summary, self._nursery, fresh=fresh
+                    workspace_id, call_sid, summary, fresh=fresh, links=links
                 )
             except api.NotFound:
                 self._missing[rkey] = True
@@ -301,4 +320,3 @@ class Calls:
         """Fetches the first `length` stored bytes of a mono file ahead (walk prefetch)."""
         start = len(file.header)
         self._source.prefetch(file, start, start + length)
-

@@ -1,8 +1,14 @@
 """A call's recording as files: which exist, their sizes, and where their bytes come from.
 
-Loading a call costs three small requests (urls and metadata at once, then the
-metadata file itself, which is served as metadata.json); audio bytes are only
-fetched when read, through the block cache.
+A call's sizes cost one request, its metadata: metadata.json is that answer's body
+exactly (the platform serves the same document as a file), kept with the record, and
+the audio files' sizes are the metadata's. The download links (get-recording-urls) are
+fetched when an audio file is read (`RecordingSource.link`), or with the metadata, at
+once, when the record is loaded for an audio file outside a walk, so that the first
+bytes of a file cost two round trips. Until its links are in, a record is not
+`linked`: whether each stored file is a WAV container, which its name tells, is
+guessed (amigofs.policy.stored_audio) and its files' sizes are shown uncached.
+Audio bytes are only fetched when read, through the block cache.
 
 A record kept on disk by an earlier mount is used without a request, but not
 trusted beyond that: `CallRecord.from_disk` says so, and the namespace loads it
@@ -23,6 +29,7 @@ import cachetools
 import trio
 
 from amigofs.api import errors as api
+from amigofs.api.body import parse_json
 from amigofs.api.client import PlatformClient
 from amigofs.api.models import (
     CallSummary,
@@ -31,7 +38,6 @@ from amigofs.api.models import (
     RecordingUrls,
     parse_recording_metadata,
     parse_recording_urls,
-    recording_metadata_document,
     recording_urls_document,
 )
 from amigofs.cache.block_format import FileKey
@@ -43,7 +49,8 @@ from amigofs.concurrency import gather
 from amigofs.fs.attributes import InodeT
 from amigofs.fs.errors import FsError
 from amigofs.fs.stereo import Channel, NoStereo, StereoView
-from amigofs.fs.wav import UnknownAudioFormat, audio_layout, is_wav_container
+from amigofs.fs.wav import UnknownAudioFormat, audio_layout, codec_of, is_wav_container
+from amigofs.policy.stored_audio import guess_wav_container
 
 log = logging.getLogger(__name__)
 
@@ -82,21 +89,16 @@ class CallRecord:
     # Kept by an earlier mount: a download may yet find it wrong (a size the
     # server contradicts), and then it is loaded again from the API.
     from_disk: bool = False
-    # Of such a record, the stored files no read has yet found consistent.
+    # Of such a record, the stored files no read has yet found consistent; of one not
+    # `linked`, its audio files, whose sizes are guessed: shown with no caching.
     unconfirmed: set[str] = field(default_factory=set)
-    # Set once metadata.json is in `files` (or has failed, `metadata_error`): it is
-    # fetched beside the first audio bytes, not before them. None: nothing pending.
-    metadata_done: trio.Event | None = None
-    metadata_error: Exception | None = None
     # Its files' download links by presented name, renewed together.
     links: dict[str, _Link] = field(default_factory=dict)
-
-    async def complete(self) -> None:
-        """Waits for metadata.json; raises what fetching it raised."""
-        if self.metadata_done is not None:
-            await self.metadata_done.wait()
-        if self.metadata_error is not None:
-            raise self.metadata_error
+    # False: built from the metadata alone (no links yet): its audio files have no
+    # stored file to read, and are made again from the links at the first read.
+    linked: bool = True
+    # The versions an earlier mount found its stored files of, by stored name.
+    validators: dict[str, str] = field(default_factory=dict)
 
 
 class Reader(Protocol):
@@ -167,6 +169,28 @@ class _Link:
         self.siblings = siblings
 
 
+class _Unlinked:
+    """The link of a stored file whose links are not fetched yet: call.wav's sources in
+    a record not `linked`, which give it its size but are never read (a read links the
+    record first, and reads the files made then)."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+
+    @property
+    def path(self) -> DownloadPath:
+        raise FsError(errno.EIO, f"{self._what}: no download link yet")
+
+
+def _guessed_name(name: str, fmt: str, rate: int, size: int, duration: float) -> str:
+    """The stored file's name as far as its kind goes, until its link gives it: a WAV
+    container's or a raw file's (amigofs.policy.stored_audio says which)."""
+    codec = codec_of(fmt)
+    width = None if codec is None else codec[1] // 8
+    stem = name.removesuffix(".wav")
+    return f"{stem}.wav" if guess_wav_container(size, duration, rate, width) else f"{stem}.raw"
+
+
 # How the records' owner loads a call's record again (fs/calls.Calls.reload).
 Reload = Callable[[CallRecord, Exception], Awaitable[CallRecord]]
 
@@ -198,6 +222,7 @@ class RecordingSource:
         self._store = store
         self._limit = trio.CapacityLimiter(concurrency)
         self._url_refresh: SingleFlight[RecordingUrls] = SingleFlight()
+        self._linking: SingleFlight[None] = SingleFlight()
         self.access = WorkspaceAccess()
         # Stored files of size 0 in their metadata that the server confirmed empty.
         self._confirmed_empty: set[FileKey] = set()
@@ -221,39 +246,81 @@ class RecordingSource:
         workspace_id: str,
         call_sid: str,
         summary: CallSummary | None,
-        nursery: trio.Nursery,
         *,
         fresh: bool = False,
+        links: bool = True,
     ) -> CallRecord:
         """The call's record: the one kept on disk unless `fresh`, else from the API.
-        From the API it is returned once its urls and metadata are in, its
-        metadata.json still being fetched (in `nursery`; see CallRecord.complete), so
-        that the first audio bytes cost two round trips, not three."""
+        `links`: with its download links, asked at once with the metadata (the first
+        bytes of a file then cost two round trips); else the metadata alone, one
+        request (a stat walk), the links fetched at the first read (`link`)."""
         stored = None if fresh else self._load_stored(workspace_id, call_sid)
         if stored is not None:
-            urls, metadata, size, validators = stored
+            urls, metadata, validators = stored
             record = self._build(
-                workspace_id, call_sid, summary, urls, metadata, size,
+                workspace_id, call_sid, summary, urls, metadata,
                 from_disk=True, validators=validators,
             )  # fmt: skip
-            await self._confirm_empty(record)
+            if record.linked:
+                await self._confirm_empty(record)
+            elif links:
+                await self.link(record)
             return record
+        found: RecordingUrls | None
         async with self._limit:
-            urls, metadata = await self.access.checked(
-                workspace_id,
-                lambda: gather(
-                    lambda: self._client.recording_urls(workspace_id, call_sid),
-                    lambda: self._client.recording_metadata(workspace_id, call_sid),
-                ),
-            )
-        record = self._build(workspace_id, call_sid, summary, urls, metadata, None)
-        await self._confirm_empty(record)
-        if urls.metadata is None:
-            self._save(record, urls, None)
-        else:
-            record.metadata_done = trio.Event()
-            nursery.start_soon(self._fetch_metadata_file, record, urls)
+            if links:
+                found, metadata = await self.access.checked(
+                    workspace_id,
+                    lambda: gather(
+                        lambda: self._client.recording_urls(workspace_id, call_sid),
+                        lambda: self._client.recording_metadata(workspace_id, call_sid),
+                    ),
+                )
+            else:
+                found = None
+                metadata = await self.access.checked(
+                    workspace_id, lambda: self._client.recording_metadata(workspace_id, call_sid)
+                )
+        record = self._build(workspace_id, call_sid, summary, found, metadata)
+        if record.linked:
+            await self._confirm_empty(record)
+        self._save(record, found)
         return record
+
+    async def link(self, record: CallRecord) -> None:
+        """Gives a record built from its metadata alone its download links (one
+        request), its audio files made again from them: their stored names say what
+        was guessed (see CallRecord.linked). Readers of one record share the request."""
+        if record.linked:
+            return
+        await self._linking.run(
+            (record.workspace_id, record.call_sid, id(record)), lambda: self._link(record)
+        )
+
+    async def _link(self, record: CallRecord) -> None:
+        if record.linked:
+            return
+        workspace_id, call_sid = record.workspace_id, record.call_sid
+        async with self._limit:
+            urls = await self.access.checked(
+                workspace_id, lambda: self._client.recording_urls(workspace_id, call_sid)
+            )
+        made = self._build(
+            workspace_id, call_sid, None, urls, record.metadata,
+            from_disk=record.from_disk, validators=record.validators,
+        )  # fmt: skip
+        await self._confirm_empty(made)
+        guessed = {name: file.size for name, file in record.files.items()}
+        if guessed != {name: file.size for name, file in made.files.items()}:
+            log.info(
+                "%s/%s: its download links show other files than its metadata suggested: "
+                "%s, not %s (sizes by name)",
+                workspace_id, call_sid,
+                {name: file.size for name, file in made.files.items()}, guessed,
+            )  # fmt: skip
+        record.files, record.links, record.unconfirmed = made.files, made.links, made.unconfirmed
+        record.linked = True
+        self._save(record, urls)
 
     async def _confirm_empty(self, record: CallRecord) -> None:
         """An audio file of size 0 in the metadata is shown empty only once the server
@@ -284,33 +351,15 @@ class RecordingSource:
             if name in record.files:
                 self._confirmed_empty.add(stored.key)
 
-    async def _fetch_metadata_file(self, record: CallRecord, urls: RecordingUrls) -> None:
-        path = urls.metadata
-        assert path is not None and record.metadata_done is not None
-        workspace_id, call_sid = record.workspace_id, record.call_sid
-        try:
-            async with self._limit:
-                data = await self.access.checked(
-                    workspace_id, lambda: self._client.download_small(path)
-                )
-            # Into the block cache, counted in --cache-size like the audio, not kept
-            # in memory with the record: a server's metadata.json can be large.
-            key = FileKey(workspace_id, call_sid, path.filename, len(data))
-            await self._store.put(key, data)
-            self._add_metadata_file(record, path, len(data))
-            self._save(record, urls, len(data))
-        except Exception as exc:
-            record.metadata_error = exc
-        finally:
-            record.metadata_done.set()
-
-    def _save(self, record: CallRecord, urls: RecordingUrls, metadata_size: int | None) -> None:
+    def _save(self, record: CallRecord, urls: RecordingUrls | None) -> None:
         if self._meta is not None:
+            key = (record.workspace_id, record.call_sid)
+            validators = {**record.validators, **self._unsaved.pop(key, {})}
             document = {
-                "urls": recording_urls_document(urls),
-                "metadata": recording_metadata_document(record.metadata),
-                "metadata_size": metadata_size,
-                "validators": self._unsaved.pop((record.workspace_id, record.call_sid), {}),
+                "urls": None if urls is None else recording_urls_document(urls),
+                # The answer's bytes, one for one (latin-1 maps each byte to a character).
+                "metadata_body": record.metadata.body.decode("latin-1"),
+                "validators": validators,
             }
             self._meta.save(document, "records", record.workspace_id, record.call_sid)
 
@@ -323,7 +372,7 @@ class RecordingSource:
         key = file.key
         parts = ("records", key.workspace_id, key.call_sid)
         document = self._meta.load(_document, *parts)
-        if document is None:  # not saved yet (its metadata.json is on its way)
+        if document is None:  # not saved (yet, or no longer: a full cache disk)
             unsaved = self._unsaved.get((key.workspace_id, key.call_sid))
             if unsaved is None:
                 unsaved = self._unsaved[(key.workspace_id, key.call_sid)] = {}
@@ -343,36 +392,42 @@ class RecordingSource:
 
     def _load_stored(
         self, workspace_id: str, call_sid: str
-    ) -> tuple[RecordingUrls, RecordingMetadata, int | None, dict[str, str]] | None:
+    ) -> tuple[RecordingUrls | None, RecordingMetadata, dict[str, str]] | None:
         """A record an earlier mount kept: recordings never change, but their links
-        expire, and an expired one is renewed when a download is refused."""
+        expire, and an expired one is renewed when a download is refused. Its links
+        are None if it was loaded from its metadata alone."""
         if self._meta is None:
             return None
 
         def parse(
             document: object,
-        ) -> tuple[RecordingUrls, RecordingMetadata, int | None, dict[str, str]]:
+        ) -> tuple[RecordingUrls | None, RecordingMetadata, dict[str, str]]:
             if not isinstance(document, dict):
                 raise ValueError("not a record")
-            urls = parse_recording_urls(
-                document["urls"],
+            found = document["urls"]
+            urls = None if found is None else parse_recording_urls(
+                found,
                 workspace_id=workspace_id,
                 call_sid=call_sid,
                 base_url=self._client.base_url,
-            )
+            )  # fmt: skip
+            text = document["metadata_body"]
+            if not isinstance(text, str):
+                raise ValueError("metadata_body is not text")
+            body = text.encode("latin-1")
             metadata = parse_recording_metadata(
-                document["metadata"], workspace_id=workspace_id, call_sid=call_sid
+                parse_json(body, "kept metadata"),
+                workspace_id=workspace_id,
+                call_sid=call_sid,
+                body=body,
             )
-            size = document["metadata_size"]
-            if size is not None and (type(size) is not int or not 0 <= size <= 1 << 30):
-                raise ValueError("metadata_size is not a size")
-            found = document.get("validators")
+            kept = document.get("validators")
             validators = {
                 name: value
-                for name, value in (found.items() if isinstance(found, dict) else ())
+                for name, value in (kept.items() if isinstance(kept, dict) else ())
                 if isinstance(name, str) and isinstance(value, str)
             }
-            return urls, metadata, size, validators
+            return urls, metadata, validators
 
         return self._meta.load(parse, "records", workspace_id, call_sid)
 
@@ -381,42 +436,53 @@ class RecordingSource:
         workspace_id: str,
         call_sid: str,
         summary: CallSummary | None,
-        urls: RecordingUrls,
+        urls: RecordingUrls | None,
         metadata: RecordingMetadata,
-        metadata_size: int | None,
         *,
         from_disk: bool = False,
         validators: dict[str, str] | None = None,
     ) -> CallRecord:
+        """The record of a call's metadata and its links; without links (None), its
+        audio files as the metadata suggests them (see CallRecord.linked)."""
         start = summary.started_at if summary and summary.started_at else metadata.call_start
-        record = CallRecord(workspace_id, call_sid, start, metadata, from_disk=from_disk)
+        record = CallRecord(
+            workspace_id, call_sid, start, metadata, from_disk=from_disk,
+            linked=urls is not None, validators=validators or {},
+        )  # fmt: skip
         links: dict[str, _Link] = {}
         sources: dict[str, tuple[StoredFile, str, int, bool]] = {}
         for name, path, fmt, rate, size in (
-            (INBOUND, urls.inbound, metadata.inbound_format, metadata.inbound_sample_rate,
-             metadata.inbound_size_bytes),
-            (OUTBOUND, urls.outbound, metadata.outbound_format, metadata.outbound_sample_rate,
-             metadata.outbound_size_bytes),
+            (INBOUND, urls.inbound if urls else None, metadata.inbound_format,
+             metadata.inbound_sample_rate, metadata.inbound_size_bytes),
+            (OUTBOUND, urls.outbound if urls else None, metadata.outbound_format,
+             metadata.outbound_sample_rate, metadata.outbound_size_bytes),
         ):  # fmt: skip
-            if path is None:
+            if urls is None:
+                filename = _guessed_name(name, fmt, rate, size, metadata.duration_seconds)
+            elif path is None:
                 continue
+            else:
+                filename = path.filename
             try:
-                layout = audio_layout(path.filename, fmt, rate, size)
+                layout = audio_layout(filename, fmt, rate, size)
             except UnknownAudioFormat as exc:
                 log.warning("%s/%s: %s not shown: %s", workspace_id, call_sid, name, exc)
                 continue
-            link = links[name] = _Link((workspace_id, call_sid, name), path, links)
-            stored = StoredFile(
-                FileKey(workspace_id, call_sid, path.filename, size),
-                link,
-                remembered=(validators or {}).get(path.filename),
-            )
-            record.files[name] = PresentedFile(
-                name, layout.size, header=layout.header, stored=stored
-            )
-            if from_disk:
+            key = FileKey(workspace_id, call_sid, filename, size)
+            if path is None:
+                # Not read before its links are in (a read links the record first).
+                stored = StoredFile(key, _Unlinked(f"{workspace_id}/{call_sid}/{name}"))
+                record.files[name] = PresentedFile(name, layout.size, header=layout.header)
                 record.unconfirmed.add(name)
-            sources[name] = (stored, fmt, rate, is_wav_container(path.filename))
+            else:
+                link = links[name] = _Link((workspace_id, call_sid, name), path, links)
+                stored = StoredFile(key, link, remembered=(validators or {}).get(filename))
+                record.files[name] = PresentedFile(
+                    name, layout.size, header=layout.header, stored=stored
+                )
+                if from_disk:
+                    record.unconfirmed.add(name)
+            sources[name] = (stored, fmt, rate, is_wav_container(filename))
         if self._call_wav and INBOUND in sources and OUTBOUND in sources:
             try:
                 left, right = (
@@ -429,18 +495,12 @@ class RecordingSource:
                 log.warning("%s/%s: %s not shown: %s", workspace_id, call_sid, CALL, exc)
             else:
                 record.files[CALL] = PresentedFile(CALL, stereo.size, stereo=stereo)
+                if urls is None:
+                    record.unconfirmed.add(CALL)
         record.links = links
-        if metadata_size is not None and urls.metadata is not None:
-            self._add_metadata_file(record, urls.metadata, metadata_size)
+        # The metadata answer itself, whatever its link says (none is fetched).
+        record.files[METADATA] = PresentedFile(METADATA, len(metadata.body), content=metadata.body)
         return record
-
-    def _add_metadata_file(self, record: CallRecord, path: DownloadPath, size: int) -> None:
-        link = record.links[METADATA] = _Link(
-            (record.workspace_id, record.call_sid, METADATA), path, record.links
-        )
-        key = FileKey(record.workspace_id, record.call_sid, path.filename, size)
-        stored = StoredFile(key, link, versioned=False)  # fetched whole, by the mount
-        record.files[METADATA] = PresentedFile(METADATA, size, stored=stored)
 
     async def read(
         self, file: PresentedFile, offset: int, size: int
@@ -488,7 +548,9 @@ class RecordingSource:
         server says: a size it contradicts or a file it does not have (what a wrong
         record gets) has the record loaded again (`reload`, by the records' owner),
         once, and the reader moved to it before the read is made again. A reader is
-        served one version of each stored file (`_one_version`)."""
+        served one version of each stored file (`_one_version`). A record loaded from
+        its metadata alone is given its links first (`link`)."""
+        await self._linked(reader)
         if self._mismatched and self._said_mismatch(reader) in self._mismatched:
             # Logged once, at the first read that found it; not again at each retry.
             raise FsError(errno.EIO, f"{self._said_mismatch(reader)}: length is not metadata's")
@@ -509,6 +571,19 @@ class RecordingSource:
             strict = reader.file is first and first.stereo is not None
             self._one_version(reader, before if strict else None)
         return data
+
+    async def _linked(self, reader: Reader) -> None:
+        """Moves a reader of an audio file of a record not `linked` to the file made
+        from the record's links, fetched now: the first read of a stat walk's record."""
+        record = reader.record
+        if record is None or record.linked or reader.file.content is not None:
+            return
+        await self.link(record)
+        file = record.files.get(reader.file.name)
+        if file is None:
+            where = f"{record.workspace_id}/{record.call_sid}/{reader.file.name}"
+            raise FsError(errno.ENOENT, f"{where} is not offered (no download link)")
+        reader.file = file
 
     @staticmethod
     def _said_mismatch(reader: Reader) -> str:
@@ -585,6 +660,8 @@ class RecordingSource:
     def _start_prefetch(self, file: PresentedFile, offset: int, end: int) -> list[Fetch]:
         launched: list[Fetch] = []
         if file.stereo is not None:
+            if any(isinstance(one.link, _Unlinked) for one in file.stereo.stored_files):
+                return launched  # no links yet: its first read fetches them
             launched += file.stereo.prefetch(self._store, offset, end)
         if file.stored is not None:
             header_len = len(file.header)
@@ -633,11 +710,7 @@ class RecordingSource:
             ),
         )
         log.info("%s/%s: download links renewed", workspace_id, call_sid)
-        for other, path in (
-            (INBOUND, urls.inbound),
-            (OUTBOUND, urls.outbound),
-            (METADATA, urls.metadata),
-        ):
+        for other, path in ((INBOUND, urls.inbound), (OUTBOUND, urls.outbound)):
             other_link = link.siblings.get(other)
             if path is not None and other_link is not None:
                 other_link.path = path

@@ -111,9 +111,9 @@ class _Source:
         workspace_id: str,
         call_sid: str,
         summary: CallSummary | None,
-        nursery: trio.Nursery,
         *,
         fresh: bool = False,
+        links: bool = True,
     ) -> CallRecord:
         # The API's answer for a call not listed yet: what the listing would say.
         summary = next(c for c in CALLS if c.call_sid == call_sid)
