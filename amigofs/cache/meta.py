@@ -14,10 +14,13 @@ held past LOCK_WAIT) gives way to a database in memory for the mount. The cache
 directory's checks (`amigofs.cache.cache_dir`) keep other users out; the file
 is made 0600 in it and checked with O_NOFOLLOW and fstat before SQLite opens it.
 
-Writes are cheap: they go into one transaction, committed every COMMIT_EVERY
-writes or COMMIT_AFTER seconds after the first (WAL, synchronous=NORMAL: no
-fsync per record). A crash loses the writes of the last batch only, and those
-records are fetched again. The row id is the document's place in least-recently-
+Writes are cheap: no fsync per record (WAL, synchronous=NORMAL), and a burst
+of them (a walk loading records ahead, a listing) shares one transaction: a
+write is committed at once if none was for COMMIT_AFTER seconds, else with the
+others of its batch when the batch is full (COMMIT_EVERY) or that long after the
+commit before. A crash, a kill or a power cut loses at most the last batch (the
+writes of COMMIT_AFTER seconds) and with synchronous=NORMAL what was committed
+since the last checkpoint on a power cut: those records are fetched again. The row id is the document's place in least-recently-
 used order: a save gives it a new, highest id, and a load moves a row that sits
 in the older half of the ids, so `shrink` evicts the lowest ids, whole pages of
 them, and an incremental vacuum gives the pages back to the file system.
@@ -41,6 +44,7 @@ import shutil
 import sqlite3
 import stat
 import threading
+import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -58,15 +62,18 @@ FORMAT = "amigofs-meta 3"
 # The layout before this one: a file per document (format 2, a checksum header line).
 OLD_DIR = "meta"
 MAX_DOCUMENT = 64 << 20
-# A batch of writes is committed after this many writes, or this long after its first.
+# A batch of writes is committed when it holds this many, or this long after the last
+# commit: short, as a mount killed (kill -9, or a second signal) loses the batch.
 COMMIT_EVERY = 256
-COMMIT_AFTER = 1.0
+COMMIT_AFTER = 0.05
 # How long SQLite waits on a lock another process holds (an `sqlite3` shell).
 LOCK_WAIT = 2.0
 # The WAL is cut back to this after a checkpoint: it counts toward --cache-size.
 WAL_LIMIT = 1 << 20
 # What a row costs beyond its body, for shrink's first guess (measured: ~60 bytes).
 ROW_OVERHEAD = 64
+
+_now = time.monotonic  # tests give the store a clock of their own
 
 _SUFFIXES = ("", "-wal", "-shm")
 _RAW, _ZLIB = b"\x00", b"\x01"
@@ -170,6 +177,7 @@ class MetaStore:
         self._conn: sqlite3.Connection | None = None
         self._root_fd = -1
         self._writes = 0  # in the open transaction
+        self._committed = _now()  # when it last committed
         self._timer: threading.Timer | None = None
         self._next_id = 1
         self._oldest_id = 1
@@ -341,12 +349,14 @@ class MetaStore:
         self._make_again(str(exc))
 
     def _wrote(self, conn: sqlite3.Connection) -> None:
-        """Counts a write of the open batch; commits it when full, or soon."""
+        """Counts a write of the open batch; commits it now if it is full or the last
+        commit was a while ago (a write alone), else soon, with the writes to come."""
         self._writes += 1
-        if self._writes >= COMMIT_EVERY:
+        wait = self._committed + COMMIT_AFTER - _now()
+        if self._writes >= COMMIT_EVERY or wait <= 0:
             self._commit(conn)
         elif self._timer is None:
-            self._timer = threading.Timer(COMMIT_AFTER, self.flush)
+            self._timer = threading.Timer(wait, self.flush)
             self._timer.daemon = True
             self._timer.start()
 
@@ -358,12 +368,15 @@ class MetaStore:
         if conn.in_transaction:
             conn.execute("COMMIT")
         self._writes = 0
+        self._committed = _now()
         self._warned = ""
 
     def flush(self) -> None:
         """Commits the writes of the open batch (the timer's work; also for tests)."""
         with self._lock:
-            self._timer = None
+            timer, self._timer = self._timer, None
+            if timer is not None and timer is not threading.current_thread():
+                timer.cancel()
             conn = self._conn
             if conn is None:
                 return

@@ -88,25 +88,53 @@ def test_documents_are_kept_in_one_private_file_across_a_reopen(cache: Path) -> 
         store.close()
 
 
-def test_writes_are_committed_in_batches_not_one_by_one(store: MetaStore, cache: Path) -> None:
+class Clock:
+    """The store's clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_writes_are_committed_at_once_alone_and_in_batches_in_a_burst(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    monkeypatch.setattr(meta, "_now", clock)
+    # The timer's wait is of this clock's seconds: an hour of real time, never in a test.
+    monkeypatch.setattr(meta, "COMMIT_AFTER", 3600.0)
+
     def committed() -> int:
-        # What another process (or the next mount, after a crash) would find.
+        # What another process (or the next mount, after a kill) would find.
         conn = sqlite3.connect(cache / meta.NAME)
         try:
             return int(conn.execute("SELECT count(*) FROM documents").fetchone()[0])
         finally:
             conn.close()
 
-    store.save(record(0), "records", "ws", "CA0")
-    assert store.load(same, "records", "ws", "CA0") == record(0)  # read back at once
-    assert committed() == 0  # a crash now loses it: fetched again
-    store.flush()  # what the timer does, COMMIT_AFTER seconds later
-    assert committed() == 1
-    for n in range(1, meta.COMMIT_EVERY):
-        store.save(record(n), "records", "ws", f"CA{n}")
-    assert committed() == 1
-    store.save(record(0), "records", "ws", "CA0")  # the batch's last: committed with it
-    assert committed() == meta.COMMIT_EVERY
+    store = MetaStore(cache)
+    try:
+        clock.now += meta.COMMIT_AFTER
+        store.save(record(0), "records", "ws", "CA0")  # alone: committed at once
+        assert committed() == 1
+        # A burst: the writes that follow wait for the batch.
+        store.save(record(1), "records", "ws", "CA1")
+        assert store.load(same, "records", "ws", "CA1") == record(1)  # read back at once
+        assert committed() == 1  # a kill now loses it: fetched again
+        store.flush()  # what the timer does, COMMIT_AFTER after the commit before
+        assert committed() == 2
+        for n in range(2, meta.COMMIT_EVERY + 1):
+            store.save(record(n), "records", "ws", f"CA{n}")
+        assert committed() == 2
+        store.save(record(0), "records", "ws", "CA0")  # the batch's last: committed with it
+        assert committed() == meta.COMMIT_EVERY + 1
+        clock.now += meta.COMMIT_AFTER
+        store.discard("records", "ws", "CA0")
+        assert committed() == meta.COMMIT_EVERY
+    finally:
+        store.close()
 
 
 def test_saves_from_threads_while_loading(store: MetaStore) -> None:
