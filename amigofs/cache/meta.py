@@ -17,13 +17,15 @@ is made 0600 in it and checked with O_NOFOLLOW and fstat before SQLite opens it.
 Writes are cheap: no fsync per record (WAL, synchronous=NORMAL), and a burst
 of them (a walk loading records ahead, a listing) shares one transaction: a
 write is committed at once if none was for COMMIT_AFTER seconds, else with the
-others of its batch when the batch is full (COMMIT_EVERY) or that long after the
-commit before. A crash, a kill or a power cut loses at most the last batch (the
-writes of COMMIT_AFTER seconds) and with synchronous=NORMAL what was committed
-since the last checkpoint on a power cut: those records are fetched again. The row id is the document's place in least-recently-
-used order: a save gives it a new, highest id, and a load moves a row that sits
-in the older half of the ids, so `shrink` evicts the lowest ids, whole pages of
-them, and an incremental vacuum gives the pages back to the file system.
+rest of its batch when the batch is full (COMMIT_EVERY) or that long after the
+commit before. A crash or a kill loses at most the writes of the last
+COMMIT_AFTER seconds; a power cut, what was committed since the last checkpoint
+too. Either way only records are lost, and they are fetched again.
+
+The row id is the document's place in least-recently-used order: a save gives
+it a new, highest id, and a load moves a row that sits in the older half of the
+ids, so `shrink` evicts the lowest ids, whole pages of them, and an incremental
+vacuum gives the pages back to the file system.
 
 Callers use it from the trio thread (records) and from worker threads (the root's
 listing, the start-up checks): one connection, serialised by a lock.
