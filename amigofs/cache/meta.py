@@ -70,10 +70,12 @@ COMMIT_EVERY = 256
 COMMIT_AFTER = 0.05
 # How long SQLite waits on a lock another process holds (an `sqlite3` shell).
 LOCK_WAIT = 2.0
-# The WAL is cut back to this after a checkpoint: it counts toward --cache-size.
+# The WAL is copied into the database when it holds this much, and cut back to it.
 WAL_LIMIT = 1 << 20
 # What a row costs beyond its body, for shrink's first guess (measured: ~60 bytes).
 ROW_OVERHEAD = 64
+# Rounds of eviction in one shrink, each guessing again from what the last one freed.
+SHRINK_ROUNDS = 8
 
 _now = time.monotonic  # tests give the store a clock of their own
 
@@ -186,6 +188,8 @@ class MetaStore:
         self._warned = ""  # the last warning of a failing write, not repeated
         # The removal of the older layout, while it runs (tests join it).
         self.cleaning: threading.Thread | None = None
+        # The WAL's copy into the database, while it runs (tests join it).
+        self.checkpointing: threading.Thread | None = None
         self._open()
 
     # --- open and close --------------------------------------------------------------
@@ -236,7 +240,9 @@ class MetaStore:
         conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")  # a cache: a crash may lose the last batch
-        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_LIMIT // 4096}")
+        # Checkpoints (the only fsyncs) run in a thread of their own, never in a commit
+        # on the trio thread: see _checkpoint_soon.
+        conn.execute("PRAGMA wal_autocheckpoint=0")
         conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
         conn.executescript(_SCHEMA)
         found = [r[0] for r in conn.execute("SELECT value FROM format")]
@@ -369,9 +375,37 @@ class MetaStore:
     def _commit(self, conn: sqlite3.Connection) -> None:
         if conn.in_transaction:
             conn.execute("COMMIT")
+            self._checkpoint_soon()
         self._writes = 0
         self._committed = _now()
         self._warned = ""
+
+    def _checkpoint_soon(self) -> None:
+        """Copies the WAL into the database, in a thread with a connection of its own,
+        once it holds WAL_LIMIT: the WAL counts toward --cache-size, and the copy's
+        fsyncs must not hold up the commit (on the trio thread) or the lock."""
+        if self.checkpointing is not None and self.checkpointing.is_alive():
+            return
+        try:
+            size = os.stat(NAME + "-wal", dir_fd=self._root_fd, follow_symlinks=False).st_size
+        except OSError:
+            return  # in memory, or gone with the directory
+        if size < WAL_LIMIT:
+            return
+
+        def checkpoint(path: str) -> None:
+            try:
+                with contextlib.closing(sqlite3.connect(path, timeout=LOCK_WAIT)) as conn:
+                    # PASSIVE: never waits on the writer; the next write starts the WAL
+                    # again from its beginning (cut to WAL_LIMIT) once all of it is copied.
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as exc:
+                log.debug("metadata cache %s: checkpoint failed: %s", path, exc)
+
+        self.checkpointing = threading.Thread(
+            target=checkpoint, args=(self.path,), name="amigofs-meta-checkpoint", daemon=True
+        )
+        self.checkpointing.start()
 
     def flush(self) -> None:
         """Commits the writes of the open batch (the timer's work; also for tests)."""
@@ -494,21 +528,22 @@ class MetaStore:
             before = self.disk_bytes()
             try:
                 self._commit(conn)
-                wanted = nbytes
-                while True:
-                    last = self._evict(conn, wanted)
-                    # Free pages back to the file system; the WAL that wrote them, cut.
-                    # executescript: it steps the pragma to its end (execute frees one page).
+                for round_ in range(SHRINK_ROUNDS):
+                    # Free pages (of the evicted, and of rows replaced) back to the file
+                    # system; executescript steps the pragma to its end (execute: one page).
                     conn.executescript("PRAGMA incremental_vacuum;")
-                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    if self.checkpointing is not None:
+                        self.checkpointing.join(LOCK_WAIT)
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()  # the WAL, cut
                     freed = before - self.disk_bytes()
-                    if freed >= nbytes or last is None:
-                        return max(freed, 0)
-                    # Pages only partly emptied: ask for more next time round.
-                    wanted = max(wanted * 2, nbytes - freed)
+                    # Partly emptied pages free less than the rows held: another round.
+                    if freed >= nbytes or round_ == SHRINK_ROUNDS - 1:
+                        break
+                    if self._evict(conn, nbytes - freed) is None:
+                        break
             except sqlite3.Error as exc:
                 self._failed(exc, "shrink")
-                return max(before - self.disk_bytes(), 0)
+            return max(before - self.disk_bytes(), 0)
 
     def _evict(self, conn: sqlite3.Connection, nbytes: int) -> int | None:
         """Deletes the oldest documents, about `nbytes` of them (committed); the last id

@@ -369,6 +369,7 @@ def test_shrink_evicts_the_least_recently_used_and_the_file_gets_smaller(
         assert store.load(same, "records", "ws", f"CA{n}") == record(n, padding=300)
     store.flush()
     assert store.shrink(0) == 0
+    store.shrink(1)  # the WAL cut: what follows is evicted from the database itself
     before, file_before = store.disk_bytes(), os.path.getsize(cache / meta.NAME)
     freed = store.shrink(before // 2)
     after = store.disk_bytes()
@@ -385,3 +386,14 @@ def test_shrink_evicts_the_least_recently_used_and_the_file_gets_smaller(
     assert store.disk_bytes() < before // 4
     store.save(record(1), "records", "ws", "CA1")
     assert store.load(same, "records", "ws", "CA1") == record(1)
+
+
+def test_the_wal_is_copied_into_the_database_and_stays_small(store: MetaStore, cache: Path) -> None:
+    wal = cache / f"{meta.NAME}-wal"
+    for n in range(6000):  # about 6 MB of pages written
+        store.save(record(n, padding=300), "records", "ws", f"CA{n}")
+        if store.checkpointing is not None:
+            store.checkpointing.join(10)
+        assert os.path.getsize(wal) < 3 * meta.WAL_LIMIT
+    assert os.path.getsize(cache / meta.NAME) > 3 * meta.WAL_LIMIT
+    assert store.load(same, "records", "ws", "CA0") == record(0, padding=300)
