@@ -397,3 +397,30 @@ def test_the_wal_is_copied_into_the_database_and_stays_small(store: MetaStore, c
         assert os.path.getsize(wal) < 3 * meta.WAL_LIMIT
     assert os.path.getsize(cache / meta.NAME) > 3 * meta.WAL_LIMIT
     assert store.load(same, "records", "ws", "CA0") == record(0, padding=300)
+
+
+@pytest.mark.parametrize("how", ["writable by others", "another user's"])
+def test_a_database_not_ours_alone_is_set_aside(
+    cache: Path, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = MetaStore(cache)
+    store.save({"n": 1}, "root")
+    store.close()
+    path = cache / meta.NAME
+    if how == "writable by others":
+        path.chmod(0o666)
+    elif os.geteuid() == 0:
+        os.chown(path, 4242, 4242)
+    else:
+        pytest.skip("only root can give a file to another user")
+    with caplog.at_level(logging.WARNING):
+        store = MetaStore(cache)
+        try:
+            assert store.load(same, "root") is None  # what another user may have written
+            store.save({"n": 2}, "root")
+        finally:
+            store.close()
+    [warning] = warnings_of(caplog)
+    assert "making it again" in warning
+    st = os.stat(path)
+    assert st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) == 0o600
