@@ -388,15 +388,24 @@ def test_shrink_evicts_the_least_recently_used_and_the_file_gets_smaller(
     assert store.load(same, "records", "ws", "CA1") == record(1)
 
 
-def test_the_wal_is_copied_into_the_database_and_stays_small(store: MetaStore, cache: Path) -> None:
+def test_the_wal_is_copied_into_the_database_and_stays_small(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A smaller WAL, and batches to match: fewer writes to fill it.
+    monkeypatch.setattr(meta, "WAL_LIMIT", 64 << 10)
+    monkeypatch.setattr(meta, "COMMIT_EVERY", 16)
     wal = cache / f"{meta.NAME}-wal"
-    for n in range(6000):  # about 6 MB of pages written
-        store.save(record(n, padding=300), "records", "ws", f"CA{n}")
-        if store.checkpointing is not None:
-            store.checkpointing.join(10)
-        assert os.path.getsize(wal) < 3 * meta.WAL_LIMIT
-    assert os.path.getsize(cache / meta.NAME) > 3 * meta.WAL_LIMIT
-    assert store.load(same, "records", "ws", "CA0") == record(0, padding=300)
+    store = MetaStore(cache)
+    try:
+        for n in range(600):  # about 600 KB of pages written
+            store.save(record(n, padding=300), "records", "ws", f"CA{n}")
+            if store.checkpointing is not None:
+                store.checkpointing.join(10)
+            assert os.path.getsize(wal) < 3 * meta.WAL_LIMIT
+        assert os.path.getsize(cache / meta.NAME) > 3 * meta.WAL_LIMIT
+        assert store.load(same, "records", "ws", "CA0") == record(0, padding=300)
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("how", ["writable by others", "another user's"])
