@@ -5,15 +5,18 @@ task started in the background) costs that call only, never the mount."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import hashlib
 import json
 import os
 import re
+import sqlite3
+import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 import trio
@@ -21,6 +24,7 @@ import trio.testing
 
 from amigofs.api.client import CallPage, PlatformClient
 from amigofs.api.models import CallSummary
+from amigofs.cache import meta
 from amigofs.cache.index import CallIndex
 from amigofs.config import Settings
 from amigofs.daemon.mount import namespace_config
@@ -62,44 +66,70 @@ def _other_hex(text: bytes) -> bytes:
     return text[:-1] + (b"0" if text[-1:] != b"0" else b"1")
 
 
-def _edit(path: Path, pattern: bytes, change: Callable[[re.Match[bytes]], bytes]) -> None:
-    content = path.read_bytes()
-    edited, count = re.subn(pattern, change, content, count=1)
-    assert count == 1, f"{pattern!r} not in {path}"
-    path.write_bytes(edited)
+def _edit(pattern: bytes, change: Callable[[re.Match[bytes]], bytes]) -> Callable[[bytes], bytes]:
+    def edit(content: bytes) -> bytes:
+        edited, count = re.subn(pattern, change, content, count=1)
+        assert count == 1, f"{pattern!r} not in {content[:200]!r}"
+        return edited
+
+    return edit
+
+
+def _bump(m: re.Match[bytes]) -> bytes:
+    return m[1] + str(int(m[2]) + 2).encode()
 
 
 # The metadata answer is kept as text in the record: its quotes escaped.
-_INBOUND_SIZE = rb'(\\"inbound_size_bytes\\": )(\d+)'
+_bigger_size = _edit(rb'(\\"inbound_size_bytes\\": )(\d+)', _bump)
+# The kept metadata.json (the metadata answer) with another duration: still JSON.
+_other_metadata_json = _edit(rb'(\\"duration_seconds\\": )(\d+)', _bump)
 
 
-def _bigger_size(path: Path) -> None:
-    _edit(path, _INBOUND_SIZE, lambda m: m[1] + str(int(m[2]) + 2).encode())
+def _truncated(content: bytes) -> bytes:
+    return content[: len(content) // 2]
 
 
-def _other_metadata_json(path: Path) -> None:
-    # The kept metadata.json (the metadata answer) with another duration: still JSON.
-    def bump(m: re.Match[bytes]) -> bytes:
-        return m[1] + str(int(m[2]) + 1).encode()
-
-    _edit(path, rb'(\\"duration_seconds\\": )(\d+)', bump)
+def _garbage(content: bytes) -> bytes:
+    return b"\x00\xff not a record \x80\n" * 3
 
 
-def _truncated(path: Path) -> None:
-    content = path.read_bytes()
-    path.write_bytes(content[: len(content) // 2])
-
-
-def _garbage(path: Path) -> None:
-    path.write_bytes(b"\x00\xff not a record \x80\n" * 3)
-
-
-RECORD_DAMAGE: tuple[Callable[[Path], None], ...] = (
+RECORD_DAMAGE: tuple[Callable[[bytes], bytes], ...] = (
     _bigger_size,
     _other_metadata_json,
     _truncated,
     _garbage,
 )
+
+
+def _stored(cache: Path, *parts: str) -> tuple[int, bytes, bytes]:
+    """The row of a document in the store the mount left: its key, checksum and JSON."""
+    key = meta._key("/".join(parts))
+    with contextlib.closing(sqlite3.connect(cache / meta.NAME)) as conn:
+        digest, body = conn.execute(
+            "SELECT digest, body FROM documents WHERE key = ?", (key,)
+        ).fetchone()
+    assert body[:1] == b"\x01", "stored compressed"
+    return key, digest, zlib.decompress(body[1:])
+
+
+def _damage(cache: Path, change: Callable[[bytes], bytes], *parts: str) -> None:
+    """The document's JSON changed on disk, and stored as the store stores it: only its
+    checksum can tell."""
+    key, _, content = _stored(cache, *parts)
+    body = b"\x01" + zlib.compress(change(content))
+    with contextlib.closing(sqlite3.connect(cache / meta.NAME)) as conn, conn:
+        conn.execute("UPDATE documents SET body = ? WHERE key = ?", (body, key))
+
+
+def _filed_under(cache: Path, source: tuple[str, ...], target: tuple[str, ...]) -> None:
+    """The target's row given the source's (valid) document and checksum."""
+    _, digest, content = _stored(cache, *source)
+    body = b"\x01" + zlib.compress(content)
+    with contextlib.closing(sqlite3.connect(cache / meta.NAME)) as conn, conn:
+        conn.execute(
+            "UPDATE documents SET digest = ?, body = ? WHERE key = ?",
+            (digest, body, meta._key("/".join(target))),
+        )
 
 
 def test_damaged_listings_and_records_on_disk_are_dropped_and_fetched_again() -> None:
@@ -110,38 +140,63 @@ def test_damaged_listings_and_records_on_disk_are_dropped_and_fetched_again() ->
         with mounted(emulator.url, emulator.api_key, "--timeout", "5") as first:
             read_everything(emulator, first, workspace_id)
         cache = first.cache_dir
-        meta = cache / "meta"
-        records = meta / "records" / workspace_id
-        workspaces = meta / "root.json"  # the root listing
+        assert cache is not None
         index = cache / "index.sqlite"  # the listings
-        record_files = {r.call_sid: records / f"{r.call_sid}.json" for r in recordings}
-        assert sorted(p for p in meta.rglob("*") if p.is_file()) == sorted(
-            [workspaces, *record_files.values()]
-        )
-
-        damaged = [workspaces, index]
-        _edit(workspaces, workspace_id.encode(), lambda m: _other_hex(m[0]))
+        assert not (cache / "meta").exists()  # one file, not a file per call
+        # The root listing, one of the workspace's ids changed (still a valid id).
+        _damage(cache, _edit(workspace_id.encode(), lambda m: _other_hex(m[0])), "root")
+        damaged = ["root", str(index)]
         for leftover in cache.glob("index.sqlite-*"):
             leftover.unlink()
-        _garbage(index)
+        index.write_bytes(b"\x00\xff not a database \x80\n" * 3)
         for recording, damage in zip(recordings, RECORD_DAMAGE, strict=False):
-            damage(record_files[recording.call_sid])
-            damaged.append(record_files[recording.call_sid])
-        # And one replaced by a link to another call's (valid) record: never followed.
-        linked = record_files[recordings[-1].call_sid]
-        linked.unlink()
-        linked.symlink_to(record_files[recordings[-2].call_sid])
-        damaged.append(linked)
+            _damage(cache, damage, "records", workspace_id, recording.call_sid)
+            damaged.append(f"records/{workspace_id}/{recording.call_sid}")
+        # And one given another call's (valid) record: never served as its own.
+        mover, moved = recordings[-2].call_sid, recordings[-1].call_sid
+        _filed_under(cache, ("records", workspace_id, mover), ("records", workspace_id, moved))
+        damaged.append(f"records/{workspace_id}/{moved}")
 
         with mounted(
             emulator.url, emulator.api_key, "--timeout", "5", "--cache-dir", str(cache)
         ) as mnt:
             read_everything(emulator, mnt, workspace_id)
             log = mnt.log().splitlines()
-            for path in damaged:
-                naming = [line for line in log if str(path) in line]
-                assert len(naming) == 1, f"{path}: {naming or 'not in the log'}"
+            for name in damaged:
+                naming = [line for line in log if f"{name} " in line or f"{name}:" in line]
+                assert len(naming) == 1, f"{name}: {naming or 'not in the log'}"
             assert mnt.process.poll() is None
+
+
+@pytest.mark.parametrize("damage", ["garbage", "symlink"])
+def test_a_damaged_or_linked_record_store_is_made_again(damage: str) -> None:
+    with running_emulator(workspaces=1, calls_per_workspace=4, max_duration=8.0) as emulator:
+        workspace_id = emulator.data.workspaces[0].id
+        with mounted(emulator.url, emulator.api_key, "--timeout", "5") as first:
+            read_everything(emulator, first, workspace_id)
+        cache = first.cache_dir
+        assert cache is not None
+        store = cache / meta.NAME
+        elsewhere = cache.parent / "elsewhere.sqlite"
+        for leftover in cache.glob(f"{meta.NAME}-*"):
+            leftover.unlink()
+        if damage == "garbage":
+            store.write_bytes(b"\x00\xff not a database \x80\n" * 300)
+        else:  # a valid store of the same records, elsewhere: never followed
+            store.rename(elsewhere)
+            store.symlink_to(elsewhere)
+            before = elsewhere.read_bytes()
+        with mounted(
+            emulator.url, emulator.api_key, "--timeout", "5", "--cache-dir", str(cache)
+        ) as mnt:
+            read_everything(emulator, mnt, workspace_id)
+            log = mnt.log()
+            assert log.count("making it again") == 1, log
+            assert "Traceback" not in log
+            assert mnt.process.poll() is None
+        assert store.is_file() and not store.is_symlink()
+        if damage == "symlink":
+            assert elsewhere.read_bytes() == before
 
 
 def test_a_cached_record_the_server_contradicts_is_loaded_again() -> None:
@@ -323,14 +378,19 @@ def test_a_kept_record_the_server_contradicts_is_loaded_again_metadata_json_with
         with mounted(emulator.url, emulator.api_key) as first:
             read_everything(emulator, first, workspace_id)
         cache = first.cache_dir
-        path = cache / "meta" / "records" / workspace_id / f"{recording.call_sid}.json"
-        document = json.loads(path.read_bytes().partition(b"\n")[2])
-        kept = json.loads(document["metadata_body"])
-        kept["inbound_size_bytes"] += 10
-        document["metadata_body"] = json.dumps(kept)
-        body = json.dumps(document).encode()
-        header = b"amigofs-meta 2 " + hashlib.sha256(body).hexdigest().encode() + b"\n"
-        path.write_bytes(header + body)
+        assert cache is not None
+        # Edited through the store: a valid checksum, a size the server contradicts.
+        store = meta.MetaStore(cache)
+        try:
+            parts = ("records", workspace_id, recording.call_sid)
+            document = store.load(lambda d: cast(dict[str, Any], d), *parts)
+            assert document is not None
+            kept = json.loads(document["metadata_body"])
+            kept["inbound_size_bytes"] += 10
+            document["metadata_body"] = json.dumps(kept)
+            store.save(document, *parts)
+        finally:
+            store.close()
         with mounted(emulator.url, emulator.api_key, "--cache-dir", str(cache)) as mnt:
             call_dir = mnt.path / workspace_id / recording.call_sid
             inbound = (call_dir / "inbound.wav").read_bytes()

@@ -33,6 +33,7 @@ from amigofs.api.models import Workspace
 from amigofs.api.secret import ApiKey
 from amigofs.cache.cache_dir import UnsafeCacheDir
 from amigofs.cache.index import lists_calls_of
+from amigofs.cache.meta import NAME as META_NAME
 from amigofs.cache.meta import MetaStore
 from amigofs.fs.workspaces import kept_root_identity
 
@@ -94,8 +95,8 @@ def has_cached_tree(cache_dir: Path, identity: str, workspaces: Sequence[str] | 
     """Whether an earlier mount of this server and key (`identity`, ApiKey.identity) left
     a tree in the cache to serve: the root listing it kept, or, for a mount of some
     workspaces (which lists no root), the calls of one of them in the call index."""
-    if not (cache_dir / "meta").is_dir():
-        return False  # not even a directory for listings: nothing from any mount
+    if not (cache_dir / META_NAME).is_file():
+        return False  # no store of listings: nothing from any mount of this version
     try:
         meta = MetaStore(cache_dir)
     except (OSError, UnsafeCacheDir):

@@ -21,6 +21,7 @@ from amigofs.cache.block_format import FileKey, footprint
 from amigofs.cache.block_writer import BlockWriter, CacheFull
 from amigofs.cache.cache_dir import removed
 from amigofs.cache.disk_cache import LOCK_NAME, DiskCache
+from amigofs.cache.meta import NAME as META_NAME
 from amigofs.cache.meta import MetaStore
 from amigofs.cache.store import BlockStore
 from tests.unit.test_block_store_disk import FakeClient, FakeWorker, stored_file
@@ -225,7 +226,7 @@ def test_metadata_is_kept_again_after_the_cache_dir_is_removed(tmp_path: Path) -
         assert meta.load(lambda doc: doc, "ws", "call") is None
         meta.save({"n": 2}, "ws", "call")
         assert meta.load(lambda doc: doc, "ws", "call") == {"n": 2}
-        assert (root / "meta" / "ws" / "call.json").is_file()
+        assert (root / META_NAME).is_file()
     finally:
         meta.close()
 
