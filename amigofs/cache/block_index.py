@@ -72,7 +72,11 @@ _UPSERT = (
     "INSERT INTO blocks VALUES (?, ?, ?, ?, ?) ON CONFLICT (file, idx) DO UPDATE"
     " SET bytes = excluded.bytes, used = excluded.used, ahead = excluded.ahead"
 )
-_FOUND = "INSERT OR IGNORE INTO blocks VALUES (?, ?, ?, ?, 0)"
+# Its row kept if it has one (and its bytes, counted), else made: used now either way.
+_FOUND = (
+    "INSERT INTO blocks VALUES (?, ?, ?, ?, 0) ON CONFLICT (file, idx) DO UPDATE"
+    " SET used = excluded.used, ahead = 0"
+)
 _TOUCH = "UPDATE blocks SET used = ?, ahead = 0 WHERE file = ? AND idx = ?"
 _DELETE = "DELETE FROM blocks WHERE file = ? AND idx = ?"
 
@@ -223,7 +227,11 @@ class BlockIndex:
         found = [
             (*_row_key(w), nbytes, used.get(w, self._clock)) for w, nbytes in self._found.items()
         ]
-        touched = [(u, *_row_key(w)) for w, u in used.items() if w not in self._stored]
+        touched = [
+            (u, *_row_key(w))
+            for w, u in used.items()
+            if w not in self._stored and w not in self._found
+        ]
         lost = [_row_key(w) for w in self._lost]
         self._forget_pending()
         try:

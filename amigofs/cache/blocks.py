@@ -150,12 +150,12 @@ class BlockTable:
     """The state of the blocks in use, and of recently used ones (see the module's
     docstring)."""
 
-    def __init__(self, memory_blocks: int = MEMORY_BLOCKS, idle_blocks: int = IDLE_BLOCKS) -> None:
+    def __init__(self, memory_blocks: int = MEMORY_BLOCKS, idle_blocks: int | None = None) -> None:
         # Least recently used first (of blocks with a file).
         self._blocks: OrderedDict[Where, Block] = OrderedDict()
         self._memory: OrderedDict[Where, None] = OrderedDict()  # blocks held in memory, LRU
         self._memory_blocks = memory_blocks
-        self._idle_blocks = idle_blocks
+        self._idle_blocks = IDLE_BLOCKS if idle_blocks is None else idle_blocks
         self._find: Callable[[Where], int | None] | None = None
         self._discard: Callable[[Where], None] | None = None
         self._journal: BlockJournal | None = None

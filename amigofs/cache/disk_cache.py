@@ -455,6 +455,10 @@ class DiskCache:
             self.evicted_blocks += len(victims)
             self.blocks.flush()
             log.debug("disk cache: evicted %d blocks", len(victims))
+        if self._tenants:
+            # Measured again: the index's own files grow with what it just wrote.
+            self._measure_other(force=True)
+            excess = self.used_bytes + self._reserved + incoming - self.budget()
         asked = False
         for tenant in self._tenants:
             if excess <= 0:
