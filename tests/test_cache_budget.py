@@ -17,6 +17,14 @@ from tests.test_cache_integrity import direct_read, sha256
 
 READ_DEADLINE = 120.0  # for all the reads of one step, on a loaded machine
 CACHE_SIZE = 20 << 20
+# Calls with both channels' audio, about 500 KB a channel.
+DATASET = {
+    "workspaces": 1,
+    "min_duration": 60.0,
+    "max_duration": 70.0,
+    "null_sid_calls": 0,
+    "no_recording_calls": 0,
+}
 
 
 def du_sb(path: Path, *, leave_out: tuple[str, ...] = ()) -> int:
@@ -37,10 +45,7 @@ def test_the_cache_dir_stays_within_cache_size_when_filled() -> None:
     # Many calls' metadata.json (a block file and a call's records each), then audio
     # past the cap: the SQLite files and directories beside the blocks count too.
     cache = public_tempdir("amigofs-cache-")
-    with running_emulator(
-        workspaces=1, calls_per_workspace=400, min_duration=60.0, max_duration=70.0,
-        null_sid_calls=0, no_recording_calls=0,
-    ) as emulator:  # fmt: skip
+    with running_emulator(calls_per_workspace=400, **DATASET) as emulator:
         recordings = list(emulator.data.recordings())
         with mounted(
             emulator.url, emulator.api_key, "--cache-dir", str(cache), "--cache-size", "20M"
@@ -69,10 +74,7 @@ def test_the_cache_dir_stays_within_cache_size_when_filled() -> None:
 
 def test_a_remount_serves_cached_blocks_with_no_byte_fetched_and_no_old_layout_kept() -> None:
     cache = public_tempdir("amigofs-cache-")
-    with running_emulator(
-        workspaces=1, calls_per_workspace=3, min_duration=40.0, max_duration=60.0,
-        null_sid_calls=0, no_recording_calls=0,
-    ) as emulator:  # fmt: skip
+    with running_emulator(calls_per_workspace=3, **DATASET) as emulator:
         recordings = list(emulator.data.recordings())
         wanted = {
             Path(r.workspace_id, r.call_sid, name): sha256(presented_bytes(emulator, r, name))

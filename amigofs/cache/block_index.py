@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 NAME = "blocks.sqlite"
 SUFFIXES = ("", "-wal", "-shm")
+IN_MEMORY = ":memory:"  # sqlite3's name for a database of this connection alone
 FLUSH_OPS = 2048  # changes held before they are written
 FLUSH_SECONDS = 5.0  # and how long at most
 _FORMAT = 1
@@ -114,26 +115,33 @@ class BlockIndex:
 
     def open(self) -> int:
         """Opens the index (a damaged one is set aside, and a new one started: its block
-        files are then found as reads need them); the bytes its rows count."""
+        files are then found as reads need them; one that cannot be made is kept in
+        memory, for this mount's blocks); the bytes its rows count."""
         try:
-            self._connect()
+            self._connect(str(self.path))
         except (sqlite3.Error, ValueError, OSError) as exc:
             log.warning("block index %s is unusable (%s); starting a new one", self.path, exc)
             self.close(flush=False)
-            for suffix in SUFFIXES:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(f"{self.path}{suffix}")
-            self._connect()
+            try:
+                for suffix in SUFFIXES:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(f"{self.path}{suffix}")
+                self._connect(str(self.path))
+            except (sqlite3.Error, ValueError, OSError) as again:
+                log.warning("block index %s: %s; kept in memory until unmounted", self.path, again)
+                self.close(flush=False)
+                self._connect(IN_MEMORY)
         return self._total
 
-    def _connect(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            st = os.lstat(self.path)
-            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
-                raise ValueError("not a regular file of this user's")
+    def _connect(self, path: str) -> None:
+        if path != IN_MEMORY:
+            with contextlib.suppress(FileNotFoundError):
+                st = os.lstat(path)
+                if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+                    raise ValueError("not a regular file of this user's")
         old_umask = os.umask(0o077)  # the file is this user's alone, as the directory
         try:
-            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         finally:
             os.umask(old_umask)
         self._conn = conn

@@ -214,3 +214,21 @@ def test_everything_in_the_cache_dir_counts_and_tenants_are_asked_to_shrink(
         assert disk.used_bytes <= disk.max_bytes
     finally:
         disk.close()
+
+
+def test_a_damaged_block_index_is_started_again_and_its_blocks_found_by_path(
+    tmp_path: Path,
+) -> None:
+    key = keys(1)[0]
+    open_disk(tmp_path).close()
+    write_earlier_mount(tmp_path, [key])
+    (tmp_path / "blocks.sqlite").write_bytes(b"not a database" * 1000)
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"blocks.sqlite{suffix}").unlink(missing_ok=True)
+    disk = open_disk(tmp_path)
+    try:
+        assert disk.copy(key, 0, key.size) == b"x" * key.size
+        disk.blocks.flush()
+        assert disk.blocks.file_bytes == footprint(key.size)
+    finally:
+        disk.close()
