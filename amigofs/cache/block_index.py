@@ -225,7 +225,10 @@ class BlockIndex:
         """Writes what happened in one transaction; the bytes the rows now count."""
         self._flushed_at = time.monotonic()
         conn = self._conn
-        if conn is None or not (self._stored or self._found or self._lost or self._used):
+        if conn is None:
+            self._forget_pending()
+            return self._total
+        if not (self._stored or self._found or self._lost or self._used):
             return self._total
         used = self._used
         stored = [
