@@ -345,7 +345,7 @@ def test_a_premade_cache_dir_with_planted_blocks_is_refused_and_nothing_is_serve
         assert not is_mounted(mountpoint)
     finally:
         force_unmount(mountpoint)
-    assert (planted / "0").read_bytes() == b"\0" * 300  # nothing written to it either
+    assert planted.read_bytes() == b"\0" * 300  # nothing written to it either
 
 
 def as_user(user: User) -> list[str]:
