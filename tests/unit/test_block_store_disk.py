@@ -179,7 +179,7 @@ def test_a_check_racing_eviction_never_vouches_for_what_is_not_there(
         assert disk.reserve(4 * footprint(BLOCK) - 1)
         disk.unreserve(4 * footprint(BLOCK) - 1)
         assert not disk.has(key, 0) and not disk.has(key, 1)
-        assert not os.path.exists(tmp_path / key.relative_dir / "0")
+        assert not os.path.exists(block_file(tmp_path / key.relative_dir, 0))
         with BlockWriter(str(tmp_path), key.relative_dir, BLOCK) as writer:
             [(index, length, crc)] = writer.write(BLOCK, memoryview(files["a"])[BLOCK : 2 * BLOCK])
         disk.added(key, index, length, crc)
