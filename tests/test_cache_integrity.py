@@ -20,6 +20,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from amigofs.cache.block_format import BLOCKS_DIR, FileKey
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import (
     mount_command,
@@ -246,13 +247,16 @@ def test_a_calls_cache_folder_removed_mid_read() -> None:
                 while len(got) < half:
                     n = os.preadv(fd, [buffer], len(got))
                     got += buffer[:n]
-                # A cache cleaner: the call's folder goes, blocks and all.
-                call_dirs = list(mnt.cache_dir.rglob(recording.call_sid))
-                assert call_dirs, "nothing was cached"
-                for path in call_dirs:
-                    # Not checked: the worker may write a new block into the folder while
-                    # rm empties it ("Directory not empty"); the blocks there are gone.
-                    subprocess.run(["rm", "-r", str(path)], check=False, capture_output=True)
+                # A cache cleaner: the file's blocks go, all of them at once.
+                name = recording.outbound_filename
+                size = emulator.data.file_size(recording.workspace_id, recording.call_sid, name)
+                prefix = (
+                    mnt.cache_dir
+                    / FileKey(recording.workspace_id, recording.call_sid, name, size).relative_dir
+                )
+                cached = list(prefix.parent.glob(f"{prefix.name}.*"))
+                assert cached, "nothing was cached"
+                subprocess.run(["rm", "-f", *map(str, cached)], check=True)
                 while n := os.preadv(fd, [buffer], len(got)):
                     got += buffer[:n]
             finally:
@@ -273,7 +277,7 @@ def test_block_files_replaced_while_mounted_are_fetched_again() -> None:
         relative = Path(recording.workspace_id) / recording.call_sid / "outbound.wav"
         with mounted(emulator.url, emulator.api_key) as mnt:
             assert direct_read(mnt.path / relative) == truth
-            blocks = [p for p in mnt.cache_dir.rglob("*") if p.is_file() and p.name.isdigit()]
+            blocks = list((mnt.cache_dir / BLOCKS_DIR).glob("??/*"))
             assert blocks
             # Each block file swapped for another block's file (same size, other bytes),
             # or for zeros: headers say whose block is in a file.

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from amigofs.cache.block_format import FileKey, block_path
 from amigofs.daemon.mount_table import is_mounted
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import (
@@ -331,9 +332,10 @@ def test_a_premade_cache_dir_with_planted_blocks_is_refused_and_nothing_is_serve
     # and a data file anyone may read (where the mount would write the audio).
     cache = shared_tmp / "amigofs"
     recording = next(emulator.data.recordings())
-    planted = cache / "blocks.v2" / recording.workspace_id / recording.call_sid / "x.wav.100"
-    script = (f"mkdir -p {planted} && chmod 700 {cache} && head -c 300 /dev/zero > {planted}/0"
-              f" && chmod 666 {planted}/0")  # fmt: skip
+    key = FileKey(recording.workspace_id, recording.call_sid, "x.wav", 100)
+    planted = cache / block_path(key.relative_dir, 0)
+    script = (f"mkdir -p {planted.parent} && chmod 700 {cache} && head -c 300 /dev/zero"
+              f" > {planted} && chmod 666 {planted}")  # fmt: skip
     subprocess.run([*as_user(other_user), "sh", "-c", script], check=True,
                    timeout=REFUSAL_DEADLINE)  # fmt: skip
     env = {**without_key(), "AMIGO_API_KEY": emulator.api_key, "XDG_CACHE_HOME": str(shared_tmp)}
@@ -343,7 +345,7 @@ def test_a_premade_cache_dir_with_planted_blocks_is_refused_and_nothing_is_serve
         assert not is_mounted(mountpoint)
     finally:
         force_unmount(mountpoint)
-    assert (planted / "0").read_bytes() == b"\0" * 300  # nothing written to it either
+    assert planted.read_bytes() == b"\0" * 300  # nothing written to it either
 
 
 def as_user(user: User) -> list[str]:

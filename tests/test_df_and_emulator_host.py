@@ -16,7 +16,8 @@ def test_df_shows_the_cache_size_and_what_it_holds() -> None:
         with mounted(emulator.url, emulator.api_key, "--cache-size", "64M") as mnt:
             empty = os.statvfs(mnt.path)
             assert empty.f_blocks * empty.f_frsize == 64 << 20
-            assert empty.f_bfree == empty.f_blocks
+            # Nothing read yet: only the cache's own files (its indexes, its folders).
+            assert (empty.f_blocks - empty.f_bfree) * empty.f_frsize < 1 << 20
             (mnt.path / recording.workspace_id / recording.call_sid / "outbound.wav").read_bytes()
             used = os.statvfs(mnt.path)
             held = (used.f_blocks - used.f_bfree) * used.f_frsize

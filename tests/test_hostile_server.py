@@ -302,7 +302,7 @@ def test_large_metadata_files_live_in_the_block_cache_not_in_memory() -> None:
             peak = peak_rss_mib(mnt.process.pid)
             on_disk = sum(
                 p.stat().st_blocks * 512
-                for part in ("blocks.v2", "meta")
+                for part in ("blocks.v3", "meta")
                 for p in (mnt.cache_dir / part).rglob("*")
                 if p.is_file()
             )

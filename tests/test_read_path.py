@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from amigofs.cache.block_format import BLOCKS_DIR, FileKey, block_path
 from amigofs.daemon.mount_table import is_mounted
 from amigofs.emulator.data import Recording
 from amigofs.fs.wav import audio_layout
@@ -162,14 +163,11 @@ def test_reread_after_remount_comes_from_disk(emulator: EmulatorProc) -> None:
 
 
 def block_file(cache: Path, target: Expected, index: int) -> Path:
-    return (
-        cache
-        / "blocks.v2"
-        / target.recording.workspace_id
-        / target.recording.call_sid
-        / (f"{target.stored_name}.{target.stored_size}")
-        / str(index)
+    recording = target.recording
+    key = FileKey(
+        recording.workspace_id, recording.call_sid, target.stored_name, target.stored_size
     )
+    return cache / block_path(key.relative_dir, index)
 
 
 def test_damaged_or_truncated_cache_is_fetched_again(emulator: EmulatorProc) -> None:
@@ -229,7 +227,7 @@ def _read_quietly(path: Path) -> None:
 def cache_bytes(cache: Path) -> int:
     """What the block files in a cache dir take on disk at this moment."""
     used = 0
-    for path in (cache / "blocks.v2").rglob("*"):
+    for path in (cache / BLOCKS_DIR).rglob("*"):
         with contextlib.suppress(FileNotFoundError):  # evicted meanwhile
             st = path.stat()
             if stat.S_ISREG(st.st_mode):

@@ -1,10 +1,14 @@
-"""The block file format of the disk cache (blocks.v2), and block numbering.
+"""The block file format of the disk cache (blocks.v3), and block numbering.
 
-Each block of a stored file is a file ``blocks.v2/<workspace>/<call>/<stored name>.<size>/<index>``
-holding a header (magic, which file and block it is, the data's length and CRC-32,
-the header's own CRC) and then the block's bytes. This module owns that layout:
-packing and checking headers, what a block file takes on disk, where it lies, and
-how block indexes group into runs. Pure functions: no state, no I/O.
+Each block of a stored file is a file ``blocks.v3/<xx>/<hash>.<index>``, where
+<hash> names the file (its workspace, call, stored name and size) and <xx> is the
+hash's first two hex digits: 256 directories for the whole cache, none per call (a
+directory per call cost two inodes and 8 KiB of disk for a one-block
+metadata.json). It holds a header (magic, which file and block it is, the data's
+length and CRC-32, the header's own CRC) and then the block's bytes. Block files
+are written in ``blocks.v3/tmp/`` and renamed into place. This module owns that
+layout: packing and checking headers, what a block file takes on disk, where it
+lies, and how block indexes group into runs. Pure functions: no state, no I/O.
 """
 
 from __future__ import annotations
@@ -14,8 +18,12 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-BLOCKS_DIR = "blocks.v2"
-OLD_BLOCKS_DIR = "blocks"  # the journal-and-data-file layout before this one
+BLOCKS_DIR = "blocks.v3"
+# Layouts before this one, removed when a cache is opened: the journal-and-data-file
+# layout, and blocks.v2's directory per call.
+OLD_BLOCKS_DIRS = ("blocks", "blocks.v2")
+TMP_DIR = "tmp"  # under BLOCKS_DIR: blocks being written (no hex name clashes with it)
+_HASH_BYTES = 16
 MAGIC = b"AMB2"
 # magic, key digest, block index, data length, data crc32, header crc32
 HEADER = struct.Struct("<4s16sIIII")
@@ -36,13 +44,16 @@ class FileKey:
     filename: str
     size: int
     validator: str | None = None
-    # Made once: it keys the index and is asked for several times on every read.
+    # Made once: it keys the index and is asked for several times on every read. The
+    # prefix of its block files' paths (`block_path`), relative to the cache directory.
     relative_dir: str = field(init=False, repr=False, compare=False)
     digest: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # Each part is a validated identifier or stored file name (no '/' or '..').
-        relative = f"{BLOCKS_DIR}/{self.workspace_id}/{self.call_sid}/{self.filename}.{self.size}"
+        # Each part is a validated identifier or stored file name (no '/').
+        name = f"{self.workspace_id}/{self.call_sid}/{self.filename}.{self.size}"
+        named = hashlib.blake2b(name.encode(), digest_size=_HASH_BYTES).hexdigest()
+        relative = f"{BLOCKS_DIR}/{named[:2]}/{named}"
         object.__setattr__(self, "relative_dir", relative)
         object.__setattr__(self, "digest", key_digest(relative, self.validator))
 
@@ -81,12 +92,46 @@ def footprint(length: int) -> int:
     return -(-(HEADER.size + length) // PAGE) * PAGE
 
 
-def relative_parts(relative_dir: str) -> tuple[str, ...]:
-    """The directory levels of a key's relative dir, refusing anything but plain names."""
-    parts = tuple(relative_dir.split("/"))
-    if len(parts) != 4 or parts[0] != BLOCKS_DIR or any(p in ("", ".", "..") for p in parts):
-        raise ValueError(f"not a block directory: {relative_dir!r}")
-    return parts
+def relative_parts(relative_dir: str) -> tuple[str, str, str]:
+    """(BLOCKS_DIR, the hash's directory, the hash) of a key's relative dir, refusing
+    anything but the layout's own names."""
+    parts = relative_dir.split("/")
+    if (
+        len(parts) != 3
+        or parts[0] != BLOCKS_DIR
+        or not _is_hex(parts[2], 2 * _HASH_BYTES)
+        or parts[1] != parts[2][:2]
+    ):
+        raise ValueError(f"not a block file prefix: {relative_dir!r}")
+    return parts[0], parts[1], parts[2]
+
+
+def _is_hex(text: str, length: int) -> bool:
+    return len(text) == length and all(c in "0123456789abcdef" for c in text)
+
+
+def block_path(relative_dir: str, index: int) -> str:
+    """Where block `index` of the file `relative_dir` names lies, relative to the cache
+    directory."""
+    return f"{relative_dir}.{index}"
+
+
+def block_name(relative_dir: str, index: int) -> str:
+    """A block file's name in its directory (BLOCKS_DIR/<xx>/)."""
+    return f"{relative_dir.rsplit('/', 1)[-1]}.{index}"
+
+
+def parse_block_path(path: str) -> tuple[str, int] | None:
+    """(relative_dir, index) of a block file's path relative to the cache directory,
+    or None if it is not one of the layout's."""
+    prefix, dot, index = path.rpartition(".")
+    if not dot or not index.isdigit() or len(index) > 10:
+        return None
+    try:
+        relative_parts(prefix)
+    except ValueError:
+        return None
+    return prefix, int(index)
 
 
 def block_range(start: int, end: int, block_size: int) -> tuple[int, int]:

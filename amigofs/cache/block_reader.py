@@ -28,7 +28,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from amigofs.cache.block_format import HEADER, FileKey, unpack_header
+from amigofs.cache.block_format import HEADER, FileKey, block_path, unpack_header
 from amigofs.cache.blocks import BlockFile, BlockTable, Where
 
 log = logging.getLogger(__name__)
@@ -321,7 +321,7 @@ class BlockReader:
 
     def open_block(self, relative_dir: str, index: int) -> int:
         return os.open(
-            f"{relative_dir}/{index}",
+            block_path(relative_dir, index),
             os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
             dir_fd=self._root_fd,
         )

@@ -1,6 +1,8 @@
 """Writing block files: what the fetch worker process (and a whole small file put in
-the cache) does. A block is written under a temporary name and renamed into place,
-so a block file is complete or absent, even if a process is killed mid-write.
+the cache) does. A block is written under a temporary name in ``blocks.v3/tmp/`` and
+renamed into place, so a block file is complete or absent, even if a process is
+killed mid-write (a killed writer's temporary files are removed when the cache is
+next opened: one small directory to clear, not the whole cache to walk).
 
 A cache directory removed under the mount (a cleaner's `rm -rf ~/.cache`) is made
 again, with the checks it had at mount (`cache_dir.open_root`); one that cannot be
@@ -14,10 +16,17 @@ import errno
 import os
 from pathlib import Path
 
-from amigofs.cache.block_format import key_digest, pack_header, relative_parts
+from amigofs.cache.block_format import (
+    BLOCKS_DIR,
+    TMP_DIR,
+    block_name,
+    key_digest,
+    pack_header,
+    relative_parts,
+)
 from amigofs.cache.cache_dir import UnsafeCacheDir, open_file, open_root, open_subdirs, removed
 
-TMP_PREFIX = "."  # a killed writer's temporary files are removed by the next scan
+TMP_PREFIX = "."
 # Tries at writing a block while a cleaner removes the cache directory under the writer
 # (an rm -rf that meets the directories made again goes on removing them).
 PLACE_ATTEMPTS = 5
@@ -29,17 +38,18 @@ class CacheFull(Exception):
 
 class BlockWriter:
     """Writes blocks of one stored file into the cache, each to a temporary name then
-    renamed into place; the file's directory is opened once per download."""
+    renamed into place; the directories are opened once per download."""
 
     def __init__(
         self, root: str, relative_dir: str, block_size: int, validator: str | None = None
     ) -> None:
         self._root = root
         self._relative_dir = relative_dir
-        self._parts = relative_parts(relative_dir)
+        self._parts = relative_parts(relative_dir)[:2]
         self._digest = key_digest(relative_dir, validator)  # of the version written
         self._block_size = block_size
         self._dir_fd: int | None = None
+        self._tmp_fd: int | None = None
         self._serial = 0
 
     def __enter__(self) -> BlockWriter:
@@ -52,6 +62,9 @@ class BlockWriter:
         if self._dir_fd is not None:
             os.close(self._dir_fd)
             self._dir_fd = None
+        if self._tmp_fd is not None:
+            os.close(self._tmp_fd)
+            self._tmp_fd = None
 
     def write(self, start: int, data: memoryview) -> list[tuple[int, int, int]]:
         """Stores whole blocks from `start` (a block boundary); returns (index, length,
@@ -84,19 +97,22 @@ class BlockWriter:
         header, crc = pack_header(self._digest, index, block)
         self._serial += 1
         tmp = f"{TMP_PREFIX}{index}.{os.getpid()}.{self._serial}.tmp"
-        where = f"{self._root}/{self._relative_dir}/{tmp}"
+        where = f"{self._root}/{BLOCKS_DIR}/{TMP_DIR}/{tmp}"
+        tmp_fd = self._tmp_fd
+        assert tmp_fd is not None
         try:
-            fd = open_file(dir_fd, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, where)
+            fd = open_file(tmp_fd, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, where)
             try:
                 written = os.writev(fd, [header, block])
                 if written != len(header) + len(block):
                     raise OSError(errno.ENOSPC, "short write")
             finally:
                 os.close(fd)
-            os.rename(tmp, str(index), src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            name = block_name(self._relative_dir, index)
+            os.rename(tmp, name, src_dir_fd=tmp_fd, dst_dir_fd=dir_fd)
         except OSError as exc:
             with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dir_fd)
+                os.unlink(tmp, dir_fd=tmp_fd)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise CacheFull(f"no room on the cache's disk: {exc.strerror}") from None
             raise
@@ -113,6 +129,7 @@ class BlockWriter:
                 raise CacheFull(f"cannot make the cache directory again: {exc}") from None
             try:
                 self._dir_fd = open_subdirs(root_fd, self._parts, self._root)
+                self._tmp_fd = open_subdirs(root_fd, (BLOCKS_DIR, TMP_DIR), self._root)
             finally:
                 os.close(root_fd)
         return self._dir_fd

@@ -15,16 +15,23 @@ pinned block by. A fetch may be under way for a block whose file is gone or was
 found wrong, so the parts are fields of one object rather than one enum value;
 `Block.state` names the state they add up to.
 
-`BlockTable` holds the blocks in least recently used order (of their files: eviction
-walks it), counts what their files take on disk, and bounds the blocks held in
-memory. It runs on the trio thread only.
+`BlockTable` holds the blocks in use (fetching, checking, pinned, held in memory)
+and a bounded number of idle ones with files, most recently used last: its memory
+does not grow with the blocks ever looked up. A block file on disk that the table
+has no entry for is found when a read asks for it (`find`: its path, then it is
+UNCHECKED, as one an earlier mount left), and what the files take and their use
+order persist in a `BlockJournal` (the disk cache's SQLite index, which eviction
+reads). Without a journal (tests' in-memory caches) the table holds every block and
+its order is eviction's. It runs on the trio thread only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import trio
 
@@ -34,6 +41,9 @@ from amigofs.cache.block_format import footprint
 # Blocks read without room on disk, kept for the reads that follow (the kernel asks
 # for a block in several requests).
 MEMORY_BLOCKS = 64
+# Idle blocks with files kept in the table (about 300 bytes each): a block dropped
+# from it is found again on disk by the read that needs it, and checked again.
+IDLE_BLOCKS = 4096
 
 Where = tuple[str, int]  # (a file's relative dir, block index)
 
@@ -124,40 +134,96 @@ class Block:
         )
 
 
-class BlockTable:
-    """The state of every block the mount knows of (see the module's docstring)."""
+class BlockJournal(Protocol):
+    """Where what the block files take and their use order persist (`block_index`)."""
 
-    def __init__(self, memory_blocks: int = MEMORY_BLOCKS) -> None:
-        # Least recently used first (of blocks with a file: eviction's order).
+    def stored(self, where: Where, nbytes: int, *, ahead: bool) -> None: ...
+    def found(self, where: Where, nbytes: int) -> None: ...
+    def lost(self, where: Where) -> None: ...
+    def served(self, where: Where) -> None: ...
+    def due(self) -> bool: ...
+    def flush(self) -> int:
+        """Writes what it was told; the bytes of every block file it counts."""
+
+
+class BlockTable:
+    """The state of the blocks in use, and of recently used ones (see the module's
+    docstring)."""
+
+    def __init__(self, memory_blocks: int = MEMORY_BLOCKS, idle_blocks: int | None = None) -> None:
+        # Least recently used first (of blocks with a file).
         self._blocks: OrderedDict[Where, Block] = OrderedDict()
         self._memory: OrderedDict[Where, None] = OrderedDict()  # blocks held in memory, LRU
         self._memory_blocks = memory_blocks
+        self._idle_blocks = IDLE_BLOCKS if idle_blocks is None else idle_blocks
+        self._find: Callable[[Where], int | None] | None = None
+        self._discard: Callable[[Where], None] | None = None
+        self._journal: BlockJournal | None = None
         self.file_bytes = 0  # what the blocks' files take on disk
         # A read has copied from the block's file: now the most recently used. (The
-        # dict's own method: it is called for every block of every read.)
+        # dict's own method without a journal: it is called for every block of every
+        # read.)
         self.served: Callable[[Where], None] = self._blocks.move_to_end
+
+    def attach(
+        self,
+        find: Callable[[Where], int | None],
+        discard: Callable[[Where], None],
+        journal: BlockJournal,
+        file_bytes: int,
+    ) -> None:
+        """From now on, block files not in the table are found on disk with `find` (the
+        data length of a sound-looking file, or None), and a file lost (evicted, found
+        wrong, of an old version) is removed with `discard`, or it would be found again;
+        the table keeps only the blocks in use and IDLE_BLOCKS idle ones, and `journal`
+        counts the files (`file_bytes` so far) and keeps their use order."""
+        self._find = find
+        self._discard = discard
+        self._journal = journal
+        self.file_bytes = file_bytes
+        self.served = self._served
 
     def __len__(self) -> int:
         return len(self._blocks)
 
+    def _lookup(self, where: Where) -> Block | None:
+        """The block's entry; one for a file found on disk if it has none."""
+        block = self._blocks.get(where)
+        if block is not None or self._find is None:
+            return block
+        length = self._find(where)
+        if length is None:
+            return None
+        block = self._blocks[where] = Block()
+        # Left by an earlier mount, or dropped from the table: checked before served.
+        block.file = BlockFile(length, None, verified=False, served=True)
+        assert self._journal is not None
+        self._journal.found(where, footprint(length))
+        self._bound()
+        return block
+
     def get(self, where: Where) -> Block | None:
+        return self._lookup(where)
+
+    def loaded(self, where: Where) -> Block | None:
+        """The block's entry if the table holds one (nothing looked for on disk)."""
         return self._blocks.get(where)
 
     def state(self, where: Where) -> BlockState:
-        block = self._blocks.get(where)
+        block = self._lookup(where)
         return BlockState.ABSENT if block is None else block.state
 
     def file(self, where: Where) -> BlockFile | None:
-        block = self._blocks.get(where)
+        block = self._lookup(where)
         return None if block is None else block.file
 
     def files_of(self, rel: str, first: int, stop: int) -> list[BlockFile] | None:
         """The files of blocks [first, stop), or None if one has none (a read's
         first step: one call, not one a block)."""
-        blocks = self._blocks
+        lookup = self._lookup
         found = []
         for index in range(first, stop):
-            block = blocks.get((rel, index))
+            block = lookup((rel, index))
             if block is None or block.file is None:
                 return None
             found.append(block.file)
@@ -165,14 +231,49 @@ class BlockTable:
 
     def available(self, where: Where) -> bool:
         """On disk (checked, or to be checked by the read that serves it) or in memory."""
-        block = self._blocks.get(where)
+        block = self._lookup(where)
         return block is not None and (block.file is not None or block.memory is not None)
 
     def _entry(self, where: Where) -> Block:
-        block = self._blocks.get(where)
+        block = self._lookup(where)
         if block is None:
             block = self._blocks[where] = Block()
         return block
+
+    def _served(self, where: Where) -> None:
+        with contextlib.suppress(KeyError):  # dropped as idle meanwhile: found again
+            self._blocks.move_to_end(where)
+        journal = self._journal
+        assert journal is not None
+        journal.served(where)
+        if journal.due():
+            self.flush()
+
+    def flush(self) -> None:
+        """Has the journal write what it was told; its count of the files is the one."""
+        if self._journal is not None:
+            self.file_bytes = self._journal.flush()
+
+    def _bound(self) -> None:
+        """Drops the least recently used idle blocks with files beyond IDLE_BLOCKS (an
+        eighth more at a time: the walk past the blocks in use is paid rarely)."""
+        blocks = self._blocks
+        if self._journal is None or len(blocks) <= self._idle_blocks:
+            return
+        excess = len(blocks) - self._idle_blocks + self._idle_blocks // 8
+        drop: list[Where] = []
+        for where, block in blocks.items():
+            if len(drop) >= excess:
+                break
+            if (
+                block.fetch is None
+                and block.checking is None
+                and block.memory is None
+                and block.pins == 0
+            ):
+                drop.append(where)
+        for where in drop:
+            del blocks[where]
 
     def _tidy(self, where: Where, block: Block) -> None:
         if block.idle():
@@ -181,14 +282,20 @@ class BlockTable:
     # --- files on disk -----------------------------------------------------------------
 
     def stored(self, where: Where, file: BlockFile) -> None:
-        """A block's file is in place (landed now, or found by the scan at start); it
-        is the most recently used."""
-        block = self._entry(where)
+        """A block's file is in place (landed now); it is the most recently used."""
+        block = self._blocks.get(where)
+        if block is None:
+            block = self._blocks[where] = Block()
         if block.file is not None:
             self.file_bytes -= footprint(block.file.length)
         block.file = file
         self.file_bytes += footprint(file.length)
         self._blocks.move_to_end(where)
+        if self._journal is not None:
+            self._journal.stored(where, footprint(file.length), ahead=not file.served)
+            if self._journal.due():
+                self.flush()
+            self._bound()
 
     def lost(self, where: Where) -> BlockFile | None:
         """A block's file is gone (evicted, or found wrong); what it was."""
@@ -197,11 +304,25 @@ class BlockTable:
             return None
         file, block.file = block.file, None
         self.file_bytes -= footprint(file.length)
+        self._forget_file(where)
         self._tidy(where, block)
         return file
 
+    def _forget_file(self, where: Where) -> None:
+        if self._journal is not None:
+            self._journal.lost(where)
+        if self._discard is not None:
+            self._discard(where)
+
+    def evicted(self, where: Where, nbytes: int) -> None:
+        """A block's file taking `nbytes`, held in the table or not, is to go."""
+        if self.lost(where) is None:
+            self.file_bytes -= nbytes
+            self._forget_file(where)
+
     def files(self) -> Iterator[tuple[Where, BlockFile, bool]]:
-        """(where, file, pinned) of every block with a file, least recently used first."""
+        """(where, file, pinned) of every block with a file the table holds, least
+        recently used first."""
         for where, block in self._blocks.items():
             if block.file is not None:
                 yield where, block.file, block.pins > 0

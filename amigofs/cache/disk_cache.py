@@ -1,14 +1,22 @@
 """The persistent block cache in --cache-dir: its directory, what it holds, its bounds.
 
-The mount process owns the cache directory (a lock file makes it one mount's own),
-indexes the block files an earlier mount left (the `BlockTable` holds them, to be
-checked by the read that first serves them), and keeps the cache under its bounds
-(--cache-size, and the free space it leaves on its disk): least recently used
-unpinned blocks are evicted with ``unlink``. That design (the field's, as
-mountpoint-s3's disk cache and s3ql's block files have it) is what makes a read
-safe by construction (see `block_reader`). There is no journal to tear and no hole
-to punch. After a restart the LRU order starts from when each block was written (a
-block file's mtime: touching every file a read checks cost more than the check).
+The mount process owns the cache directory (a lock file makes it one mount's own)
+and keeps the cache under its bounds (--cache-size, and the free space it leaves on
+its disk): least recently used unpinned blocks are evicted with ``unlink``. That
+design (the field's, as mountpoint-s3's disk cache and s3ql's block files have it)
+is what makes a read safe by construction (see `block_reader`): no hole to punch.
+
+Nothing is walked at start: what the block files take and their use order persist
+in SQLite (`block_index`, CACHE_DIR/blocks.sqlite), which eviction reads oldest
+first, and a block file an earlier mount left is found by its path when a read asks
+for it (`_find`), to be checked by the read that first serves it. An older layout's
+tree is renamed aside at open and removed in a background thread: the mount does
+not wait for it.
+
+Everything the cache directory holds counts toward --cache-size: block files (their
+whole pages), the directories, the SQLite files (the block index, the call index)
+and what other stores there say they take (`DiskTenant`s, such as the records'
+store), which are asked to shrink once evicting blocks is not enough.
 
 A cache directory removed while mounted (a cleaner's `rm -rf ~/.cache`) takes its
 blocks with it: they are forgotten, to be fetched again (but those the reader keeps
@@ -30,21 +38,28 @@ import logging
 import os
 import shutil
 import stat
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import trio
 
+from amigofs.cache import index as call_index
 from amigofs.cache.block_format import (
     BLOCKS_DIR,
     HEADER,
-    OLD_BLOCKS_DIR,
+    OLD_BLOCKS_DIRS,
+    TMP_DIR,
     FileKey,
+    block_path,
     footprint,
 )
+from amigofs.cache.block_index import BlockIndex, file_bytes
 from amigofs.cache.block_reader import BlockReader, Unchecked, VerifyResult
 from amigofs.cache.block_writer import BlockWriter
-from amigofs.cache.blocks import BlockFile, BlockTable
+from amigofs.cache.blocks import BlockFile, BlockTable, Where
 from amigofs.cache.cache_dir import (
     UnsafeCacheDir,
     open_file,
@@ -56,6 +71,19 @@ from amigofs.cache.cache_dir import (
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "lock"
+# An older layout's tree, renamed aside at open to be removed in the background.
+REMOVING_PREFIX = ".removing."
+# How often what is not block files (directories, SQLite files, tenants) is measured.
+OTHER_BYTES_SECONDS = 1.0
+
+
+class DiskTenant(Protocol):
+    """Another store in the cache directory (the records' MetaStore): what it takes
+    counts toward --cache-size, and it gives some back when blocks are not enough."""
+
+    def disk_bytes(self) -> int: ...
+    def shrink(self, nbytes: int) -> int:
+        """Frees about `nbytes` (its least recently used); how many it freed."""
 
 
 class CacheInUse(Exception):
@@ -78,6 +106,7 @@ class DiskCache:
         min_free_bytes: int = 1 << 30,
         min_free_ratio: float = 0.05,
         owner: str = "",
+        count_other: bool = True,
     ) -> None:
         self.root = root
         self.max_bytes = max_bytes
@@ -96,10 +125,21 @@ class DiskCache:
         self.evicted_blocks = 0
         # The directory was removed and could not be made again: no more caching.
         self._unusable = False
+        self.index = BlockIndex(root)
+        self._tenants: list[DiskTenant] = []
+        # False: only block files count (a test of eviction among blocks alone).
+        self._count_other = count_other
+        self._other_bytes = 0  # all but block files, as last measured
+        self._other_measured = -OTHER_BYTES_SECONDS
+
+    def add_tenant(self, tenant: DiskTenant) -> None:
+        self._tenants.append(tenant)
+        self._other_measured = -OTHER_BYTES_SECONDS
 
     @property
     def used_bytes(self) -> int:
-        return self.blocks.file_bytes
+        """What the cache directory holds: block files and everything else."""
+        return self.blocks.file_bytes + self._other_bytes
 
     @property
     def reserved_bytes(self) -> int:
@@ -133,11 +173,14 @@ class DiskCache:
                 self._root_fd, self.blocks, self.block_size, on_gone=self._usable
             )
             self.copy = self._reader.copy
-            self._scan()
+            self._prepare()
+            self.blocks.attach(self._find, self._discard, self.index, self.index.open())
+            self._measure_other(force=True)
+            self._evict(0)
         except BaseException:
             self.close()
             raise
-        log.info("disk cache %s: %d blocks, %d bytes", self.root, len(self.blocks), self.used_bytes)
+        log.info("disk cache %s: %d bytes", self.root, self.used_bytes)
 
     def _take_lock(self) -> None:
         path = f"{self.root}/{LOCK_NAME}"
@@ -156,48 +199,58 @@ class DiskCache:
         holder = f"{self._owner or 'pid'} (pid {os.getpid()})\n"
         os.pwrite(self._lock_fd, os.fsencode(holder), 0)
 
-    def _scan(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            # The layout before block files: its journals cannot be trusted to be whole.
-            shutil.rmtree(OLD_BLOCKS_DIR, dir_fd=self._root_fd)
-            log.info("disk cache: removed the blocks of an older cache layout")
+    def _prepare(self) -> None:
+        """Makes the layout's directories; clears what a killed writer left in its
+        temporary directory (a few files); sets an older layout's tree aside, to be
+        removed in a background thread (a walk of it could take minutes)."""
+        root_fd = self._root_fd
         with contextlib.suppress(FileExistsError):
-            os.mkdir(BLOCKS_DIR, 0o700, dir_fd=self._root_fd)
-        blocks_fd = open_subdirs(self._root_fd, (BLOCKS_DIR,), str(self.root))
-        found: list[tuple[int, tuple[str, int], int]] = []
+            os.mkdir(BLOCKS_DIR, 0o700, dir_fd=root_fd)
+        tmp_fd = open_subdirs(root_fd, (BLOCKS_DIR, TMP_DIR), str(self.root))
         try:
-            for dirpath, dirs, names, dir_fd in os.fwalk(".", dir_fd=blocks_fd):
-                depth = 0 if dirpath == "." else dirpath.count("/")
-                for name in dirs:
-                    # Only directories of ours may be walked into.
-                    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-                    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-                        raise UnsafeCacheDir(
-                            f"{self.root}/{BLOCKS_DIR}/{dirpath[2:]}/{name} is not this user's own"
-                        )
-                relative = f"{BLOCKS_DIR}/{dirpath[2:]}"
-                for name in names:
-                    index = int(name) if name.isdigit() and depth == 3 else None
-                    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-                    length = st.st_size - HEADER.size
-                    if (
-                        index is None
-                        or not stat.S_ISREG(st.st_mode)
-                        or st.st_uid != os.geteuid()
-                        or not 0 < length <= self.block_size
-                    ):
-                        # Temporary files of a killed worker, or anything foreign.
-                        with contextlib.suppress(OSError):
-                            os.unlink(name, dir_fd=dir_fd)
-                        continue
-                    found.append((st.st_mtime_ns, (relative, index), length))
+            for name in os.listdir(tmp_fd):
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=tmp_fd)
         finally:
-            os.close(blocks_fd)
-        for _mtime, where, length in sorted(found):
-            self.blocks.stored(where, BlockFile(length, None, verified=False, served=True))
-        self._evict(0)
+            os.close(tmp_fd)
+        for name in OLD_BLOCKS_DIRS:
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(
+                    name, f"{REMOVING_PREFIX}{name}.{time.time_ns()}",
+                    src_dir_fd=root_fd, dst_dir_fd=root_fd,
+                )  # fmt: skip
+                log.info("disk cache: removing the blocks of an older cache layout (%s)", name)
+        aside = [name for name in os.listdir(root_fd) if name.startswith(REMOVING_PREFIX)]
+        if aside:
+            threading.Thread(
+                target=_remove_trees, args=(os.dup(root_fd), aside), daemon=True,
+                name="amigofs-old-cache",
+            ).start()  # fmt: skip
+
+    def _find(self, where: Where) -> int | None:
+        """The data length of a block's file on disk, if it looks like one of ours
+        (its contents are checked by the read that serves it)."""
+        try:
+            st = os.stat(block_path(*where), dir_fd=self._root_fd, follow_symlinks=False)
+        except (OSError, ValueError):
+            return None
+        length = st.st_size - HEADER.size
+        if (
+            not stat.S_ISREG(st.st_mode)
+            or st.st_uid != os.geteuid()
+            or not 0 < length <= self.block_size
+        ):
+            self._discard(where)  # anything foreign, never to be served
+            return None
+        return length
+
+    def _discard(self, where: Where) -> None:
+        """Removes a block's file (evicted, or found wrong: it would be found again)."""
+        with contextlib.suppress(OSError, ValueError):
+            os.unlink(block_path(*where), dir_fd=self._root_fd)
 
     def close(self) -> None:
+        self.index.close()
         if self._reader is not None:
             self._reader.close()
         for name in ("_lock_fd", "_root_fd"):
@@ -319,6 +372,7 @@ class DiskCache:
         reader = self.reader
         for where in [w for w, _entry, _pinned in self.blocks.files() if not reader.is_open(w)]:
             self.blocks.lost(where)
+        self.blocks.flush()
         old = (self._root_fd, self._lock_fd)
         try:
             self._root_fd = open_root(self.root)
@@ -333,40 +387,100 @@ class DiskCache:
         for fd in old:
             os.close(fd)
         reader.moved(self._root_fd)
+        # The index went with the directory: a new one, counting from nothing.
+        self.index.reopen(self.root)
+        self.blocks.file_bytes = 0
+        self._measure_other(force=True)
         return True
 
     def disk_full(self) -> None:
         """The disk refused a write: free a few MiB more than the budget asks."""
         self._evict(8 << 20)
 
+    def _measure_other(self, *, force: bool = False) -> None:
+        """Measures what is not block files (at most every OTHER_BYTES_SECONDS): the
+        directories, the SQLite files, the lock, and what the tenants take."""
+        now = time.monotonic()
+        if not self._count_other or (
+            not force and now - self._other_measured < OTHER_BYTES_SECONDS
+        ):
+            return
+        self._other_measured = now
+        root = str(self.root)
+        total = file_bytes(root) + file_bytes(f"{root}/{LOCK_NAME}") + self.index.disk_bytes()
+        for suffix in ("", "-wal", "-shm"):
+            total += file_bytes(f"{root}/{call_index.NAME}{suffix}")
+        blocks = f"{root}/{BLOCKS_DIR}"
+        total += file_bytes(blocks)
+        with contextlib.suppress(OSError), os.scandir(blocks) as entries:
+            for entry in entries:
+                total += file_bytes(entry.path)  # the 256 directories, and tmp
+        for tenant in self._tenants:
+            try:
+                total += tenant.disk_bytes()
+            except Exception:
+                log.exception("disk cache: cannot tell what %r takes", tenant)
+        self._other_bytes = total
+
     def _evict(self, incoming: int) -> bool:
-        """Removes least recently used unpinned blocks until `incoming` more bytes fit;
-        False if they cannot."""
-        budget = self.budget()
-        used = self.used_bytes
-        if used + self._reserved + incoming <= budget:
+        """Removes least recently used unpinned blocks until `incoming` more bytes fit,
+        then asks the tenants to shrink; False if they cannot."""
+        self._measure_other()
+        # The index's count, and order, up to now (block files found on disk count once
+        # their rows are written: one transaction a download at most).
+        self.blocks.flush()
+        excess = self.used_bytes + self._reserved + incoming - self.budget()
+        if excess <= 0:
             return True
-        victims = []
-        excess = used + self._reserved + incoming - budget
-        # Blocks already read first, least recently used first; then those fetched
-        # ahead and not read yet, only if that is not enough.
-        for served in (True, False):
-            for where, entry, pinned in self.blocks.files():
+        victims: list[tuple[Where, int]] = []
+        loaded = self.blocks.loaded
+        oldest = self.index.oldest()
+        try:
+            for where, nbytes in oldest:
                 if excess <= 0:
                     break
-                if entry.served is not served or pinned:
+                block = loaded(where)
+                if block is not None and (
+                    block.pins or block.fetch is not None or block.checking is not None
+                ):
                     continue
-                victims.append(where)
-                excess -= footprint(entry.length)
-        for where in victims:
-            self.blocks.lost(where)
+                victims.append((where, nbytes))
+                excess -= nbytes
+        finally:
+            oldest.close()
+        for where, nbytes in victims:
+            self.blocks.evicted(where, nbytes)  # and its file removed
             self.reader.close_fd(where)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(f"{where[0]}/{where[1]}", dir_fd=self._root_fd)
         if victims:
             self.evicted_blocks += len(victims)
+            self.blocks.flush()
             log.debug("disk cache: evicted %d blocks", len(victims))
+        if self._tenants:
+            # Measured again: the index's own files grow with what it just wrote.
+            self._measure_other(force=True)
+            excess = self.used_bytes + self._reserved + incoming - self.budget()
+        asked = False
+        for tenant in self._tenants:
+            if excess <= 0:
+                break
+            asked = True
+            try:
+                excess -= tenant.shrink(excess)
+            except Exception:
+                log.exception("disk cache: %r cannot shrink", tenant)
+        if asked:
+            self._measure_other(force=True)
         return excess <= 0
+
+
+def _remove_trees(root_fd: int, names: list[str]) -> None:
+    """Removes an older layout's trees set aside at open (in a thread of its own)."""
+    try:
+        for name in names:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(name, dir_fd=root_fd)
+    finally:
+        os.close(root_fd)
 
 
 def _not_open(key: FileKey, start: int, end: int) -> bytearray | Unchecked | None:

@@ -180,6 +180,10 @@ async def serve(settings: Settings, api_key: ApiKey) -> None:
     try:
         await trio.to_thread.run_sync(disk.open)  # first: it takes the directory's lock
         meta = MetaStore(cache_dir)
+        # The records' store takes its share of --cache-size, and gives some back when
+        # evicting blocks is not enough (once it can tell: issue 21's SQLite MetaStore).
+        if hasattr(meta, "disk_bytes") and hasattr(meta, "shrink"):
+            disk.add_tenant(meta)
     except (CacheInUse, UnsafeCacheDir) as exc:
         disk.close()
         raise MountRefused(str(exc)) from None

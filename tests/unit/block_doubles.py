@@ -12,6 +12,7 @@ from __future__ import annotations
 import zlib
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import trio
 import trio.lowlevel
@@ -22,6 +23,12 @@ from amigofs.cache.block_format import FileKey, block_range
 from amigofs.cache.block_reader import Unchecked
 from amigofs.cache.blocks import BlockFile, BlockTable, Where
 from amigofs.cache.seams import FetchJob, Landed
+
+
+def block_file(prefix: Path, index: int | str) -> Path:
+    """Block `index`'s file, of the stored file whose path prefix (the cache directory
+    / its key's relative_dir) is `prefix`."""
+    return prefix.with_name(f"{prefix.name}.{index}")
 
 
 class MemoryCache:

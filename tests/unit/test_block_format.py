@@ -1,8 +1,9 @@
-"""The block file format (blocks.v2) and block numbering: pure functions."""
+"""The block file format (blocks.v3) and block numbering: pure functions."""
 
 from __future__ import annotations
 
 import itertools
+import re
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,10 +11,12 @@ from hypothesis import strategies as st
 from amigofs.cache.block_format import (
     HEADER,
     FileKey,
+    block_path,
     block_range,
     footprint,
     key_digest,
     pack_header,
+    parse_block_path,
     runs,
     unpack_header,
 )
@@ -43,7 +46,12 @@ def test_a_block_under_another_name_or_index_is_not_that_block() -> None:
     assert unpack_header(header, KEY.digest, 4) is None
     assert unpack_header(header[:-1], KEY.digest, 3) is None
     assert KEY.digest == key_digest(KEY.relative_dir)
-    assert KEY.relative_dir == "blocks.v2/ws/call/a.wav.1000"
+    # No directory per call: 256 directories of files named by a hash of the file.
+    assert re.fullmatch(r"blocks\.v3/([0-9a-f]{2})/\1[0-9a-f]{30}", KEY.relative_dir)
+    assert block_path(KEY.relative_dir, 3) == f"{KEY.relative_dir}.3"
+    assert parse_block_path(block_path(KEY.relative_dir, 3)) == (KEY.relative_dir, 3)
+    assert parse_block_path("blocks.v3/00/../x.3") is None
+    assert other.relative_dir != KEY.relative_dir
 
 
 @given(st.integers(0, 1 << 24))

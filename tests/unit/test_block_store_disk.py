@@ -20,11 +20,12 @@ import trio
 import trio.lowlevel
 
 from amigofs.api.models import DownloadPath
-from amigofs.cache.block_format import HEADER, FileKey, footprint
+from amigofs.cache.block_format import BLOCKS_DIR, HEADER, TMP_DIR, FileKey, footprint
 from amigofs.cache.block_writer import BlockWriter
 from amigofs.cache.disk_cache import DiskCache
 from amigofs.cache.seams import FetchJob
 from amigofs.cache.store import BlockStore, StoredFile
+from tests.unit.block_doubles import block_file
 
 BLOCK = 64 << 10  # small blocks keep these tests quick
 
@@ -86,7 +87,13 @@ def files() -> dict[str, bytes]:
 
 
 def open_disk(root: Path, blocks: int) -> DiskCache:
-    disk = DiskCache(root, max_bytes=blocks * footprint(BLOCK), block_size=BLOCK, min_free_bytes=0)
+    disk = DiskCache(
+        root,
+        max_bytes=blocks * footprint(BLOCK),
+        block_size=BLOCK,
+        min_free_bytes=0,
+        count_other=False,
+    )
     disk.open()
     return disk
 
@@ -150,7 +157,7 @@ async def test_many_readers_through_a_tiny_cache_get_exact_bytes(
 
 
 def write_earlier_mount(root: Path, key: FileKey, data: bytes, blocks: range) -> None:
-    disk = DiskCache(root, max_bytes=1 << 30, block_size=BLOCK, min_free_bytes=0)
+    disk = DiskCache(root, max_bytes=1 << 30, block_size=BLOCK, min_free_bytes=0, count_other=False)
     disk.open()
     disk.close()  # makes the directory as a mount would
     with BlockWriter(str(root), key.relative_dir, BLOCK) as writer:
@@ -172,7 +179,7 @@ def test_a_check_racing_eviction_never_vouches_for_what_is_not_there(
         assert disk.reserve(4 * footprint(BLOCK) - 1)
         disk.unreserve(4 * footprint(BLOCK) - 1)
         assert not disk.has(key, 0) and not disk.has(key, 1)
-        assert not os.path.exists(tmp_path / key.relative_dir / "0")
+        assert not os.path.exists(block_file(tmp_path / key.relative_dir, 0))
         with BlockWriter(str(tmp_path), key.relative_dir, BLOCK) as writer:
             [(index, length, crc)] = writer.write(BLOCK, memoryview(files["a"])[BLOCK : 2 * BLOCK])
         disk.added(key, index, length, crc)
@@ -191,19 +198,22 @@ def test_torn_and_foreign_block_files_are_never_served(
     data = files["a"]
     write_earlier_mount(tmp_path, key, data, range(6))
     directory = tmp_path / key.relative_dir
-    with open(directory / "0", "r+b") as f:  # torn: cut inside the data
+    with open(block_file(directory, 0), "r+b") as f:  # torn: cut inside the data
         f.truncate(HEADER.size + 100)
-    with open(directory / "1", "r+b") as f:  # a flipped byte in the header
+    with open(block_file(directory, 1), "r+b") as f:  # a flipped byte in the header
         f.seek(5)
         f.write(b"\xff")
-    with open(directory / "2", "r+b") as f:  # a flipped byte in the data
+    with open(block_file(directory, 2), "r+b") as f:  # a flipped byte in the data
         f.seek(HEADER.size + 1000)
         f.write(bytes([data[2 * BLOCK + 1000] ^ 1]))
-    (directory / "3").write_bytes((directory / "4").read_bytes())  # block 4 under 3's name
-    (directory / ".5.99.1.tmp").write_bytes(b"half a block")  # a killed worker's
+    (block_file(directory, 3)).write_bytes(
+        (block_file(directory, 4)).read_bytes()
+    )  # block 4 under 3's name
+    killed = tmp_path / BLOCKS_DIR / TMP_DIR / ".5.99.1.tmp"
+    killed.write_bytes(b"half a block")  # a killed worker's
     disk = open_disk(tmp_path, blocks=16)
     try:
-        assert not (directory / ".5.99.1.tmp").exists()
+        assert not killed.exists()
         results = disk.check_blocks(key, disk.unverified(key, list(range(6))))
         assert disk.apply_checks(key, results) == 4
         assert [disk.is_ready(key, i) for i in range(6)] == [False] * 4 + [True] * 2
@@ -225,8 +235,8 @@ def test_a_block_file_removed_or_replaced_under_the_mount_is_forgotten(
             for index, length, crc in writer.write(0, memoryview(data)[: 4 * BLOCK]):
                 disk.added(key, index, length, crc)
         directory = tmp_path / key.relative_dir
-        (directory / "0").unlink()
-        (directory / "1").write_bytes((directory / "2").read_bytes())
+        (block_file(directory, 0)).unlink()
+        (block_file(directory, 1)).write_bytes((block_file(directory, 2)).read_bytes())
         assert disk.copy(key, 0, 4 * BLOCK) is None
         # Both found out at once, so that they are fetched again together.
         assert not disk.has(key, 0) and not disk.has(key, 1)
@@ -242,17 +252,17 @@ def test_block_files_of_another_user_are_never_served(
     data = files["a"]
     write_earlier_mount(tmp_path, key, data, range(4))
     directory = tmp_path / key.relative_dir
-    os.chown(directory / "0", 65534, 65534)  # planted: a correct header, not ours
+    os.chown(block_file(directory, 0), 65534, 65534)  # planted: a correct header, not ours
     disk = open_disk(tmp_path, blocks=16)
     try:
-        assert not disk.has(key, 0) and not (directory / "0").exists()
+        assert not disk.has(key, 0) and not (block_file(directory, 0)).exists()
         assert disk.apply_checks(key, disk.check_blocks(key, disk.unverified(key, [1, 2, 3]))) == 0
         assert disk.copy(key, BLOCK, 2 * BLOCK) == data[BLOCK : 2 * BLOCK]
         # Swapped for another user's copy while mounted (the kept descriptor dropped).
         disk.close()
         disk = open_disk(tmp_path, blocks=16)
         disk.apply_checks(key, disk.check_blocks(key, disk.unverified(key, [2])))
-        os.chown(directory / "2", 65534, 65534)
+        os.chown(block_file(directory, 2), 65534, 65534)
         disk._close_fd((key.relative_dir, 2))
         assert disk.copy(key, 2 * BLOCK, 3 * BLOCK) is None
         assert not disk.has(key, 2)

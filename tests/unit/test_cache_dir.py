@@ -24,13 +24,16 @@ from amigofs.cache.disk_cache import LOCK_NAME, DiskCache
 from amigofs.cache.meta import NAME as META_NAME
 from amigofs.cache.meta import MetaStore
 from amigofs.cache.store import BlockStore
+from tests.unit.block_doubles import block_file
 from tests.unit.test_block_store_disk import FakeClient, FakeWorker, stored_file
 
 BLOCK = 64 << 10
 
 
 def open_disk(root: Path) -> DiskCache:
-    disk = DiskCache(root, max_bytes=64 * footprint(BLOCK), block_size=BLOCK, min_free_bytes=0)
+    disk = DiskCache(
+        root, max_bytes=64 * footprint(BLOCK), block_size=BLOCK, min_free_bytes=0, count_other=False
+    )
     disk.open()
     return disk
 
@@ -168,7 +171,7 @@ def test_a_block_writer_makes_a_removed_cache_dir_again(tmp_path: Path) -> None:
         shutil.rmtree(root)
         stored = writer.write(BLOCK, data[BLOCK:])
     assert [index for index, _length, _crc in stored] == [1]
-    assert (root / key.relative_dir / "1").is_file()
+    assert (block_file(root / key.relative_dir, 1)).is_file()
     assert (root.stat().st_mode & 0o777) == 0o700
 
 
@@ -196,7 +199,7 @@ def test_a_block_whose_directory_is_removed_as_it_is_written_is_written_again(
         [(index, length, _crc)] = writer.write(0, memoryview(data))
     assert (index, length, len(renames)) == (0, BLOCK, 2)
     # Announced as stored: it is there, whole.
-    assert (root / key.relative_dir / "0").read_bytes().endswith(data)
+    assert (block_file(root / key.relative_dir, 0)).read_bytes().endswith(data)
 
 
 def test_a_cache_dir_that_keeps_being_removed_is_a_full_cache(

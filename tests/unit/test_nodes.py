@@ -154,7 +154,11 @@ class _Source:
 def _config(**given: object) -> NamespaceConfig:
     # As the mount makes it from the default settings (no walk prefetch: no disk cache).
     made = namespace_config(
-        Settings(), identity="", max_readahead=32 << 20, control=lambda: b"reads 7\n", walk_room=None
+        Settings(),
+        identity="",
+        max_readahead=32 << 20,
+        control=lambda: b"reads 7\n",
+        walk_room=None,
     )
     return dataclasses.replace(made, **given)  # type: ignore[arg-type]
 

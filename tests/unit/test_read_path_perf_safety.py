@@ -18,6 +18,7 @@ from amigofs.cache.block_reader import Unchecked
 from amigofs.cache.block_writer import BlockWriter
 from amigofs.cache.disk_cache import DiskCache
 from amigofs.cache.store import BlockStore
+from tests.unit.block_doubles import block_file
 from tests.unit.test_block_store_disk import FakeWorker, stored_file
 
 BLOCK = 64 << 10
@@ -29,7 +30,9 @@ def data() -> bytes:
 
 
 def open_disk(root: Path) -> DiskCache:
-    disk = DiskCache(root, max_bytes=64 * footprint(BLOCK), block_size=BLOCK, min_free_bytes=0)
+    disk = DiskCache(
+        root, max_bytes=64 * footprint(BLOCK), block_size=BLOCK, min_free_bytes=0, count_other=False
+    )
     disk.open()
     return disk
 
@@ -63,11 +66,13 @@ def test_the_first_read_of_a_left_block_checks_it_whole(tmp_path: Path, data: by
     key = FileKey("ws", "call", "a", len(data))
     directory = earlier_mount(tmp_path, key, data)
     # Damage where no read asks: the end of block 1, the start of block 2.
-    flip(directory / "1", HEADER.size + BLOCK - 1)
-    flip(directory / "2", HEADER.size)
-    with open(directory / "8", "ab") as f:  # the last block, longer than its header says
+    flip(block_file(directory, 1), HEADER.size + BLOCK - 1)
+    flip(block_file(directory, 2), HEADER.size)
+    with open(block_file(directory, 8), "ab") as f:  # the last block, longer than its header says
         f.write(b"x")
-    (directory / "5").write_bytes((directory / "4").read_bytes())  # block 4 under 5's name
+    (block_file(directory, 5)).write_bytes(
+        (block_file(directory, 4)).read_bytes()
+    )  # block 4 under 5's name
     disk = open_disk(tmp_path)
     try:
         # Bytes that miss every damaged byte: still, no damaged block is served.
@@ -93,7 +98,7 @@ def test_a_left_block_not_in_the_page_cache_is_left_to_a_thread(
     key = FileKey("ws", "call", "a", len(data))
     directory = earlier_mount(tmp_path, key, data)
     for index in range(3):
-        drop_from_page_cache(directory / str(index))
+        drop_from_page_cache(block_file(directory, index))
     disk = open_disk(tmp_path)
     try:
         got = disk.copy(key, 0, 3 * BLOCK)
@@ -112,9 +117,9 @@ async def test_a_store_read_after_a_remount_checks_and_refetches(
 ) -> None:
     key = FileKey("ws", "call", "a", len(data))
     directory = earlier_mount(tmp_path, key, data)
-    drop_from_page_cache(directory / "0")
-    (directory / "3").write_bytes(b"")  # torn to nothing
-    flip(directory / "5", HEADER.size + 3)
+    drop_from_page_cache(block_file(directory, 0))
+    (block_file(directory, 3)).write_bytes(b"")  # torn to nothing
+    flip(block_file(directory, 5), HEADER.size + 3)
     disk = open_disk(tmp_path)
     worker = FakeWorker(tmp_path, {"a": data})
     file = stored_file("a", len(data))
