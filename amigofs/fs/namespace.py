@@ -113,9 +113,9 @@ class Namespace:
 
     async def lookup(self, parent: InodeT, name: str, *, owner: bool = True) -> Attributes:
         """`owner`: asked by the mount's owner. Others (with --allow-other) get only the
-        calls, and the days of by-date, the listing has: a lookup of an unlisted call
-        or of a day not listed yet costs requests on the owner's key and rate limit,
-        and made-up names must not run those up. (Whoever asks, a name that does not
+        calls the listing has, and the days by-date lists (its span of calls): a lookup
+        of an unlisted call or of any day costs requests on the owner's key and rate
+        limit, and made-up names must not run those up. (Whoever asks, a name that does not
         exist leaves nothing behind: see amigofs.fs.inodes.)"""
         return await self._inodes.node(parent).lookup(name, owner=owner)
 
