@@ -144,7 +144,7 @@ async def _index() -> AsyncIterator[CallIndex]:
 
 @settings(max_examples=40, deadline=None)
 @given(
-    offsets=st.lists(st.integers(0, 400 * 86_400), min_size=1, max_size=450),
+    offsets=st.lists(st.integers(0, 400 * 86_400), min_size=101, max_size=450),
     order=st.sampled_from(["newest", "oldest", "shuffled"]),
     seed=st.integers(0, 1000),
 )
