@@ -50,7 +50,8 @@ def test_a_cold_by_date_listing_costs_a_few_list_requests(big: EmulatorProc, zon
         day = dt.date.fromisoformat(days[len(days) // 2])
         names = os.listdir(mnt.path / "by-date" / workspace_id / day.isoformat())
         midnight = dt.datetime.combine(day, dt.time(), ZoneInfo(zone))
-        calls = big.data.calls(workspace_id)
+        calls = big.data.call_list(workspace_id)
+        assert calls is not None
         of_day = calls.first_before(midnight) - calls.first_before(midnight + dt.timedelta(1))
         assert 0 < len(names) <= of_day
         # Its UTC days' pages (two for a day of another zone), and a first page each.

@@ -18,7 +18,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from amigofs.api.client import PAGE_LIMIT, CallPage, PlatformClient
+from amigofs.api.client import PAGE_LIMIT, CallPage
 from amigofs.api.models import CallSummary, time_ns
 from amigofs.cache.index import CallIndex
 from amigofs.fs.date_range import CallSpan, DateRanges, ListPage, api_pages
@@ -86,7 +86,7 @@ async def test_a_cold_by_date_listing_and_made_up_days_cost_the_span_only(
     async with served_emulator(workspaces=1, calls_per_workspace=100_000) as served:
         workspace_id = served.workspace_ids[0]
         ns = Namespace(
-            cast(PlatformClient, served.client), cast(RecordingSource, _Source()),
+            served.client, cast(RecordingSource, _Source()),
             served.nursery, _config(), index=index,
         )  # fmt: skip
         by_date = await ns.lookup(ROOT_INODE, "by-date")
