@@ -112,12 +112,17 @@ def test_the_days_of_a_workspace_and_the_workspaces_by_name(
         assert {"by-date", "by-name"} <= set(os.listdir(mnt.path))
         for workspace in small.data.workspaces:
             days = sorted(os.listdir(mnt.path / "by-date" / workspace.id))
-            expected = sorted({
-                c.started_at.date().isoformat()
+            with_calls = sorted({
+                c.started_at.date()
                 for c in small.data.calls(workspace.id)
                 if c.call_sid is not None and c.recording is not None
             })  # fmt: skip
-            assert days == expected
+            # Every day from the oldest call's to the newest's; those without calls empty.
+            first, last = with_calls[0], with_calls[-1]
+            expected = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+            assert days == [day.isoformat() for day in expected]
+            for day in set(expected) - set(with_calls):
+                assert os.listdir(mnt.path / "by-date" / workspace.id / day.isoformat()) == []
             link = mnt.path / "by-name" / workspace.slug
             assert os.readlink(link) == f"../{workspace.id}"
             assert sorted(os.listdir(link)) == sorted(os.listdir(mnt.path / workspace.id))

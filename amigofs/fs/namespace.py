@@ -30,6 +30,7 @@ from amigofs.cache.index import CallIndex
 from amigofs.cache.meta import MetaStore
 from amigofs.fs.attributes import Attributes, DirEntry, InodeT
 from amigofs.fs.calls import Calls
+from amigofs.fs.date_range import DateRanges, api_pages
 from amigofs.fs.errors import FsError
 from amigofs.fs.handles import FileHandleT, HandleTable, OpenDir, OpenFile
 from amigofs.fs.inodes import ROOT_INODE, InodeTable
@@ -88,7 +89,13 @@ class Namespace:
             listing_ttl=config.listing_ttl,
             mount_time_ns=time.time_ns(),
         )
-        tree = Tree(config, index, self._calls, self._workspaces, days)
+        self._date_ranges = DateRanges(
+            api_pages(client, source.access.checked),
+            index,
+            self._calls.wait_complete,
+            listing_ttl=config.listing_ttl,
+        )
+        tree = Tree(config, index, self._calls, self._workspaces, days, self._date_ranges)
         self._inodes: InodeTable[Node] = InodeTable(index, Root(tree), tree.node_of, tree.day_node)
         tree.inodes = self._inodes
         self._handles = HandleTable()
@@ -106,9 +113,9 @@ class Namespace:
 
     async def lookup(self, parent: InodeT, name: str, *, owner: bool = True) -> Attributes:
         """`owner`: asked by the mount's owner. Others (with --allow-other) get only the
-        calls, and the days of by-date, the listing has: a lookup of an unlisted call
-        or of a day not listed yet costs requests on the owner's key and rate limit,
-        and made-up names must not run those up. (Whoever asks, a name that does not
+        calls the listing has, and the days by-date lists (its span of calls): a lookup
+        of an unlisted call or of any day costs requests on the owner's key and rate
+        limit, and made-up names must not run those up. (Whoever asks, a name that does not
         exist leaves nothing behind: see amigofs.fs.inodes.)"""
         return await self._inodes.node(parent).lookup(name, owner=owner)
 
@@ -162,6 +169,7 @@ class Namespace:
         """Makes the next access list workspaces and calls again (SIGHUP)."""
         self._workspaces.invalidate()
         self._calls.drop_listings()
+        self._date_ranges.drop()
 
     # --- directory handles -------------------------------------------------------------
 

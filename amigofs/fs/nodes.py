@@ -37,6 +37,7 @@ from amigofs.cache.index import CallIndex, CallRow
 from amigofs.concurrency import gather
 from amigofs.fs.attributes import IMMUTABLE_TIMEOUT, Attributes, DirEntry, InodeT
 from amigofs.fs.calls import Calls
+from amigofs.fs.date_range import INDEXED_NS, DateRanges
 from amigofs.fs.errors import FsError
 from amigofs.fs.handles import DirListing, OpenFile, Snapshot
 from amigofs.fs.inodes import ROOT_INODE, InodeTable
@@ -70,9 +71,6 @@ from amigofs.policy.readahead import Readahead
 CONTROL_NAME = ".amigofs-stats"
 # Calls read from the index per readdir request (the kernel takes what fits).
 READDIR_BATCH = 256
-# The call starts the index can hold (SQLite's integers, of ns since the epoch: the
-# years 1677 to 2262): a day outside has no calls, and asks nobody.
-INDEXED_NS = range(-(1 << 63), 1 << 63)
 # The extended attributes' full names, made once: `ls -l` may list them per entry.
 _CALL_XATTRS = full_names(CALL_NAMES)
 _ARCHIVED_XATTRS = full_names(ARCHIVED_NAMES)
@@ -110,6 +108,7 @@ class Tree:
     calls: Calls
     workspaces: Workspaces
     days: Days
+    date_ranges: DateRanges
     inodes: InodeTable[Node] = field(init=False)
 
     def node_of(self, row: CallRow, slot: CallSlot) -> Node | None:
@@ -464,25 +463,23 @@ class DateWorkspace(InWorkspace):
 
     async def lookup(self, name: str, *, owner: bool) -> Attributes:
         # A day: for the owner any, entered by name before the index has it; for
-        # others only one the listing has (see Namespace.lookup).
+        # others only one of those listed (see Namespace.lookup).
         await self.allowed()
         day = Day(self.tree, self.workspace_id, name)
         if not owner:
-            await day.listed()
+            await day.shown()
         return await day.attrs_of_name()
 
     async def opendir(self) -> DirListing:
-        """The days with calls, from the index (once the workspace is synced): one
-        query a day, jumping from one day's first call to the next day's."""
+        """Every day from the oldest call's to the newest call's (amigofs.fs.date_range:
+        a few list requests, never the whole listing); days without calls are empty."""
         tree, workspace_id = self.tree, self.workspace_id
-        await (await self.allowed()).wait_complete(workspace_id)
-        entries = []
-        start = tree.index.first_start_from(workspace_id, -(1 << 62))
-        while start is not None:
-            name = tree.days.day_of(start)
-            entries.append(DirEntry(name, await Day(tree, workspace_id, name).attrs_of_name()))
-            start = tree.index.first_start_from(workspace_id, tree.days.next_day_ns(start))
-        return Snapshot(entries)
+        await self.allowed()
+        span = await tree.date_ranges.span(workspace_id)
+        days = [] if span is None else [day.isoformat() for day in span.days(tree.days)]
+        return Snapshot(
+            [DirEntry(name, await Day(tree, workspace_id, name).attrs_of_name()) for name in days]
+        )
 
 
 @dataclass(slots=True, frozen=True)
@@ -520,24 +517,15 @@ class Day(InWorkspace):
         start, end = self.tree.days.bounds_ns(self._date())
         return (start, end) if start in INDEXED_NS and end - 1 in INDEXED_NS else None
 
-    async def listed(self) -> None:
-        """Returns once the index holds a call of the day, after one listing of the
-        workspace at most (never a request of its own); ENOENT if the whole listing
-        has none."""
-        tree, bounds = self.tree, self._indexed_bounds()
-        if bounds is None:
+    async def shown(self) -> None:
+        """Returns if its parent lists the day: within the workspace's span of calls
+        (never a request beyond the span's); ENOENT if not."""
+        tree, day = self.tree, self._date()
+        if self._indexed_bounds() is None:
             raise FsError(errno.ENOENT)
-        start, end = bounds
-        sync = tree.calls.sync(self.workspace_id)
-        while (first := tree.index.first_start_from(self.workspace_id, start)) is None or (
-            first >= end
-        ):
-            sync.ensure()
-            if sync.complete:
-                raise FsError(errno.ENOENT)
-            if sync.error is not None:
-                raise sync.error
-            await sync.changed.wait()
+        span = await tree.date_ranges.span(self.workspace_id)
+        if span is None or not span.holds(day, tree.days):
+            raise FsError(errno.ENOENT)
 
     async def lookup(self, name: str, *, owner: bool) -> Attributes:
         await self.allowed()

@@ -91,7 +91,8 @@ class _Client:
             for c in CALLS
             if c.workspace_id == workspace_id
             and c.started_at is not None
-            and (date_from is None or date_from <= c.started_at.date() <= (date_to or date_from))
+            and (date_from is None or date_from <= c.started_at.date())
+            and (date_to is None or c.started_at.date() <= date_to)
         ]
         page = calls[offset : offset + PAGE_LIMIT]
         return CallPage(page, len(page), len(calls), offset + PAGE_LIMIT < len(calls))
