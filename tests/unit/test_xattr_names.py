@@ -59,14 +59,14 @@ class _CountingSource(_Source):
         workspace_id: str,
         call_sid: str,
         summary: CallSummary | None,
-        nursery: trio.Nursery,
         *,
         fresh: bool = False,
+        links: bool = True,
     ) -> CallRecord:
         self.loads += 1
         if call_sid in self.archived:
             raise api.Archived("archived", restore_eta=RESTORE, retry_after=None)
-        return await super().load(workspace_id, call_sid, summary, nursery, fresh=fresh)
+        return await super().load(workspace_id, call_sid, summary, fresh=fresh, links=links)
 
 
 @dataclass
@@ -174,7 +174,7 @@ async def test_every_name_listed_has_a_value_and_every_value_is_listed(
     tmp_path: Path,
 ) -> None:
     async with _listed(tmp_path) as tree:
-        record = await tree.source.load(SALES, _sid(1), None, cast(trio.Nursery, None))
+        record = await tree.source.load(SALES, _sid(1), None)
     record.files[CALL] = PresentedFile(CALL, 0)
     assert tuple(call_xattrs(record)) == CALL_NAMES
     for name in (INBOUND, OUTBOUND, CALL):
