@@ -340,7 +340,9 @@ class HostileServer:
                 }
                 return "urls", call.call_sid, _json(200, urls)
             if parts[4:] == ["metadata"]:
-                return "metadata", call.call_sid, _json(200, call.metadata)
+                # The platform serves the same document as metadata.json.
+                answer = Answer(200, call.metadata_file, {"Content-Type": "application/json"})
+                return "metadata", call.call_sid, answer
             if len(parts) == 6 and parts[4] == "download":
                 filename = parts[5]
                 kind = _DOWNLOAD_KIND.get(filename, filename)

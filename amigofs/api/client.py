@@ -88,9 +88,10 @@ class ClientConfig:
     # Caps on the decoded bytes of one answer, enforced while it streams; past its cap an
     # answer is a ProtocolError (a broken or hostile server: not retried).
     max_json_bytes: int = 4 << 20  # a listing page (100 calls are some 50 KiB)
-    # The urls or metadata of one call (about 1 KiB); a walk has 16 of them in flight.
+    # The urls of one call (about 1 KiB); a walk has dozens of them in flight.
     max_call_json_bytes: int = 256 << 10
-    # download_small: metadata.json (about 1 KiB), kept in memory with its call.
+    # The metadata of one call, which is its metadata.json (about 1 KiB; the cap a
+    # metadata.json had when it was downloaded), and download_small.
     max_small_download_bytes: int = 1 << 20
 
 
@@ -242,7 +243,7 @@ class PlatformClient:
     async def recording_metadata(self, workspace_id: str, call_sid: str) -> RecordingMetadata:
         """The call's metadata, with the answer's bytes (`body`: its metadata.json)."""
         op, path = "get-recording-metadata", _recording_path(workspace_id, call_sid, "metadata")
-        raw = await self._get_body(op, path, self.config.max_call_json_bytes)
+        raw = await self._get_body(op, path, self.config.max_small_download_bytes)
         document = body.parse_json(raw, f"{op} {path}")
         return parse_recording_metadata(
             document, workspace_id=workspace_id, call_sid=call_sid, body=raw

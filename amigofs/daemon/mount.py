@@ -181,9 +181,8 @@ async def serve(settings: Settings, api_key: ApiKey) -> None:
         await trio.to_thread.run_sync(disk.open)  # first: it takes the directory's lock
         meta = MetaStore(cache_dir)
         # The records' store takes its share of --cache-size, and gives some back when
-        # evicting blocks is not enough (once it can tell: issue 21's SQLite MetaStore).
-        if hasattr(meta, "disk_bytes") and hasattr(meta, "shrink"):
-            disk.add_tenant(meta)
+        # evicting blocks is not enough.
+        disk.add_tenant(meta)
     except (CacheInUse, UnsafeCacheDir) as exc:
         disk.close()
         raise MountRefused(str(exc)) from None
@@ -254,6 +253,9 @@ async def serve(settings: Settings, api_key: ApiKey) -> None:
         finally:
             notifier.stopping(f"unmounting {mountpoint}")
             pyfuse3.close(unmount=True)
+            # Records saved in the last batch window: a SIGTERM right after the unmount
+            # (as a service manager sends) must not lose them.
+            meta.flush()
             log.info("unmounted %s", mountpoint)
             nursery.cancel_scope.cancel()
 
