@@ -107,6 +107,10 @@ def _start_unmount_guard(target: str) -> None:
     )
 
 
+# The mount's connections to the API beside those of the records loaded ahead of a
+# walk (settings.records_in_flight), so that a reader's requests never queue behind
+# those; the fetch worker's downloads have as many of their own.
+READER_CONNECTIONS = 16
 # The network's own deadline ends a little before the file operation's (the adapter's,
 # settings.timeout), so that a failure reaches the program, and the log, with its
 # reason (connection refused, 503) rather than as a bare timeout.
@@ -119,6 +123,7 @@ def client_config(settings: Settings) -> ClientConfig:
     """The API client's settings: the mount's deadline, shared out."""
     return ClientConfig(
         base_url=settings.base_url,
+        max_connections=READER_CONNECTIONS + settings.records_in_flight,
         # A stalled connection must be given up early enough to retry within
         # the deadline, not at the deadline.
         read_timeout=min(10.0, settings.timeout / 3),
@@ -131,7 +136,7 @@ def worker_config(client: ClientConfig, cache_dir: Path) -> WorkerConfig:
     """The fetch worker's settings: the client's, in the worker's own process."""
     return WorkerConfig(
         base_url=client.base_url,
-        max_connections=client.max_connections,
+        max_connections=READER_CONNECTIONS,
         connect_timeout=client.connect_timeout,
         read_timeout=client.read_timeout,
         deadline=client.retry.deadline,
@@ -153,6 +158,7 @@ def namespace_config(
         listing_ttl=settings.listing_ttl,
         negative_ttl=settings.negative_ttl,
         max_records=MAX_RECORDS,
+        records_in_flight=settings.records_in_flight,
         max_readahead=max_readahead,
         failure_memory=min(FAILURE_MEMORY_SECONDS, settings.timeout / 3),
         control=control,

@@ -20,14 +20,16 @@ from amigofs.api.models import CallSummary, RecordingMetadata
 from amigofs.cache.block_format import FileKey
 from amigofs.cache.index import CallIndex
 from amigofs.cache.store import DownloadLink, StoredFile
+from amigofs.config import Settings
 from amigofs.fs.records import INBOUND, METADATA, OUTBOUND, CallRecord, PresentedFile
-from amigofs.fs.walk import BYTES_AHEAD, CALLS_AHEAD, RECORDS_AHEAD, RecordsAhead, WalkPrefetch
+from amigofs.fs.walk import BYTES_AHEAD, CALLS_AHEAD, RecordsAhead, WalkPrefetch
 
 WS = "ws_walk"
 START = dt.datetime(2024, 5, 1, 9, 0, tzinfo=dt.UTC)
 # Listed in this order (row ids); SIDs a permutation, so name order differs.
 LISTING = [f"CA{(i * 7) % 40:02d}" for i in range(40)]
 BY_NAME = sorted(LISTING)
+RECORDS_AHEAD = Settings().records_in_flight
 STORED = 1000  # bytes of each stored audio file
 HEADER = b"RIFF" + bytes(40)
 
@@ -56,7 +58,7 @@ class _Records:
         self.loads: list[str] = []
         self.kept: set[str] = set()
         self.failing: dict[str, Exception] = {}
-        self.ahead = RecordsAhead(index, self.load, self.known, nursery)
+        self.ahead = RecordsAhead(index, self.load, self.known, nursery, in_flight=RECORDS_AHEAD)
 
     async def load(self, workspace_id: str, call_sid: str) -> object:
         await trio.lowlevel.checkpoint()
