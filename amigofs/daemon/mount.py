@@ -111,6 +111,9 @@ def _start_unmount_guard(target: str) -> None:
 # walk (settings.records_in_flight), so that a reader's requests never queue behind
 # those; the fetch worker's downloads have as many of their own.
 READER_CONNECTIONS = 16
+# Call records loaded at once for readers, beside the records_in_flight loaded ahead
+# of a walk: a reader's own call is not held up behind those.
+READER_RECORD_LOADS = 8
 # The network's own deadline ends a little before the file operation's (the adapter's,
 # settings.timeout), so that a failure reaches the program, and the log, with its
 # reason (connection refused, 503) rather than as a bare timeout.
@@ -210,7 +213,14 @@ async def serve(settings: Settings, api_key: ApiKey) -> None:
         nursery = await stack.enter_async_context(trio.open_nursery())
         await worker.start(nursery)
         store = BlockStore(disk, worker, nursery, client=client, deadline=settings.timeout)
-        source = RecordingSource(client, store, meta, call_wav=settings.call_wav, nursery=nursery)
+        source = RecordingSource(
+            client,
+            store,
+            meta,
+            concurrency=READER_RECORD_LOADS + settings.records_in_flight,
+            call_wav=settings.call_wav,
+            nursery=nursery,
+        )
         source.access.on_revoked = _forget_kernel_entries
         source.on_stale_pages = lambda inodes: nursery.start_soon(_drop_kernel_pages, inodes)
         namespace = Namespace(
