@@ -42,6 +42,9 @@ WALK_STEPS = 2
 # percent of what loading those calls cost; `ls -l` of a few calls named on its
 # command line (which it sorts) lists nothing.
 UNLISTED_WALK_STEPS = 16
+# Loads ahead at once when a walk begins (see AheadLimit): a server that takes
+# fewer is not sent a burst of the whole cap.
+FIRST_AHEAD = 4
 # Gaps the kernel's readahead leaves between reads it sends out of order.
 MAX_PENDING_RANGES = 32
 
@@ -155,23 +158,32 @@ class UnlistedWalk:
 
 
 class AheadLimit:
-    """How many loads ahead may be in flight at once: at most `cap`; halved when the
-    API has answered 429 since (it asks for fewer requests: the loads in flight wait
-    out its Retry-After), one more for each load that ends well after that (additive
-    increase, multiplicative decrease, as TCP's congestion window)."""
+    """How many loads ahead may be in flight at once, as TCP's congestion window finds
+    what a path takes without overrunning it: FIRST_AHEAD at first, one more for each
+    load that ends well (twice as many a round trip) up to `cap`; once the API has
+    answered 429 (it asks for fewer requests: the loads in flight wait out its
+    Retry-After), halved, then one more only once as many loads as the limit have
+    ended well (one more a round trip)."""
 
-    __slots__ = ("cap", "limit")
+    __slots__ = ("_ended_well", "_throttled", "cap", "limit")
 
     def __init__(self, cap: int) -> None:
         self.cap = cap  # 0: nothing is loaded ahead
-        self.limit = cap
+        self.limit = min(cap, FIRST_AHEAD)
+        self._throttled = False  # since the first 429: one more a round trip
+        self._ended_well = 0  # loads that ended well at this limit
 
     def throttled(self) -> None:
         # One load at a time at least: the walk goes on however busy the API.
         self.limit = min(self.cap, max(1, self.limit // 2))
+        self._throttled = True
+        self._ended_well = 0
 
     def succeeded(self) -> None:
-        self.limit = min(self.cap, self.limit + 1)
+        self._ended_well += 1
+        if not self._throttled or self._ended_well >= self.limit:
+            self.limit = min(self.cap, self.limit + 1)
+            self._ended_well = 0
 
     def room(self, in_flight: int) -> int:
         """How many more loads may start with `in_flight` under way."""
