@@ -44,6 +44,8 @@ ENV_PREFIX = "AMIGOFS_"
 LOG_LEVELS = LEVELS
 MIN_CACHE_SIZE = 16 << 20
 MAX_KERNEL_READAHEAD = 64 << 20
+# Past this many records loaded ahead at once, a walk would be the API's heaviest user.
+MAX_RECORDS_IN_FLIGHT = 256
 
 
 class ConfigError(Exception):
@@ -74,6 +76,9 @@ class Settings:
     timeout: float = 30.0
     listing_ttl: float = 60.0
     negative_ttl: float = 5.0
+    # Call records a walk (rsync, find) has loaded ahead of it: at most this many at
+    # once and this many past the walker's last call; 0 loads none ahead.
+    records_in_flight: int = 32
     # by-date's days and times: an IANA zone name; None: UTC.
     timezone: str | None = None
     # The stereo call.wav beside each call's two channels (off for backups of the stored files).
@@ -150,6 +155,20 @@ def _bytes(value: object) -> int:
     if size < 0:
         raise ValueError(f"must not be negative, not {value!r}")
     return size
+
+
+def parse_records_in_flight(value: object) -> int:
+    """Call records loaded ahead of a walk at once: a whole number from 0 (none) to 256."""
+    wrong = f"expected a whole number from 0 to {MAX_RECORDS_IN_FLIGHT}, not {value!r}"
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(wrong)
+    try:
+        number = int(value.strip()) if isinstance(value, str) else value
+    except ValueError:
+        raise ValueError(wrong) from None
+    if not 0 <= number <= MAX_RECORDS_IN_FLIGHT:
+        raise ValueError(wrong)
+    return number
 
 
 # Durations as rclone and systemd take them: a number with a unit, several in a row
@@ -326,6 +345,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "timeout": parse_duration,
     "listing_ttl": parse_duration,
     "negative_ttl": parse_duration,
+    "records_in_flight": parse_records_in_flight,
     "timezone": parse_timezone,
     "call_wav": _bool,
     "log_level": _log_level,
@@ -349,6 +369,7 @@ _TOML_TYPES: dict[str, tuple[type, ...]] = {
     "timeout": (int, float, str),
     "listing_ttl": (int, float, str),
     "negative_ttl": (int, float, str),
+    "records_in_flight": (int, str),
     "timezone": (str,),
     "call_wav": (bool,),
     "log_level": (str,),

@@ -24,6 +24,7 @@ import trio.testing
 
 from amigofs.api.client import CallPage, PlatformClient
 from amigofs.api.models import CallSummary
+from amigofs.api.stats import ClientStats
 from amigofs.cache import meta
 from amigofs.cache.index import CallIndex
 from amigofs.config import Settings
@@ -274,6 +275,7 @@ class _Client:
     """The part of PlatformClient a namespace of configured workspaces uses."""
 
     def __init__(self, calls: list[CallSummary]) -> None:
+        self.stats = ClientStats()  # its 429 answers slow down the records loaded ahead
         self.calls = calls
         self.listings = 0
         self.broken = False

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
+from amigofs.config import Settings
 from amigofs.daemon.mount_table import is_mounted
 from amigofs.emulator.data import Recording
-from amigofs.fs.walk import RECORDS_AHEAD
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import (
     Mount,
@@ -34,6 +34,8 @@ from tests.mounting import (
 from tests.reliability import stored_name
 
 TOOL_TIMEOUT = 120
+# Call records loaded ahead of a walk, at most, past its last call (the default).
+RECORDS_IN_FLIGHT = Settings().records_in_flight
 
 
 def run(*argv: str, timeout: float = TOOL_TIMEOUT, **kw) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
@@ -295,9 +297,9 @@ def test_ls_l_of_a_workspace_of_1000_calls_fetches_no_audio() -> None:
             assert deep.returncode == 0, deep.stderr
 
             # Each call's files: its metadata alone, once (metadata.json is its answer; the
-            # links wait for a read); a walk in listing order also loads up to
-            # RECORDS_AHEAD calls past the last one entered, in the background: wait for
-            # those loads to finish before counting.
+            # links wait for a read); a walk in name order (ls sorts its arguments) also
+            # loads up to RECORDS_IN_FLIGHT calls past the last one entered, in the
+            # background: wait for those loads to finish before counting.
             snapshot: list[dict[str, Any]] = []
 
             def settled() -> bool:
@@ -310,7 +312,7 @@ def test_ls_l_of_a_workspace_of_1000_calls_fetches_no_audio() -> None:
             assert stats["audio_bytes"] == 0
             counts = stats["requests"]
             assert set(counts) == {"get-recording-metadata"}
-            assert 200 <= counts["get-recording-metadata"] <= 200 + RECORDS_AHEAD
+            assert 200 <= counts["get-recording-metadata"] <= 200 + RECORDS_IN_FLIGHT
             fetched = [e["path"] for e in stats["log"] if e["op"] == "get-recording-metadata"]
             assert len(fetched) == len(set(fetched)), "a call's record was fetched twice"
 

@@ -209,6 +209,13 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         "how long a call SID the API says does not exist stays missing, in seconds or "
         f"such as 10s, 1m (default: {_shown('negative_ttl')})",
     )
+    _add_setting(
+        parser,
+        "records_in_flight",
+        "N",
+        "call records a walk (rsync, find) gets loaded ahead of it, at most N at once and N "
+        f"past its last call; 0 for none (default: {_shown('records_in_flight')})",
+    )
     parser.add_argument(
         "-o",
         action="append",

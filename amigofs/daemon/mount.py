@@ -108,6 +108,13 @@ def _start_unmount_guard(target: str) -> None:
     )
 
 
+# The mount's connections to the API beside those of the records loaded ahead of a
+# walk (settings.records_in_flight), so that a reader's requests never queue behind
+# those; the fetch worker's downloads have as many of their own.
+READER_CONNECTIONS = 16
+# Call records loaded at once for readers, beside the records_in_flight loaded ahead
+# of a walk: a reader's own call is not held up behind those.
+READER_RECORD_LOADS = 8
 # The network's own deadline ends a little before the file operation's (the adapter's,
 # settings.timeout), so that a failure reaches the program, and the log, with its
 # reason (connection refused, 503) rather than as a bare timeout.
@@ -120,6 +127,7 @@ def client_config(settings: Settings) -> ClientConfig:
     """The API client's settings: the mount's deadline, shared out."""
     return ClientConfig(
         base_url=settings.base_url,
+        max_connections=READER_CONNECTIONS + settings.records_in_flight,
         # A stalled connection must be given up early enough to retry within
         # the deadline, not at the deadline.
         read_timeout=min(10.0, settings.timeout / 3),
@@ -132,7 +140,7 @@ def worker_config(client: ClientConfig, cache_dir: Path) -> WorkerConfig:
     """The fetch worker's settings: the client's, in the worker's own process."""
     return WorkerConfig(
         base_url=client.base_url,
-        max_connections=client.max_connections,
+        max_connections=READER_CONNECTIONS,
         connect_timeout=client.connect_timeout,
         read_timeout=client.read_timeout,
         deadline=client.retry.deadline,
@@ -154,6 +162,7 @@ def namespace_config(
         listing_ttl=settings.listing_ttl,
         negative_ttl=settings.negative_ttl,
         max_records=MAX_RECORDS,
+        records_in_flight=settings.records_in_flight,
         max_readahead=max_readahead,
         failure_memory=min(FAILURE_MEMORY_SECONDS, settings.timeout / 3),
         control=control,
@@ -208,7 +217,14 @@ async def serve(settings: Settings, api_key: ApiKey) -> None:
         nursery = await stack.enter_async_context(trio.open_nursery())
         await worker.start(nursery)
         store = BlockStore(disk, worker, nursery, client=client, deadline=settings.timeout)
-        source = RecordingSource(client, store, meta, call_wav=settings.call_wav, nursery=nursery)
+        source = RecordingSource(
+            client,
+            store,
+            meta,
+            concurrency=READER_RECORD_LOADS + settings.records_in_flight,
+            call_wav=settings.call_wav,
+            nursery=nursery,
+        )
         source.access.on_revoked = _forget_kernel_entries
         source.on_stale_pages = lambda inodes: nursery.start_soon(_drop_kernel_pages, inodes)
         namespace = Namespace(

@@ -31,7 +31,7 @@ from amigofs.fs.errors import FsError
 from amigofs.fs.listing import WorkspaceSync, list_filtered
 from amigofs.fs.records import CallRecord, PresentedFile, RecordingSource
 from amigofs.fs.views import Days
-from amigofs.fs.walk import RecordsAhead
+from amigofs.fs.walk import RecordsAhead, rate_limited
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class Calls:
         negative_ttl: float,
         failure_memory: float,
         max_records: int,
+        records_in_flight: int,
     ) -> None:
         self._client = client
         self._source = source
@@ -95,6 +96,11 @@ class Calls:
             lambda ws, sid: self.record(ws, sid, ahead=True, links=False),
             lambda ws, sid: (ws, sid) in self._records or (ws, sid) in self._missing,
             nursery,
+            in_flight=records_in_flight,
+            # Calls entered in name order before the workspace is listed: its
+            # listing says which calls come next.
+            list_workspace=lambda ws: self.sync(ws).ensure(),
+            rate_limited=lambda: rate_limited(client.stats),
         )
 
     # --- access and listings -------------------------------------------------------

@@ -78,6 +78,7 @@ class Namespace:
             negative_ttl=config.negative_ttl,
             failure_memory=config.failure_memory,
             max_records=config.max_records,
+            records_in_flight=config.records_in_flight,
         )
         self._workspaces = Workspaces(
             client,

@@ -89,6 +89,7 @@ class NamespaceConfig:
     views: bool  # by-date/ and by-name/ in the root
     timezone: str | None  # of by-date's days and times; None: UTC
     max_records: int  # call records kept in memory
+    records_in_flight: int  # call records loaded ahead of a walk, at once and past it
     # Makes the content of the control file; None: the mount has none.
     control: Callable[[], bytes] | None = None
     # The server and key, hashed (ApiKey.identity): the root listing kept on disk is

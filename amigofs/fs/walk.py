@@ -4,11 +4,16 @@ order, is decided by one detector (amigofs.policy.walk); this module owns what i
 loaded or fetched ahead of each walk, and the tasks that do it.
 
 Records ahead: find, rsync and cp -r enter call directories one after another, each
-costing two round trips (urls and metadata, then metadata.json) before the next can
-start. Once call directories are entered in listing order or in name order, two steps
-in the same order, the next RECORDS_AHEAD records are loaded ahead, each once (the
-loader's own limiter says how many at once). Opening one call, or a few out of order,
-loads nothing extra.
+costing its round trips before the next can start. Once call directories are entered
+in listing order (find, tar: readdir's) or in name order (rsync, which sorts, and its
+--files-from list), two steps in the same order, the next records in THAT order are
+loaded ahead, each once: never more than the cap (`records_in_flight`) past the
+walker's last call, at most the cap at once (fewer after the API answers 429, see
+policy.walk.AheadLimit), and nothing new while the walker does not move on: a walker
+that stops costs at most the cap extra. Opening one call, or a few out of order,
+loads nothing extra. Calls entered in name order before the workspace is listed
+(rsync --files-from on a fresh mount) have the workspace listed, in the background,
+so that the calls after them are known.
 
 Bytes ahead: rsync, cp -r, tar and `sha256sum */outbound.wav` read one file at a time,
 each from its first byte to its last, in name order (rsync, a glob: they sort) or in
@@ -38,16 +43,25 @@ from functools import partial
 import trio
 
 from amigofs.api import errors as api
+from amigofs.api.stats import ClientStats
 from amigofs.cache.index import CallIndex, CallRow
 from amigofs.fs.errors import FsError
 from amigofs.fs.records import CALL, INBOUND, METADATA, OUTBOUND, CallRecord, PresentedFile
-from amigofs.policy.walk import BYTES_WALK, RECORDS_WALK, Neighbours, Order, Walk, WholeRead
+from amigofs.policy.walk import (
+    BYTES_WALK,
+    RECORDS_WALK,
+    AheadLimit,
+    Neighbours,
+    Order,
+    UnlistedWalk,
+    Walk,
+    WholeRead,
+)
 
 # WholeRead is policy now; the namespace still imports it from here.
 __all__ = [
     "BYTES_AHEAD",
     "CALLS_AHEAD",
-    "RECORDS_AHEAD",
     "RecordsAhead",
     "WalkPrefetch",
     "WholeRead",
@@ -55,13 +69,17 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Call records loaded ahead of a walk through call directories.
-RECORDS_AHEAD = 16
 # Calls, and bytes, whose audio is fetched ahead of a walk of whole reads.
 CALLS_AHEAD = 8
 BYTES_AHEAD = 64 << 20
 # Which stored files a presented file is read from.
 _SOURCES = {INBOUND: (INBOUND,), OUTBOUND: (OUTBOUND,), CALL: (INBOUND, OUTBOUND), METADATA: ()}
+
+
+def rate_limited(stats: ClientStats) -> int:
+    """The 429 answers a client has had (retried or not): the API asking for fewer
+    requests."""
+    return sum(count for (_, status), count in stats.finished.items() if status == "429")
 
 
 def _calls_after(index: CallIndex) -> Neighbours[CallRow]:
@@ -99,37 +117,59 @@ class RecordsAhead:
         known: Callable[[str, str], bool],
         nursery: trio.Nursery,
         *,
-        calls_ahead: int = RECORDS_AHEAD,
+        in_flight: int,
+        list_workspace: Callable[[str], None] = lambda workspace_id: None,
+        rate_limited: Callable[[], int] = lambda: 0,
     ) -> None:
         self._load = load  # the call's record, loaded ahead (not a visit)
         self._known = known  # loaded already, or known to be missing: nothing to load
         self._nursery = nursery
-        self._calls_ahead = calls_ahead
+        self._list_workspace = list_workspace  # starts its listing, if not listed already
+        self._rate_limited = rate_limited  # the client's 429 answers so far
+        self._limit = AheadLimit(in_flight)
+        self._throttles_seen = rate_limited()
         self._calls_after = _calls_after(index)
         self._index = index
         self._walks: dict[str, Walk[CallRow]] = {}  # each workspace's walk
+        self._unlisted: dict[str, UnlistedWalk] = {}  # each workspace's calls not listed
         self._loading: set[tuple[str, str]] = set()  # loads ahead started, not yet ended
 
     def visit(self, workspace_id: str, call_sid: str) -> None:
         """A call directory of the workspace was entered (not loaded ahead)."""
         row = self._index.by_sid(workspace_id, call_sid)
         if row is None:
+            unlisted = self._unlisted.setdefault(workspace_id, UnlistedWalk())
+            if unlisted.step(call_sid):
+                self._list_workspace(workspace_id)
             return
         walk = self._walks.get(workspace_id)
         if walk is None:
             walk = self._walks[workspace_id] = Walk(RECORDS_WALK, self._calls_after)
         if walk.step(row) == "same":
             return  # the same call directory again (its files being looked at)
-        for next_row in walk.ahead(self._calls_ahead):
+        throttles = self._rate_limited()
+        if throttles != self._throttles_seen:
+            self._throttles_seen = throttles
+            self._limit.throttled()
+        # The cap past the walker, the limit at once: the rest of the window starts
+        # on the walker's next steps.
+        room = self._limit.room(len(self._loading))
+        for next_row in walk.ahead(self._limit.cap):
+            if room <= 0:
+                break
             rkey = (workspace_id, next_row.call_sid)
             if self._known(*rkey) or rkey in self._loading:
                 continue
             self._loading.add(rkey)
+            room -= 1
             self._nursery.start_soon(self._load_ahead, workspace_id, next_row.call_sid)
 
     async def _load_ahead(self, workspace_id: str, call_sid: str) -> None:
+        async def load() -> None:
+            await self._load(workspace_id, call_sid)
+            self._limit.succeeded()
+
         try:
-            load = partial(self._load, workspace_id, call_sid)
             await _ahead_of_need("loading ahead", workspace_id, call_sid, load)
         finally:
             self._loading.discard((workspace_id, call_sid))

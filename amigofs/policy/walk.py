@@ -9,6 +9,12 @@ ahead, `BYTES_WALK`: files read whole, one at a time). One `Walk` decides both,
 with a `WalkRule` that says what counts as a step; a lookup, a peek or a single
 `cat` makes no walk.
 
+A walk through calls not listed yet (rsync --files-from on a mount that has not
+listed the workspace) has no listing to say which calls come next; entered in name
+order, call after call (`UnlistedWalk`), it is worth the workspace's listing, after
+which it is a walk like any other. How many records are loaded ahead at once
+(`AheadLimit`) follows the API's 429 answers.
+
 Plain code: the calls after a position, in listing or name order, come from a
 callable the owner passes (the call index in the mount, a list in tests).
 """
@@ -31,6 +37,14 @@ Step = Literal["same", "file", "listing", "name", "start"]
 NEXT_CALLS = 2
 # Steps that make a walk: one could be chance, in one order or the other.
 WALK_STEPS = 2
+# Calls not listed yet entered in name order, one after the other, before the
+# workspace's listing is asked for: its cost, a request per 100 calls, is then a few
+# percent of what loading those calls cost; `ls -l` of a few calls named on its
+# command line (which it sorts) lists nothing.
+UNLISTED_WALK_STEPS = 16
+# Loads ahead at once when a walk begins (see AheadLimit): a server that takes
+# fewer is not sent a burst of the whole cap.
+FIRST_AHEAD = 4
 # Gaps the kernel's readahead leaves between reads it sends out of order.
 MAX_PENDING_RANGES = 32
 
@@ -122,6 +136,58 @@ class Walk(Generic[C]):
             if any(c.call_sid == call.call_sid for c in self._neighbours(order, last, NEXT_CALLS)):
                 return order
         return "start"
+
+
+class UnlistedWalk:
+    """Whether calls not listed yet are being entered in name order, one after the
+    other: a walk whose next calls only the workspace's listing can tell."""
+
+    __slots__ = ("last", "steps")
+
+    def __init__(self) -> None:
+        self.last = ""
+        self.steps = 0
+
+    def step(self, call_sid: str) -> bool:
+        """Enters call `call_sid`; True while the walk is long enough to list for."""
+        if call_sid != self.last:
+            # Sorted names: each after the last. Any other name begins a new count.
+            self.steps = self.steps + 1 if self.last and call_sid > self.last else 0
+            self.last = call_sid
+        return self.steps >= UNLISTED_WALK_STEPS
+
+
+class AheadLimit:
+    """How many loads ahead may be in flight at once, as TCP's congestion window finds
+    what a path takes without overrunning it: FIRST_AHEAD at first, one more for each
+    load that ends well (twice as many a round trip) up to `cap`; once the API has
+    answered 429 (it asks for fewer requests: the loads in flight wait out its
+    Retry-After), halved, then one more only once as many loads as the limit have
+    ended well (one more a round trip)."""
+
+    __slots__ = ("_ended_well", "_throttled", "cap", "limit")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap  # 0: nothing is loaded ahead
+        self.limit = min(cap, FIRST_AHEAD)
+        self._throttled = False  # since the first 429: one more a round trip
+        self._ended_well = 0  # loads that ended well at this limit
+
+    def throttled(self) -> None:
+        # One load at a time at least: the walk goes on however busy the API.
+        self.limit = min(self.cap, max(1, self.limit // 2))
+        self._throttled = True
+        self._ended_well = 0
+
+    def succeeded(self) -> None:
+        self._ended_well += 1
+        if not self._throttled or self._ended_well >= self.limit:
+            self.limit = min(self.cap, self.limit + 1)
+            self._ended_well = 0
+
+    def room(self, in_flight: int) -> int:
+        """How many more loads may start with `in_flight` under way."""
+        return max(0, self.limit - in_flight)
 
 
 class WholeRead:

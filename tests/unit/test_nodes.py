@@ -20,6 +20,7 @@ import trio.testing
 from amigofs.api import errors as api
 from amigofs.api.client import PAGE_LIMIT, CallPage, PlatformClient
 from amigofs.api.models import CallSummary, RecordingMetadata, Workspace
+from amigofs.api.stats import ClientStats
 from amigofs.cache.index import CallIndex
 from amigofs.config import Settings
 from amigofs.daemon.mount import namespace_config
@@ -65,10 +66,12 @@ CALLS = [
 
 
 class _Client:
-    """The part of PlatformClient the tree uses: workspaces and pages of calls."""
+    """The part of PlatformClient the tree uses: workspaces and pages of calls, and
+    the counters (429 answers slow down the records loaded ahead)."""
 
     def __init__(self) -> None:
         self.pages = 0
+        self.stats = ClientStats()
 
     async def list_workspaces(self) -> list[Workspace]:
         return [

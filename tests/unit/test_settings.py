@@ -201,7 +201,10 @@ def _tree(settings: config.Settings) -> NamespaceConfig:
 
 def test_the_mount_derives_its_options_from_the_default_settings() -> None:
     client = client_config(DEFAULTS)
-    assert (client.base_url, client.max_connections) == (DEFAULTS.base_url, 16)
+    # The reader's 16 connections, and those of the records loaded ahead of a walk.
+    assert (client.base_url, client.max_connections) == (
+        DEFAULTS.base_url, 16 + DEFAULTS.records_in_flight,
+    )  # fmt: skip
     assert (client.connect_timeout, client.read_timeout, client.retry.deadline) == (10, 10, 24)
     tree = _tree(DEFAULTS)
     assert (tree.listing_ttl, tree.negative_ttl, tree.failure_memory) == (60.0, 5.0, 2.0)

@@ -21,13 +21,17 @@ from amigofs.cache.block_format import FileKey
 from amigofs.cache.index import CallIndex
 from amigofs.cache.store import DownloadLink, StoredFile
 from amigofs.fs.records import INBOUND, METADATA, OUTBOUND, CallRecord, PresentedFile
-from amigofs.fs.walk import BYTES_AHEAD, CALLS_AHEAD, RECORDS_AHEAD, RecordsAhead, WalkPrefetch
+from amigofs.fs.walk import BYTES_AHEAD, CALLS_AHEAD, RecordsAhead, WalkPrefetch
+from amigofs.policy.walk import FIRST_AHEAD
 
 WS = "ws_walk"
 START = dt.datetime(2024, 5, 1, 9, 0, tzinfo=dt.UTC)
 # Listed in this order (row ids); SIDs a permutation, so name order differs.
 LISTING = [f"CA{(i * 7) % 40:02d}" for i in range(40)]
 BY_NAME = sorted(LISTING)
+# A cap no more than the loads a walk starts with: all of it at once, from the first
+# step (how the limit grows to a larger cap: test_records_ahead_order).
+RECORDS_AHEAD = FIRST_AHEAD
 STORED = 1000  # bytes of each stored audio file
 HEADER = b"RIFF" + bytes(40)
 
@@ -56,7 +60,7 @@ class _Records:
         self.loads: list[str] = []
         self.kept: set[str] = set()
         self.failing: dict[str, Exception] = {}
-        self.ahead = RecordsAhead(index, self.load, self.known, nursery)
+        self.ahead = RecordsAhead(index, self.load, self.known, nursery, in_flight=RECORDS_AHEAD)
 
     async def load(self, workspace_id: str, call_sid: str) -> object:
         await trio.lowlevel.checkpoint()
@@ -111,9 +115,9 @@ async def test_looking_at_a_calls_files_or_an_unindexed_call_does_not_break_a_wa
 async def test_records_known_already_are_not_loaded_again(index: CallIndex) -> None:
     async with trio.open_nursery() as nursery:
         records = _Records(index, nursery)
-        records.kept = set(LISTING[3:10])
+        records.kept = set(LISTING[3:5])
         loaded = await records.visit(LISTING[:3])
-        assert loaded == sorted(LISTING[10 : 3 + RECORDS_AHEAD])
+        assert loaded == sorted(LISTING[5 : 3 + RECORDS_AHEAD])
 
 
 async def test_a_failed_load_ahead_ends_only_itself_and_is_tried_again_later(
