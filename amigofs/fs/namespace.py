@@ -28,6 +28,7 @@ from amigofs.api import errors as api
 from amigofs.api.client import PlatformClient
 from amigofs.cache.index import CallIndex
 from amigofs.cache.meta import MetaStore
+from amigofs.cache.store import exact_reads
 from amigofs.fs.attributes import Attributes, DirEntry, InodeT
 from amigofs.fs.calls import Calls
 from amigofs.fs.errors import FsError
@@ -203,7 +204,10 @@ class Namespace:
         if opened.whole is not None:
             opened.whole.begin()
         try:
-            data = await self._source.read_checked(opened, offset, size, self._calls.reload)
+            # A first read or a seek fetches what it asks, not blocks: a program
+            # looking at the file (`file`, a preview) may read no more.
+            with exact_reads(not opened.readahead.in_order):
+                data = await self._source.read_checked(opened, offset, size, self._calls.reload)
         except (api.TransportError, api.ServerError, api.RateLimited) as exc:
             opened.failed.remember(exc, trio.current_time())
             raise
