@@ -205,8 +205,11 @@ class Namespace:
             opened.whole.begin()
         try:
             # A first read or a seek fetches what it asks, not blocks: a program
-            # looking at the file (`file`, a preview) may read no more.
-            with exact_reads(not opened.readahead.in_order):
+            # looking at the file (`file`, a preview) may read no more. Not call.wav's:
+            # its reads take the two files' bytes in pieces of their own, which the
+            # files' readers would fetch again as blocks.
+            exact = not opened.readahead.in_order and opened.file.stereo is None
+            with exact_reads(exact):
                 data = await self._source.read_checked(opened, offset, size, self._calls.reload)
         except (api.TransportError, api.ServerError, api.RateLimited) as exc:
             opened.failed.remember(exc, trio.current_time())
