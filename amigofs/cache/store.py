@@ -24,7 +24,10 @@ and no more, not the blocks under them: `file` and a file manager's preview read
 64 KiB at a file's start and end, and a block of 256 KiB at each end was 3-5 times
 that. Such a piece is kept in memory, of the file's version (fetched with If-Range
 like any block), until the file's last reader closes it; a read it covers is served
-from it, and a reader going on in order gets blocks as before.
+from it, and a reader going on in order gets blocks as before (its first piece is
+then fetched again in its block: a read through is kept on disk whole). A piece's
+download, small, is its reader's own: cut by the reader's deadline, asked again by
+the kernel's next try.
 
 Every block's state is the `BlockTable`'s (`blocks`); the store moves blocks through
 it. A refused download raises `LinkExpired`: renewing links is the records layer's.

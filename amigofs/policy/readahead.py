@@ -38,6 +38,9 @@ FORWARD_TOLERANCE = 16 << 20
 REORDER_REACH = 128 << 10
 # The kernel's readahead past what a program reads (the mount's --kernel-readahead).
 KERNEL_READAHEAD = 1 << 20
+# How far ahead a read may start and still go on with the run: within the kernel's
+# windows in flight, whose requests overtake one another.
+RUN_REACH = 2 * KERNEL_READAHEAD
 # The longest single read a program makes to look at a file: `file` reads 7 MiB at
 # its start (and as much at its end), which Midnight Commander's F3 runs too.
 LARGE_READ = 7 << 20
@@ -65,15 +68,16 @@ class Readahead:
         end = min(offset + size, file_size)
         expected = self._expected
         # The kernel's requests come out of order by a request or so: those go on
-        # from the reads before. A read further ahead is a jump (a sniff's read of
-        # the end; or requests further out of order, which then cost a piece each,
-        # never a byte more): its run starts over, and only a jump too far for a
-        # stream that skips a little (FORWARD_TOLERANCE) closes the window opened
-        # for it.
+        # from the reads before (`in_order`). One further ahead may be a jump (a
+        # sniff's read of the end) and is fetched as asked, never a byte more; it
+        # goes on with the run when within the kernel's windows (requests of 1 MiB
+        # overtake one another), else the run starts over, and only a jump too far
+        # for a stream that skips a little (FORWARD_TOLERANCE) closes its window.
         near = self._started and expected - BACKWARD_TOLERANCE <= offset
         self.in_order = near and offset < expected + REORDER_REACH
-        if self.in_order:
-            self._streak += max(0, end - max(offset, expected - size))
+        if near and offset <= expected + RUN_REACH:
+            # How far the run got: a request overtaking others counts theirs too.
+            self._streak += max(0, end - expected)
             self._expected = max(expected, end)
         elif near and offset <= expected + FORWARD_TOLERANCE:
             self._streak = end - offset

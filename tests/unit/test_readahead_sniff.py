@@ -11,7 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from amigofs.cache.store import BlockStore, StoredFile, exact_reads
-from amigofs.policy.readahead import KERNEL_READAHEAD, LARGE_READ, REORDER_REACH, Readahead
+from amigofs.policy.readahead import (
+    KERNEL_READAHEAD,
+    LARGE_READ,
+    RUN_REACH,
+    Readahead,
+)
 from tests.unit.block_doubles import MemoryFetcher
 from tests.unit.test_block_store import BLOCK, NAME, run_with_store, stored
 
@@ -50,7 +55,8 @@ def test_one_large_read_then_a_seek_opens_no_window(
     # kernel sends it, with its own readahead past it.
     readahead = Readahead()
     assert feed(readahead, kernel_requests(0, length, file_size), file_size) == []
-    seek_to = data.draw(st.integers(length + KERNEL_READAHEAD + REORDER_REACH, file_size - 1))
+    # Further than the kernel's windows in flight could put a request.
+    seek_to = data.draw(st.integers(length + KERNEL_READAHEAD + RUN_REACH + 1, file_size - 1))
     after = kernel_requests(seek_to, min(length, file_size - seek_to), file_size)
     first = after[0]
     assert readahead.on_read(*first, file_size) is None
@@ -73,6 +79,30 @@ def test_a_stream_gets_a_window_once_past_a_large_read_and_the_kernels_window(
     read_end, start, stop = got[0]
     assert read_end > LARGE_READ + KERNEL_READAHEAD  # not within one large read
     assert read_end <= start < stop <= file_size
+
+
+@given(st.integers(LARGE_READ + 8 * MiB, 300 * MiB), st.data())
+def test_a_stream_whose_requests_overtake_one_another_still_gets_its_window(
+    file_size: int, data: st.DataObject
+) -> None:
+    # Requests of 256 KiB, neighbours swapped: each swapped one jumps ahead further
+    # than REORDER_REACH (fetched as asked), but within the kernel's windows: the
+    # run goes on.
+    reads = [(o, 256 * KiB) for o in range(0, file_size, 256 * KiB)]
+    i = 0
+    while i < len(reads) - 1:
+        if data.draw(st.booleans()):
+            reads[i], reads[i + 1] = reads[i + 1], reads[i]
+            i += 1
+        i += 1
+    readahead = Readahead()
+    got = []
+    for offset, size in reads:
+        ahead = readahead.on_read(offset, size, file_size)
+        if ahead is not None:
+            got.append((offset, ahead))
+    assert got, "no window for a stream"
+    assert got[0][0] <= readahead.ramp_after + 2 * MiB
 
 
 def test_a_sniff_at_start_and_end_is_two_reads_not_in_order_and_nothing_ahead() -> None:
