@@ -239,6 +239,17 @@ class Namespace:
             self.walk.read_whole(workspace_id, opened.record.call_sid, opened.file.name)
 
     def release(self, handle: FileHandleT) -> None:
+        opened = self._handles.file(handle) if self._handles.inode(handle) is not None else None
+        if (
+            self.walk is not None
+            and opened is not None
+            and opened.record is not None
+            and opened.whole is not None
+            and opened.whole.in_progress
+        ):
+            # Read in part and closed: a look at the file (`file`, a preview, head),
+            # not a walk's whole read; a walk going on is over, fetching no further.
+            self.walk.interleaved(opened.record.workspace_id)
         closed = self._handles.release_file(handle)
         if closed is not None:
             self._source.closed(closed)
