@@ -7,15 +7,16 @@ reads; then the window doubles up to a cap as the reader keeps going. The kernel
 readahead also sends requests slightly out of order, so small jumps forward or back
 do not count as seeks.
 
-What the kernel sends (measured here, 1 MiB kernel readahead, 128 KiB requests):
+What the kernel sends (measured here with the mount's debug lines, 1 MiB kernel
+readahead):
 - a first read of 64 KiB at offset 0 arrives as one request of 128 KiB (the kernel's
   first readahead is twice a small read); a read of 64 KiB at the end as the pages
   under it (68 KiB when it is not page-aligned), never past the end;
 - one large read() (plain `file` reads 7 MiB at the start, then 7 MiB at the end) is
-  turned into readahead windows of 1 MiB, sent as 128 KiB requests in order as fast
-  as they are answered, and one more window past the read's end;
-- a streaming reader (cat, cp, a player) gets exactly the same requests, windows of
-  up to 1 MiB in order.
+  turned into readahead windows of 1 MiB, sent as requests of 1 MiB in order as fast
+  as they are answered, and one more window past the read's end (8 MiB in all);
+- a streaming reader (cat, cp, a player) gets the same requests, windows of up to
+  1 MiB in order, whatever the size of its own reads.
 So no pattern of requests tells one large read from the start of a stream; what
 does is that the large read stops, and the stream goes on. The rule therefore waits
 until a run in order is longer than a single read by a program that looks at a file
