@@ -18,6 +18,17 @@ instead, and the kernel is asked to read ahead those a reader is about to reach.
 When the cache's disk has no room, reads are fetched straight into memory instead:
 a read never fails because the cache is full.
 
+A read that does not go on from the ones before it (a file's first read, a read
+after a seek: the caller says so with `exact_reads`) fetches the bytes it asks for
+and no more, not the blocks under them: `file` and a file manager's preview read
+64 KiB at a file's start and end, and a block of 256 KiB at each end was 3-5 times
+that. Such a piece is kept in memory, of the file's version (fetched with If-Range
+like any block), until the file's last reader closes it; a read it covers is served
+from it, and a reader going on in order gets blocks as before (its first piece is
+then fetched again in its block: a read through is kept on disk whole). A piece's
+download, small, is its reader's own: cut by the reader's deadline, asked again by
+the kernel's next try.
+
 Every block's state is the `BlockTable`'s (`blocks`); the store moves blocks through
 it. A refused download raises `LinkExpired`: renewing links is the records layer's.
 
@@ -36,7 +47,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -71,8 +84,37 @@ PARALLEL_GETS = 8
 GET_SHARE_OF_DEADLINE = 0.25
 _SPEED_WEIGHT = 0.3  # of a new measurement in the running estimate
 READ_ATTEMPTS = 4
+# Pieces (the exact ranges of reads not in order) kept in memory, all files together.
+PIECE_BYTES = 16 << 20
+# A read not in order whose blocks cost at most 1/PIECE_WASTE more gets the blocks.
+PIECE_WASTE = 8
 
-__all__ = ["DEFAULT_BLOCK_SIZE", "BlockStore", "DownloadLink", "LinkExpired", "StoredFile"]
+# Set by the caller around a read that does not go on from the ones before it: the
+# bytes asked are fetched, not the blocks under them. A context variable, not an
+# argument: the read goes through the records layer (links, WAV headers, call.wav's
+# two files) on its way here, and each FUSE request is its own task.
+_exact: ContextVar[bool] = ContextVar("exact_reads", default=False)
+
+
+@contextlib.contextmanager
+def exact_reads(exact: bool = True) -> Iterator[None]:
+    """Within it, the current task's reads of blocks not in the cache fetch only the
+    bytes asked for (a piece), when `exact`."""
+    token = _exact.set(exact)
+    try:
+        yield
+    finally:
+        _exact.reset(token)
+
+
+__all__ = [
+    "DEFAULT_BLOCK_SIZE",
+    "BlockStore",
+    "DownloadLink",
+    "LinkExpired",
+    "StoredFile",
+    "exact_reads",
+]
 
 
 @dataclass(slots=True, frozen=True)
@@ -143,6 +185,8 @@ class BlockStore:
         self._keys: dict[str, FileKey] = {}
         self._generations: dict[str, int] = {}  # replacements seen in this mount
         self._learning: SingleFlight[None] = SingleFlight()
+        self._pieces = _Pieces(PIECE_BYTES)
+        self._piece_fetches: SingleFlight[tuple[str | None, bytes]] = SingleFlight()
         # Told of each file found replaced on the server (the records layer: the
         # kernel's cached pages of it are stale), and of each version learnt.
         self.on_replaced: Callable[[FileKey], None] | None = None
@@ -191,14 +235,18 @@ class BlockStore:
                         self._blocks.pin(rel, first, stop, -1)
                     continue
                 if data is not None and not isinstance(data, Unchecked):
-                    self.stats.served_bytes += len(data)
-                    if waited:
-                        self.stats.read_misses += 1
-                    else:
-                        self.stats.read_hits += 1
-                    return data
+                    return self._served(data, waited)
                 attempts += 1
                 continue  # a block went missing on disk: fetch it again
+            piece = self._pieces.find(rel, start, end)
+            if piece is None and self._fetch_piece(file, start, end, missing):
+                waited = True
+                piece = await self._piece(file, start, end)
+                if piece is None:  # the file was found replaced: again, of the new version
+                    attempts += 1
+                    continue
+            if piece is not None:
+                return self._served(piece, waited)
             attempts += 1
             waited = True
             if len(missing) > 1:
@@ -212,6 +260,65 @@ class BlockStore:
             finally:
                 self._blocks.pin(rel, first, stop, -1)
         raise errors.ProtocolError(f"{file.key.filename}: blocks {first}-{stop} could not be kept")
+
+    def _served(self, data: bytes | bytearray, waited: bool) -> bytes | bytearray:
+        self.stats.served_bytes += len(data)
+        if waited:
+            self.stats.read_misses += 1
+        else:
+            self.stats.read_hits += 1
+        return data
+
+    def _fetch_piece(self, file: StoredFile, start: int, end: int, missing: list[int]) -> bool:
+        """Whether a read of [start, end) whose blocks `missing` are not in the cache
+        fetches only its own bytes: a read not in order (`exact_reads`), of blocks no
+        fetch is getting already (a fetch ahead, another reader's), whose blocks
+        would cost more than an eighth more than it asks. A read of a few blocks (a
+        reader of 1 MiB at a time), a small file read whole, cost about nothing more
+        in blocks, and those are kept on disk: a file read through must be there
+        after a remount."""
+        if not _exact.get() or self._client is None or not file.versioned:
+            return False
+        rel = file.key.relative_dir
+        fetch_of = self._blocks.fetch_of
+        if any(fetch_of((rel, index)) is not None for index in missing):
+            return False
+        first, stop = block_range(start, end, self.block_size)
+        rounded = min(stop * self.block_size, file.size) - first * self.block_size
+        return (rounded - (end - start)) * PIECE_WASTE > end - start
+
+    async def _piece(self, file: StoredFile, start: int, end: int) -> bytes | None:
+        """Bytes [start, end) fetched as they are, of the file's version (If-Range, as
+        a block's fetch), and kept as a piece; None if the answer was of another
+        version (the file was replaced: its blocks and pieces went)."""
+        client = self._client
+        assert client is not None
+        rel = file.key.relative_dir
+
+        async def fetch() -> tuple[str | None, bytes]:
+            known = self._keys.get(rel)
+            version = Version(known.validator, True) if known is not None else Version()
+            buffer = bytearray(end - start)
+            await self._download(
+                file,
+                lambda path: client.download_into(
+                    path, start, memoryview(buffer), total=file.size, version=version
+                ),
+            )
+            self.stats.fetched_bytes += end - start
+            return version.validator, bytes(buffer)
+
+        try:
+            validator, data = await self._piece_fetches.run((rel, start, end), fetch)
+        except errors.VersionChanged as exc:
+            self._adopt(file, exc.validator)
+            return None
+        self._adopt(file, validator)
+        known = self._keys.get(rel)
+        if known is not None and known.validator != validator:
+            return None  # replaced again meanwhile: this piece is of an old version
+        self._pieces.add(rel, start, data)
+        return data
 
     def _copy(self, key: FileKey, start: int, end: int) -> bytes | bytearray | Unchecked | None:
         """The bytes, from the cache and (without room on disk) memory; None if a
@@ -327,6 +434,7 @@ class BlockStore:
             for index in range(-(-file.size // self.block_size)):
                 self._blocks.lost((rel, index))
             self._blocks.release_memory(rel)
+            self._pieces.forget(rel)
             self._generations[rel] = self._generations.get(rel, 0) + 1
         self._keys[rel] = dataclasses.replace(file.key, validator=validator)
         if known is not None and self.on_replaced is not None:
@@ -373,8 +481,10 @@ class BlockStore:
 
     def forget(self, key: FileKey) -> None:
         """The last reader of a file has gone."""
-        # The few blocks held in memory, not every block the file has.
+        # The few blocks held in memory, not every block the file has; its pieces
+        # (the kernel's page cache keeps what was read of them).
         self._blocks.release_memory(key.relative_dir)
+        self._pieces.forget(key.relative_dir)
 
     def _speed_chunk(self) -> int:
         """The most blocks one GET may take, at the measured speed, to land well within
@@ -593,6 +703,37 @@ class BlockStore:
             if self.speed is None
             else (_SPEED_WEIGHT * sample + (1 - _SPEED_WEIGHT) * self.speed)
         )
+
+
+class _Pieces:
+    """Pieces of files kept in memory, least recently used first, at most `limit`
+    bytes in all; (relative dir, start) -> bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._bytes = 0
+        self._pieces: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+
+    def find(self, rel: str, start: int, end: int) -> bytes | None:
+        """Bytes [start, end) of a file, if one piece holds them all."""
+        for where, data in self._pieces.items():
+            if where[0] == rel and where[1] <= start and end <= where[1] + len(data):
+                self._pieces.move_to_end(where)
+                return data[start - where[1] : end - where[1]]
+        return None
+
+    def add(self, rel: str, start: int, data: bytes) -> None:
+        old = self._pieces.pop((rel, start), None)
+        if old is not None:
+            self._bytes -= len(old)
+        self._pieces[(rel, start)] = data
+        self._bytes += len(data)
+        while self._bytes > self._limit and len(self._pieces) > 1:
+            self._bytes -= len(self._pieces.popitem(last=False)[1])
+
+    def forget(self, rel: str) -> None:
+        for where in [w for w in self._pieces if w[0] == rel]:
+            self._bytes -= len(self._pieces.pop(where))
 
 
 class _ByteBudget:

@@ -28,6 +28,7 @@ from amigofs.api import errors as api
 from amigofs.api.client import PlatformClient
 from amigofs.cache.index import CallIndex
 from amigofs.cache.meta import MetaStore
+from amigofs.cache.store import exact_reads
 from amigofs.fs.attributes import Attributes, DirEntry, InodeT
 from amigofs.fs.calls import Calls
 from amigofs.fs.date_range import DateRanges, api_pages
@@ -214,7 +215,13 @@ class Namespace:
         if opened.whole is not None:
             opened.whole.begin()
         try:
-            data = await self._source.read_checked(opened, offset, size, self._calls.reload)
+            # A first read or a seek fetches what it asks, not blocks: a program
+            # looking at the file (`file`, a preview) may read no more. Not call.wav's:
+            # its reads take the two files' bytes in pieces of their own, which the
+            # files' readers would fetch again as blocks.
+            exact = not opened.readahead.in_order and opened.file.stereo is None
+            with exact_reads(exact):
+                data = await self._source.read_checked(opened, offset, size, self._calls.reload)
         except (api.TransportError, api.ServerError, api.RateLimited) as exc:
             opened.failed.remember(exc, trio.current_time())
             raise
@@ -243,6 +250,17 @@ class Namespace:
             self.walk.read_whole(workspace_id, opened.record.call_sid, opened.file.name)
 
     def release(self, handle: FileHandleT) -> None:
+        opened = self._handles.file(handle) if self._handles.inode(handle) is not None else None
+        if (
+            self.walk is not None
+            and opened is not None
+            and opened.record is not None
+            and opened.whole is not None
+            and opened.whole.in_progress
+        ):
+            # Read in part and closed: a look at the file (`file`, a preview, head),
+            # not a walk's whole read; a walk going on is over, fetching no further.
+            self.walk.interleaved(opened.record.workspace_id)
         closed = self._handles.release_file(handle)
         if closed is not None:
             self._source.closed(closed)

@@ -1,17 +1,31 @@
 """Per-open-file readahead: is the reader sequential, and how far ahead to fetch.
 
 Modelled on what the field's best prefetchers do (mountpoint-s3): nothing is
-fetched ahead until the reader has read a little sequentially, so a file
-manager or ffprobe peeking at a header, or a player seeking, costs only the
-blocks it touches; then the window doubles up to a cap as the reader keeps
-going. "A little" is more than the kernel's own readahead (1 MiB) adds: behind it
-a peek of a few hundred KiB, or ffmpeg probing before a seek, looks sequential,
-and a window of 16 MiB opened at 512 KiB cost such a peek up to half of an hour's
-inbound.wav. The kernel's readahead also sends requests slightly out of order, so
-small jumps forward or back do not count as seeks.
+fetched ahead until the reader has read a good way in order, so a file manager,
+`file` or ffprobe peeking at a header, or a player seeking, costs only what it
+reads; then the window doubles up to a cap as the reader keeps going. The kernel's
+readahead also sends requests slightly out of order, so small jumps forward or back
+do not count as seeks.
 
-A file of SMALL_FILE or less is fetched whole at its first read, in one or two
-GETs, not block after block as the kernel asks for it.
+What the kernel sends (measured here with the mount's debug lines, 1 MiB kernel
+readahead):
+- a first read of 64 KiB at offset 0 arrives as one request of 128 KiB (the kernel's
+  first readahead is twice a small read); a read of 64 KiB at the end as the pages
+  under it (68 KiB when it is not page-aligned), never past the end;
+- one large read() (plain `file` reads 7 MiB at the start, then 7 MiB at the end) is
+  turned into readahead windows of 1 MiB, sent as requests of 1 MiB in order as fast
+  as they are answered, and one more window past the read's end (8 MiB in all);
+- a streaming reader (cat, cp, a player) gets the same requests, windows of up to
+  1 MiB in order, whatever the size of its own reads.
+So no pattern of requests tells one large read from the start of a stream; what
+does is that the large read stops, and the stream goes on. The rule therefore waits
+until a run in order is longer than a single read by a program that looks at a file
+takes (LARGE_READ, with the kernel's window past it): a read that stops there and
+seeks never had a window opened for it, and a stream gets its window a few MiB in,
+the kernel's own readahead carrying it until then.
+
+The first read of a file, and each read after a seek, is not in order (`in_order`):
+the store then fetches the bytes asked and no more (see amigofs.cache.store).
 """
 
 from __future__ import annotations
@@ -20,19 +34,31 @@ from dataclasses import dataclass
 
 BACKWARD_TOLERANCE = 1 << 20
 FORWARD_TOLERANCE = 16 << 20
-# Fetched whole at the first read: one or two GETs, not one a block.
-SMALL_FILE = 1 << 20
+# How far ahead of the reads before it the kernel sends a request out of order: one
+# request (128 KiB here) overtaking another.
+REORDER_REACH = 128 << 10
+# The kernel's readahead past what a program reads (the mount's --kernel-readahead).
+KERNEL_READAHEAD = 1 << 20
+# How far ahead a read may start and still go on with the run: within the kernel's
+# windows in flight, whose requests overtake one another.
+RUN_REACH = 2 * KERNEL_READAHEAD
+# The longest single read a program makes to look at a file: `file` reads 7 MiB at
+# its start (and as much at its end), which Midnight Commander's F3 runs too.
+LARGE_READ = 7 << 20
 
 
 @dataclass(slots=True)
 class Readahead:
     initial_window: int = 4 << 20
     max_window: int = 32 << 20
-    # Sequential bytes read since the last seek before anything is fetched ahead:
-    # more than the kernel's own readahead (1 MiB, see --kernel-readahead) adds to a
-    # reader, so that its readahead alone does not make a peek or a seek look like a
-    # stream (ffmpeg -ss into an hour's inbound.wav fetched 7% of it at 512 KiB).
-    ramp_after: int = 2 << 20
+    # Bytes read in order since the last seek before anything is fetched ahead:
+    # more than one large read and the kernel's readahead past it, so that such a
+    # read followed by a seek opens no window (see the module's docstring).
+    ramp_after: int = LARGE_READ + 2 * KERNEL_READAHEAD
+    # Whether the latest read went on from the ones before it (not the first read,
+    # not a seek): if not, only what it asks is fetched.
+    in_order: bool = False
+    _started: bool = False
     _expected: int = 0
     _streak: int = 0
     _window: int = 0
@@ -41,13 +67,24 @@ class Readahead:
     def on_read(self, offset: int, size: int, file_size: int) -> tuple[int, int] | None:
         """Records a read; returns the range to fetch ahead of it, if any."""
         end = min(offset + size, file_size)
-        if self._horizon == 0 and offset == 0 and end < file_size <= SMALL_FILE:
-            self._horizon, self._expected = file_size, end
-            return (0, file_size) if self.max_window > 0 else None
-        if self._expected - BACKWARD_TOLERANCE <= offset <= self._expected + FORWARD_TOLERANCE:
-            self._streak += max(0, end - max(offset, self._expected - size))
-            self._expected = max(self._expected, end)
-        else:  # a seek: start over with no window
+        expected = self._expected
+        # The kernel's requests come out of order by a request or so: those go on
+        # from the reads before (`in_order`). One further ahead may be a jump (a
+        # sniff's read of the end) and is fetched as asked, never a byte more; it
+        # goes on with the run when within the kernel's windows (requests of 1 MiB
+        # overtake one another), else the run starts over, and only a jump too far
+        # for a stream that skips a little (FORWARD_TOLERANCE) closes its window.
+        near = self._started and expected - BACKWARD_TOLERANCE <= offset
+        self.in_order = near and offset < expected + REORDER_REACH
+        if near and offset <= expected + RUN_REACH:
+            # How far the run got: a request overtaking others counts theirs too.
+            self._streak += max(0, end - expected)
+            self._expected = max(expected, end)
+        elif near and offset <= expected + FORWARD_TOLERANCE:
+            self._streak = end - offset
+            self._expected = end
+        else:  # the first read, or a seek: start over with no window
+            self._started = True
             self._streak = end - offset
             self._window = 0
             self._horizon = end

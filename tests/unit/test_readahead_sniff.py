@@ -1,0 +1,182 @@
+"""Fetching what programs read: the readahead rule that tells a sniff and one large
+read from a stream (amigofs.policy.readahead), and the store's pieces, the exact
+bytes of a read not in order (amigofs.cache.store)."""
+
+from __future__ import annotations
+
+import random
+
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from amigofs.cache.store import BlockStore, StoredFile, exact_reads
+from amigofs.policy.readahead import (
+    KERNEL_READAHEAD,
+    LARGE_READ,
+    RUN_REACH,
+    Readahead,
+)
+from tests.unit.block_doubles import MemoryFetcher
+from tests.unit.test_block_store import BLOCK, NAME, run_with_store, stored
+
+KiB, MiB = 1 << 10, 1 << 20
+REQUEST = 128 * KiB  # the kernel's read request here
+
+
+def kernel_requests(offset: int, length: int, file_size: int) -> list[tuple[int, int]]:
+    """What the kernel sends for one read() of `length` at `offset`: requests of 128
+    KiB over it and the readahead window past it, in order."""
+    end = min(file_size, offset + length + KERNEL_READAHEAD)
+    return [(o, min(REQUEST, end - o)) for o in range(offset, end, REQUEST)]
+
+
+def feed(readahead: Readahead, reads: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
+    return [a for o, n in reads if (a := readahead.on_read(o, n, size)) is not None]
+
+
+# --- the rule ----------------------------------------------------------------------
+
+
+@given(st.integers(1, 300 * MiB), st.integers(0, 300 * MiB), st.integers(1, 2 * MiB))
+def test_a_files_first_read_is_not_in_order_wherever_it_is(
+    file_size: int, offset: int, size: int
+) -> None:
+    readahead = Readahead()
+    assert readahead.on_read(min(offset, file_size - 1), size, file_size) is None
+    assert not readahead.in_order
+
+
+@given(st.integers(20 * MiB, 300 * MiB), st.integers(1, LARGE_READ), st.data())
+def test_one_large_read_then_a_seek_opens_no_window(
+    file_size: int, length: int, data: st.DataObject
+) -> None:
+    # Plain `file`: 7 MiB from the start, then 7 MiB from the end; each read as the
+    # kernel sends it, with its own readahead past it.
+    readahead = Readahead()
+    assert feed(readahead, kernel_requests(0, length, file_size), file_size) == []
+    # Further than the kernel's windows in flight could put a request.
+    seek_to = data.draw(st.integers(length + KERNEL_READAHEAD + RUN_REACH + 1, file_size - 1))
+    after = kernel_requests(seek_to, min(length, file_size - seek_to), file_size)
+    first = after[0]
+    assert readahead.on_read(*first, file_size) is None
+    assert not readahead.in_order  # a jump: only what it asks is fetched
+    assert feed(readahead, after[1:], file_size) == []
+
+
+@given(st.integers(LARGE_READ + 4 * KERNEL_READAHEAD, 300 * MiB))
+def test_a_stream_gets_a_window_once_past_a_large_read_and_the_kernels_window(
+    file_size: int,
+) -> None:
+    readahead = Readahead()
+    reads = [(o, REQUEST) for o in range(0, file_size, REQUEST)]
+    got: list[tuple[int, int, int]] = []
+    for offset, size in reads:
+        ahead = readahead.on_read(offset, size, file_size)
+        if ahead is not None:
+            got.append((offset + size, *ahead))
+    assert got, "no window for a stream"
+    read_end, start, stop = got[0]
+    assert read_end > LARGE_READ + KERNEL_READAHEAD  # not within one large read
+    assert read_end <= start < stop <= file_size
+
+
+@given(st.integers(LARGE_READ + 8 * MiB, 300 * MiB), st.data())
+def test_a_stream_whose_requests_overtake_one_another_still_gets_its_window(
+    file_size: int, data: st.DataObject
+) -> None:
+    # Requests of 256 KiB, neighbours swapped: each swapped one jumps ahead further
+    # than REORDER_REACH (fetched as asked), but within the kernel's windows: the
+    # run goes on.
+    reads = [(o, 256 * KiB) for o in range(0, file_size, 256 * KiB)]
+    i = 0
+    while i < len(reads) - 1:
+        if data.draw(st.booleans()):
+            reads[i], reads[i + 1] = reads[i + 1], reads[i]
+            i += 1
+        i += 1
+    readahead = Readahead()
+    got = []
+    for offset, size in reads:
+        ahead = readahead.on_read(offset, size, file_size)
+        if ahead is not None:
+            got.append((offset, ahead))
+    assert got, "no window for a stream"
+    assert got[0][0] <= readahead.ramp_after + 2 * MiB
+
+
+def test_a_sniff_at_start_and_end_is_two_reads_not_in_order_and_nothing_ahead() -> None:
+    size = 19_200_044
+    readahead = Readahead()
+    assert readahead.on_read(0, 128 * KiB, size) is None
+    assert not readahead.in_order
+    assert readahead.on_read(size - 68 * KiB, 68 * KiB, size) is None
+    assert not readahead.in_order
+
+
+@given(st.integers(4 * MiB, 100 * MiB), st.sampled_from([64 * KiB, 128 * KiB, 256 * KiB]))
+def test_reads_going_on_in_order_are_in_order(file_size: int, read_size: int) -> None:
+    readahead = Readahead()
+    flags = []
+    for offset in range(0, file_size, read_size):
+        readahead.on_read(offset, read_size, file_size)
+        flags.append(readahead.in_order)
+    assert flags == [False] + [True] * (len(flags) - 1)
+
+
+# --- the store's pieces --------------------------------------------------------------
+
+
+def file_of(data: bytes) -> StoredFile:
+    return stored(len(data))
+
+
+def test_a_read_not_in_order_fetches_the_bytes_it_asks_and_no_block() -> None:
+    data = random.Random(1).randbytes(20 * BLOCK)
+    file = file_of(data)
+
+    async def scenario(store: BlockStore, fetcher: MemoryFetcher) -> None:
+        with exact_reads():
+            assert bytes(await store.read(file, 10, 30)) == data[10:30]
+            assert bytes(await store.read(file, 1270, 1280)) == data[1270:1280]
+            assert bytes(await store.read(file, 12, 20)) == data[12:20]  # the piece's
+        assert fetcher.requests == [(NAME, 10, 30), (NAME, 1270, 1280)]
+        assert fetcher.fetched == {}  # no block
+        store.forget(file.key)  # closed: its pieces go; a read in order gets blocks
+        assert bytes(await store.read(file, 12, 20)) == data[12:20]
+        assert fetcher.requests[2:] == [(NAME, 0, BLOCK)]
+
+    run_with_store(data, scenario)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    size=st.integers(1, 1100),
+    reads=st.lists(
+        st.tuples(st.integers(0, 1200), st.integers(1, 300), st.booleans()),
+        min_size=1,
+        max_size=12,
+    ),
+    together=st.booleans(),
+)
+def test_pieces_and_blocks_mixed_serve_exactly_the_source_bytes(
+    size: int, reads: list[tuple[int, int, bool]], together: bool
+) -> None:
+    data = random.Random(size).randbytes(size)
+    file = file_of(data)
+
+    async def read(store: BlockStore, start: int, length: int, exact: bool) -> None:
+        with exact_reads(exact):
+            got = await store.read(file, start, start + length)
+        assert bytes(got) == data[start : start + length]
+
+    async def scenario(store: BlockStore, _fetcher: MemoryFetcher) -> None:
+        if together:
+            async with trio.open_nursery() as readers:
+                for start, length, exact in reads:
+                    readers.start_soon(read, store, start, length, exact)
+        else:
+            for start, length, exact in reads:
+                await read(store, start, length, exact)
+
+    run_with_store(data, scenario)
