@@ -72,6 +72,7 @@ from amigofs.cache.seams import (
     LinkExpired,
 )
 from amigofs.cache.singleflight import SingleFlight
+from amigofs.policy.readahead import first_fetch_end
 
 log = logging.getLogger(__name__)
 
@@ -241,10 +242,11 @@ class BlockStore:
             piece = self._pieces.find(rel, start, end)
             if piece is None and self._fetch_piece(file, start, end, missing):
                 waited = True
-                piece = await self._piece(file, start, end)
+                piece = await self._piece(file, start, first_fetch_end(start, end, file.size))
                 if piece is None:  # the file was found replaced: again, of the new version
                     attempts += 1
                     continue
+                piece = piece[: end - start]
             if piece is not None:
                 return self._served(piece, waited)
             attempts += 1

@@ -45,6 +45,21 @@ RUN_REACH = 2 * KERNEL_READAHEAD
 # The longest single read a program makes to look at a file: `file` reads 7 MiB at
 # its start (and as much at its end), which Midnight Commander's F3 runs too.
 LARGE_READ = 7 << 20
+# A small first request at a file's start (`head -c 64K` reads 32 KiB at a time: the
+# kernel asks [0, 32K), then at the next read its readahead [32K, 160K)) is followed
+# by the kernel's readahead of about four times it. Fetched with it, that next request
+# costs no round trip of its own; a first request of 64 KiB or more (`file -P
+# bytes=65536` asks 128 KiB) already carries the kernel's readahead and gets nothing.
+SMALL_FIRST_READ = 64 << 10
+FIRST_READ_FOLLOWED_BY = 4
+
+
+def first_fetch_end(start: int, end: int, file_size: int) -> int:
+    """Where a fetch of the exact bytes [start, end) of a read not in order ends: past
+    `end` only for a small first request at the file's start."""
+    if start == 0 and end < SMALL_FIRST_READ:
+        return min(file_size, end * (1 + FIRST_READ_FOLLOWED_BY))
+    return end
 
 
 @dataclass(slots=True)

@@ -15,9 +15,11 @@ from amigofs.policy.readahead import (
     KERNEL_READAHEAD,
     LARGE_READ,
     RUN_REACH,
+    SMALL_FIRST_READ,
     Readahead,
+    first_fetch_end,
 )
-from tests.unit.block_doubles import MemoryFetcher
+from tests.unit.block_doubles import MemoryCache, MemoryFetcher
 from tests.unit.test_block_store import BLOCK, NAME, run_with_store, stored
 
 KiB, MiB = 1 << 10, 1 << 20
@@ -147,6 +149,44 @@ def test_a_read_not_in_order_fetches_the_bytes_it_asks_and_no_block() -> None:
         assert fetcher.requests[2:] == [(NAME, 0, BLOCK)]
 
     run_with_store(data, scenario)
+
+
+@given(
+    start=st.integers(0, 4 * MiB),
+    length=st.integers(1, 2 * MiB),
+    file_size=st.integers(1, 8 * MiB),
+)
+def test_only_a_small_first_request_at_the_start_is_fetched_with_what_follows(
+    start: int, length: int, file_size: int
+) -> None:
+    end = min(start + length, file_size)
+    got = first_fetch_end(start, end, file_size)
+    assert end <= got <= file_size
+    if start != 0 or end >= SMALL_FIRST_READ:
+        assert got == end
+    else:  # the kernel's readahead after it, four times it: never more than 5x read
+        assert got == min(file_size, 5 * end)
+
+
+def test_head_c_64k_costs_one_fetch_not_two() -> None:
+    # head asks [0, 32K) then, its next read, the kernel's readahead [32K, 160K): the
+    # second is served from the first fetch (one round trip, not two).
+    data = random.Random(2).randbytes(2 * MiB)
+    file = file_of(data)
+
+    async def main() -> None:
+        cache = MemoryCache(256 * KiB)  # the mount's block size
+        fetcher = MemoryFetcher({NAME: data}, cache)
+        async with trio.open_nursery() as nursery:
+            store = BlockStore(cache, fetcher, nursery, client=fetcher)
+            with exact_reads():
+                assert bytes(await store.read(file, 0, 32 * KiB)) == data[: 32 * KiB]
+            second = await store.read(file, 32 * KiB, 160 * KiB)
+            assert bytes(second) == data[32 * KiB : 160 * KiB]
+            assert fetcher.requests == [(NAME, 0, 160 * KiB)]
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
 
 
 @settings(max_examples=60, deadline=None)
