@@ -42,7 +42,8 @@ IN_MEMORY = ":memory:"  # sqlite3's name for a database of this connection alone
 FLUSH_OPS = 2048  # changes held before they are written
 FLUSH_SECONDS = 5.0  # and how long at most
 _FORMAT = 1
-WAL_PAGES = 256
+# Its WAL counts toward --cache-size (16M at least): a quarter of a MiB at most.
+WAL_PAGES = 64
 
 _SCHEMA = f"""
 PRAGMA user_version = {_FORMAT};
@@ -281,8 +282,11 @@ class BlockIndex:
             log.warning("block index %s: cannot read (%s)", self.path, exc)
 
     def disk_bytes(self) -> int:
-        """What the index's own files take on disk."""
-        return sum(file_bytes(f"{self.path}{suffix}") for suffix in SUFFIXES)
+        """What the index's own files take on disk, its WAL counted at the size it may
+        reach between checkpoints: writing the rows of an eviction must not take the
+        cache back over its budget."""
+        total = sum(file_bytes(f"{self.path}{suffix}") for suffix in SUFFIXES)
+        return total + max(0, WAL_PAGES * 4096 - file_bytes(f"{self.path}-wal"))
 
 
 def file_bytes(path: str) -> int:

@@ -86,6 +86,12 @@ class DiskTenant(Protocol):
         """Frees about `nbytes` (its least recently used); how many it freed."""
 
 
+# Evicted beyond what a download needs: the cache's other files grow by a few pages as
+# it works (a record saved, a block folder made, the index's rows of this eviction),
+# and an eviction measured to the byte left the next download without room, fetched
+# again later.
+EVICTION_SLACK = 128 << 10
+
 class CacheInUse(Exception):
     """Another mount holds the cache directory; the message names it, in one line."""
 
@@ -140,6 +146,11 @@ class DiskCache:
     def used_bytes(self) -> int:
         """What the cache directory holds: block files and everything else."""
         return self.blocks.file_bytes + self._other_bytes
+
+    def block_budget(self) -> int:
+        """Of the budget, what block files may take: what the cache's other files (its
+        indexes, its records, its folders) leave."""
+        return max(0, self.budget() - self._other_bytes)
 
     @property
     def reserved_bytes(self) -> int:
@@ -437,7 +448,7 @@ class DiskCache:
         oldest = self.index.oldest()
         try:
             for where, nbytes in oldest:
-                if excess <= 0:
+                if excess + EVICTION_SLACK <= 0:
                     break
                 block = loaded(where)
                 if block is not None and (

@@ -71,7 +71,7 @@ COMMIT_AFTER = 0.05
 # How long SQLite waits on a lock another process holds (an `sqlite3` shell).
 LOCK_WAIT = 2.0
 # The WAL is copied into the database when it holds this much, and cut back to it.
-WAL_LIMIT = 1 << 20
+WAL_LIMIT = 256 << 10  # it counts toward --cache-size (16M at least)
 # What a row costs beyond its body, for shrink's first guess (measured: ~60 bytes).
 ROW_OVERHEAD = 64
 # Rounds of eviction in one shrink, each guessing again from what the last one freed.
@@ -513,7 +513,10 @@ class MetaStore:
             for suffix in _SUFFIXES:
                 with contextlib.suppress(OSError):
                     st = os.stat(NAME + suffix, dir_fd=self._root_fd, follow_symlinks=False)
-                    total += max(st.st_size, st.st_blocks * 512)
+                    size = max(st.st_size, st.st_blocks * 512)
+                    # The WAL at the size it may reach between checkpoints: a save must
+                    # not take the cache back over its budget.
+                    total += max(size, WAL_LIMIT) if suffix == "-wal" else size
         return total
 
     def shrink(self, nbytes: int) -> int:

@@ -239,7 +239,7 @@ async def serve(settings: Settings, api_key: ApiKey) -> None:
                 control=lambda: counters.render(),
                 # A quarter of what the cache may hold, as for readahead: together they
                 # leave half of it to what readers have been served.
-                walk_room=lambda: disk.budget() // 4,
+                walk_room=lambda: disk.block_budget() // 4,
             ),
             meta,
             index=index,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from amigofs.cache import blocks
+from amigofs.cache import blocks, disk_cache
 from amigofs.cache.block_format import BLOCKS_DIR, FileKey, block_path, footprint
 from amigofs.cache.block_writer import BlockWriter
 from amigofs.cache.blocks import IDLE_BLOCKS, BlockTable, Where
@@ -121,7 +121,11 @@ def test_a_cache_is_not_walked_at_start_and_its_blocks_are_found_as_reads_need_t
         disk.close()
 
 
-def test_what_the_cache_holds_and_its_order_survive_a_remount(tmp_path: Path) -> None:
+def test_what_the_cache_holds_and_its_order_survive_a_remount(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Blocks of a few pages: evicted to the page, not with the slack a mount leaves.
+    monkeypatch.setattr(disk_cache, "EVICTION_SLACK", 0)
     files = keys(6)
     fp = footprint(100)
     disk = open_disk(tmp_path)
