@@ -36,6 +36,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import mmap
 import os
 import signal
 import socket
@@ -236,16 +237,19 @@ async def _download_blocks(
 
 class _BufferPool:
     """Reuses download buffers: a fresh multi-MiB bytearray per job costs page
-    faults and zeroing that showed as the worker's largest single cost."""
+    faults and zeroing that showed as the worker's largest single cost. A new one is
+    an anonymous mapping, not a bytearray: the kernel's zero pages are touched only
+    where a download writes, where bytearray(n) zeroes all n bytes (up to twice the
+    job's size, rounded up) first; every cold read starts a fresh worker."""
 
     def __init__(self) -> None:
-        self._free: dict[int, list[bytearray]] = {}
+        self._free: dict[int, list[mmap.mmap]] = {}
 
     @contextlib.contextmanager
     def lend(self, size: int) -> Iterator[memoryview]:
         capacity = 1 << max(size - 1, 1).bit_length()  # round up to a power of two
         free = self._free.setdefault(capacity, [])
-        buffer = free.pop() if free else bytearray(capacity)
+        buffer = free.pop() if free else mmap.mmap(-1, capacity)
         try:
             with memoryview(buffer) as view, view[:size] as window:
                 yield window
