@@ -5,7 +5,11 @@ Each block of a stored file is a file ``blocks.v3/<xx>/<hash>.<index>``, where
 hash's first two hex digits: 256 directories for the whole cache, none per call (a
 directory per call cost two inodes and 8 KiB of disk for a one-block
 metadata.json). It holds a header (magic, which file and block it is, the data's
-length and CRC-32, the header's own CRC) and then the block's bytes. Block files
+length and CRC32C, the header's own CRC32C) and then the block's bytes. CRC32C
+(Castagnoli, computed in hardware by SSE 4.2 and ARMv8: ~25 GB/s against zlib's
+CRC-32 at ~5 GB/s) is what storage systems check blocks with; a block of the format
+before it (magic AMB2, CRC-32) does not pass as one of this format, and is fetched
+again, never served unchecked. Block files
 are written in ``blocks.v3/tmp/`` and renamed into place. This module owns that
 layout: packing and checking headers, what a block file takes on disk, where it
 lies, and how block indexes group into runs. Pure functions: no state, no I/O.
@@ -15,8 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import struct
-import zlib
 from dataclasses import dataclass, field
+
+import crc32c
 
 BLOCKS_DIR = "blocks.v3"
 # Layouts before this one, removed when a cache is opened: the journal-and-data-file
@@ -24,8 +29,9 @@ BLOCKS_DIR = "blocks.v3"
 OLD_BLOCKS_DIRS = ("blocks", "blocks.v2")
 TMP_DIR = "tmp"  # under BLOCKS_DIR: blocks being written (no hex name clashes with it)
 _HASH_BYTES = 16
-MAGIC = b"AMB2"
-# magic, key digest, block index, data length, data crc32, header crc32
+# The format's version: AMB2 was the same layout with zlib's CRC-32.
+MAGIC = b"AMB3"
+# magic, key digest, block index, data length, data crc32c, header crc32c
 HEADER = struct.Struct("<4s16sIIII")
 _HEADER_BODY = HEADER.size - 4
 PAGE = 4096
@@ -66,20 +72,26 @@ def key_digest(relative_dir: str, validator: str | None = None) -> bytes:
     return hashlib.blake2b(owner.encode(), digest_size=16).digest()
 
 
+def data_checksum(data: memoryview | bytes | bytearray, running: int = 0) -> int:
+    """The CRC32C of `data`, run on from `running` (the CRC32C of the bytes before it),
+    so a block read in pieces is checked piece by piece."""
+    return crc32c.crc32c(data, running)
+
+
 def pack_header(digest: bytes, index: int, data: memoryview | bytes) -> tuple[bytes, int]:
-    """A block file's header for `data`, and the data's CRC-32."""
-    crc = zlib.crc32(data)
+    """A block file's header for `data`, and the data's CRC32C."""
+    crc = data_checksum(data)
     body = struct.pack("<4s16sIII", MAGIC, digest, index, len(data), crc)
-    return body + struct.pack("<I", zlib.crc32(body)), crc
+    return body + struct.pack("<I", data_checksum(body)), crc
 
 
 def unpack_header(raw: bytes, digest: bytes, index: int) -> tuple[int, int] | None:
-    """(data length, data crc32) from a block file's header, or None if it is not a
+    """(data length, data crc32c) from a block file's header, or None if it is not a
     sound header of block `index` of the file `digest` names."""
     if len(raw) != HEADER.size:
         return None
     magic, owner, found_index, length, crc, header_crc = HEADER.unpack(raw)
-    if magic != MAGIC or zlib.crc32(raw[:_HEADER_BODY]) != header_crc:
+    if magic != MAGIC or data_checksum(raw[:_HEADER_BODY]) != header_crc:
         return None
     if owner != digest or found_index != index:
         return None

@@ -23,12 +23,17 @@ import logging
 import os
 import stat
 import sys
-import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from amigofs.cache.block_format import HEADER, FileKey, block_path, unpack_header
+from amigofs.cache.block_format import (
+    HEADER,
+    FileKey,
+    block_path,
+    data_checksum,
+    unpack_header,
+)
 from amigofs.cache.blocks import BlockFile, BlockTable, Where
 
 log = logging.getLogger(__name__)
@@ -277,8 +282,8 @@ class BlockReader:
         found = unpack_header(bytes(header), key.digest, index)
         if found is None or found[0] != entry.length:
             return "was replaced on disk"
-        crc = zlib.crc32(target, zlib.crc32(before))
-        if zlib.crc32(after, crc) != found[1]:
+        crc = data_checksum(target, data_checksum(before))
+        if data_checksum(after, crc) != found[1]:
             return "is damaged"
         entry.crc = found[1]
         entry.verified = True
@@ -376,7 +381,7 @@ class BlockReader:
                 got == len(view)
                 and header is not None
                 and header[0] == entry.length
-                and zlib.crc32(view[HEADER.size :]) == header[1]
+                and data_checksum(view[HEADER.size :]) == header[1]
                 and os.fstat(fd).st_size == len(view)
                 and is_ours(fd)
             ):
