@@ -576,9 +576,15 @@ class RecordingSource:
         """Moves a reader of an audio file of a record not `linked` to the file made
         from the record's links, fetched now: the first read of a stat walk's record."""
         record = reader.record
-        if record is None or record.linked or reader.file.content is not None:
+        if record is None or reader.file.content is not None:
             return
-        await self.link(record)
+        if record.linked:
+            if reader.file.stored is not None or reader.file.stereo is not None:
+                return  # made from the links
+            # Opened before another reader of the record had its links fetched: its
+            # file is still the one made from the metadata alone.
+        else:
+            await self.link(record)
         file = record.files.get(reader.file.name)
         if file is None:
             where = f"{record.workspace_id}/{record.call_sid}/{reader.file.name}"

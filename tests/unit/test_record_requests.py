@@ -184,6 +184,31 @@ async def test_the_first_read_of_a_stat_walks_record_fetches_its_links_then_its_
             assert urls == 1, "the two files' first reads share one request for links"
 
 
+async def test_a_file_opened_before_another_reader_linked_its_record_reads_whole() -> None:
+    # amigofs prefetch opens a call's files together: the first read fetches the
+    # record's links; a reader opened before that still holds the file made from the
+    # metadata alone, and is moved to the linked one (it was an AssertionError: EIO).
+    async with served_emulator(workspaces=1, calls_per_workspace=8, max_duration=20.0) as served:
+        workspace_id = served.workspace_ids[0]
+        recording = _recordings(served, workspace_id)[0]
+        sid = recording.call_sid
+        names = {INBOUND: recording.inbound_filename, OUTBOUND: recording.outbound_filename}
+        stored = {
+            filename: served.app.data.read_range(workspace_id, sid, filename, 0, 1 << 40)
+            for filename in names.values()
+        }
+        cache = MemoryCache(BLOCK)
+        source = RecordingSource(
+            served.client, BlockStore(cache, MemoryFetcher(stored, cache), served.nursery)
+        )
+        record = await source.load(workspace_id, sid, None, links=False)
+        readers = {name: _Reader(InodeT(1), record, record.files[name]) for name in names}
+        for name, reader in readers.items():
+            got = bytes(await source.read_checked(reader, 0, 1 << 20, _no_reload))
+            assert got.endswith(stored[names[name]]), name
+            assert reader.file is record.files[name]
+
+
 class _GuessDefeatingClient:
     """A call whose metadata says more seconds than its stored raw file holds, by a WAV
     header's worth and more: from the metadata alone it looks like a WAV container."""
