@@ -23,7 +23,7 @@ import os
 import sqlite3
 import stat
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -463,8 +463,21 @@ class CallIndex:
         *,
         listed: bool = True,
     ) -> None:
+        self.add_pages(workspace_id, [(calls, page)], listed=listed)
+
+    def add_pages(
+        self,
+        workspace_id: str,
+        pages: Sequence[tuple[Sequence[CallSummary], PageRecord | None]],
+        *,
+        listed: bool = True,
+    ) -> None:
+        """Adds the calls of pages and the sync's progress they make, in one transaction:
+        a sync stores the pages that landed while it wrote the last ones together, since
+        a commit costs more than a page's rows (and a checkpoint's syncs follow commits)."""
         ws = self.workspace_row(workspace_id)
-        rows = [_call_row(ws, c, listed) for c in calls]
+        rows = [_call_row(ws, c, listed) for calls, _ in pages for c in calls]
+        records = [(ws, p.offset, p.entries, p.total) for _, p in pages if p is not None]
         newest = max((r[2] for r in rows if isinstance(r[2], int)), default=None)
 
         def add(writer: sqlite3.Connection) -> None:
@@ -480,12 +493,11 @@ class CallIndex:
                     "UPDATE workspaces SET newest_ns = max(coalesce(newest_ns, 0), ?) WHERE id = ?",
                     (newest, ws),
                 )
-            if page is not None:
-                writer.execute(
-                    "INSERT OR REPLACE INTO sync_pages (ws, offset, entries, total) "
-                    "VALUES (?, ?, ?, ?)",
-                    (ws, page.offset, page.entries, page.total),
-                )
+            writer.executemany(
+                "INSERT OR REPLACE INTO sync_pages (ws, offset, entries, total) "
+                "VALUES (?, ?, ?, ?)",
+                records,
+            )
 
         self._transaction(add)
 
