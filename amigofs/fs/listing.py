@@ -283,7 +283,8 @@ class PageWriter:
     """Writes pages to the index in a worker thread, one transaction at a time; the
     pages given while one is written go together in the next (a group commit). Each
     `store` returns once its page is written, or raises the error that its write
-    failed with; the task whose page opens a batch writes it."""
+    failed with; a task whose page waits while no write is under way writes the
+    batch its page is in (no task of its own to cancel or to outlive a sync)."""
 
     def __init__(
         self, write: Callable[[list[StoredPage]], None], written: Callable[[], None]
