@@ -64,10 +64,11 @@ T = TypeVar("T")
 # after another, 16 5.3x (the emulator's own CPU, on the same two cores, is then the
 # limit); the mount's client has 16 connections.
 PARALLEL_PAGES = 16
-# Pages a sync holds read and not yet written, at most, beyond those being read: what a
-# disk slower than the network (a checkpoint's fsync) costs is memory, bounded here (a
-# page of 100 calls is some 50 KB), not requests.
-STORE_BACKLOG = 4 * PARALLEL_PAGES
+# Pages a sync holds read and not yet written, at most, beyond those being read: a
+# checkpoint's fsync (tens of ms, a few pages' worth) holds no request, and a sync killed
+# (its progress is what is written) reads again no more than a few pages besides those
+# that were in flight.
+STORE_BACKLOG = PARALLEL_PAGES // 4
 # A refresh that finds more new pages than this syncs the whole listing again.
 MAX_REFRESH_PAGES = 200
 
