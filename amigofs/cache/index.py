@@ -23,7 +23,7 @@ import os
 import sqlite3
 import stat
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -40,6 +40,10 @@ NAME = "index.sqlite"
 # How long a write waits on a lock another process holds on the index (an `sqlite3`
 # shell in a transaction, a backup tool) before the index moves to memory.
 LOCK_WAIT = 5.0
+# The writer's page cache, and the WAL's size (in pages) at which it is checkpointed
+# into the database (SQLite's defaults: 2 MiB, 1000 pages); see _connect.
+WRITER_CACHE_KIB = 8 << 10
+WAL_CHECKPOINT_PAGES = 10_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS format (value TEXT NOT NULL);
@@ -207,6 +211,16 @@ class CallIndex:
             os.umask(old_umask)
         self._writer.execute("PRAGMA journal_mode=WAL")
         self._writer.execute("PRAGMA synchronous=NORMAL")  # a cache: a crash may lose the tail
+        # A sync writes pages of 100 calls whose SIDs land all over the (ws, call_sid)
+        # index: at a million calls each call dirties a page of its own. More room for
+        # a batch's dirty pages (else they spill to the WAL mid-transaction), and fewer
+        # checkpoints (each syncs the disk twice, holding the writer): a million calls
+        # written 20 pages a transaction took 10.6 CPU-s, not 15.6 (a 32 MiB cache:
+        # 9.2, for 29 MiB more of the mount's memory).
+        self._writer.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
+        self._writer.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+        # A WAL that grew past that (a reader kept it from restarting) is cut back.
+        self._writer.execute(f"PRAGMA journal_size_limit={WAL_CHECKPOINT_PAGES * 4096}")
         self._writer.executescript(_SCHEMA)
         self._reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         # Opens the WAL and its shared memory now, while they can be: a first read after
@@ -463,8 +477,21 @@ class CallIndex:
         *,
         listed: bool = True,
     ) -> None:
+        self.add_pages(workspace_id, [(calls, page)], listed=listed)
+
+    def add_pages(
+        self,
+        workspace_id: str,
+        pages: Sequence[tuple[Sequence[CallSummary], PageRecord | None]],
+        *,
+        listed: bool = True,
+    ) -> None:
+        """Adds the calls of pages and the sync's progress they make, in one transaction:
+        a sync stores the pages that landed while it wrote the last ones together, since
+        a commit costs more than a page's rows (and a checkpoint's syncs follow commits)."""
         ws = self.workspace_row(workspace_id)
-        rows = [_call_row(ws, c, listed) for c in calls]
+        rows = [_call_row(ws, c, listed) for calls, _ in pages for c in calls]
+        records = [(ws, p.offset, p.entries, p.total) for _, p in pages if p is not None]
         newest = max((r[2] for r in rows if isinstance(r[2], int)), default=None)
 
         def add(writer: sqlite3.Connection) -> None:
@@ -480,12 +507,11 @@ class CallIndex:
                     "UPDATE workspaces SET newest_ns = max(coalesce(newest_ns, 0), ?) WHERE id = ?",
                     (newest, ws),
                 )
-            if page is not None:
-                writer.execute(
-                    "INSERT OR REPLACE INTO sync_pages (ws, offset, entries, total) "
-                    "VALUES (?, ?, ?, ?)",
-                    (ws, page.offset, page.entries, page.total),
-                )
+            writer.executemany(
+                "INSERT OR REPLACE INTO sync_pages (ws, offset, entries, total) "
+                "VALUES (?, ?, ?, ?)",
+                records,
+            )
 
         self._transaction(add)
 

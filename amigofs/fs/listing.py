@@ -6,6 +6,13 @@ in the mount's nursery, keeps its progress in the index page by page, and reader
 the listing's `total`, the other pages are fetched by offset, PARALLEL_PAGES at a
 time (the client honours 429 and Retry-After).
 
+Pages are written to the index by one writer in a worker thread, a transaction at a
+time, and the pages that land while one is written go together in the next (a group
+commit): a request's place is free again once its page is read, so the requests go on
+while SQLite commits (and, now and then, syncs a checkpoint to disk), and a sync pays
+a commit per batch of pages, not per page. A page's fetch still waits for its write: a
+sync ends once all it read is indexed, or fails with the write's error.
+
 Calls that arrive during a sync shift every offset of a newest-first listing. Each
 page reports the listing's total as it was when that page was read; a page read
 after `s` new calls arrived holds the calls that were at [offset - s, offset - s + n)
@@ -26,7 +33,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
@@ -56,6 +64,11 @@ T = TypeVar("T")
 # after another, 16 5.3x (the emulator's own CPU, on the same two cores, is then the
 # limit); the mount's client has 16 connections.
 PARALLEL_PAGES = 16
+# Pages a sync holds read and not yet written, at most, beyond those being read: a
+# checkpoint's fsync (tens of ms, a few pages' worth) holds no request, and a sync killed
+# (its progress is what is written) reads again no more than a few pages besides those
+# that were in flight.
+STORE_BACKLOG = PARALLEL_PAGES // 4
 # A refresh that finds more new pages than this syncs the whole listing again.
 MAX_REFRESH_PAGES = 200
 
@@ -85,6 +98,8 @@ class WorkspaceSync:
         self._forced = False  # SIGHUP: the next listing waits for a refresh
         self.changed = trio.Event()  # set (and replaced) as calls land and at the end
         self.requests = 0
+        self._request_places = trio.CapacityLimiter(PARALLEL_PAGES)
+        self._writer = PageWriter(partial(index.add_pages, workspace_id), self._notify)
 
     @property
     def error(self) -> BaseException | None:
@@ -158,16 +173,14 @@ class WorkspaceSync:
         self.changed = trio.Event()
 
     async def _page(self, offset: int) -> CallPage:
-        self.requests += 1
-        return await self._checked(
-            self.workspace_id, lambda: self._client.list_calls_page(self.workspace_id, offset)
-        )
+        async with self._request_places:
+            self.requests += 1
+            return await self._checked(
+                self.workspace_id, lambda: self._client.list_calls_page(self.workspace_id, offset)
+            )
 
     async def _store(self, page: CallPage, record: PageRecord | None) -> None:
-        await trio.to_thread.run_sync(
-            lambda: self._index.add_page(self.workspace_id, page.calls, record)
-        )
-        self._notify()
+        await self._writer.store(page.calls, record)
 
     # --- a whole listing ---------------------------------------------------------
 
@@ -201,7 +214,10 @@ class WorkspaceSync:
             return record
 
         try:
-            await read_rounds(progress, fetch, f"list-calls {self.workspace_id}")
+            await read_rounds(
+                progress, fetch, f"list-calls {self.workspace_id}",
+                tasks=PARALLEL_PAGES + STORE_BACKLOG,
+            )  # fmt: skip
         except ListingShifting:
             # The next try starts from the listing as it is then, not from this one's
             # pages.
@@ -251,9 +267,88 @@ class WorkspaceSync:
         )
 
 
-async def in_parallel(offsets: Iterable[int], fetch: Callable[[int], Awaitable[None]]) -> None:
-    """`fetch` of each offset, PARALLEL_PAGES at a time; the first error ends them all."""
-    limiter = trio.CapacityLimiter(PARALLEL_PAGES)
+StoredPage = tuple[Sequence[CallSummary], PageRecord | None]
+
+
+@dataclass(slots=True, eq=False)
+class _Batch:
+    """Pages written to the index in one transaction."""
+
+    pages: list[StoredPage] = field(default_factory=list)
+    ended: bool = False  # written, failed, or dropped (its writer cancelled before it)
+    written: bool = False
+    error: Exception | None = None
+
+
+class PageWriter:
+    """Writes pages to the index in a worker thread, one transaction at a time; the
+    pages given while one is written go together in the next (a group commit). Each
+    `store` returns once its page is written, or raises the error that its write
+    failed with; a task whose page waits while no write is under way writes the
+    batch its page is in (no task of its own to cancel or to outlive a sync)."""
+
+    def __init__(
+        self, write: Callable[[list[StoredPage]], None], written: Callable[[], None]
+    ) -> None:
+        self._write = write
+        self._written = written
+        self._open = _Batch()
+        self._writing = False
+        self._turn = trio.Event()  # set (and replaced) as each write ends
+
+    async def store(self, calls: Sequence[CallSummary], record: PageRecord | None) -> None:
+        page: StoredPage = (calls, record)
+        while True:
+            batch = self._open
+            batch.pages.append(page)
+            try:
+                while not batch.ended:
+                    if self._writing:
+                        await self._turn.wait()
+                    else:
+                        await self._write_open()
+            except BaseException:
+                # A page given up on (its sync failed or was cancelled) is not written
+                # later, by another sync, with progress that is not that one's.
+                if batch is self._open:
+                    batch.pages = [p for p in batch.pages if p is not page]
+                raise
+            if batch.error is not None:
+                raise batch.error
+            if batch.written:
+                return
+            # Dropped: its writer was cancelled before it began; into the next one.
+
+    async def _write_open(self) -> None:
+        batch, self._open = self._open, _Batch()
+        self._writing = True
+        began = False
+
+        def write() -> None:
+            nonlocal began
+            began = True
+            self._write(batch.pages)
+
+        try:
+            # Not abandoned when cancelled: once begun, a write ends before this returns.
+            await trio.to_thread.run_sync(write)
+        except Exception as exc:
+            batch.error = exc
+        finally:
+            batch.written = began and batch.error is None
+            batch.ended = True
+            self._writing = False
+            self._turn.set()
+            self._turn = trio.Event()
+        if batch.written:
+            self._written()
+
+
+async def in_parallel(
+    offsets: Iterable[int], fetch: Callable[[int], Awaitable[None]], tasks: int = PARALLEL_PAGES
+) -> None:
+    """`fetch` of each offset, `tasks` at a time; the first error ends them all."""
+    limiter = trio.CapacityLimiter(tasks)
 
     async def one(offset: int) -> None:
         async with limiter:
@@ -298,17 +393,22 @@ def listed_newest_first(first: CallPage) -> bool:
 
 
 async def read_rounds(
-    progress: ListingProgress, fetch: Callable[[int], Awaitable[PageRecord]], what: str
+    progress: ListingProgress,
+    fetch: Callable[[int], Awaitable[PageRecord]],
+    what: str,
+    *,
+    tasks: int = PARALLEL_PAGES,
 ) -> None:
-    """Reads the pages `progress` lacks, a round at a time, each round's pages at once,
-    until the listing as last seen is covered, or at least the listing as of a round's
-    beginning once the rounds run out (the calls that arrived since are the refresh's)."""
+    """Reads the pages `progress` lacks, a round at a time, each round's pages at once
+    (`tasks` fetches at a time), until the listing as last seen is covered, or at least
+    the listing as of a round's beginning once the rounds run out (the calls that
+    arrived since are the refresh's)."""
     for rounds in range(MAX_ROUNDS + 1):
         todo = progress.next_round()  # last: whether the last round covered its aim
         if todo is None or rounds == MAX_ROUNDS:
             break
         landed: list[PageRecord] = []
-        await in_parallel(todo, partial(gather, fetch, into=landed))
+        await in_parallel(todo, partial(gather, fetch, into=landed), tasks)
         for record in landed:
             progress.landed(record)
     if progress.settled is None:
