@@ -169,6 +169,15 @@ class _Link:
         self.siblings = siblings
 
 
+def _made_unlinked(file: PresentedFile) -> bool:
+    """Whether a stored file's presented file was made from its record's metadata
+    alone (no link to read it by): a mono file without its stored file, or call.wav
+    over such sources."""
+    if file.stereo is not None:
+        return any(isinstance(c.stored.link, _Unlinked) for c in file.stereo.channels)
+    return file.stored is None
+
+
 class _Unlinked:
     """The link of a stored file whose links are not fetched yet: call.wav's sources in
     a record not `linked`, which give it its size but are never read (a read links the
@@ -579,8 +588,8 @@ class RecordingSource:
         if record is None or reader.file.content is not None:
             return
         if record.linked:
-            if reader.file.stored is not None or reader.file.stereo is not None:
-                return  # made from the links
+            if not _made_unlinked(reader.file):
+                return
             # Opened before another reader of the record had its links fetched: its
             # file is still the one made from the metadata alone.
         else:
