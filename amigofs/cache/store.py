@@ -188,6 +188,9 @@ class BlockStore:
         self._learning: SingleFlight[None] = SingleFlight()
         self._pieces = _Pieces(PIECE_BYTES)
         self._piece_fetches: SingleFlight[tuple[str | None, bytes]] = SingleFlight()
+        # Pieces being fetched, by (file, start, end): a read they will cover waits for
+        # them (the kernel's next request can come before the piece that holds it lands).
+        self._pieces_coming: dict[tuple[str, int, int], trio.Event] = {}
         # Told of each file found replaced on the server (the records layer: the
         # kernel's cached pages of it are stale), and of each version learnt.
         self.on_replaced: Callable[[FileKey], None] | None = None
@@ -240,6 +243,10 @@ class BlockStore:
                 attempts += 1
                 continue  # a block went missing on disk: fetch it again
             piece = self._pieces.find(rel, start, end)
+            if piece is None and (coming := self._piece_coming(rel, start, end)) is not None:
+                waited = True
+                await coming.wait()
+                continue
             if piece is None and self._fetch_piece(file, start, end, missing):
                 waited = True
                 piece = await self._piece(file, start, first_fetch_end(start, end, file.size))
@@ -310,17 +317,30 @@ class BlockStore:
             self.stats.fetched_bytes += end - start
             return version.validator, bytes(buffer)
 
+        span = (rel, start, end)
+        landed = self._pieces_coming.setdefault(span, trio.Event())
         try:
-            validator, data = await self._piece_fetches.run((rel, start, end), fetch)
+            validator, data = await self._piece_fetches.run(span, fetch)
         except errors.VersionChanged as exc:
             self._adopt(file, exc.validator)
             return None
+        finally:
+            if self._pieces_coming.get(span) is landed:
+                del self._pieces_coming[span]
+            landed.set()
         self._adopt(file, validator)
         known = self._keys.get(rel)
         if known is not None and known.validator != validator:
             return None  # replaced again meanwhile: this piece is of an old version
         self._pieces.add(rel, start, data)
         return data
+
+    def _piece_coming(self, rel: str, start: int, end: int) -> trio.Event | None:
+        """The landing of a piece being fetched that holds bytes [start, end), if any."""
+        for (of, first, last), landed in self._pieces_coming.items():
+            if of == rel and first <= start and end <= last:
+                return landed
+        return None
 
     def _copy(self, key: FileKey, start: int, end: int) -> bytes | bytearray | Unchecked | None:
         """The bytes, from the cache and (without room on disk) memory; None if a

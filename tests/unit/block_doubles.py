@@ -145,6 +145,8 @@ class MemoryFetcher:
     ) -> None:
         self.requests.append((path.filename, start, start + len(buf)))
         await trio.lowlevel.checkpoint()
+        if self.gate is not None:
+            await self.gate.wait()
         data = self.answer(len(self.requests), path.target, path.filename)
         buf[:] = data[start : start + len(buf)]
         self.direct_bytes += len(buf)

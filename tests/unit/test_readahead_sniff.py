@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 
 import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -183,6 +184,38 @@ def test_head_c_64k_costs_one_fetch_not_two() -> None:
                 assert bytes(await store.read(file, 0, 32 * KiB)) == data[: 32 * KiB]
             second = await store.read(file, 32 * KiB, 160 * KiB)
             assert bytes(second) == data[32 * KiB : 160 * KiB]
+            assert fetcher.requests == [(NAME, 0, 160 * KiB)]
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_the_kernels_next_request_waits_for_the_first_fetch_it_is_in() -> None:
+    # [32K, 160K) asked while the fetch of [0, 160K) is still on its way: one fetch.
+    data = random.Random(3).randbytes(2 * MiB)
+    file = file_of(data)
+
+    async def main() -> None:
+        cache = MemoryCache(256 * KiB)
+        fetcher = MemoryFetcher({NAME: data}, cache)
+        async with trio.open_nursery() as nursery:
+            store = BlockStore(cache, fetcher, nursery, client=fetcher)
+
+            async def first() -> None:
+                with exact_reads():
+                    assert bytes(await store.read(file, 0, 32 * KiB)) == data[: 32 * KiB]
+
+            async def second() -> None:
+                got = await store.read(file, 32 * KiB, 160 * KiB)
+                assert bytes(got) == data[32 * KiB : 160 * KiB]
+
+            fetcher.gate = trio.Event()  # the first fetch on its way until both are in
+            async with trio.open_nursery() as readers:
+                readers.start_soon(first)
+                await trio.testing.wait_all_tasks_blocked()
+                readers.start_soon(second)
+                await trio.testing.wait_all_tasks_blocked()
+                fetcher.gate.set()
             assert fetcher.requests == [(NAME, 0, 160 * KiB)]
             nursery.cancel_scope.cancel()
 
