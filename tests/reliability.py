@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
+from amigofs.daemon.control import read_stats
 from amigofs.emulator.data import METADATA_FILENAME, Recording
 from amigofs.fs.wav import audio_layout
 from tests.emulator_proc import EmulatorProc
+from tests.mounting import Mount, wait_until
 
 PRESENTED = ("inbound.wav", "outbound.wav", METADATA_FILENAME)
 # What a call directory with both channels lists: those, and the stereo view of both.
@@ -40,6 +42,23 @@ def stored_bytes(emulator: EmulatorProc, recording: Recording, presented: str) -
     return emulator.data.read_range(
         recording.workspace_id, recording.call_sid, stored_name(recording, presented), 0, 1 << 62
     )
+
+
+def stored_size(recording: Recording, presented: str) -> int:
+    """The stored audio file's size, as the recording's metadata says."""
+    return int(str(recording.metadata[f"{presented.removesuffix('.wav')}_size_bytes"]))
+
+
+def fetched_bytes(emulator: EmulatorProc, recording: Recording, presented: str) -> int:
+    """Bytes the emulator has sent of the call's stored file."""
+    suffix = f"/{recording.call_sid}/download/{stored_name(recording, presented)}"
+    served: dict[str, int] = emulator.stats()["download_bytes"]
+    return sum(count for path, count in served.items() if path.endswith(suffix))
+
+
+def downloads_landed(mnt: Mount, deadline: float = 60.0) -> None:
+    """Waits until the mount has no download in flight (nothing more is coming)."""
+    wait_until(lambda: read_stats(mnt.path)["bytes_in_flight"] == 0, deadline, "downloads to land")
 
 
 def presented_bytes(emulator: EmulatorProc, recording: Recording, presented: str) -> bytes:

@@ -16,11 +16,17 @@ from collections.abc import Iterator
 
 import pytest
 
-from amigofs.daemon.control import read_stats
 from amigofs.emulator.data import Recording
 from tests.emulator_proc import EmulatorProc, running_emulator
-from tests.mounting import Mount, mounted, wait_until
-from tests.reliability import presented_bytes, request_log, stored_name
+from tests.mounting import mounted
+from tests.reliability import (
+    downloads_landed,
+    fetched_bytes,
+    presented_bytes,
+    request_log,
+    stored_name,
+    stored_size,
+)
 
 KiB, MiB = 1 << 10, 1 << 20
 PAGE = 4096
@@ -53,7 +59,7 @@ def _path_of(recording: Recording, presented: str) -> str:
 
 def _ranges(emulator: EmulatorProc, recording: Recording, presented: str) -> list[range]:
     """The ranges of the stored file the emulator was asked for, in stored offsets."""
-    path, size = _path_of(recording, presented), _stored_size(recording, presented)
+    path, size = _path_of(recording, presented), stored_size(recording, presented)
     out = []
     for entry in request_log(emulator):
         if entry.get("path") != path:
@@ -67,27 +73,13 @@ def _ranges(emulator: EmulatorProc, recording: Recording, presented: str) -> lis
     return out
 
 
-def _fetched(emulator: EmulatorProc, recording: Recording, presented: str) -> int:
-    served: dict[str, int] = emulator.stats()["download_bytes"]
-    return served.get(_path_of(recording, presented), 0)
-
-
-def _stored_size(recording: Recording, presented: str) -> int:
-    return int(str(recording.metadata[f"{presented.removesuffix('.wav')}_size_bytes"]))
-
-
-def _quiet(mnt: Mount) -> None:
-    """Waits until the mount has no download in flight (nothing more is coming)."""
-    wait_until(lambda: read_stats(mnt.path)["bytes_in_flight"] == 0, DEADLINE, "downloads to land")
-
-
 def _calls(emulator: EmulatorProc, long: bool) -> list[Recording]:
     """The ten-minute calls, or the short ones, in name order."""
     return sorted(
         (
             r
             for r in emulator.data.recordings()
-            if (_stored_size(r, "outbound.wav") > 4 * MiB) == long
+            if (stored_size(r, "outbound.wav") > 4 * MiB) == long
         ),
         key=lambda r: r.call_sid,
     )
@@ -115,14 +107,14 @@ def test_a_sniff_of_start_and_end_fetches_what_the_kernel_asks_and_no_other_call
                 finally:
                     os.close(fd)
                 read += 2 * SNIFF
-        _quiet(mnt)
+        downloads_landed(mnt)
         fetched = 0
         for recording in calls:
             for name in AUDIO:
-                header = len(presented_bytes(emulator, recording, name)) - _stored_size(
+                header = len(presented_bytes(emulator, recording, name)) - stored_size(
                     recording, name
                 )
-                size = _stored_size(recording, name)
+                size = stored_size(recording, name)
                 # The kernel's first readahead at the start, the end's pages.
                 start = range(0, 2 * SNIFF - header)
                 end_from = (size + header - SNIFF) // PAGE * PAGE - header
@@ -130,9 +122,11 @@ def test_a_sniff_of_start_and_end_fetches_what_the_kernel_asks_and_no_other_call
                     assert (asked.start >= start.start and asked.stop <= start.stop) or (
                         asked.start >= end_from and asked.stop <= size
                     ), (recording.call_sid, name, asked)
-                fetched += _fetched(emulator, recording, name)
+                fetched += fetched_bytes(emulator, recording, name)
         others = [r for r in emulator.data.recordings() if r not in calls]
-        assert [_fetched(emulator, r, n) for r in others for n in AUDIO] == [0] * 2 * len(others)
+        assert [fetched_bytes(emulator, r, n) for r in others for n in AUDIO] == [0] * 2 * len(
+            others
+        )
     # At most 1.5 times what was read, but for the pages at each end (what the kernel
     # asks at the end is whole pages: up to one more).
     assert fetched <= 1.5 * read + len(calls) * 2 * PAGE, (fetched, read)
@@ -145,7 +139,7 @@ def test_a_small_files_first_4_kib_fetches_at_most_128_kib(emulator: EmulatorPro
         looked = 0
         for recording in short:
             for name in AUDIO:
-                if not 512 * KiB <= _stored_size(recording, name) <= 2 * MiB:
+                if not 512 * KiB <= stored_size(recording, name) <= 2 * MiB:
                     continue
                 path = mnt.path / recording.workspace_id / recording.call_sid / name
                 fd = os.open(path, os.O_RDONLY)
@@ -157,10 +151,13 @@ def test_a_small_files_first_4_kib_fetches_at_most_128_kib(emulator: EmulatorPro
                     os.close(fd)
                 looked += 1
         assert looked >= 4
-        _quiet(mnt)
+        downloads_landed(mnt)
         for recording in short:
             for name in AUDIO:
-                assert _fetched(emulator, recording, name) <= 128 * KiB, (recording.call_sid, name)
+                assert fetched_bytes(emulator, recording, name) <= 128 * KiB, (
+                    recording.call_sid,
+                    name,
+                )
 
 
 def test_one_large_read_then_a_seek_to_the_end_opens_no_window(emulator: EmulatorProc) -> None:
@@ -168,7 +165,7 @@ def test_one_large_read_then_a_seek_to_the_end_opens_no_window(emulator: Emulato
     name = "outbound.wav"
     expected = presented_bytes(emulator, recording, name)
     size = len(expected)
-    header = size - _stored_size(recording, name)
+    header = size - stored_size(recording, name)
     assert size > 2 * LARGE + 2 * KERNEL_READAHEAD
     with mounted(emulator.url, emulator.api_key) as mnt:
         path = mnt.path / recording.workspace_id / recording.call_sid / name
@@ -180,11 +177,11 @@ def test_one_large_read_then_a_seek_to_the_end_opens_no_window(emulator: Emulato
             assert os.pread(fd, LARGE, size - LARGE) == expected[size - LARGE :]
         finally:
             os.close(fd)
-        _quiet(mnt)
+        downloads_landed(mnt)
         # The read, the kernel's window past it (its last request may reach a block
         # further), and the end: nothing between.
         reach = LARGE + KERNEL_READAHEAD + 256 * KiB
         end_from = (size - LARGE) // PAGE * PAGE - header - 256 * KiB
         for asked in _ranges(emulator, recording, name):
             assert asked.stop <= reach or asked.start >= end_from, asked
-        assert _fetched(emulator, recording, name) <= 2 * LARGE + KERNEL_READAHEAD + 512 * KiB
+        assert fetched_bytes(emulator, recording, name) <= 2 * LARGE + KERNEL_READAHEAD + 512 * KiB

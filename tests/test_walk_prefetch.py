@@ -19,26 +19,18 @@ from amigofs.emulator.data import Recording
 from amigofs.fs.walk import CALLS_AHEAD
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import Mount, mounted, wait_until
-from tests.reliability import LISTED, PRESENTED, presented_bytes, stored_name
+from tests.reliability import (
+    LISTED,
+    PRESENTED,
+    downloads_landed,
+    fetched_bytes,
+    presented_bytes,
+    stored_name,
+    stored_size,
+)
 
 DEADLINE = 60.0
 AUDIO = ("inbound.wav", "outbound.wav")
-
-
-def _fetched(emulator: EmulatorProc, recording: Recording, presented: str) -> int:
-    """Bytes the emulator has sent of the call's stored file."""
-    suffix = f"/{recording.call_sid}/download/{stored_name(recording, presented)}"
-    served: dict[str, int] = emulator.stats()["download_bytes"]
-    return sum(count for path, count in served.items() if path.endswith(suffix))
-
-
-def _size(emulator: EmulatorProc, recording: Recording, presented: str) -> int:
-    return int(str(recording.metadata[f"{presented.removesuffix('.wav')}_size_bytes"]))
-
-
-def _quiet(mnt: Mount) -> None:
-    """Waits until the mount has no download in flight."""
-    wait_until(lambda: read_stats(mnt.path)["bytes_in_flight"] == 0, DEADLINE, "downloads to land")
 
 
 def _by_name(emulator: EmulatorProc) -> list[Recording]:
@@ -77,19 +69,19 @@ def test_a_walk_fetches_the_next_calls_once_within_its_budget_and_stops_with_it(
         ahead = recordings[walked : walked + CALLS_AHEAD]
         wait_until(
             lambda: all(
-                _fetched(emu, r, name) == _size(emu, r, name) for r in ahead for name in AUDIO
+                fetched_bytes(emu, r, name) == stored_size(r, name) for r in ahead for name in AUDIO
             ),
             DEADLINE,
             f"the {CALLS_AHEAD} calls after the walk to be fetched ahead",
         )
-        _quiet(mnt)
+        downloads_landed(mnt)
         for recording in recordings[: walked + CALLS_AHEAD]:
             for name in AUDIO:
-                assert _fetched(emu, recording, name) == _size(emu, recording, name), (
+                assert fetched_bytes(emu, recording, name) == stored_size(recording, name), (
                     f"{recording.call_sid}/{name}: fetched other than once"
                 )
         beyond = recordings[walked + CALLS_AHEAD :]
-        assert [_fetched(emu, r, name) for r in beyond for name in AUDIO] == [0] * (
+        assert [fetched_bytes(emu, r, name) for r in beyond for name in AUDIO] == [0] * (
             2 * len(beyond)
         ), "fetched past the walk's budget, or after it stopped"
         # What was fetched ahead is what the walk then reads: bytes as stored.
@@ -126,14 +118,14 @@ def test_peeks_ffprobe_and_one_cat_fetch_nothing_of_other_calls() -> None:
             hashlib.sha256(data).digest()
             == hashlib.sha256(presented_bytes(emu, single, "outbound.wav")).digest()
         )
-        _quiet(mnt)
+        downloads_landed(mnt)
         for recording in peeked:
             for name in AUDIO:
-                assert _fetched(emu, recording, name) <= 2 << 20, (recording.call_sid, name)
-        assert _fetched(emu, single, "outbound.wav") == _size(emu, single, "outbound.wav")
-        untouched = [(r.call_sid, n, _fetched(emu, r, n)) for r in rest[1:] for n in AUDIO]
+                assert fetched_bytes(emu, recording, name) <= 2 << 20, (recording.call_sid, name)
+        assert fetched_bytes(emu, single, "outbound.wav") == stored_size(single, "outbound.wav")
+        untouched = [(r.call_sid, n, fetched_bytes(emu, r, n)) for r in rest[1:] for n in AUDIO]
         assert [f for *_, f in untouched] == [0] * len(untouched), untouched
-        assert _fetched(emu, single, "inbound.wav") == 0
+        assert fetched_bytes(emu, single, "inbound.wav") == 0
 
 
 def test_under_cache_pressure_a_walk_keeps_the_file_being_read_and_the_bound(
@@ -142,7 +134,7 @@ def test_under_cache_pressure_a_walk_keeps_the_file_being_read_and_the_bound(
     with running_emulator(workspaces=1, calls_per_workspace=40, min_duration=40.0,
                           max_duration=50.0) as emu:  # fmt: skip
         recordings = _by_name(emu)
-        stored = sum(_size(emu, r, n) for r in recordings for n in AUDIO)
+        stored = sum(stored_size(r, n) for r in recordings for n in AUDIO)
         cache_size = 16 << 20  # the least --cache-size takes
         assert stored > 2 * cache_size
         with mounted(emu.url, emu.api_key, "--cache-size", str(cache_size)) as mnt:
@@ -153,7 +145,7 @@ def test_under_cache_pressure_a_walk_keeps_the_file_being_read_and_the_bound(
                 capture_output=True, text=True, timeout=DEADLINE * 2, check=False,
             )  # fmt: skip
             assert result.returncode == 0, result.stderr
-            _quiet(mnt)
+            downloads_landed(mnt)
             stats = read_stats(mnt.path)
             assert stats["cache"]["used_bytes"] <= stats["cache"]["max_bytes"] == cache_size
             for recording in recordings:
@@ -163,7 +155,7 @@ def test_under_cache_pressure_a_walk_keeps_the_file_being_read_and_the_bound(
                 for name in AUDIO:
                     # Each byte once: call.wav, inbound.wav and outbound.wav of a call are
                     # read one after the other from the same blocks, none evicted between.
-                    assert _fetched(emu, recording, name) == _size(emu, recording, name), (
+                    assert fetched_bytes(emu, recording, name) == stored_size(recording, name), (
                         recording.call_sid,
                         name,
                     )
@@ -250,6 +242,6 @@ def test_files_read_whole_side_by_side_are_no_walk() -> None:
         finally:
             for f in files:
                 f.close()
-        _quiet(mnt)
-        rest = [(r.call_sid, n, _fetched(emu, r, n)) for r in recordings[4:] for n in AUDIO]
+        downloads_landed(mnt)
+        rest = [(r.call_sid, n, fetched_bytes(emu, r, n)) for r in recordings[4:] for n in AUDIO]
         assert [f for *_, f in rest] == [0] * len(rest), rest

@@ -151,6 +151,23 @@ class _Reader:
     versions: tuple[int, ...] | None = None
 
 
+def _source_over(
+    served: Served, recording: Recording
+) -> tuple[dict[str, str], dict[str, bytes], RecordingSource]:
+    """A records source whose downloads are the recording's stored files as the
+    emulator has them (in memory), asking the emulator itself for urls and metadata:
+    (presented name -> stored name, stored name -> bytes, the source)."""
+    workspace_id, sid = recording.workspace_id, recording.call_sid
+    names = {INBOUND: recording.inbound_filename, OUTBOUND: recording.outbound_filename}
+    stored = {
+        filename: served.app.data.read_range(workspace_id, sid, filename, 0, 1 << 40)
+        for filename in names.values()
+    }
+    cache = MemoryCache(BLOCK)
+    fetcher = MemoryFetcher(stored, cache)
+    return names, stored, RecordingSource(served.client, BlockStore(cache, fetcher, served.nursery))
+
+
 async def _no_reload(record: CallRecord, error: Exception) -> CallRecord:
     raise AssertionError(f"reloaded: {error}")
 
@@ -159,17 +176,8 @@ async def test_the_first_read_of_a_stat_walks_record_fetches_its_links_then_its_
     async with served_emulator(workspaces=1, calls_per_workspace=8, max_duration=20.0) as served:
         workspace_id = served.workspace_ids[0]
         for recording in _recordings(served, workspace_id)[:4]:
-            sid = recording.call_sid
-            names = {INBOUND: recording.inbound_filename, OUTBOUND: recording.outbound_filename}
-            stored = {
-                filename: served.app.data.read_range(workspace_id, sid, filename, 0, 1 << 40)
-                for filename in names.values()
-            }
-            cache = MemoryCache(BLOCK)
-            source = RecordingSource(
-                served.client, BlockStore(cache, MemoryFetcher(stored, cache), served.nursery)
-            )
-            record = await source.load(workspace_id, sid, None, links=False)
+            names, stored, source = _source_over(served, recording)
+            record = await source.load(workspace_id, recording.call_sid, None, links=False)
             before = _counts(served)
             reload: Callable[[CallRecord, Exception], Awaitable[CallRecord]] = _no_reload
             for name in (INBOUND, OUTBOUND):
@@ -191,17 +199,8 @@ async def test_a_file_opened_before_another_reader_linked_its_record_reads_whole
     async with served_emulator(workspaces=1, calls_per_workspace=8, max_duration=20.0) as served:
         workspace_id = served.workspace_ids[0]
         recording = _recordings(served, workspace_id)[0]
-        sid = recording.call_sid
-        names = {INBOUND: recording.inbound_filename, OUTBOUND: recording.outbound_filename}
-        stored = {
-            filename: served.app.data.read_range(workspace_id, sid, filename, 0, 1 << 40)
-            for filename in names.values()
-        }
-        cache = MemoryCache(BLOCK)
-        source = RecordingSource(
-            served.client, BlockStore(cache, MemoryFetcher(stored, cache), served.nursery)
-        )
-        record = await source.load(workspace_id, sid, None, links=False)
+        names, stored, source = _source_over(served, recording)
+        record = await source.load(workspace_id, recording.call_sid, None, links=False)
         opened = (INBOUND, CALL, OUTBOUND)  # call.wav over the two, opened together
         readers = {name: _Reader(InodeT(1), record, record.files[name]) for name in opened}
         for name, reader in readers.items():
