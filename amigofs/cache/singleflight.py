@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from typing import Generic, TypeVar
 
 import trio
@@ -26,6 +26,11 @@ class SingleFlight(Generic[V]):
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._flights
+
+    def flying(self) -> Iterator[tuple[Hashable, trio.Event]]:
+        """The keys of the calls under way, each with the event set when it ends."""
+        for key, flight in self._flights.items():
+            yield key, flight.done
 
     async def run(self, key: Hashable, call: Callable[[], Awaitable[V]]) -> V:
         while True:

@@ -51,7 +51,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import trio
 
@@ -188,9 +188,6 @@ class BlockStore:
         self._learning: SingleFlight[None] = SingleFlight()
         self._pieces = _Pieces(PIECE_BYTES)
         self._piece_fetches: SingleFlight[tuple[str | None, bytes]] = SingleFlight()
-        # Pieces being fetched, by (file, start, end): a read they will cover waits for
-        # them (the kernel's next request can come before the piece that holds it lands).
-        self._pieces_coming: dict[tuple[str, int, int], trio.Event] = {}
         # Told of each file found replaced on the server (the records layer: the
         # kernel's cached pages of it are stale), and of each version learnt.
         self.on_replaced: Callable[[FileKey], None] | None = None
@@ -317,17 +314,11 @@ class BlockStore:
             self.stats.fetched_bytes += end - start
             return version.validator, bytes(buffer)
 
-        span = (rel, start, end)
-        landed = self._pieces_coming.setdefault(span, trio.Event())
         try:
-            validator, data = await self._piece_fetches.run(span, fetch)
+            validator, data = await self._piece_fetches.run((rel, start, end), fetch)
         except errors.VersionChanged as exc:
             self._adopt(file, exc.validator)
             return None
-        finally:
-            if self._pieces_coming.get(span) is landed:
-                del self._pieces_coming[span]
-            landed.set()
         self._adopt(file, validator)
         known = self._keys.get(rel)
         if known is not None and known.validator != validator:
@@ -336,8 +327,10 @@ class BlockStore:
         return data
 
     def _piece_coming(self, rel: str, start: int, end: int) -> trio.Event | None:
-        """The landing of a piece being fetched that holds bytes [start, end), if any."""
-        for (of, first, last), landed in self._pieces_coming.items():
+        """The landing of a piece being fetched that holds bytes [start, end), if any:
+        the kernel's next request can come before the piece that holds it lands."""
+        for key, landed in self._piece_fetches.flying():
+            of, first, last = cast(tuple[str, int, int], key)
             if of == rel and first <= start and end <= last:
                 return landed
         return None
@@ -729,33 +722,45 @@ class BlockStore:
 
 class _Pieces:
     """Pieces of files kept in memory, least recently used first, at most `limit`
-    bytes in all; (relative dir, start) -> bytes."""
+    bytes in all; by file (relative dir), then start."""
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._bytes = 0
-        self._pieces: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._files: dict[str, dict[int, bytes]] = {}
+        self._order: OrderedDict[tuple[str, int], None] = OrderedDict()  # LRU
 
     def find(self, rel: str, start: int, end: int) -> bytes | None:
         """Bytes [start, end) of a file, if one piece holds them all."""
-        for where, data in self._pieces.items():
-            if where[0] == rel and where[1] <= start and end <= where[1] + len(data):
-                self._pieces.move_to_end(where)
-                return data[start - where[1] : end - where[1]]
+        for first, data in self._files.get(rel, {}).items():
+            if first <= start and end <= first + len(data):
+                self._order.move_to_end((rel, first))
+                return data[start - first : end - first]
         return None
 
     def add(self, rel: str, start: int, data: bytes) -> None:
-        old = self._pieces.pop((rel, start), None)
+        pieces = self._files.setdefault(rel, {})
+        old = pieces.get(start)
         if old is not None:
             self._bytes -= len(old)
-        self._pieces[(rel, start)] = data
+        pieces[start] = data
+        self._order[(rel, start)] = None
+        self._order.move_to_end((rel, start))
         self._bytes += len(data)
-        while self._bytes > self._limit and len(self._pieces) > 1:
-            self._bytes -= len(self._pieces.popitem(last=False)[1])
+        while self._bytes > self._limit and len(self._order) > 1:
+            of, first = self._order.popitem(last=False)[0]
+            self._drop(of, first)
 
     def forget(self, rel: str) -> None:
-        for where in [w for w in self._pieces if w[0] == rel]:
-            self._bytes -= len(self._pieces.pop(where))
+        for first in list(self._files.get(rel, ())):
+            del self._order[(rel, first)]
+            self._drop(rel, first)
+
+    def _drop(self, rel: str, start: int) -> None:
+        pieces = self._files[rel]
+        self._bytes -= len(pieces.pop(start))
+        if not pieces:
+            del self._files[rel]
 
 
 class _ByteBudget:
