@@ -58,7 +58,7 @@ def test_ls_l_and_listing_every_call_s_attribute_names_make_no_request(
     assert requests(emulator) == {}
 
 
-def test_acl_and_security_questions_are_answered_at_once_with_enodata(
+def test_acl_and_security_questions_are_answered_at_once_not_supported(
     emulator: EmulatorProc, listed: tuple[Mount, Path]
 ) -> None:
     _, workspace = listed
@@ -66,11 +66,32 @@ def test_acl_and_security_questions_are_answered_at_once_with_enodata(
     for name in NOT_OURS:
         with pytest.raises(OSError) as error:
             os.getxattr(call, name)
-        assert error.value.errno == errno.ENODATA, name
+        assert error.value.errno == errno.EOPNOTSUPP, name
         asked = subprocess.run(["getfattr", "-n", name, call], capture_output=True, text=True,
                                timeout=TOOL_TIMEOUT)  # fmt: skip
-        assert asked.returncode != 0 and "No such attribute" in asked.stderr, asked
+        assert asked.returncode != 0 and "Operation not supported" in asked.stderr, asked
+    # A user.* name that is not ours is supported and not set.
+    with pytest.raises(OSError) as error:
+        os.getxattr(call, "user.other")
+    assert error.value.errno == errno.ENODATA
     assert requests(emulator) == {}
+
+
+def test_ls_l_asks_the_mount_about_labels_and_acls_once_not_for_every_entry(
+    listed: tuple[Mount, Path],
+) -> None:
+    """Each attribute syscall of `ls` is one FUSE request (the kernel caches none):
+    answered ENODATA, coreutils asked three of every entry; answered EOPNOTSUPP, it
+    remembers the device and asks once a run."""
+    _, workspace = listed
+    traced = subprocess.run(
+        ["strace", "-f", "-qq", "-e", "trace=getxattr,lgetxattr", "-e", "signal=none",
+         "ls", "-l", str(workspace)],
+        capture_output=True, text=True, timeout=TOOL_TIMEOUT, check=True,
+    )  # fmt: skip
+    assert len(traced.stdout.splitlines()) == CALLS + 1
+    asked = [line for line in traced.stderr.splitlines() if "getxattr(" in line]
+    assert len(asked) <= 4, asked[:10]
 
 
 def test_a_value_is_read_from_the_call_s_metadata_as_before(

@@ -19,7 +19,7 @@ import trio
 
 from amigofs.fs.errors import to_errno
 from amigofs.fs.namespace import Attributes, FileHandleT, InodeT, Namespace
-from amigofs.fs.xattrs import XATTR_PREFIX_BYTES
+from amigofs.fs.xattrs import XATTR_PREFIX_BYTES, not_ours_errno
 
 log = logging.getLogger(__name__)
 
@@ -204,9 +204,9 @@ class AmigoOperations(pyfuse3.Operations):
 
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
         if not name.startswith(XATTR_PREFIX_BYTES):
-            # A security label, an ACL: asked of every entry by `ls -l`, and never
-            # ours. Answered at once: no deadline, no node, no task switch.
-            raise pyfuse3.FUSEError(errno.ENODATA)
+            # A security label, an ACL: asked by `ls -l`, and never ours. Answered at
+            # once: no deadline, no node, no task switch.
+            raise pyfuse3.FUSEError(not_ours_errno(name))
         node, text = InodeT(inode), os.fsdecode(name)
         return await self._call(
             lambda: self._ns.getxattr(node, text), "getxattr %s %r", self._path, node, text

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import time
 
 import trio
@@ -40,7 +41,7 @@ from amigofs.fs.records import RecordingSource
 from amigofs.fs.views import Days
 from amigofs.fs.walk import WalkPrefetch
 from amigofs.fs.workspaces import Workspaces
-from amigofs.fs.xattrs import XATTR_PREFIX
+from amigofs.fs.xattrs import XATTR_PREFIX, not_ours_errno
 
 __all__ = [
     "CONTROL_NAME",
@@ -141,7 +142,7 @@ class Namespace:
         listing the directory does). Only our names cost a look at it: the kernel asks
         for ACLs and security labels on every `ls -l`, and those must stay free."""
         if not name.startswith(XATTR_PREFIX):
-            raise FsError(errno.ENODATA)
+            raise FsError(not_ours_errno(os.fsencode(name)))
         found = await self._inodes.node(inode).xattr(name)
         if found is None:
             raise FsError(errno.ENODATA)

@@ -10,6 +10,7 @@ the restore time the API gave, and "unknown" for what only its metadata has.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 
 from amigofs.api import errors as api
 from amigofs.api.models import CallSummary
@@ -17,6 +18,19 @@ from amigofs.fs.records import CALL, INBOUND, OUTBOUND, CallRecord
 
 XATTR_PREFIX = "user.amigo."
 XATTR_PREFIX_BYTES = XATTR_PREFIX.encode()
+# The namespaces amigofs has nothing in: no ACLs, no security labels, no trusted
+# attributes. A question in one of them is answered "not supported" (EOPNOTSUPP), as a
+# filesystem mounted without ACLs or labels answers, not "not set" (ENODATA): coreutils'
+# `ls -l` then stops asking for the rest of the mount (it remembers the device per
+# run), where ENODATA made it ask three questions of every entry, each a FUSE request
+# nothing caches: 24x `ls -f` on a million calls.
+UNSUPPORTED_NAMESPACES = (b"security.", b"system.", b"trusted.")
+
+
+def not_ours_errno(name: bytes) -> int:
+    """The answer to a name outside user.amigo.*: not supported in a namespace amigofs
+    has nothing in, not set in user.*."""
+    return errno.EOPNOTSUPP if name.startswith(UNSUPPORTED_NAMESPACES) else errno.ENODATA
 # What a call directory and each of its audio files show, recorded or archived.
 CALL_NAMES = (
     "duration_seconds",
