@@ -32,16 +32,18 @@ player seeking, a single `cat` read nothing whole or make no such steps: nothing
 fetched for them. A whole read out of order ends the walk: nothing more is started
 (what is in flight lands, within the budget).
 
-How far into a file ahead: no further than the walk has shown its reader reads, twice
-the largest file it read whole in the calls it has passed (`READ_REACH`). `file` over a
-workspace reads the short calls whole (one read of 7 MiB holds them) and the long ones
-only 7 MiB at each end: to a walk of whole reads they look alike until it reaches a
-long call, and the long calls ahead, fetched whole, cost many times what `file` reads
-of them. Only calls passed count: a long call's inbound.wav of 7 to 14 MiB is read
-whole by `file` too (its two ends meet), but its outbound.wav, read in part, ends the
-walk before the walk moves on. A walk of whole reads of long files (rsync, tar, a hash)
-has read long files whole, and gets them whole ahead; a longer call than any before it
-is fetched ahead to that reach, its reader's own readahead going on from there.
+How far into a file ahead: no further than the walk has shown its reader reads, the
+largest file it read whole in the calls it has passed, or the first 7 MiB (`LARGE_READ`,
+what `file` reads of a file's start) if that is more. `file` over a workspace reads the
+short calls whole (one read of 7 MiB holds them) and the long ones only 7 MiB at each
+end: to a walk of whole reads they look alike until it reaches a long call, and the
+long calls ahead, fetched whole, cost many times what `file` reads of them. Files of
+7 MiB or less are fetched whole ahead, whatever the reader (all of a short call's).
+Only calls passed count: a long call's inbound.wav of 7 to 14 MiB is read whole by
+`file` too (its two ends meet), but its outbound.wav, read in part, ends the walk before
+it moves on. A walk of whole reads of long files (rsync, tar, a hash) has read long
+files whole, and gets them whole ahead; a call longer than any before it is fetched
+ahead as far as the longest, its reader's own readahead going on from there.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from amigofs.api.stats import ClientStats
 from amigofs.cache.index import CallIndex, CallRow
 from amigofs.fs.errors import FsError
 from amigofs.fs.records import CALL, INBOUND, METADATA, OUTBOUND, CallRecord, PresentedFile
+from amigofs.policy.readahead import LARGE_READ
 from amigofs.policy.walk import (
     BYTES_WALK,
     RECORDS_WALK,
@@ -83,9 +86,6 @@ log = logging.getLogger(__name__)
 # Calls, and bytes, whose audio is fetched ahead of a walk of whole reads.
 CALLS_AHEAD = 8
 BYTES_AHEAD = 64 << 20
-# How far into a file ahead, over the largest file the walk has read whole: files of
-# calls a little longer than those before are fetched whole still.
-READ_REACH = 2
 # Which stored files a presented file is read from.
 _SOURCES = {INBOUND: (INBOUND,), OUTBOUND: (OUTBOUND,), CALL: (INBOUND, OUTBOUND), METADATA: ()}
 
@@ -214,6 +214,7 @@ class WalkPrefetch:
         room: Callable[[], int],
         calls_ahead: int = CALLS_AHEAD,
         bytes_ahead: int = BYTES_AHEAD,
+        least_reach: int = LARGE_READ,
     ) -> None:
         self._index = index
         self._calls_after = _calls_after(index)
@@ -223,6 +224,7 @@ class WalkPrefetch:
         self._room = room  # bytes the disk cache can give prefetching now
         self._calls_ahead = calls_ahead
         self._bytes_ahead = bytes_ahead
+        self._least_reach = least_reach  # how far into a file ahead, whatever was read
         self._walks: dict[str, _WalkAhead] = {}
 
     def interleaved(self, workspace_id: str) -> None:
@@ -291,7 +293,7 @@ class WalkPrefetch:
         # reader reads: a call longer than either is fetched ahead only as far as they
         # reach (its reader's own readahead goes on from there).
         left = min(self._bytes_ahead, self._room()) - sum(state.ahead.values())
-        reach = READ_REACH * state.largest
+        reach = max(self._least_reach, state.largest)
         size = 0
         for source in sorted(sources):
             file = record.files.get(source)
