@@ -15,8 +15,9 @@ benchmarks/tree.py (ls, find and rsync over a workspace), benchmarks/peers.py (r
 and httpdirfs over nginx), benchmarks/link.py (rsync, tar, sha256sum, first bytes, peeks and a
 seek over the emulator's internet link profile with TLS, against a curl script and the link's
 limit), benchmarks/http2.py (the client's small and ranged requests over HTTP/2 and over
-pooled HTTP/1.1 on that link). This module picks them from the flags, runs them and writes the
-results.
+pooled HTTP/1.1 on that link), benchmarks/sniff.py (`file -P bytes=65536` on 20 cold files
+and plain `file` over a workspace: fetched over read). This module picks them from the flags,
+runs them and writes the results.
 
 Must run as root (FUSE mounts, dropping the page cache) from the repository's root.
 """
@@ -38,7 +39,7 @@ from types import FrameType
 from typing import Any
 
 import amigofs
-from benchmarks import http2, link, peers, procs, read_path, throttled, tree
+from benchmarks import http2, link, peers, procs, read_path, sniff, throttled, tree
 from benchmarks.harness import REPO, Aborted, Harness, Settings
 from benchmarks.report import (
     code_version,
@@ -58,6 +59,7 @@ SCENARIOS: dict[str, tuple[str, Callable[[Harness], None]]] = {
     "peers": ("peers", peers.run),
     "link": ("internet link", link.run),
     "http2": ("HTTP/2 against HTTP/1.1", http2.run),
+    "sniff": ("sniffing with file", sniff.run),
 }
 
 

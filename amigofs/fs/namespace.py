@@ -248,7 +248,9 @@ class Namespace:
         if others:
             self.walk.interleaved(workspace_id)
         else:
-            self.walk.read_whole(workspace_id, opened.record.call_sid, opened.file.name)
+            self.walk.read_whole(
+                workspace_id, opened.record.call_sid, opened.file.name, opened.file.size
+            )
 
     def release(self, handle: FileHandleT) -> None:
         opened = self._handles.file(handle) if self._handles.inode(handle) is not None else None

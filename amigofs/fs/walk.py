@@ -31,6 +31,19 @@ the next call (so the order is known). A file manager or ffprobe peeking at head
 player seeking, a single `cat` read nothing whole or make no such steps: nothing is
 fetched for them. A whole read out of order ends the walk: nothing more is started
 (what is in flight lands, within the budget).
+
+How far into a file ahead: no further than the walk has shown its reader reads, the
+largest file it read whole in the calls it has passed, or the first 7 MiB (`LARGE_READ`,
+what `file` reads of a file's start) if that is more. `file` over a workspace reads the
+short calls whole (one read of 7 MiB holds them) and the long ones only 7 MiB at each
+end: to a walk of whole reads they look alike until it reaches a long call, and the
+long calls ahead, fetched whole, cost many times what `file` reads of them. Files of
+7 MiB or less are fetched whole ahead, whatever the reader (all of a short call's).
+Only calls passed count: a long call's inbound.wav of 7 to 14 MiB is read whole by
+`file` too (its two ends meet), but its outbound.wav, read in part, ends the walk before
+it moves on. A walk of whole reads of long files (rsync, tar, a hash) has read long
+files whole, and gets them whole ahead; a call longer than any before it is fetched
+ahead as far as the longest, its reader's own readahead going on from there.
 """
 
 from __future__ import annotations
@@ -47,6 +60,7 @@ from amigofs.api.stats import ClientStats
 from amigofs.cache.index import CallIndex, CallRow
 from amigofs.fs.errors import FsError
 from amigofs.fs.records import CALL, INBOUND, METADATA, OUTBOUND, CallRecord, PresentedFile
+from amigofs.policy.readahead import LARGE_READ
 from amigofs.policy.walk import (
     BYTES_WALK,
     RECORDS_WALK,
@@ -183,6 +197,8 @@ class _WalkAhead:
     names: set[str] = field(default_factory=set)  # read whole in the reader's call
     pattern: set[str] = field(default_factory=set)  # the names each call is read for
     ahead: dict[str, int] = field(default_factory=dict)  # call SID -> bytes fetched ahead
+    largest: int = 0  # the largest file read whole in the calls the walk has passed
+    current: int = 0  # the largest file read whole in the reader's call
 
 
 class WalkPrefetch:
@@ -198,6 +214,7 @@ class WalkPrefetch:
         room: Callable[[], int],
         calls_ahead: int = CALLS_AHEAD,
         bytes_ahead: int = BYTES_AHEAD,
+        least_reach: int = LARGE_READ,
     ) -> None:
         self._index = index
         self._calls_after = _calls_after(index)
@@ -207,6 +224,7 @@ class WalkPrefetch:
         self._room = room  # bytes the disk cache can give prefetching now
         self._calls_ahead = calls_ahead
         self._bytes_ahead = bytes_ahead
+        self._least_reach = least_reach  # how far into a file ahead, whatever was read
         self._walks: dict[str, _WalkAhead] = {}
 
     def interleaved(self, workspace_id: str) -> None:
@@ -215,8 +233,9 @@ class WalkPrefetch:
         already and read only what they chose, not a walk to fetch ahead of."""
         self._walks.pop(workspace_id, None)
 
-    def read_whole(self, workspace_id: str, call_sid: str, name: str) -> None:
-        """A file of the workspace has been read whole, the only one being read."""
+    def read_whole(self, workspace_id: str, call_sid: str, name: str, size: int) -> None:
+        """A file of the workspace, of `size` bytes, has been read whole, the only one
+        being read."""
         row = self._index.by_sid(workspace_id, call_sid)
         if row is None:
             return
@@ -226,13 +245,16 @@ class WalkPrefetch:
         if state is None or step == "start":
             # The first file, or one out of the walk's order: a walk (again) from
             # here, with nothing fetched ahead of it (what is in flight is dropped).
-            self._walks[workspace_id] = _WalkAhead(walk, names={name})
+            self._walks[workspace_id] = _WalkAhead(walk, names={name}, current=size)
             return
         if step == "file":
             state.names.add(name)
+            state.current = max(state.current, size)
         else:
             state.pattern = state.names
             state.names = {name}
+            state.largest = max(state.largest, state.current)
+            state.current = size
             state.ahead.pop(row.call_sid, None)
         if walk.walking is not None:
             self._advance(workspace_id, state)
@@ -267,15 +289,17 @@ class WalkPrefetch:
         if self._walks.get(workspace_id) is not state or row.call_sid not in state.ahead:
             return  # the walk ended, or moved past this call, while the record loaded
         sources = {source for name in pattern for source in _SOURCES.get(name, ())}
-        # Never past the budget: a call longer than what is left is fetched ahead only
-        # as far as it reaches (its reader's own readahead goes on from there).
+        # Never past the budget, nor further into a file than the walk has shown its
+        # reader reads: a call longer than either is fetched ahead only as far as they
+        # reach (its reader's own readahead goes on from there).
         left = min(self._bytes_ahead, self._room()) - sum(state.ahead.values())
+        reach = max(self._least_reach, state.largest)
         size = 0
         for source in sorted(sources):
             file = record.files.get(source)
             if file is None or file.stored is None or left <= 0:
                 continue
-            take = min(file.stored.size, left)
+            take = min(file.stored.size, left, reach)
             self._prefetch(file, take)
             size += take
             left -= take

@@ -202,7 +202,7 @@ class _Fetcher:
 
     async def read_whole(self, reads: list[tuple[str, str]]) -> None:
         for sid, name in reads:
-            self.walk.read_whole(WS, sid, name)
+            self.walk.read_whole(WS, sid, name, _record(sid).files[name].size)
             await trio.testing.wait_all_tasks_blocked()
 
 
