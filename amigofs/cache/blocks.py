@@ -27,7 +27,6 @@ its order is eviction's. It runs on the trio thread only.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -140,7 +139,9 @@ class BlockJournal(Protocol):
     def stored(self, where: Where, nbytes: int, *, ahead: bool) -> None: ...
     def found(self, where: Where, nbytes: int) -> None: ...
     def lost(self, where: Where) -> None: ...
-    def served(self, where: Where) -> None: ...
+    def served(self, where: Where) -> bool:
+        """Held in memory; whether what is held is to be written now."""
+
     def due(self) -> bool: ...
     def flush(self) -> int:
         """Writes what it was told; the bytes of every block file it counts."""
@@ -197,8 +198,11 @@ class BlockTable:
         block = self._blocks[where] = Block()
         # Left by an earlier mount, or dropped from the table: checked before served.
         block.file = BlockFile(length, None, verified=False, served=True)
-        assert self._journal is not None
-        self._journal.found(where, footprint(length))
+        journal = self._journal
+        assert journal is not None
+        journal.found(where, footprint(length))
+        if journal.due():
+            self.flush()
         self._bound()
         return block
 
@@ -241,12 +245,14 @@ class BlockTable:
         return block
 
     def _served(self, where: Where) -> None:
-        with contextlib.suppress(KeyError):  # dropped as idle meanwhile: found again
-            self._blocks.move_to_end(where)
+        # On every block of every read: a touch held in memory, written with the
+        # journal's next batch (`flush`), not a write of its own.
+        blocks = self._blocks
+        if where in blocks:  # else dropped as idle meanwhile: found again
+            blocks.move_to_end(where)
         journal = self._journal
         assert journal is not None
-        journal.served(where)
-        if journal.due():
+        if journal.served(where):
             self.flush()
 
     def flush(self) -> None:
