@@ -59,12 +59,15 @@ class BlockFile:
     """A block's file in the cache. A new object each time a block is (re)stored, so
     that a check started on an earlier copy cannot vouch for this one."""
 
-    __slots__ = ("crc", "length", "served", "verified")
+    __slots__ = ("advised", "crc", "length", "served", "verified")
 
     def __init__(self, length: int, crc: int | None, *, verified: bool, served: bool) -> None:
         self.length = length
         self.crc = crc  # None: not read yet (found by the scan at start)
         self.verified = verified
+        # The kernel was asked to read it ahead (not verified yet): once is enough;
+        # every window of read-ahead over it asked again until it was read.
+        self.advised = False
         # False: fetched ahead (readahead, a walk) and not read yet. Eviction takes
         # such blocks last: in plain LRU order, a block fetched ahead is older than the
         # blocks read since, and would go before the reader gets to it.
