@@ -43,6 +43,11 @@ MEMORY_BLOCKS = 64
 # Idle blocks with files kept in the table (about 300 bytes each): a block dropped
 # from it is found again on disk by the read that needs it, and checked again.
 IDLE_BLOCKS = 4096
+# Verdicts of blocks checked in this mount and dropped from the table since (a dict
+# entry each, about 150 bytes: 8 GiB of 256 KiB blocks): found again on disk, such a
+# block is not read and checked again, only its header when its file is reopened, as
+# for a block the table kept.
+VERDICTS = 32768
 
 Where = tuple[str, int]  # (a file's relative dir, block index)
 
@@ -160,6 +165,8 @@ class BlockTable:
         self._memory: OrderedDict[Where, None] = OrderedDict()  # blocks held in memory, LRU
         self._memory_blocks = memory_blocks
         self._idle_blocks = IDLE_BLOCKS if idle_blocks is None else idle_blocks
+        # Of checked blocks dropped as idle: (data length, crc), least recent first.
+        self._verdicts: OrderedDict[Where, tuple[int, int]] = OrderedDict()
         self._find: Callable[[Where], int | None] | None = None
         self._discard: Callable[[Where], None] | None = None
         self._journal: BlockJournal | None = None
@@ -199,8 +206,14 @@ class BlockTable:
         if length is None:
             return None
         block = self._blocks[where] = Block()
-        # Left by an earlier mount, or dropped from the table: checked before served.
-        block.file = BlockFile(length, None, verified=False, served=True)
+        verdict = self._verdicts.pop(where, None)
+        if verdict is not None and verdict[0] == length:
+            # Checked in this mount, then dropped as idle: its header is checked when
+            # its file is opened again (`BlockReader`), its bytes not again.
+            block.file = BlockFile(length, verdict[1], verified=True, served=True)
+        else:
+            # Left by an earlier mount: checked before served.
+            block.file = BlockFile(length, None, verified=False, served=True)
         journal = self._journal
         assert journal is not None
         journal.found(where, footprint(length))
@@ -281,8 +294,13 @@ class BlockTable:
                 and block.pins == 0
             ):
                 drop.append(where)
+        verdicts = self._verdicts
         for where in drop:
-            del blocks[where]
+            file = blocks.pop(where).file
+            if file is not None and file.verified and file.crc is not None:
+                verdicts[where] = (file.length, file.crc)
+        while len(verdicts) > VERDICTS:
+            verdicts.popitem(last=False)
 
     def _tidy(self, where: Where, block: Block) -> None:
         if block.idle():
@@ -292,6 +310,7 @@ class BlockTable:
 
     def stored(self, where: Where, file: BlockFile) -> None:
         """A block's file is in place (landed now); it is the most recently used."""
+        self._verdicts.pop(where, None)
         block = self._blocks.get(where)
         if block is None:
             block = self._blocks[where] = Block()
@@ -308,6 +327,7 @@ class BlockTable:
 
     def lost(self, where: Where) -> BlockFile | None:
         """A block's file is gone (evicted, or found wrong); what it was."""
+        self._verdicts.pop(where, None)  # held or not: a file found again is checked
         block = self._blocks.get(where)
         if block is None or block.file is None:
             return None
@@ -317,7 +337,13 @@ class BlockTable:
         self._tidy(where, block)
         return file
 
+    def forget_verdicts(self) -> None:
+        """The cache directory was made again: a file found in it is checked whole,
+        whatever was checked in the old one."""
+        self._verdicts.clear()
+
     def _forget_file(self, where: Where) -> None:
+        self._verdicts.pop(where, None)
         if self._journal is not None:
             self._journal.lost(where)
         if self._discard is not None:
