@@ -13,9 +13,9 @@ Writes are coalesced and batched: the trio thread records what happened in dicts
 transaction, every FLUSH_OPS changes or FLUSH_SECONDS, before eviction reads the
 order, and at close. Reads only touch: a block's last use is kept in memory and
 written with the next batch (blocks stored, found or lost, an eviction, unmount),
-so a re-read of cached files writes nothing while it runs (its bookkeeping was a
-sixth of the mount's time when each read could start a write); the touches alone
-are written only once TOUCHES_HELD of them are held. A crash loses the tail: a block file without a row (written
+so a re-read of cached files writes nothing while it runs and costs a dict entry
+per block read (it wrote every FLUSH_SECONDS, and read the clock per block); the
+touches alone are written only once TOUCHES_HELD of them are held. A crash loses the tail: a block file without a row (written
 just before) or a row without a file (evicted just before). Both are tolerated: a
 block file is found by its path when a read needs it (`DiskCache`) and gets its row
 then, and checked against its CRC before it is served; a row whose file is gone is
