@@ -170,3 +170,16 @@ def test_an_unmount_keeps_the_last_reads(tmp_path: Path, data: bytes, clock: Clo
         assert sorted(read_ones(conn)) == [0, 5]
     finally:
         conn.close()
+
+
+def test_touches_held_are_bounded(
+    cached: Cached, data: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(block_index, "TOUCHES_HELD", 4)
+    cache, key, seen = cached.cache, cached.key, cached.writes
+    for index in range(3):
+        cache.copy(key, index * BLOCK, index * BLOCK + 1)
+    assert seen == []
+    cache.copy(key, 3 * BLOCK, 3 * BLOCK + 1)  # the fourth block held: written now
+    assert len(seen) == 4
+    assert used_order(cached.conn)[-4:] == [0, 1, 2, 3]
