@@ -15,11 +15,12 @@ order, and at close. Reads only touch: a block's last use is kept in memory and
 written with the next batch (blocks stored, found or lost, an eviction, unmount),
 so a re-read of cached files writes nothing while it runs and costs a dict entry
 per block read (it wrote every FLUSH_SECONDS, and read the clock per block); the
-touches alone are written only once TOUCHES_HELD of them are held. A crash loses the tail: a block file without a row (written
-just before) or a row without a file (evicted just before). Both are tolerated: a
-block file is found by its path when a read needs it (`DiskCache`) and gets its row
-then, and checked against its CRC before it is served; a row whose file is gone is
-evicted as any other, its unlink finding nothing.
+touches alone are written only once TOUCHES_HELD of them are held. A crash loses
+the tail: a block file without a row (written just before), a row without a file
+(evicted just before), the order of the last reads. All are tolerated: a block
+file is found by its path when a read needs it (`DiskCache`) and gets its row then,
+and checked against its CRC before it is served; a row whose file is gone is
+evicted as any other, its unlink finding nothing; eviction's order is a little off.
 
 On the trio thread only, but for `open` and `close` (blocking: a thread).
 """

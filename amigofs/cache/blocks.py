@@ -19,10 +19,11 @@ found wrong, so the parts are fields of one object rather than one enum value;
 and a bounded number of idle ones with files, most recently used last: its memory
 does not grow with the blocks ever looked up. A block file on disk that the table
 has no entry for is found when a read asks for it (`find`: its path, then it is
-UNCHECKED, as one an earlier mount left), and what the files take and their use
-order persist in a `BlockJournal` (the disk cache's SQLite index, which eviction
-reads). Without a journal (tests' in-memory caches) the table holds every block and
-its order is eviction's. It runs on the trio thread only.
+UNCHECKED, as one an earlier mount left, unless it was checked in this mount and
+dropped since: its verdict is kept apart, bounded), and what the files take and
+their use order persist in a `BlockJournal` (the disk cache's SQLite index, which
+eviction reads). Without a journal (tests' in-memory caches) the table holds every
+block and its order is eviction's. It runs on the trio thread only.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from amigofs.cache.block_format import footprint
 # for a block in several requests).
 MEMORY_BLOCKS = 64
 # Idle blocks with files kept in the table (about 300 bytes each): a block dropped
-# from it is found again on disk by the read that needs it, and checked again.
+# from it is found again on disk by the read that needs it (and checked again if its
+# verdict, below, was dropped too).
 IDLE_BLOCKS = 4096
 # Verdicts of blocks checked in this mount and dropped from the table since (a dict
 # entry each, about 150 bytes: 8 GiB of 256 KiB blocks): found again on disk, such a
