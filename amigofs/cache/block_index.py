@@ -11,11 +11,16 @@ it only orders blocks, and survives a remount as it was.
 Writes are coalesced and batched: the trio thread records what happened in dicts
 (a block's last use many times over is one update) and `flush` writes them in one
 transaction, every FLUSH_OPS changes or FLUSH_SECONDS, before eviction reads the
-order, and at close. A crash loses the tail: a block file without a row (written
-just before) or a row without a file (evicted just before). Both are tolerated: a
-block file is found by its path when a read needs it (`DiskCache`) and gets its row
-then, and checked against its CRC before it is served; a row whose file is gone is
-evicted as any other, its unlink finding nothing.
+order, and at close. Reads only touch: a block's last use is kept in memory and
+written with the next batch (blocks stored, found or lost, an eviction, unmount),
+so a re-read of cached files writes nothing while it runs and costs a dict entry
+per block read (it wrote every FLUSH_SECONDS, and read the clock per block); the
+touches alone are written only once TOUCHES_HELD of them are held. A crash loses
+the tail: a block file without a row (written just before), a row without a file
+(evicted just before), the order of the last reads. All are tolerated: a block
+file is found by its path when a read needs it (`DiskCache`) and gets its row then,
+and checked against its CRC before it is served; a row whose file is gone is
+evicted as any other, its unlink finding nothing; eviction's order is a little off.
 
 On the trio thread only, but for `open` and `close` (blocking: a thread).
 """
@@ -41,6 +46,9 @@ SUFFIXES = ("", "-wal", "-shm")
 IN_MEMORY = ":memory:"  # sqlite3's name for a database of this connection alone
 FLUSH_OPS = 2048  # changes held before they are written
 FLUSH_SECONDS = 5.0  # and how long at most
+# Blocks whose last use is held in memory before it is written on its own (a dict
+# entry each, about 150 bytes: 16K blocks of 256 KiB are 4 GiB read).
+TOUCHES_HELD = 16384
 _FORMAT = 1
 # Its WAL counts toward --cache-size (16M at least): a quarter of a MiB at most.
 WAL_PAGES = 64
@@ -180,10 +188,6 @@ class BlockIndex:
 
     # --- what happened (the BlockTable tells) -------------------------------------------
 
-    def _tick(self) -> int:
-        self._clock += 1
-        return self._clock
-
     def stored(self, where: Where, nbytes: int, *, ahead: bool) -> None:
         self._lost.discard(where)
         self._found.pop(where, None)
@@ -202,14 +206,23 @@ class BlockIndex:
         self._used.pop(where, None)
         self._lost.add(where)
 
-    def served(self, where: Where) -> None:
-        stored = self._stored.get(where)
-        if stored is not None and stored[1]:
-            self._stored[where] = (stored[0], False)
-        self._used[where] = self._tick()
+    def served(self, where: Where) -> bool:
+        """A read copied from the block's file: its last use, held until the next batch
+        (on every block of every read: no clock, no write). Whether the touches held
+        are now to be written (TOUCHES_HELD of them)."""
+        if self._stored:
+            stored = self._stored.get(where)
+            if stored is not None and stored[1]:
+                self._stored[where] = (stored[0], False)
+        self._clock += 1
+        used = self._used
+        used[where] = self._clock
+        return len(used) >= TOUCHES_HELD
 
     def due(self) -> bool:
-        pending = len(self._stored) + len(self._found) + len(self._lost) + len(self._used)
+        """Whether the changes held (blocks stored, found, lost) are to be written now;
+        touches ride with them and do not count."""
+        pending = len(self._stored) + len(self._found) + len(self._lost)
         return pending >= FLUSH_OPS or (
             pending > 0 and time.monotonic() - self._flushed_at >= FLUSH_SECONDS
         )

@@ -169,6 +169,7 @@ class BlockReader:
         self._root_fd = root_fd
         self._check_flags = os.RWF_NOWAIT
         self._hints = True
+        self._table.forget_verdicts()
 
     # --- copying out ---------------------------------------------------------------------
 

@@ -19,15 +19,15 @@ found wrong, so the parts are fields of one object rather than one enum value;
 and a bounded number of idle ones with files, most recently used last: its memory
 does not grow with the blocks ever looked up. A block file on disk that the table
 has no entry for is found when a read asks for it (`find`: its path, then it is
-UNCHECKED, as one an earlier mount left), and what the files take and their use
-order persist in a `BlockJournal` (the disk cache's SQLite index, which eviction
-reads). Without a journal (tests' in-memory caches) the table holds every block and
-its order is eviction's. It runs on the trio thread only.
+UNCHECKED, as one an earlier mount left, unless it was checked in this mount and
+dropped since: its verdict is kept apart, bounded), and what the files take and
+their use order persist in a `BlockJournal` (the disk cache's SQLite index, which
+eviction reads). Without a journal (tests' in-memory caches) the table holds every
+block and its order is eviction's. It runs on the trio thread only.
 """
 
 from __future__ import annotations
 
-import contextlib
 import enum
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -42,8 +42,14 @@ from amigofs.cache.block_format import footprint
 # for a block in several requests).
 MEMORY_BLOCKS = 64
 # Idle blocks with files kept in the table (about 300 bytes each): a block dropped
-# from it is found again on disk by the read that needs it, and checked again.
+# from it is found again on disk by the read that needs it (and checked again if its
+# verdict, below, was dropped too).
 IDLE_BLOCKS = 4096
+# Verdicts of blocks checked in this mount and dropped from the table since (a dict
+# entry each, about 150 bytes: 8 GiB of 256 KiB blocks): found again on disk, such a
+# block is not read and checked again, only its header when its file is reopened, as
+# for a block the table kept.
+VERDICTS = 32768
 
 Where = tuple[str, int]  # (a file's relative dir, block index)
 
@@ -60,12 +66,15 @@ class BlockFile:
     """A block's file in the cache. A new object each time a block is (re)stored, so
     that a check started on an earlier copy cannot vouch for this one."""
 
-    __slots__ = ("crc", "length", "served", "verified")
+    __slots__ = ("advised", "crc", "length", "served", "verified")
 
     def __init__(self, length: int, crc: int | None, *, verified: bool, served: bool) -> None:
         self.length = length
         self.crc = crc  # None: not read yet (found by the scan at start)
         self.verified = verified
+        # The kernel was asked to read it ahead (not verified yet): once is enough;
+        # every window of read-ahead over it asked again until it was read.
+        self.advised = False
         # False: fetched ahead (readahead, a walk) and not read yet. Eviction takes
         # such blocks last: in plain LRU order, a block fetched ahead is older than the
         # blocks read since, and would go before the reader gets to it.
@@ -140,7 +149,9 @@ class BlockJournal(Protocol):
     def stored(self, where: Where, nbytes: int, *, ahead: bool) -> None: ...
     def found(self, where: Where, nbytes: int) -> None: ...
     def lost(self, where: Where) -> None: ...
-    def served(self, where: Where) -> None: ...
+    def served(self, where: Where) -> bool:
+        """Held in memory; whether what is held is to be written now."""
+
     def due(self) -> bool: ...
     def flush(self) -> int:
         """Writes what it was told; the bytes of every block file it counts."""
@@ -156,6 +167,8 @@ class BlockTable:
         self._memory: OrderedDict[Where, None] = OrderedDict()  # blocks held in memory, LRU
         self._memory_blocks = memory_blocks
         self._idle_blocks = IDLE_BLOCKS if idle_blocks is None else idle_blocks
+        # Of checked blocks dropped as idle: (data length, crc), least recent first.
+        self._verdicts: OrderedDict[Where, tuple[int, int]] = OrderedDict()
         self._find: Callable[[Where], int | None] | None = None
         self._discard: Callable[[Where], None] | None = None
         self._journal: BlockJournal | None = None
@@ -195,10 +208,19 @@ class BlockTable:
         if length is None:
             return None
         block = self._blocks[where] = Block()
-        # Left by an earlier mount, or dropped from the table: checked before served.
-        block.file = BlockFile(length, None, verified=False, served=True)
-        assert self._journal is not None
-        self._journal.found(where, footprint(length))
+        verdict = self._verdicts.pop(where, None)
+        if verdict is not None and verdict[0] == length:
+            # Checked in this mount, then dropped as idle: its header is checked when
+            # its file is opened again (`BlockReader`), its bytes not again.
+            block.file = BlockFile(length, verdict[1], verified=True, served=True)
+        else:
+            # Left by an earlier mount: checked before served.
+            block.file = BlockFile(length, None, verified=False, served=True)
+        journal = self._journal
+        assert journal is not None
+        journal.found(where, footprint(length))
+        if journal.due():
+            self.flush()
         self._bound()
         return block
 
@@ -241,12 +263,14 @@ class BlockTable:
         return block
 
     def _served(self, where: Where) -> None:
-        with contextlib.suppress(KeyError):  # dropped as idle meanwhile: found again
-            self._blocks.move_to_end(where)
+        # On every block of every read: a touch held in memory, written with the
+        # journal's next batch (`flush`), not a write of its own.
+        blocks = self._blocks
+        if where in blocks:  # else dropped as idle meanwhile: found again
+            blocks.move_to_end(where)
         journal = self._journal
         assert journal is not None
-        journal.served(where)
-        if journal.due():
+        if journal.served(where):
             self.flush()
 
     def flush(self) -> None:
@@ -272,8 +296,13 @@ class BlockTable:
                 and block.pins == 0
             ):
                 drop.append(where)
+        verdicts = self._verdicts
         for where in drop:
-            del blocks[where]
+            file = blocks.pop(where).file
+            if file is not None and file.verified and file.crc is not None:
+                verdicts[where] = (file.length, file.crc)
+        while len(verdicts) > VERDICTS:
+            verdicts.popitem(last=False)
 
     def _tidy(self, where: Where, block: Block) -> None:
         if block.idle():
@@ -283,6 +312,7 @@ class BlockTable:
 
     def stored(self, where: Where, file: BlockFile) -> None:
         """A block's file is in place (landed now); it is the most recently used."""
+        self._verdicts.pop(where, None)
         block = self._blocks.get(where)
         if block is None:
             block = self._blocks[where] = Block()
@@ -299,6 +329,7 @@ class BlockTable:
 
     def lost(self, where: Where) -> BlockFile | None:
         """A block's file is gone (evicted, or found wrong); what it was."""
+        self._verdicts.pop(where, None)  # held or not: a file found again is checked
         block = self._blocks.get(where)
         if block is None or block.file is None:
             return None
@@ -308,7 +339,13 @@ class BlockTable:
         self._tidy(where, block)
         return file
 
+    def forget_verdicts(self) -> None:
+        """The cache directory was made again: a file found in it is checked whole,
+        whatever was checked in the old one."""
+        self._verdicts.clear()
+
     def _forget_file(self, where: Where) -> None:
+        self._verdicts.pop(where, None)
         if self._journal is not None:
             self._journal.lost(where)
         if self._discard is not None:

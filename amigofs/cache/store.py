@@ -519,8 +519,8 @@ class BlockStore:
     ) -> list[Fetch]:
         """Starts fetching the missing blocks of [first, stop) in GETs of up to `chunk`
         blocks; `budget`: a prefetch. Of the blocks an earlier mount left, the kernel
-        is asked to read ahead those not checked yet, so that the read that checks and
-        serves each finds it in the page cache."""
+        is asked to read ahead those not checked yet (once each), so that the read
+        that checks and serves each finds it in the page cache."""
         to_fetch: list[int] = []
         to_advise: list[int] = []
         rel = file.key.relative_dir
@@ -533,7 +533,9 @@ class BlockStore:
             if block.fetch is not None or (block.file is not None and block.file.verified):
                 continue
             if block.file is not None:
-                to_advise.append(index)
+                if not block.file.advised:
+                    block.file.advised = True
+                    to_advise.append(index)
             elif block.memory is None:
                 to_fetch.append(index)
         launched = [
