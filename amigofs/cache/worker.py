@@ -509,6 +509,10 @@ class FetchWorker:
         await self._ensure_started(nursery)
 
     async def _ensure_started(self, nursery: trio.Nursery) -> trio.SocketStream:
+        if self._stream is not None:
+            # Running: no lock to take on every fetch (a cold read makes hundreds);
+            # the fetch's send is its checkpoint.
+            return self._stream
         async with self._start_lock:
             if self._stream is not None:
                 return self._stream
