@@ -14,9 +14,11 @@ Protocol (newline-delimited JSON over a socketpair the mount process creates):
     worker -> mount, as blocks land: {"id", "blocks": [[index, length, crc32c], ...],
                                       "validator", "stats"}
     (a few blocks a line: at most one line per ANNOUNCE_EVERY while they keep landing)
-    worker -> mount, at the end:  {"id", "done": true, "stats"}
+    worker -> mount, at the end:  {"id", "blocks", "validator", "done": true, "stats"}
                                 | {"id", "error": <class name>, "message", "status",
                                    "retry_after", "restore_eta", "validator", "stats"}
+    (the last line of a job that succeeded carries the blocks stored since its last
+    "blocks" line: one line a job less for both processes to wake up for)
     ("known", "validator": the version of the file the job is of, if the mount knows it
     (its ETag, else Last-Modified; null: the server sends neither); a job's blocks are
     of one version, which each "blocks" line names and their headers' digest holds; an
@@ -68,7 +70,7 @@ log = logging.getLogger("amigofs.cache.worker")
 
 MAX_LINE = 1 << 20
 WORKER_START_SECONDS = 30.0
-PROTOCOL = 3
+PROTOCOL = 4
 # How often a job is handed to a new worker after the one running it died.
 WORKER_RESTARTS = 2
 # Download buffers kept for the next jobs (at most as many as run at once, usually).
@@ -173,11 +175,12 @@ async def _download_and_store(
     block_size: int,
     announce: Callable[[list[tuple[int, int, int]]], Awaitable[None]],
     version: Version,
-) -> None:
+) -> list[tuple[int, int, int]]:
     """Downloads `version` of the file into `buffer`, storing and announcing each whole
     block as it lands, so that a reader waits for its own block, not for the whole
-    range. Every block stored is announced, whatever ends the download. The writer is
-    opened once the first answer has said which version the blocks are of."""
+    range. Every block stored is announced, whatever ends the download; the last ones
+    of a download that succeeds are returned instead, for the job's last line. The
+    writer is opened once the first answer has said which version the blocks are of."""
     with contextlib.ExitStack() as files:
         writer: BlockWriter | None = None
 
@@ -187,7 +190,7 @@ async def _download_and_store(
                 writer = files.enter_context(open_writer(version.validator))
             return writer.write(at, data)
 
-        await _download_blocks(
+        return await _download_blocks(
             client, path, start, buffer, total, write, block_size, announce, version
         )
 
@@ -202,7 +205,7 @@ async def _download_blocks(
     block_size: int,
     announce: Callable[[list[tuple[int, int, int]]], Awaitable[None]],
     version: Version,
-) -> None:
+) -> list[tuple[int, int, int]]:
     filled = 0
     stored = 0
     arrived = trio.Event()
@@ -222,7 +225,7 @@ async def _download_blocks(
             announced_at = trio.current_time()
             await announce(blocks)  # shielded: never lost to a cancellation
 
-    async def store(upto: int) -> None:
+    async def store(upto: int, *, announcing: bool = True) -> None:
         nonlocal stored
         if upto <= stored:
             return
@@ -236,7 +239,7 @@ async def _download_blocks(
         # One line per block cost both processes a wake-up, a JSON line and the stats
         # (a line every 0.25 ms on loopback): blocks landing faster than one per
         # ANNOUNCE_EVERY wait for the next line; one landing alone goes at once.
-        if trio.current_time() - announced_at >= ANNOUNCE_EVERY:
+        if announcing and trio.current_time() - announced_at >= ANNOUNCE_EVERY:
             await announce_stored()
 
     async def store_as_it_lands() -> None:
@@ -252,19 +255,21 @@ async def _download_blocks(
                 await announce_stored()
 
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(store_as_it_lands)
-            await client.download_into(
-                path, start, buffer, total=total, on_progress=on_progress, version=version
-            )
-            nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        raise first_error(group) from None
-    finally:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(store_as_it_lands)
+                await client.download_into(
+                    path, start, buffer, total=total, on_progress=on_progress, version=version
+                )
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
+        await store(len(buffer), announcing=False)
+    except BaseException:
         # Whatever ends the download: every block stored is announced.
         await announce_stored()
-    await store(len(buffer))
-    await announce_stored()
+        raise
+    return unannounced  # stored, for the job's last line
 
 
 class BufferPool:
@@ -351,13 +356,13 @@ async def _serve(sock: socket.socket) -> None:
                 version = Version(
                     validator if isinstance(validator, str) else None, bool(message.get("known"))
                 )
+                last: list[tuple[int, int, int]] = []
                 if start == end:  # the job asks only which version the file is now
                     # (its validator, if sent: the version its blocks were of, a hint)
                     version.validator = await client.current_version(path, version.validator)
-                    await reply({"id": job_id, "blocks": [], "validator": version.validator})
                 else:
                     with buffers.lend(end - start) as buffer:
-                        await _download_and_store(
+                        last = await _download_and_store(
                             client, path, start, buffer, total,
                             lambda found: BlockWriter(
                                 config.cache_dir, directory, block_size,
@@ -372,7 +377,8 @@ async def _serve(sock: socket.socket) -> None:
             except Exception as exc:
                 await reply(_error_message(job_id, exc))
             else:
-                await reply({"id": job_id, "done": True})
+                last_line = {"id": job_id, "blocks": last, "validator": version.validator}
+                await reply({**last_line, "done": True})
             finally:
                 jobs.pop(job_id, None)
         if scope.cancelled_caught:
@@ -563,11 +569,12 @@ class FetchWorker:
                     validator = message.get("validator")
                     pending.version.validator = validator if isinstance(validator, str) else None
                     pending.version.known = True
-                    if pending.on_blocks is not None:
+                    if pending.on_blocks is not None and message["blocks"]:
                         pending.on_blocks(
                             [(int(i), int(n), int(c)) for i, n, c in message["blocks"]]
                         )
-                    continue
+                    if "done" not in message:
+                        continue
                 if "error" in message:
                     log.debug("fetch %s failed: %s", message["id"], message.get("message"))
                     pending.error = error_from_message(message)
