@@ -399,19 +399,22 @@ async def _serve(sock: socket.socket) -> None:
             nursery.start_soon(job, message)
 
 
-def steady_heap() -> None:
+def steady_heap() -> bool:
     """Keeps the heap's freed memory for the next allocations. Every socket read and
     every body chunk is a fresh object of up to 1 MiB; with glibc's defaults such
     objects come from, and go back to, the system (mmap and munmap, or the heap's top
     trimmed with brk), and each first touch of their pages is a page fault: that
-    was an eighth of the worker's CPU on a cold read. (Not glibc: nothing to do.)"""
+    was an eighth of the worker's CPU on a cold read. Says whether it could (not on
+    a C library without glibc's mallopt)."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
-        return
+        return False
     m_trim_threshold, m_mmap_threshold = -1, -3
-    mallopt(m_mmap_threshold, 32 << 20)  # glibc's largest: below it, from the heap
-    mallopt(m_trim_threshold, 64 << 20)
+    # 32 MiB, glibc's largest: anything smaller comes from the heap. mallopt says 1 if
+    # it took the setting (musl's stub says 0).
+    taken: bool = mallopt(m_mmap_threshold, 32 << 20) == 1
+    return bool(mallopt(m_trim_threshold, 64 << 20) == 1) and taken
 
 
 def main() -> None:
