@@ -1,6 +1,6 @@
 """Measure amigofs against baselines measured in the same run, on loopback.
 
-    python -m benchmarks.run [--quick] [--runs 5] [--peers/--no-peers] [--out benchmarks/results/]
+    python -m benchmarks.run [--quick] [--runs 5] [--peers/--no-peers] [--loaded] [--out benchmarks/results/]
 
 Every figure is a ratio of two medians over the runs, both measured here, a moment apart:
 amigofs against a memory-backed pyfuse3 filesystem serving the same bytes (benchmarks/memfs.py,
@@ -17,7 +17,9 @@ seek over the emulator's internet link profile with TLS, against a curl script a
 limit), benchmarks/http2.py (the client's small and ranged requests over HTTP/2 and over
 pooled HTTP/1.1 on that link), benchmarks/sniff.py (`file -P bytes=65536` on 20 cold files
 and plain `file` over a workspace: fetched over read). This module picks them from the flags,
-runs them and writes the results.
+runs them and writes the results. `--loaded` keeps one core busy (a Python busy loop) for the
+whole run: a machine doing other work, where a filesystem's processes get less than the two
+cores of a quiet one.
 
 Must run as root (FUSE mounts, dropping the page cache) from the repository's root.
 """
@@ -25,14 +27,16 @@ Must run as root (FUSE mounts, dropping the page cache) from the repository's ro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import functools
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
@@ -96,6 +100,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also re-read after dropping the page cache (default on)",
     )
     parser.add_argument(
+        "--loaded",
+        action="store_true",
+        help="keep one core busy with a busy loop for the whole run (a loaded machine)",
+    )
+    parser.add_argument(
         "--only",
         action="append",
         default=None,
@@ -112,6 +121,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.runs is not None and args.runs < 1:
         parser.error("--runs must be at least 1")
     return args
+
+
+@contextlib.contextmanager
+def busy_core(on: bool) -> Iterator[None]:
+    """A process spinning on one core while the benchmarks run, if `on`."""
+    if not on:
+        yield
+        return
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,16 +154,19 @@ def main(argv: list[str] | None = None) -> int:
         "date": started.strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
         "code": {**code_version(REPO), "amigofs_module": str(Path(amigofs.__file__).parent)},
-        "settings": asdict(settings),
+        "settings": {**asdict(settings), "loaded": bool(args.loaded)},
     }
     only = set(args.only or SCENARIOS)
     work = procs.Workdir()
     harness = Harness(settings, work)
     harness.progress(f"scratch directory {work.path}; {settings.runs} run(s) per figure")
+    if args.loaded:
+        harness.progress("loaded: a busy loop keeps one core busy throughout")
     try:
-        for group, (name, run) in SCENARIOS.items():
-            if group in only and (group != "peers" or settings.peers):
-                harness.scenario(name, functools.partial(run, harness))
+        with busy_core(args.loaded):
+            for group, (name, run) in SCENARIOS.items():
+                if group in only and (group != "peers" or settings.peers):
+                    harness.scenario(name, functools.partial(run, harness))
     except KeyboardInterrupt as exc:
         harness.progress(
             f"interrupted ({str(exc) or 'Ctrl-C'}); everything was unmounted and stopped"

@@ -14,9 +14,11 @@ Protocol (newline-delimited JSON over a socketpair the mount process creates):
     worker -> mount, as blocks land: {"id", "blocks": [[index, length, crc32c], ...],
                                       "validator", "stats"}
     (a few blocks a line: at most one line per ANNOUNCE_EVERY while they keep landing)
-    worker -> mount, at the end:  {"id", "done": true, "stats"}
+    worker -> mount, at the end:  {"id", "blocks", "validator", "done": true, "stats"}
                                 | {"id", "error": <class name>, "message", "status",
                                    "retry_after", "restore_eta", "validator", "stats"}
+    (the last line of a job that succeeded carries the blocks stored since its last
+    "blocks" line: one line a job less for both processes to wake up for)
     ("known", "validator": the version of the file the job is of, if the mount knows it
     (its ETag, else Last-Modified; null: the server sends neither); a job's blocks are
     of one version, which each "blocks" line names and their headers' digest holds; an
@@ -32,7 +34,9 @@ If the worker dies, the mount starts another and hands it the jobs in flight.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import ctypes
 import dataclasses
 import datetime as dt
 import json
@@ -66,9 +70,11 @@ log = logging.getLogger("amigofs.cache.worker")
 
 MAX_LINE = 1 << 20
 WORKER_START_SECONDS = 30.0
-PROTOCOL = 3
+PROTOCOL = 4
 # How often a job is handed to a new worker after the one running it died.
 WORKER_RESTARTS = 2
+# Download buffers kept for the next jobs (at most as many as run at once, usually).
+POOL_BUFFERS = 32
 # At most one "blocks" line per job this often (seconds) while blocks keep landing;
 # a block landing after a quiet spell is announced at once.
 ANNOUNCE_EVERY = 0.002
@@ -169,11 +175,12 @@ async def _download_and_store(
     block_size: int,
     announce: Callable[[list[tuple[int, int, int]]], Awaitable[None]],
     version: Version,
-) -> None:
+) -> list[tuple[int, int, int]]:
     """Downloads `version` of the file into `buffer`, storing and announcing each whole
     block as it lands, so that a reader waits for its own block, not for the whole
-    range. Every block stored is announced, whatever ends the download. The writer is
-    opened once the first answer has said which version the blocks are of."""
+    range. Every block stored is announced, whatever ends the download; the last ones
+    of a download that succeeds are returned instead, for the job's last line. The
+    writer is opened once the first answer has said which version the blocks are of."""
     with contextlib.ExitStack() as files:
         writer: BlockWriter | None = None
 
@@ -183,7 +190,7 @@ async def _download_and_store(
                 writer = files.enter_context(open_writer(version.validator))
             return writer.write(at, data)
 
-        await _download_blocks(
+        return await _download_blocks(
             client, path, start, buffer, total, write, block_size, announce, version
         )
 
@@ -198,7 +205,7 @@ async def _download_blocks(
     block_size: int,
     announce: Callable[[list[tuple[int, int, int]]], Awaitable[None]],
     version: Version,
-) -> None:
+) -> list[tuple[int, int, int]]:
     filled = 0
     stored = 0
     arrived = trio.Event()
@@ -218,7 +225,7 @@ async def _download_blocks(
             announced_at = trio.current_time()
             await announce(blocks)  # shielded: never lost to a cancellation
 
-    async def store(upto: int) -> None:
+    async def store(upto: int, *, announcing: bool = True) -> None:
         nonlocal stored
         if upto <= stored:
             return
@@ -232,7 +239,7 @@ async def _download_blocks(
         # One line per block cost both processes a wake-up, a JSON line and the stats
         # (a line every 0.25 ms on loopback): blocks landing faster than one per
         # ANNOUNCE_EVERY wait for the next line; one landing alone goes at once.
-        if trio.current_time() - announced_at >= ANNOUNCE_EVERY:
+        if announcing and trio.current_time() - announced_at >= ANNOUNCE_EVERY:
             await announce_stored()
 
     async def store_as_it_lands() -> None:
@@ -248,42 +255,54 @@ async def _download_blocks(
                 await announce_stored()
 
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(store_as_it_lands)
-            await client.download_into(
-                path, start, buffer, total=total, on_progress=on_progress, version=version
-            )
-            nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        raise first_error(group) from None
-    finally:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(store_as_it_lands)
+                await client.download_into(
+                    path, start, buffer, total=total, on_progress=on_progress, version=version
+                )
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
+        await store(len(buffer), announcing=False)
+    except BaseException:
         # Whatever ends the download: every block stored is announced.
         await announce_stored()
-    await store(len(buffer))
-    await announce_stored()
+        raise
+    return unannounced  # stored, for the job's last line
 
 
-class _BufferPool:
+class BufferPool:
     """Reuses download buffers: a fresh multi-MiB bytearray per job costs page
     faults and zeroing that showed as the worker's largest single cost. A new one is
     an anonymous mapping, not a bytearray: the kernel's zero pages are touched only
     where a download writes, where bytearray(n) zeroes all n bytes (up to twice the
-    job's size, rounded up) first; every cold read starts a fresh worker."""
+    job's size, rounded up) first; every cold read starts a fresh worker. A job gets
+    the smallest free buffer that holds it, of whatever size: jobs of a read grow and
+    shrink with the link's speed, and a page already touched costs no fault again."""
 
     def __init__(self) -> None:
-        self._free: dict[int, list[mmap.mmap]] = {}
+        self._free: list[mmap.mmap] = []  # by size, the smallest first
+
+    def __len__(self) -> int:
+        """Buffers kept for the next jobs."""
+        return len(self._free)
 
     @contextlib.contextmanager
     def lend(self, size: int) -> Iterator[memoryview]:
-        capacity = 1 << max(size - 1, 1).bit_length()  # round up to a power of two
-        free = self._free.setdefault(capacity, [])
-        buffer = free.pop() if free else mmap.mmap(-1, capacity)
+        free = self._free
+        at = next((i for i, buffer in enumerate(free) if len(buffer) >= size), None)
+        if at is not None:
+            buffer = free.pop(at)
+        else:
+            buffer = mmap.mmap(-1, 1 << max(size - 1, 1).bit_length())  # a power of two
         try:
             with memoryview(buffer) as view, view[:size] as window:
                 yield window
         finally:
-            if len(free) < 32:
-                free.append(buffer)
+            bisect.insort(free, buffer, key=len)
+            if len(free) > POOL_BUFFERS:
+                free.pop(0).close()  # the smallest: the others hold any job it could
 
 
 async def _serve(sock: socket.socket) -> None:
@@ -307,7 +326,7 @@ async def _serve(sock: socket.socket) -> None:
         retry=RetryPolicy(deadline=config.deadline),
     )
     send_lock = trio.Lock()
-    buffers = _BufferPool()
+    buffers = BufferPool()
     jobs: dict[int, trio.CancelScope] = {}
 
     reported = ClientStats()
@@ -337,13 +356,13 @@ async def _serve(sock: socket.socket) -> None:
                 version = Version(
                     validator if isinstance(validator, str) else None, bool(message.get("known"))
                 )
+                last: list[tuple[int, int, int]] = []
                 if start == end:  # the job asks only which version the file is now
                     # (its validator, if sent: the version its blocks were of, a hint)
                     version.validator = await client.current_version(path, version.validator)
-                    await reply({"id": job_id, "blocks": [], "validator": version.validator})
                 else:
                     with buffers.lend(end - start) as buffer:
-                        await _download_and_store(
+                        last = await _download_and_store(
                             client, path, start, buffer, total,
                             lambda found: BlockWriter(
                                 config.cache_dir, directory, block_size,
@@ -358,7 +377,8 @@ async def _serve(sock: socket.socket) -> None:
             except Exception as exc:
                 await reply(_error_message(job_id, exc))
             else:
-                await reply({"id": job_id, "done": True})
+                last_line = {"id": job_id, "blocks": last, "validator": version.validator}
+                await reply({**last_line, "done": True})
             finally:
                 jobs.pop(job_id, None)
         if scope.cancelled_caught:
@@ -379,8 +399,27 @@ async def _serve(sock: socket.socket) -> None:
             nursery.start_soon(job, message)
 
 
+def steady_heap() -> bool:
+    """Keeps the heap's freed memory for the next allocations. Every socket read and
+    every body chunk is a fresh object of up to 1 MiB; with glibc's defaults such
+    objects come from, and go back to, the system (mmap and munmap, or the heap's top
+    trimmed with brk), and each first touch of their pages is a page fault: that
+    was an eighth of the worker's CPU on a cold read. Says whether it could (not on
+    a C library without glibc's mallopt)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    # 32 MiB, glibc's largest: anything smaller comes from the heap. mallopt says 1 if
+    # it took the setting (musl's stub says 0).
+    taken: bool = mallopt(m_mmap_threshold, 32 << 20) == 1
+    return bool(mallopt(m_trim_threshold, 64 << 20) == 1) and taken
+
+
 def main() -> None:
     fd = int(sys.argv[1])
+    steady_heap()
     os.umask(0o077)
     # The mount's own setup at the mount's level (it sets AMIGOFS_LOG_LEVEL): its
     # lines read like the mount's, and --debug traces downloads too.
@@ -479,6 +518,10 @@ class FetchWorker:
         await self._ensure_started(nursery)
 
     async def _ensure_started(self, nursery: trio.Nursery) -> trio.SocketStream:
+        if self._stream is not None:
+            # Running: no lock to take on every fetch (a cold read makes hundreds);
+            # the fetch's send is its checkpoint.
+            return self._stream
         async with self._start_lock:
             if self._stream is not None:
                 return self._stream
@@ -529,11 +572,12 @@ class FetchWorker:
                     validator = message.get("validator")
                     pending.version.validator = validator if isinstance(validator, str) else None
                     pending.version.known = True
-                    if pending.on_blocks is not None:
+                    if pending.on_blocks is not None and message["blocks"]:
                         pending.on_blocks(
                             [(int(i), int(n), int(c)) for i, n, c in message["blocks"]]
                         )
-                    continue
+                    if "done" not in message:
+                        continue
                 if "error" in message:
                     log.debug("fetch %s failed: %s", message["id"], message.get("message"))
                     pending.error = error_from_message(message)
