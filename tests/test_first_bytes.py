@@ -56,4 +56,3 @@ def test_the_first_64_kib_of_a_call_loaded_ahead_of_a_reading_walk_is_one_downlo
         # Its links came with its metadata, ahead: no links request after the open, and
         # the first bytes are one download.
         assert _of_call(after, target) == {"download-recording-file": 1}, after
-
