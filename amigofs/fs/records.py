@@ -273,9 +273,12 @@ class RecordingSource:
         the workspace's walker reads the calls it visits (policy.links_ahead): then
         with its links too, in the same round trip, so that the first bytes of a call
         loaded ahead cost one."""
+        # Links asked ahead of need (policy.links_ahead): their failure is none of the
+        # record's (its sizes, its metadata.json), only of its first read, which asks.
+        optional = False
         if not links:
             links_ahead = self._links_ahead.get(workspace_id)
-            links = links_ahead is not None and links_ahead.load()
+            links = optional = links_ahead is not None and links_ahead.load()
         stored = None if fresh else self._load_stored(workspace_id, call_sid)
         if stored is not None:
             urls, metadata, validators = stored
@@ -286,7 +289,12 @@ class RecordingSource:
             if record.linked:
                 await self._confirm_empty(record)
             elif links:
-                await self.link(record)
+                try:
+                    await self.link(record)
+                except api.AmigoError as exc:
+                    if not optional:
+                        raise
+                    log.debug("%s/%s: links ahead of need: %s", workspace_id, call_sid, exc)
             return record
         found: RecordingUrls | None
         async with self._limit:
@@ -294,7 +302,7 @@ class RecordingSource:
                 found, metadata = await self.access.checked(
                     workspace_id,
                     lambda: gather(
-                        lambda: self._client.recording_urls(workspace_id, call_sid),
+                        lambda: self._urls(workspace_id, call_sid, optional),
                         lambda: self._client.recording_metadata(workspace_id, call_sid),
                     ),
                 )
@@ -308,6 +316,17 @@ class RecordingSource:
             await self._confirm_empty(record)
         self._save(record, found)
         return record
+
+    async def _urls(self, workspace_id: str, call_sid: str, optional: bool) -> RecordingUrls | None:
+        """The call's links; `optional`: asked ahead of need, None if refused or
+        broken (the first read asks again, and fails then if it must)."""
+        try:
+            return await self._client.recording_urls(workspace_id, call_sid)
+        except api.AmigoError as exc:
+            if not optional:
+                raise
+            log.debug("%s/%s: links ahead of need: %s", workspace_id, call_sid, exc)
+            return None
 
     async def link(self, record: CallRecord) -> None:
         """Gives a record built from its metadata alone its download links (one
