@@ -84,6 +84,12 @@ PARALLEL_GETS = 8
 # A GET should take at most this share of a reader's deadline at the measured speed.
 GET_SHARE_OF_DEADLINE = 0.25
 _SPEED_WEIGHT = 0.3  # of a new measurement in the running estimate
+# The longest a reader's own GET (blocks it waits for) should take to cross one
+# response at the measured speed: about a round trip of an internet link. Where each
+# response is throttled (3 MB/s a response on the link profile) the kernel's request
+# of 1 MiB is then four GETs of a block side by side (85 ms), not one of 350 ms; on a
+# fast link it stays one GET.
+READER_GET_SECONDS = 0.05
 READ_ATTEMPTS = 4
 # Pieces (the exact ranges of reads not in order) kept in memory, all files together.
 PIECE_BYTES = 16 << 20
@@ -512,7 +518,10 @@ class BlockStore:
     def _reader_chunk(self) -> int:
         # Before anything is measured, a reader's blocks go in GETs of one block each,
         # at once: on a slow link a single GET of 1 MiB could outlast the deadline.
-        return 1 if self.speed is None else self._speed_chunk()
+        if self.speed is None:
+            return 1
+        fits = int(self.speed * READER_GET_SECONDS) // self.block_size
+        return max(1, min(self._speed_chunk(), fits))
 
     def _start(
         self, file: StoredFile, first: int, stop: int, chunk: int, *, budget: bool = True

@@ -5,7 +5,8 @@ exactly (the platform serves the same document as a file), kept with the record,
 the audio files' sizes are the metadata's. The download links (get-recording-urls) are
 fetched when an audio file is read (`RecordingSource.link`), or with the metadata, at
 once, when the record is loaded for an audio file outside a walk, so that the first
-bytes of a file cost two round trips. Until its links are in, a record is not
+bytes of a file cost two round trips, or ahead of a walk whose reader reads the calls
+it visits (amigofs.policy.links_ahead), so that they cost one. Until its links are in, a record is not
 `linked`: whether each stored file is a WAV container, which its name tells, is
 guessed (amigofs.policy.stored_audio) and its files' sizes are shown uncached.
 Audio bytes are only fetched when read, through the block cache.
@@ -50,6 +51,7 @@ from amigofs.fs.attributes import InodeT
 from amigofs.fs.errors import FsError
 from amigofs.fs.stereo import Channel, NoStereo, StereoView
 from amigofs.fs.wav import UnknownAudioFormat, audio_layout, codec_of, is_wav_container
+from amigofs.policy.links_ahead import LinksAhead
 from amigofs.policy.stored_audio import guess_wav_container
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,8 @@ class CallRecord:
     linked: bool = True
     # The versions an earlier mount found its stored files of, by stored name.
     validators: dict[str, str] = field(default_factory=dict)
+    # Whether a reader has been served its audio bytes (see policy.links_ahead).
+    read: bool = False
 
 
 class Reader(Protocol):
@@ -232,6 +236,9 @@ class RecordingSource:
         self._limit = trio.CapacityLimiter(concurrency)
         self._url_refresh: SingleFlight[RecordingUrls] = SingleFlight()
         self._linking: SingleFlight[None] = SingleFlight()
+        # Of each workspace, whether records loaded for their sizes alone come with
+        # their links: its walker reads the calls it visits.
+        self._links_ahead: dict[str, LinksAhead] = {}
         self.access = WorkspaceAccess()
         # Stored files of size 0 in their metadata that the server confirmed empty.
         self._confirmed_empty: set[FileKey] = set()
@@ -262,7 +269,16 @@ class RecordingSource:
         """The call's record: the one kept on disk unless `fresh`, else from the API.
         `links`: with its download links, asked at once with the metadata (the first
         bytes of a file then cost two round trips); else the metadata alone, one
-        request (a stat walk), the links fetched at the first read (`link`)."""
+        request (a stat walk), the links fetched at the first read (`link`), unless
+        the workspace's walker reads the calls it visits (policy.links_ahead): then
+        with its links too, in the same round trip, so that the first bytes of a call
+        loaded ahead cost one."""
+        # Links asked ahead of need (policy.links_ahead): their failure is none of the
+        # record's (its sizes, its metadata.json), only of its first read, which asks.
+        optional = False
+        if not links:
+            links_ahead = self._links_ahead.get(workspace_id)
+            links = optional = links_ahead is not None and links_ahead.load()
         stored = None if fresh else self._load_stored(workspace_id, call_sid)
         if stored is not None:
             urls, metadata, validators = stored
@@ -273,7 +289,12 @@ class RecordingSource:
             if record.linked:
                 await self._confirm_empty(record)
             elif links:
-                await self.link(record)
+                try:
+                    await self.link(record)
+                except api.AmigoError as exc:
+                    if not optional:
+                        raise
+                    log.debug("%s/%s: links ahead of need: %s", workspace_id, call_sid, exc)
             return record
         found: RecordingUrls | None
         async with self._limit:
@@ -281,7 +302,7 @@ class RecordingSource:
                 found, metadata = await self.access.checked(
                     workspace_id,
                     lambda: gather(
-                        lambda: self._client.recording_urls(workspace_id, call_sid),
+                        lambda: self._urls(workspace_id, call_sid, optional),
                         lambda: self._client.recording_metadata(workspace_id, call_sid),
                     ),
                 )
@@ -295,6 +316,17 @@ class RecordingSource:
             await self._confirm_empty(record)
         self._save(record, found)
         return record
+
+    async def _urls(self, workspace_id: str, call_sid: str, optional: bool) -> RecordingUrls | None:
+        """The call's links; `optional`: asked ahead of need, None if refused or
+        broken (the first read asks again, and fails then if it must)."""
+        try:
+            return await self._client.recording_urls(workspace_id, call_sid)
+        except api.AmigoError as exc:
+            if not optional:
+                raise
+            log.debug("%s/%s: links ahead of need: %s", workspace_id, call_sid, exc)
+            return None
 
     async def link(self, record: CallRecord) -> None:
         """Gives a record built from its metadata alone its download links (one
@@ -559,6 +591,14 @@ class RecordingSource:
         once, and the reader moved to it before the read is made again. A reader is
         served one version of each stored file (`_one_version`). A record loaded from
         its metadata alone is given its links first (`link`)."""
+        record = reader.record
+        if record is not None and not record.read and reader.file.content is None:
+            # A call's first read: the workspace's walker reads what it visits.
+            record.read = True
+            links_ahead = self._links_ahead.get(record.workspace_id)
+            if links_ahead is None:
+                links_ahead = self._links_ahead[record.workspace_id] = LinksAhead()
+            links_ahead.read()
         await self._linked(reader)
         if self._mismatched and self._said_mismatch(reader) in self._mismatched:
             # Logged once, at the first read that found it; not again at each retry.

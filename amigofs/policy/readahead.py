@@ -8,21 +8,26 @@ readahead also sends requests slightly out of order, so small jumps forward or b
 do not count as seeks.
 
 What the kernel sends (measured here with the mount's debug lines, 1 MiB kernel
-readahead):
+readahead, on the link profile):
 - a first read of 64 KiB at offset 0 arrives as one request of 128 KiB (the kernel's
   first readahead is twice a small read); a read of 64 KiB at the end as the pages
   under it (68 KiB when it is not page-aligned), never past the end;
 - one large read() (plain `file` reads 7 MiB at the start, then 7 MiB at the end) is
-  turned into readahead windows of 1 MiB, sent as requests of 1 MiB in order as fast
-  as they are answered, and one more window past the read's end (8 MiB in all);
-- a streaming reader (cat, cp, a player) gets the same requests, windows of up to
-  1 MiB in order, whatever the size of its own reads.
-So no pattern of requests tells one large read from the start of a stream; what
-does is that the large read stops, and the stream goes on. The rule therefore waits
-until a run in order is longer than a single read by a program that looks at a file
-takes (LARGE_READ, with the kernel's window past it): a read that stops there and
-seeks never had a window opened for it, and a stream gets its window a few MiB in,
-the kernel's own readahead carrying it until then.
+  turned into readahead windows of 1 MiB, sent as requests of 1 MiB in order from the
+  first one on, as fast as they are answered, and one more window past the read's end
+  (8 MiB in all);
+- a program making small reads from the start (tar reads 10 KiB at a time, sha256sum
+  32 KiB) gets a small first request (64 or 128 KiB), then the kernel's window doubling
+  as it goes on (128K, 256K, 512K), then requests of 1 MiB.
+So a run from the start whose first request is smaller than the kernel's window is a
+reader that goes on by small reads: once past STREAM_AFTER it gets its window (tar and
+sha256sum read files of 1-30 MB whole over a link, each round trip showing). A run
+whose first request is the kernel's whole window looks like one large read until it
+goes on past it: the rule then waits until the run is longer than a single read by a
+program that looks at a file takes (LARGE_READ, with the kernel's window past it): a
+read that stops there and seeks never had a window opened for it, and a stream of
+large reads gets its window a few MiB in, the kernel's own readahead carrying it until
+then. A run that does not start at the file's start (a player's seek) waits so too.
 
 The first read of a file, and each read after a seek, is not in order (`in_order`):
 the store then fetches the bytes asked and no more (see amigofs.cache.store).
@@ -45,6 +50,10 @@ RUN_REACH = 2 * KERNEL_READAHEAD
 # The longest single read a program makes to look at a file: `file` reads 7 MiB at
 # its start (and as much at its end), which Midnight Commander's F3 runs too.
 LARGE_READ = 7 << 20
+# How far a run from a file's start whose first request was smaller than the kernel's
+# window (a program making small reads: see the module's docstring) goes before it is
+# taken for a stream and gets its window.
+STREAM_AFTER = 2 << 20
 # A small first request at a file's start (`head -c 64K` reads 32 KiB at a time: the
 # kernel asks [0, 32K), then at the next read its readahead [32K, 160K)) is followed
 # by the kernel's readahead of about four times it. Fetched with it, that next request
@@ -70,10 +79,16 @@ class Readahead:
     # more than one large read and the kernel's readahead past it, so that such a
     # read followed by a seek opens no window (see the module's docstring).
     ramp_after: int = LARGE_READ + 2 * KERNEL_READAHEAD
+    # The same for a run from the file's start made of small reads: the kernel's
+    # requests show a reader that goes on, not one large read.
+    stream_after: int = STREAM_AFTER
     # Whether the latest read went on from the ones before it (not the first read,
     # not a seek): if not, only what it asks is fetched.
     in_order: bool = False
     _started: bool = False
+    # Whether the run started at the file's start with a request smaller than the
+    # kernel's window: small reads, ramping (see the module's docstring).
+    _ramping: bool = False
     _expected: int = 0
     _streak: int = 0
     _window: int = 0
@@ -98,13 +113,16 @@ class Readahead:
         elif near and offset <= expected + FORWARD_TOLERANCE:
             self._streak = end - offset
             self._expected = end
+            self._ramping = False
         else:  # the first read, or a seek: start over with no window
             self._started = True
+            self._ramping = offset == 0 and size < KERNEL_READAHEAD
             self._streak = end - offset
             self._window = 0
             self._horizon = end
             self._expected = end
-        if self._streak < self.ramp_after or end + self._window // 2 < self._horizon:
+        ramp_after = min(self.stream_after, self.ramp_after) if self._ramping else self.ramp_after
+        if self._streak < ramp_after or end + self._window // 2 < self._horizon:
             return None
         self._window = min(max(2 * self._window, self.initial_window), self.max_window)
         start = max(self._horizon, end)

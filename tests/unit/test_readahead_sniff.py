@@ -24,14 +24,18 @@ from tests.unit.block_doubles import MemoryCache, MemoryFetcher
 from tests.unit.test_block_store import BLOCK, NAME, run_with_store, stored
 
 KiB, MiB = 1 << 10, 1 << 20
-REQUEST = 128 * KiB  # the kernel's read request here
 
 
 def kernel_requests(offset: int, length: int, file_size: int) -> list[tuple[int, int]]:
-    """What the kernel sends for one read() of `length` at `offset`: requests of 128
-    KiB over it and the readahead window past it, in order."""
+    """What the kernel sends for one read() of `length` at `offset` (measured on the
+    link profile, 1 MiB kernel readahead): for a read of the kernel's window or more,
+    requests of the window over it and one window past it, in order; for a smaller
+    one, one request of up to four times it (its first readahead), and nothing more
+    once the reader stops."""
+    if length < KERNEL_READAHEAD:
+        return [(offset, min(file_size - offset, KERNEL_READAHEAD, 4 * length))]
     end = min(file_size, offset + length + KERNEL_READAHEAD)
-    return [(o, min(REQUEST, end - o)) for o in range(offset, end, REQUEST)]
+    return [(o, min(KERNEL_READAHEAD, end - o)) for o in range(offset, end, KERNEL_READAHEAD)]
 
 
 def feed(readahead: Readahead, reads: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
@@ -71,8 +75,11 @@ def test_one_large_read_then_a_seek_opens_no_window(
 def test_a_stream_gets_a_window_once_past_a_large_read_and_the_kernels_window(
     file_size: int,
 ) -> None:
+    # Requests of the kernel's whole window from the first one on, as for one large
+    # read: only going on past it tells a stream (small reads from the start are told
+    # sooner: tests/unit/test_readahead_stream.py).
     readahead = Readahead()
-    reads = [(o, REQUEST) for o in range(0, file_size, REQUEST)]
+    reads = [(o, KERNEL_READAHEAD) for o in range(0, file_size, KERNEL_READAHEAD)]
     got: list[tuple[int, int, int]] = []
     for offset, size in reads:
         ahead = readahead.on_read(offset, size, file_size)
