@@ -39,9 +39,6 @@ from dataclasses import dataclass
 
 BACKWARD_TOLERANCE = 1 << 20
 FORWARD_TOLERANCE = 16 << 20
-# How far ahead of the reads before it the kernel sends a request out of order: one
-# request (128 KiB here) overtaking another.
-REORDER_REACH = 128 << 10
 # The kernel's readahead past what a program reads (the mount's --kernel-readahead).
 KERNEL_READAHEAD = 1 << 20
 # How far ahead a read may start and still go on with the run: within the kernel's
@@ -98,14 +95,16 @@ class Readahead:
         """Records a read; returns the range to fetch ahead of it, if any."""
         end = min(offset + size, file_size)
         expected = self._expected
-        # The kernel's requests come out of order by a request or so: those go on
-        # from the reads before (`in_order`). One further ahead may be a jump (a
-        # sniff's read of the end) and is fetched as asked, never a byte more; it
-        # goes on with the run when within the kernel's windows (requests of 1 MiB
-        # overtake one another), else the run starts over, and only a jump too far
-        # for a stream that skips a little (FORWARD_TOLERANCE) closes its window.
+        # A read that starts within what was read goes on from the reads before
+        # (`in_order`): its blocks are fetched. One that leaves a gap may be a jump
+        # (a sniff's read of the end of a small file lands a few KiB past its first
+        # read) and is fetched as asked, never a byte more, so the bytes a piece
+        # already holds are not fetched again as part of a block. It goes on with the
+        # run when within the kernel's windows (its requests overtake one another),
+        # else the run starts over, and only a jump too far for a stream that skips a
+        # little (FORWARD_TOLERANCE) closes its window.
         near = self._started and expected - BACKWARD_TOLERANCE <= offset
-        self.in_order = near and offset < expected + REORDER_REACH
+        self.in_order = near and offset <= expected
         if near and offset <= expected + RUN_REACH:
             # How far the run got: a request overtaking others counts theirs too.
             self._streak += max(0, end - expected)

@@ -24,6 +24,7 @@ from tests.unit.block_doubles import MemoryCache, MemoryFetcher
 from tests.unit.test_block_store import BLOCK, NAME, run_with_store, stored
 
 KiB, MiB = 1 << 10, 1 << 20
+PAGE = 4096
 
 
 def kernel_requests(offset: int, length: int, file_size: int) -> list[tuple[int, int]]:
@@ -96,7 +97,7 @@ def test_a_stream_whose_requests_overtake_one_another_still_gets_its_window(
     file_size: int, data: st.DataObject
 ) -> None:
     # Requests of 256 KiB, neighbours swapped: each swapped one jumps ahead further
-    # than REORDER_REACH (fetched as asked), but within the kernel's windows: the
+    # than the reads before it (fetched as asked), but within the kernel's windows: the
     # run goes on.
     reads = [(o, 256 * KiB) for o in range(0, file_size, 256 * KiB)]
     i = 0
@@ -121,6 +122,20 @@ def test_a_sniff_at_start_and_end_is_two_reads_not_in_order_and_nothing_ahead() 
     assert readahead.on_read(0, 128 * KiB, size) is None
     assert not readahead.in_order
     assert readahead.on_read(size - 68 * KiB, 68 * KiB, size) is None
+    assert not readahead.in_order
+
+
+@given(st.integers(128 * KiB + 1, 320 * KiB))
+def test_a_sniff_of_a_small_file_s_end_past_its_first_read_is_not_in_order(size: int) -> None:
+    # `file -P bytes=65536` of a file of 60-320 KiB: the kernel asks [0, 128K), then
+    # the pages under the last 64 KiB, a few KiB past the first read. In order, the
+    # store would fetch whole blocks, the first 128 KiB (held as a piece) again.
+    readahead = Readahead()
+    assert readahead.on_read(0, 128 * KiB, size) is None
+    end_read = max(128 * KiB + PAGE, (size - 64 * KiB) // PAGE * PAGE)
+    if end_read >= size:
+        return
+    assert readahead.on_read(end_read, size - end_read, size) is None
     assert not readahead.in_order
 
 
