@@ -41,15 +41,7 @@ from amigofs.fs.date_range import INDEXED_NS, DateRanges
 from amigofs.fs.errors import FsError
 from amigofs.fs.handles import DirListing, OpenFile, Snapshot
 from amigofs.fs.inodes import ROOT_INODE, InodeTable
-from amigofs.fs.records import (
-    CALL,
-    FILE_NAMES,
-    INBOUND,
-    METADATA,
-    OUTBOUND,
-    CallRecord,
-    PresentedFile,
-)
+from amigofs.fs.records import AUDIO_NAMES, FILE_NAMES, METADATA, CallRecord, PresentedFile
 from amigofs.fs.views import (
     BY_DATE,
     BY_NAME,
@@ -79,8 +71,6 @@ from amigofs.policy.readahead import Readahead
 CONTROL_NAME = ".amigofs-stats"
 # Calls read from the index per readdir request (the kernel takes what fits).
 READDIR_BATCH = 256
-# The files a stored file is read from: its own and call.wav (the stereo of both).
-AUDIO_NAMES = (INBOUND, OUTBOUND, CALL)
 # The extended attributes' full names, made once: `ls -l` may list them per entry.
 _CALL_XATTRS = full_names(CALL_NAMES)
 _ARCHIVED_XATTRS = full_names(ARCHIVED_NAMES)

@@ -59,6 +59,8 @@ T = TypeVar("T")
 INBOUND, OUTBOUND, METADATA = "inbound.wav", "outbound.wav", "metadata.json"
 CALL = "call.wav"  # both channels in one stereo file (amigofs.fs.stereo)
 FILE_NAMES = (INBOUND, OUTBOUND, CALL, METADATA)
+# The files read from stored files (metadata.json is the metadata answer).
+AUDIO_NAMES = (INBOUND, OUTBOUND, CALL)
 # Tries of a read whose links expire: a renewal, and one more for a sibling's link
 # (call.wav reads two stored files) or a fetch that started on the old link.
 LINK_ATTEMPTS = 4
