@@ -50,9 +50,12 @@ class MountRefused(Exception):
 # cache's (min_free_ratio).
 # File operations served at once: a stuck one must not hold up the rest.
 FUSE_TASKS = 64
-# Call records kept in memory (metadata.json, sizes, links: some 3.3 KB each); more
-# are read again from the disk (MetaStore), so memory does not grow with calls looked up.
-MAX_RECORDS = 4096
+# Call records kept in memory (metadata.json, sizes, links: some 5 KB each, 2.5 MB in
+# all); more are read again from the disk (MetaStore, no request), so memory does not
+# grow with calls looked up (issue 21: within 10 MB, with the MetaStore's page cache and
+# what the heap keeps). Room for the most loaded ahead of a walk (records_in_flight, at
+# most 256) and the calls a program has open.
+MAX_RECORDS = 512
 
 
 def _where(settings: Settings) -> tuple[Path, Path]:

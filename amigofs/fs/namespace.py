@@ -101,6 +101,9 @@ class Namespace:
         tree = Tree(config, index, self._calls, self._workspaces, days, self._date_ranges)
         self._inodes: InodeTable[Node] = InodeTable(index, Root(tree), tree.node_of, tree.day_node)
         tree.inodes = self._inodes
+        # A stored file replaced on the server: the kernel's pages of its call's audio
+        # files go (see RecordingSource.on_stale_pages).
+        source.inodes_of = lambda key: tree.audio_inodes(key.workspace_id, key.call_sid)
         self._handles = HandleTable()
         self.walk: WalkPrefetch | None = None
         if config.walk_room is not None:

@@ -41,7 +41,7 @@ from amigofs.fs.date_range import INDEXED_NS, DateRanges
 from amigofs.fs.errors import FsError
 from amigofs.fs.handles import DirListing, OpenFile, Snapshot
 from amigofs.fs.inodes import ROOT_INODE, InodeTable
-from amigofs.fs.records import FILE_NAMES, METADATA, CallRecord, PresentedFile
+from amigofs.fs.records import AUDIO_NAMES, FILE_NAMES, METADATA, CallRecord, PresentedFile
 from amigofs.fs.views import (
     BY_DATE,
     BY_NAME,
@@ -178,6 +178,14 @@ class Tree:
         # right: when the server contradicts one, the kernel gets the new size.
         timeout = 0.0 if record.unconfirmed else IMMUTABLE_TIMEOUT
         return Attributes(inode, False, file.size, time_ns(record.start), 1, timeout)
+
+    def audio_inodes(self, workspace_id: str, call_sid: str) -> set[InodeT]:
+        """The inodes of a call's audio files (numbered from its row: none kept per file
+        read), whose pages the kernel may hold; none if the call has no row."""
+        row = self.index.by_sid(workspace_id, call_sid)
+        if row is None:
+            return set()
+        return {self.inodes.call(row, file_slot(FILE_NAMES.index(name))) for name in AUDIO_NAMES}
 
     def date_link_attrs(self, row: CallRow) -> Attributes:
         target = call_link(row.workspace_id, row.call_sid)

@@ -61,10 +61,11 @@ T = TypeVar("T")
 INBOUND, OUTBOUND, METADATA = "inbound.wav", "outbound.wav", "metadata.json"
 CALL = "call.wav"  # both channels in one stereo file (amigofs.fs.stereo)
 FILE_NAMES = (INBOUND, OUTBOUND, CALL, METADATA)
+# The files read from stored files (metadata.json is the metadata answer).
+AUDIO_NAMES = (INBOUND, OUTBOUND, CALL)
 # Tries of a read whose links expire: a renewal, and one more for a sibling's link
 # (call.wav reads two stored files) or a fetch that started on the old link.
 LINK_ATTEMPTS = 4
-SERVED_FILES = 65536
 
 
 @dataclass(slots=True, frozen=True)
@@ -244,10 +245,11 @@ class RecordingSource:
         self._confirmed_empty: set[FileKey] = set()
         # Presented files whose stored length was found not to be the metadata's.
         self._mismatched: set[str] = set()
-        # The inodes whose pages the kernel may hold, by stored file (relative dir) they
-        # were read from; the most recently read SERVED_FILES files.
-        self._served: cachetools.LRUCache[str, set[InodeT]] = cachetools.LRUCache(SERVED_FILES)
-        # Told the inodes whose pages the kernel keeps (files are opened with
+        # The inodes of the presented files a stored file is read from (the namespace
+        # numbers them from the call's row): nothing is kept per file served, so memory
+        # does not grow with the files read (issue 21).
+        self.inodes_of: Callable[[FileKey], set[InodeT]] | None = None
+        # Told the inodes whose pages the kernel may keep (files are opened with
         # keep_cache) are stale: a stored file under them was replaced on the server.
         self.on_stale_pages: Callable[[set[InodeT]], None] | None = None
         store.on_replaced = self._replaced
@@ -675,8 +677,11 @@ class RecordingSource:
         return tuple(self._store.generation(one.key) for one in self._stored_of(file))
 
     def _replaced(self, key: FileKey) -> None:
-        inodes = self._served.pop(key.relative_dir, None)
-        if inodes and self.on_stale_pages is not None:
+        if self.inodes_of is None or self.on_stale_pages is None:
+            return
+        # Whether the kernel holds pages of them or not: dropping none costs nothing.
+        inodes = self.inodes_of(key)
+        if inodes:
             self.on_stale_pages(inodes)
 
     def _one_version(self, reader: Reader, before: tuple[int, ...] | None) -> None:
@@ -685,13 +690,6 @@ class RecordingSource:
         VersionChanged (EIO) for the rest; an open after that gets the new version."""
         now = self._generations(reader.file)
         if now == (reader.versions or now) and now == (before or now):
-            if reader.versions is None:
-                for stored in self._stored_of(reader.file):
-                    rel = stored.key.relative_dir
-                    inodes = self._served.get(rel)
-                    if inodes is None:
-                        inodes = self._served[rel] = set()
-                    inodes.add(reader.inode)
             reader.versions = now
             return
         where = reader.file.name
