@@ -24,6 +24,7 @@ from amigofs.api.stats import ClientStats
 from amigofs.cache.index import CallIndex
 from amigofs.config import Settings
 from amigofs.daemon.mount import namespace_config
+from amigofs.fs.attributes import IMMUTABLE_TIMEOUT
 from amigofs.fs.errors import FsError
 from amigofs.fs.namespace import (
     CONTROL_NAME,
@@ -37,6 +38,7 @@ from amigofs.fs.namespace import (
 from amigofs.fs.records import (
     INBOUND,
     METADATA,
+    OUTBOUND,
     CallRecord,
     PresentedFile,
     Reader,
@@ -109,6 +111,8 @@ class _Source:
     down: bool = False
     reads: int = 0
     closed_files: list[str] = field(default_factory=list)
+    # The files whose sizes a record kept from an earlier mount has not had confirmed.
+    unconfirmed: set[str] = field(default_factory=set)
 
     async def load(
         self,
@@ -133,7 +137,9 @@ class _Source:
             INBOUND: PresentedFile(INBOUND, len(AUDIO), content=AUDIO),
             METADATA: PresentedFile(METADATA, len(document), content=document),
         }
-        return CallRecord(workspace_id, call_sid, start, metadata, files)
+        return CallRecord(
+            workspace_id, call_sid, start, metadata, files, unconfirmed=set(self.unconfirmed)
+        )
 
     async def read_checked(
         self,
@@ -370,3 +376,18 @@ async def test_a_handle_that_is_not_open_is_described_by_its_number(tmp_path: Pa
     async with _tree(tmp_path) as tree:
         assert tree.ns.describe_handle(FileHandleT(99)) == "handle 99"
         assert tree.ns.describe(InodeT(12345)) == "inode 12345"
+
+
+async def test_a_file_s_size_is_asked_again_only_while_its_own_is_unconfirmed(
+    tmp_path: Path,
+) -> None:
+    # A record kept from an earlier mount: a file whose read confirmed its size is
+    # cached by the kernel again, though its neighbour stays unread (a getattr before
+    # every read of a re-read, otherwise).
+    async with _tree(tmp_path) as tree:
+        tree.source.unconfirmed = {OUTBOUND}
+        assert (await tree.at(SALES, _sid(1), INBOUND)).timeout == IMMUTABLE_TIMEOUT
+    (tmp_path / "again").mkdir()
+    async with _tree(tmp_path / "again") as tree:
+        tree.source.unconfirmed = {INBOUND}
+        assert (await tree.at(SALES, _sid(1), INBOUND)).timeout == 0.0
