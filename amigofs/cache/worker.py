@@ -170,18 +170,19 @@ async def _download_and_store(
     path: DownloadPath,
     start: int,
     end: int,
-    block: memoryview,
+    lend_block: Callable[[], contextlib.AbstractContextManager[memoryview]],
     total: int,
     open_writer: Callable[[str | None], BlockWriter],
     announce: Callable[[list[tuple[int, int, int]]], Awaitable[None]],
     version: Version,
 ) -> list[tuple[int, int, int]]:
     """Downloads bytes [start, end) of `version` of the file, storing each block (of
-    len(block) bytes) as it fills and announcing it, so that a reader waits for its
-    own block, not for the whole range. Every block stored is announced, whatever
-    ends the download; the last ones of a download that succeeds are returned
-    instead, for the job's last line. The writer is opened once the first answer has
-    said which version the blocks are of."""
+    the size of the buffer `lend_block` lends) as it fills and announcing it, so that
+    a reader waits for its own block, not for the whole range. Every block stored is
+    announced, whatever ends the download; the last ones of a download that succeeds
+    are returned instead, for the job's last line. The writer is opened once the
+    first answer has said which version the blocks are of; the buffer is lent once
+    the first bytes arrive (a job waiting for a connection holds none)."""
     with contextlib.ExitStack() as files:
         writer: BlockWriter | None = None
 
@@ -190,6 +191,9 @@ async def _download_and_store(
             if writer is None:
                 writer = files.enter_context(open_writer(version.validator))
             return writer.write(at, data)
+
+        def block() -> memoryview:
+            return files.enter_context(lend_block())
 
         return await _download_blocks(
             client, path, start, end, block, total, write, announce, version
@@ -203,10 +207,13 @@ class BlockSink:
     whole job (up to 32 MiB in flight per cold read) cost a page fault per page on its
     first use, ~0.6 CPU-s per GB where writing into memory already touched costs 0.05."""
 
-    __slots__ = ("_block", "_filled", "_left", "_store")
+    __slots__ = ("_block", "_filled", "_left", "_lend", "_store")
 
-    def __init__(self, block: memoryview, size: int, store: Callable[[memoryview], None]):
-        self._block = block
+    def __init__(
+        self, block: Callable[[], memoryview], size: int, store: Callable[[memoryview], None]
+    ) -> None:
+        self._lend = block  # asked for the buffer when the first bytes arrive
+        self._block: memoryview | None = None
         self._filled = 0  # bytes of the block in hand
         self._left = size  # bytes of the download still to come
         self._store = store
@@ -216,7 +223,10 @@ class BlockSink:
 
     def take(self, chunk: bytes | memoryview) -> None:
         self._left -= len(chunk)
-        block, size = self._block, len(self._block)
+        block = self._block
+        if block is None:
+            block = self._block = self._lend()
+        size = len(block)
         with memoryview(chunk) as view:
             at = 0
             while at < len(view):
@@ -231,6 +241,7 @@ class BlockSink:
     def flush(self) -> None:
         """Stores the block in hand: the download's last, shorter than a block."""
         if self._filled:
+            assert self._block is not None
             filled, self._filled = self._filled, 0
             self._store(self._block[:filled])
 
@@ -240,7 +251,7 @@ async def _download_blocks(
     path: DownloadPath,
     start: int,
     end: int,
-    block: memoryview,
+    block: Callable[[], memoryview],
     total: int,
     write: Callable[[int, memoryview], list[tuple[int, int, int]]],
     announce: Callable[[list[tuple[int, int, int]]], Awaitable[None]],
@@ -314,7 +325,9 @@ class BufferPool:
         free = self._free
         at = next((i for i, buffer in enumerate(free) if len(buffer) >= size), None)
         if at is not None:
-            buffer = free.pop(at)
+            # Of the buffers of that size, the one given back last: its pages were
+            # touched most recently (the others may never have been).
+            buffer = free.pop(bisect.bisect_right(free, len(free[at]), key=len) - 1)
         else:
             buffer = mmap.mmap(-1, 1 << max(size - 1, 1).bit_length())  # a power of two
         try:
@@ -382,18 +395,17 @@ async def _serve(sock: socket.socket) -> None:
                     # (its validator, if sent: the version its blocks were of, a hint)
                     version.validator = await client.current_version(path, version.validator)
                 else:
-                    with buffers.lend(block_size) as block:
-                        last = await _download_and_store(
-                            client, path, start, end, block, total,
-                            lambda found: BlockWriter(
-                                config.cache_dir, directory, block_size,
-                                found if message.get("versioned", True) else None,
-                            ),
-                            lambda blocks: reply(
-                                {"id": job_id, "blocks": blocks, "validator": version.validator}
-                            ),
-                            version,
-                        )  # fmt: skip
+                    last = await _download_and_store(
+                        client, path, start, end, lambda: buffers.lend(block_size), total,
+                        lambda found: BlockWriter(
+                            config.cache_dir, directory, block_size,
+                            found if message.get("versioned", True) else None,
+                        ),
+                        lambda blocks: reply(
+                            {"id": job_id, "blocks": blocks, "validator": version.validator}
+                        ),
+                        version,
+                    )  # fmt: skip
             except Exception as exc:
                 await reply(_error_message(job_id, exc))
             else:

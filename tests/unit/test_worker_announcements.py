@@ -69,7 +69,7 @@ class Recorder:
 async def download(client: StreamingClient, recorder: Recorder) -> None:
     last = await _download_blocks(
         client,  # type: ignore[arg-type]
-        PATH, 0, SIZE, memoryview(bytearray(BLOCK)), SIZE, recorder.write, recorder.announce,
+        PATH, 0, SIZE, lambda: memoryview(bytearray(BLOCK)), SIZE, recorder.write, recorder.announce,
         Version(None, True),
     )  # fmt: skip
     if last:  # the job's last line ("done") carries the blocks stored since its last line
