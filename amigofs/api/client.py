@@ -35,7 +35,14 @@ from amigofs.api.models import (
     parse_recording_urls,
     parse_workspace,
 )
-from amigofs.api.ranges import Version, check_end, check_version, fetch_range, validator_of
+from amigofs.api.ranges import (
+    Sink,
+    Version,
+    check_end,
+    check_version,
+    fetch_range,
+    validator_of,
+)
 from amigofs.api.retries import ProgressDeadline, ResumableShort, RetryPolicy, retrying
 from amigofs.api.secret import ApiKey, BearerAuth
 from amigofs.api.stats import NO_ANSWER, Answer, ClientStats
@@ -261,13 +268,14 @@ class PlatformClient:
         self,
         path: DownloadPath,
         start: int,
-        buf: memoryview,
+        buf: memoryview | Sink,
         *,
         total: int | None = None,
         on_progress: Callable[[int], None] | None = None,
         version: Version | None = None,
     ) -> None:
-        """Fills `buf` with the stored file's bytes from `start` on.
+        """Fills `buf` with the stored file's bytes from `start` on, or hands them to
+        a Sink in order as they arrive (len(sink) of them).
 
         `total` is the file's size as the metadata gives it; an answer that shows
         another size is a SizeMismatch, never silently short or padded data. A body
@@ -297,9 +305,11 @@ class PlatformClient:
             def get(headers: dict[str, str]) -> AbstractAsyncContextManager[httpx.Response]:
                 return self._get(op, answer, path.target, headers=headers)
 
+            # A sink has taken what arrived; a buffer's rest is what is still to fill.
+            rest = buf[done:] if isinstance(buf, memoryview) else buf
             try:
                 fetched = await fetch_range(
-                    get, path, start + done, buf[done:], total, progress, self.stats, version
+                    get, path, start + done, rest, total, progress, self.stats, version
                 )
             except ResumableShort as short:
                 # Keep what arrived, so the next try asks only for the rest.

@@ -17,6 +17,10 @@ checked against the `Version` the download is of, which the first answer sets wh
 the caller does not know it; a ranged GET of a known version carries `If-Range`, so a
 server that keeps it answers a replaced file with a 200 of the new one. An answer of
 another version is VersionChanged, before a byte of it is kept.
+
+A download goes into a buffer of the range's size, or into a `Sink` that takes the
+body's bytes in order as they arrive (the fetch worker's: it stores each block as it
+fills, so a job touches one block's worth of memory, not the whole range's).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import re
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import Protocol
 
 import httpx
 
@@ -39,6 +44,34 @@ _CONTENT_RANGE_UNSATISFIED = re.compile(r"bytes \*/(\d+)")
 # A GET of the download path with these headers, its status checked; httpx's transport
 # errors come out as errors.TransportError (PlatformClient._get).
 Get = Callable[[dict[str, str]], AbstractAsyncContextManager[httpx.Response]]
+
+
+class Sink(Protocol):
+    """Where a download's bytes go, in order, as they arrive: `len` is how many it
+    still wants (less each time it `take`s some), which is what a resumed download
+    asks for."""
+
+    def __len__(self) -> int: ...
+
+    def take(self, chunk: bytes | memoryview) -> None: ...
+
+
+class Filling:
+    """A buffer as a Sink: filled from its start."""
+
+    __slots__ = ("_at", "_buf")
+
+    def __init__(self, buf: memoryview) -> None:
+        self._buf = buf
+        self._at = 0
+
+    def __len__(self) -> int:
+        return len(self._buf) - self._at
+
+    def take(self, chunk: bytes | memoryview) -> None:
+        at = self._at
+        self._buf[at : at + len(chunk)] = chunk
+        self._at = at + len(chunk)
 
 
 @dataclass(slots=True)
@@ -99,20 +132,21 @@ async def fetch_range(
     get: Get,
     path: DownloadPath,
     start: int,
-    buf: memoryview,
+    into: memoryview | Sink,
     total: int | None,
     progress: Callable[[int], None],
     stats: ClientStats,
     version: Version,
 ) -> Fetched:
-    """One GET for bytes [start, start+len(buf)) of `version`; says how many it wrote
-    into buf.
+    """One GET for bytes [start, start+len(into)) of `version`; says how many it put
+    into `into` (a buffer, filled from its start, or a Sink).
 
     Raises ResumableShort for a body cut short, after recording what arrived,
     SizeMismatch for an answer that shows the file's length is not `total`, and
     VersionChanged for one of another version.
     """
-    want = len(buf)
+    want = len(into)
+    take = Filling(into).take if isinstance(into, memoryview) else into.take
     at_end = total is not None and start + want == total
     headers = {
         "Range": f"bytes={start}-{start + want - 1}",
@@ -160,7 +194,7 @@ async def fetch_range(
                         assert total is not None
                         raise mismatch(path, f"more than {total}", total)
                     chunk = chunk[:room]
-                buf[got : got + len(chunk)] = chunk
+                take(chunk)
                 got += len(chunk)
                 stats.bytes_received += len(chunk)
                 progress(got)

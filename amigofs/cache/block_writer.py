@@ -59,6 +59,7 @@ class BlockWriter:
         self._dir_fd: int | None = None
         self._tmp_fd: int | None = None
         self._serial = 0
+        self._pid = os.getpid()  # in temporary names: a killed writer's are told apart
 
     def __enter__(self) -> BlockWriter:
         return self
@@ -103,7 +104,7 @@ class BlockWriter:
     def _write_block(self, dir_fd: int, index: int, block: memoryview) -> int:
         header, crc = pack_header(self._digest, index, block)
         self._serial += 1
-        tmp = f"{TMP_PREFIX}{index}.{os.getpid()}.{self._serial}.tmp"
+        tmp = f"{TMP_PREFIX}{index}.{self._pid}.{self._serial}.tmp"
         tmp_fd = self._tmp_fd
         assert tmp_fd is not None
         try:
@@ -125,9 +126,9 @@ class BlockWriter:
         return crc
 
     def _open(self) -> int:
-        if self._dir_fd is not None and removed(self._dir_fd):
-            # Removed under us (a cache cleaner): blocks renamed into it would vanish.
-            self._close_dir()
+        # A directory removed since the last write is not asked about here (a system
+        # call less per block: the fetch worker writes a block at a time): `write`
+        # finds it removed once the blocks are written, and writes them again.
         if self._dir_fd is None:
             try:
                 root_fd = open_root(Path(self._root))

@@ -169,18 +169,20 @@ async def _download_and_store(
     client: PlatformClient,
     path: DownloadPath,
     start: int,
-    buffer: memoryview,
+    end: int,
+    lend_block: Callable[[], contextlib.AbstractContextManager[memoryview]],
     total: int,
     open_writer: Callable[[str | None], BlockWriter],
-    block_size: int,
     announce: Callable[[list[tuple[int, int, int]]], Awaitable[None]],
     version: Version,
 ) -> list[tuple[int, int, int]]:
-    """Downloads `version` of the file into `buffer`, storing and announcing each whole
-    block as it lands, so that a reader waits for its own block, not for the whole
-    range. Every block stored is announced, whatever ends the download; the last ones
-    of a download that succeeds are returned instead, for the job's last line. The
-    writer is opened once the first answer has said which version the blocks are of."""
+    """Downloads bytes [start, end) of `version` of the file, storing each block (of
+    the size of the buffer `lend_block` lends) as it fills and announcing it, so that
+    a reader waits for its own block, not for the whole range. Every block stored is
+    announced, whatever ends the download; the last ones of a download that succeeds
+    are returned instead, for the job's last line. The writer is opened once the
+    first answer has said which version the blocks are of; the buffer is lent once
+    the first bytes arrive (a job waiting for a connection holds none)."""
     with contextlib.ExitStack() as files:
         writer: BlockWriter | None = None
 
@@ -190,33 +192,82 @@ async def _download_and_store(
                 writer = files.enter_context(open_writer(version.validator))
             return writer.write(at, data)
 
+        def block() -> memoryview:
+            return files.enter_context(lend_block())
+
         return await _download_blocks(
-            client, path, start, buffer, total, write, block_size, announce, version
+            client, path, start, end, block, total, write, announce, version
         )
+
+
+class BlockSink:
+    """Takes a download's body as it arrives into one block's buffer, and hands each
+    block to `store` once it is whole (the last, shorter one on `flush`). The memory a
+    job touches is that one block, reused, whatever the job's size: a buffer of the
+    whole job (up to 32 MiB in flight per cold read) cost a page fault per page on its
+    first use, ~0.6 CPU-s per GB where writing into memory already touched costs 0.05."""
+
+    __slots__ = ("_block", "_filled", "_left", "_lend", "_store")
+
+    def __init__(
+        self, block: Callable[[], memoryview], size: int, store: Callable[[memoryview], None]
+    ) -> None:
+        self._lend = block  # asked for the buffer when the first bytes arrive
+        self._block: memoryview | None = None
+        self._filled = 0  # bytes of the block in hand
+        self._left = size  # bytes of the download still to come
+        self._store = store
+
+    def __len__(self) -> int:
+        return self._left
+
+    def take(self, chunk: bytes | memoryview) -> None:
+        self._left -= len(chunk)
+        block = self._block
+        if block is None:
+            block = self._block = self._lend()
+        size = len(block)
+        with memoryview(chunk) as view:
+            at = 0
+            while at < len(view):
+                n = min(len(view) - at, size - self._filled)
+                block[self._filled : self._filled + n] = view[at : at + n]
+                self._filled += n
+                at += n
+                if self._filled == size:
+                    self._filled = 0
+                    self._store(block)
+
+    def flush(self) -> None:
+        """Stores the block in hand: the download's last, shorter than a block."""
+        if self._filled:
+            assert self._block is not None
+            filled, self._filled = self._filled, 0
+            self._store(self._block[:filled])
 
 
 async def _download_blocks(
     client: PlatformClient,
     path: DownloadPath,
     start: int,
-    buffer: memoryview,
+    end: int,
+    block: Callable[[], memoryview],
     total: int,
     write: Callable[[int, memoryview], list[tuple[int, int, int]]],
-    block_size: int,
     announce: Callable[[list[tuple[int, int, int]]], Awaitable[None]],
     version: Version,
 ) -> list[tuple[int, int, int]]:
-    filled = 0
-    stored = 0
-    arrived = trio.Event()
+    stored = start  # where the next block to store starts
+    landed = trio.Event()
     unannounced: list[tuple[int, int, int]] = []  # stored, not yet told to the mount
     announced_at = -math.inf
 
-    def on_progress(n: int) -> None:
-        nonlocal filled
-        filled = n
-        if filled - stored >= block_size:
-            arrived.set()
+    def store(data: memoryview) -> None:
+        nonlocal stored
+        blocks = write(stored, data)  # CacheFull: nothing stored, nothing to announce
+        stored += len(data)
+        unannounced.extend(blocks)
+        landed.set()
 
     async def announce_stored() -> None:
         nonlocal unannounced, announced_at
@@ -225,46 +276,27 @@ async def _download_blocks(
             announced_at = trio.current_time()
             await announce(blocks)  # shielded: never lost to a cancellation
 
-    async def store(upto: int, *, announcing: bool = True) -> None:
-        nonlocal stored
-        if upto <= stored:
-            return
-        try:
-            blocks = write(start + stored, buffer[stored:upto])
-        except CacheFull:
-            stored = upto  # not stored: nothing to announce
-            raise
-        stored = upto
-        unannounced.extend(blocks)
-        # One line per block cost both processes a wake-up, a JSON line and the stats
-        # (a line every 0.25 ms on loopback): blocks landing faster than one per
-        # ANNOUNCE_EVERY wait for the next line; one landing alone goes at once.
-        if announcing and trio.current_time() - announced_at >= ANNOUNCE_EVERY:
+    async def announce_as_they_land() -> None:
+        nonlocal landed
+        while True:
+            await landed.wait()
+            landed = trio.Event()
+            # One line per block cost both processes a wake-up, a JSON line and the
+            # stats (a line every 0.25 ms on loopback): blocks landing faster than one
+            # per ANNOUNCE_EVERY wait for the next line; one landing alone goes at once.
+            await trio.sleep_until(announced_at + ANNOUNCE_EVERY)
             await announce_stored()
 
-    async def store_as_it_lands() -> None:
-        nonlocal arrived
-        while True:
-            due = announced_at + ANNOUNCE_EVERY if unannounced else math.inf
-            with trio.move_on_at(due):
-                await arrived.wait()
-            if arrived.is_set():
-                arrived = trio.Event()
-                await store(filled - filled % block_size)
-            else:  # no block since: the ones waiting go now
-                await announce_stored()
-
+    sink = BlockSink(block, end - start, store)
     try:
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(store_as_it_lands)
-                await client.download_into(
-                    path, start, buffer, total=total, on_progress=on_progress, version=version
-                )
+                nursery.start_soon(announce_as_they_land)
+                await client.download_into(path, start, sink, total=total, version=version)
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             raise first_error(group) from None
-        await store(len(buffer), announcing=False)
+        sink.flush()
     except BaseException:
         # Whatever ends the download: every block stored is announced.
         await announce_stored()
@@ -273,13 +305,13 @@ async def _download_blocks(
 
 
 class BufferPool:
-    """Reuses download buffers: a fresh multi-MiB bytearray per job costs page
-    faults and zeroing that showed as the worker's largest single cost. A new one is
-    an anonymous mapping, not a bytearray: the kernel's zero pages are touched only
-    where a download writes, where bytearray(n) zeroes all n bytes (up to twice the
-    job's size, rounded up) first; every cold read starts a fresh worker. A job gets
-    the smallest free buffer that holds it, of whatever size: jobs of a read grow and
-    shrink with the link's speed, and a page already touched costs no fault again."""
+    """Reuses the jobs' block buffers (BlockSink's): a fresh buffer per job costs page
+    faults and zeroing, the worker's largest single cost once. A new one is an
+    anonymous mapping, not a bytearray: the kernel's zero pages are touched only
+    where a download writes, where bytearray(n) zeroes all n bytes first; every cold
+    read starts a fresh worker. A job gets the smallest free buffer that holds it, of
+    whatever size (a mount's block size is one; a page already touched costs no fault
+    again)."""
 
     def __init__(self) -> None:
         self._free: list[mmap.mmap] = []  # by size, the smallest first
@@ -293,7 +325,9 @@ class BufferPool:
         free = self._free
         at = next((i for i, buffer in enumerate(free) if len(buffer) >= size), None)
         if at is not None:
-            buffer = free.pop(at)
+            # Of the buffers of that size, the one given back last: its pages were
+            # touched most recently (the others may never have been).
+            buffer = free.pop(bisect.bisect_right(free, len(free[at]), key=len) - 1)
         else:
             buffer = mmap.mmap(-1, 1 << max(size - 1, 1).bit_length())  # a power of two
         try:
@@ -361,19 +395,17 @@ async def _serve(sock: socket.socket) -> None:
                     # (its validator, if sent: the version its blocks were of, a hint)
                     version.validator = await client.current_version(path, version.validator)
                 else:
-                    with buffers.lend(end - start) as buffer:
-                        last = await _download_and_store(
-                            client, path, start, buffer, total,
-                            lambda found: BlockWriter(
-                                config.cache_dir, directory, block_size,
-                                found if message.get("versioned", True) else None,
-                            ),
-                            block_size,
-                            lambda blocks: reply(
-                                {"id": job_id, "blocks": blocks, "validator": version.validator}
-                            ),
-                            version,
-                        )  # fmt: skip
+                    last = await _download_and_store(
+                        client, path, start, end, lambda: buffers.lend(block_size), total,
+                        lambda found: BlockWriter(
+                            config.cache_dir, directory, block_size,
+                            found if message.get("versioned", True) else None,
+                        ),
+                        lambda blocks: reply(
+                            {"id": job_id, "blocks": blocks, "validator": version.validator}
+                        ),
+                        version,
+                    )  # fmt: skip
             except Exception as exc:
                 await reply(_error_message(job_id, exc))
             else:

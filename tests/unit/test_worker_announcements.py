@@ -8,7 +8,6 @@ is announced, once.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 
 import pytest
 import trio
@@ -16,7 +15,7 @@ import trio.testing
 
 from amigofs.api import errors
 from amigofs.api.models import DownloadPath
-from amigofs.api.ranges import Version
+from amigofs.api.ranges import Sink, Version
 from amigofs.cache.worker import ANNOUNCE_EVERY, _download_blocks
 
 BLOCK = 64 << 10
@@ -33,22 +32,14 @@ class StreamingClient:
         self.chunk, self.gap, self.fail_after = chunk, gap, fail_after
 
     async def download_into(
-        self,
-        path: DownloadPath,
-        start: int,
-        buffer: memoryview,
-        *,
-        total: int,
-        on_progress: Callable[[int], None],
-        version: Version,
+        self, path: DownloadPath, start: int, sink: Sink, *, total: int, version: Version
     ) -> None:
         got = 0
-        while got < len(buffer):
+        while len(sink):
             await trio.sleep(self.gap)
-            n = min(self.chunk, len(buffer) - got)
-            buffer[got : got + n] = DATA[start + got : start + got + n]
+            n = min(self.chunk, len(sink))
+            sink.take(DATA[start + got : start + got + n])
             got += n
-            on_progress(got)
             if self.fail_after is not None and got >= self.fail_after:
                 raise errors.TransportError("the connection was cut")
 
@@ -76,10 +67,10 @@ class Recorder:
 
 
 async def download(client: StreamingClient, recorder: Recorder) -> None:
-    buffer = memoryview(bytearray(SIZE))
     last = await _download_blocks(
         client,  # type: ignore[arg-type]
-        PATH, 0, buffer, SIZE, recorder.write, BLOCK, recorder.announce, Version(None, True),
+        PATH, 0, SIZE, lambda: memoryview(bytearray(BLOCK)), SIZE, recorder.write, recorder.announce,
+        Version(None, True),
     )  # fmt: skip
     if last:  # the job's last line ("done") carries the blocks stored since its last line
         await recorder.announce(last)

@@ -23,7 +23,7 @@ from tests.unit.test_worker_announcements import (
 async def run(client: StreamingClient, recorder: Recorder) -> list[tuple[int, int, int]]:
     return await _download_blocks(
         client,  # type: ignore[arg-type]
-        PATH, 0, memoryview(bytearray(SIZE)), SIZE, recorder.write, BLOCK, recorder.announce,
+        PATH, 0, SIZE, lambda: memoryview(bytearray(BLOCK)), SIZE, recorder.write, recorder.announce,
         Version(None, True),
     )  # fmt: skip
 
