@@ -554,16 +554,16 @@ def remount_main(args: argparse.Namespace) -> None:
     workdir = Workdir()
     try:
         figures = remount_cached(workdir, counts, args.runs, args.latency)
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        args.out.mkdir(parents=True, exist_ok=True)
+        out = args.out / f"remount-{stamp}.json"
+        out.write_text(json.dumps({"counts": counts, "runs": args.runs, "latency": args.latency,
+                                   "figures": figures}, indent=2))  # fmt: skip
+        for key, value in figures.items():
+            print(f"{key:28} {'none' if value is None else f'{value:10.3f}'}")
+        print(f"written to {out}; removing the scratch cache (a million files take minutes)")
     finally:
         workdir.cleanup()
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"remount-{stamp}.json"
-    out.write_text(json.dumps({"counts": counts, "runs": args.runs, "latency": args.latency,
-                               "figures": figures}, indent=2))  # fmt: skip
-    for key, value in figures.items():
-        print(f"{key:28} {'none' if value is None else f'{value:10.3f}'}")
-    print(f"written to {out}")
 
 
 def median_of(values: list[float | None]) -> float | None:
