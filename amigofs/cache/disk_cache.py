@@ -6,13 +6,12 @@ its disk): least recently used unpinned blocks are evicted with ``unlink``. That
 design (the field's, as mountpoint-s3's disk cache and s3ql's block files have it)
 is what makes a read safe by construction (see `block_reader`): no hole to punch.
 
-Nothing is walked at start, nor evicted: what the block files take and their use
-order persist in SQLite (`block_index`, CACHE_DIR/blocks.sqlite), which eviction
-reads oldest first (a cache opened over its budget is brought under it while the
-mount serves: `settle`), and a block file an earlier mount left is found by its path
-when a read asks for it (`_find`), to be checked by the read that first serves it.
-An older layout's tree is renamed aside at open and removed in a background thread:
-the mount does not wait for it.
+Nothing is walked at start: what the block files take and their use order persist
+in SQLite (`block_index`, CACHE_DIR/blocks.sqlite), which eviction reads oldest
+first, and a block file an earlier mount left is found by its path when a read asks
+for it (`_find`), to be checked by the read that first serves it. An older layout's
+tree is renamed aside at open and removed in a background thread: the mount does
+not wait for it.
 
 Everything the cache directory holds counts toward --cache-size: block files (their
 whole pages), the directories, the SQLite files (the block index, the call index)
@@ -46,7 +45,6 @@ from pathlib import Path
 from typing import Protocol
 
 import trio
-import trio.lowlevel
 
 from amigofs.cache import index as call_index
 from amigofs.cache.block_format import (
@@ -93,10 +91,6 @@ class DiskTenant(Protocol):
 # and an eviction measured to the byte left the next download without room, fetched
 # again later.
 EVICTION_SLACK = 128 << 10
-# Block files evicted in one go on the trio thread while a cache opened over its budget
-# is brought under it (`settle`): some milliseconds of unlinks between file operations.
-EVICT_AT_ONCE = 256
-
 
 class CacheInUse(Exception):
     """Another mount holds the cache directory; the message names it, in one line."""
@@ -143,7 +137,6 @@ class DiskCache:
         self._count_other = count_other
         self._other_bytes = 0  # all but block files, as last measured
         self._other_measured = -OTHER_BYTES_SECONDS
-        self._settling = False  # opened over its budget: `settle` brings it under
 
     def add_tenant(self, tenant: DiskTenant) -> None:
         self._tenants.append(tenant)
@@ -194,35 +187,11 @@ class DiskCache:
             self._prepare()
             self.blocks.attach(self._find, self._discard, self.index, self.index.open())
             self._measure_other(force=True)
+            self._evict(0)
         except BaseException:
             self.close()
             raise
-        # A cache over its budget (--cache-size lowered, a fuller disk) is brought under
-        # it by `settle`, while the mount serves: not here, at a cost that grows with it.
-        self._settling = self.used_bytes > self.budget()
         log.info("disk cache %s: %d bytes", self.root, self.used_bytes)
-
-    async def settle(self) -> None:
-        """Evicts what a cache opened over its budget holds beyond it, EVICT_AT_ONCE
-        block files at a time, letting file operations through between (a mount
-        started with --cache-size halved over a million cached calls is live at once,
-        not minutes later). Until it is done, a download that finds no room is served
-        without caching rather than evicting the rest itself."""
-        if not self._settling:
-            return
-        evicted = self.evicted_blocks
-        try:
-            while not self._evict(0, at_most=EVICT_AT_ONCE):
-                if self.evicted_blocks == evicted:
-                    break  # nothing more to evict: pinned, or the tenants' own
-                evicted = self.evicted_blocks
-                await trio.lowlevel.checkpoint()
-        finally:
-            self._settling = False
-        log.info(
-            "disk cache %s: %d bytes, within its budget of %d", self.root, self.used_bytes,
-            self.budget(),
-        )  # fmt: skip
 
     def _take_lock(self) -> None:
         path = f"{self.root}/{LOCK_NAME}"
@@ -387,8 +356,7 @@ class DiskCache:
         """Makes room for `length` bytes about to be fetched; False if there is none
         (every block pinned, the disk is full, no cache directory): then fetch them
         without caching."""
-        at_most = EVICT_AT_ONCE if self._settling else None
-        if not self._usable() or not self._evict(length, at_most=at_most):
+        if not self._usable() or not self._evict(length):
             return False
         self._reserved += length
         return True
@@ -465,10 +433,9 @@ class DiskCache:
                 log.exception("disk cache: cannot tell what %r takes", tenant)
         self._other_bytes = total
 
-    def _evict(self, incoming: int, *, at_most: int | None = None) -> bool:
-        """Removes least recently used unpinned blocks until `incoming` more bytes fit
-        (`at_most` of them: False if that was not enough), then asks the tenants to
-        shrink; False if they cannot."""
+    def _evict(self, incoming: int) -> bool:
+        """Removes least recently used unpinned blocks until `incoming` more bytes fit,
+        then asks the tenants to shrink; False if they cannot."""
         self._measure_other()
         # The index's count, and order, up to now (block files found on disk count once
         # their rows are written: one transaction a download at most).
@@ -481,7 +448,7 @@ class DiskCache:
         oldest = self.index.oldest()
         try:
             for where, nbytes in oldest:
-                if excess + EVICTION_SLACK <= 0 or len(victims) == at_most:
+                if excess + EVICTION_SLACK <= 0:
                     break
                 block = loaded(where)
                 if block is not None and (
@@ -499,8 +466,6 @@ class DiskCache:
             self.evicted_blocks += len(victims)
             self.blocks.flush()
             log.debug("disk cache: evicted %d blocks", len(victims))
-        if len(victims) == at_most and excess > 0:
-            return False  # more blocks to go first: the tenants' turn comes after
         if self._tenants:
             # Measured again: the index's own files grow with what it just wrote.
             self._measure_other(force=True)

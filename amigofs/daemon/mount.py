@@ -266,8 +266,6 @@ async def serve(settings: Settings, api_key: ApiKey) -> None:
             nursery.start_soon(_handle_signals, namespace, notifier)
             nursery.start_soon(_report, target, counters, notifier)
             nursery.start_soon(_widen_kernel_readahead, target, settings.kernel_readahead)
-            # Over its budget (--cache-size lowered): evicted while serving, not before.
-            nursery.start_soon(disk.settle)
             log.info("mounted %s at %s", settings.base_url, mountpoint)
             await pyfuse3.main(min_tasks=2, max_tasks=FUSE_TASKS)
         finally:
