@@ -3,6 +3,7 @@
 
     python -m benchmarks.listing [--calls 1000000] [--latency 0.05] [--runs 3] [--quick]
         [--walk-calls 2000] [--find-calls 100000] [--cache-size 4G]
+    python -m benchmarks.listing --remount-cached 10000,100000,1000000 [--runs 3]
 
 Per run, each figure beside a baseline measured in the same run:
 
@@ -27,7 +28,14 @@ Per run, each figure beside a baseline measured in the same run:
   counts of it (its stats' used_bytes), and whether `du` stayed within --cache-size;
 - a remount with those calls cached (--find-calls of them: a million take hours to
   walk) after the kernel forgets its pages where it may: seconds until the mount
-  answers `ls` of its root, against a mount of an empty cache started in the same run.
+  answers `ls` of its root, against a mount of an empty cache started in the same run;
+- with --remount-cached N[,N...] (alone: no other figure), a remount with N calls
+  cached: seconds from `amigofs mount` started until a `stat` of a cached call's
+  metadata.json and an `ls` of the mount's root answer, with the page cache dropped
+  before each mount, against a mount of an empty cache in the same run. The cache is
+  REMOUNT_SEED_CALLS calls really cached through a mount, grown to each N with the
+  cache's own writers (records, the metadata.json block file and its row, the call
+  index): a million calls through a mount take hours.
 
 Only the command line, the stats file and the emulator's counters are used: the
 benchmark measures whatever code it runs. Figures are medians over the runs. Run it
@@ -50,6 +58,13 @@ from typing import Any
 
 import httpx
 
+from amigofs.api.models import CallSummary
+from amigofs.cache.block_format import FileKey, footprint
+from amigofs.cache.block_index import BlockIndex
+from amigofs.cache.block_writer import BlockWriter
+from amigofs.cache.index import CallIndex
+from amigofs.cache.meta import MetaStore
+from amigofs.cache.store import DEFAULT_BLOCK_SIZE
 from benchmarks.procs import Workdir, amigofs_mount
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import wait_until
@@ -343,6 +358,121 @@ def memory_and_disk(
     }
 
 
+# --- a remount with N calls cached (issue 21) ----------------------------------------------
+
+# Calls cached through a mount (their records, metadata.json read) before the cache is grown.
+REMOUNT_SEED_CALLS = 200
+# Room for a million calls' metadata.json blocks (4 KiB each on disk), their records and
+# indexes: a cache over its --cache-size would be evicted at the remount, not measured.
+REMOUNT_CACHE_SIZE = "16G"
+# Generated calls written in one batch (a transaction of each store).
+FILL_BATCH = 10_000
+
+
+def _raw_document(document: object) -> object:
+    return document
+
+
+def seed_cache(emu: EmulatorProc, workdir: Workdir, workspace_id: str, cache: Path) -> list[str]:
+    """Caches REMOUNT_SEED_CALLS calls through a mount: the workspace listed, each call's
+    metadata.json read. Their SIDs."""
+    with amigofs_mount(emu, workdir.new("mnt"), cache, workdir.new("log") / "mount.log",
+                       "--workspace", workspace_id) as mnt:  # fmt: skip
+        sids = sorted(os.listdir(mnt.path / workspace_id))[:REMOUNT_SEED_CALLS]
+        for sid in sids:
+            (mnt.path / workspace_id / sid / "metadata.json").read_bytes()
+    return sids
+
+
+def generated_sid(number: int) -> str:
+    return f"CA{number:032x}"  # the API's shape; the emulator's are random hex
+
+
+def grow_cache(cache: Path, workspace_id: str, template_sid: str, first: int, stop: int) -> None:
+    """Adds calls [first, stop) to a cache, as a mount would have cached them: a record
+    (the template call's, its SID replaced), the block file of its metadata.json with its
+    row in the block index, and its row in the call index."""
+    meta = MetaStore(cache)
+    blocks = BlockIndex(cache)
+    blocks.open()
+    calls = CallIndex(cache)
+    calls.open()
+    try:
+        template = meta.load(_raw_document, "records", workspace_id, template_sid)
+        if not isinstance(template, dict):
+            raise RuntimeError(f"no record of {template_sid} in {cache}")
+        text = json.dumps(template)
+        started = time.time()
+        for start in range(first, stop, FILL_BATCH):
+            summaries = []
+            for number in range(start, min(stop, start + FILL_BATCH)):
+                sid = generated_sid(number)
+                document = json.loads(text.replace(template_sid, sid))
+                meta.save(document, "records", workspace_id, sid)
+                body = document["metadata_body"].encode("latin-1")
+                key = FileKey(workspace_id, sid, "metadata.json", len(body))
+                with BlockWriter(str(cache), key.relative_dir, DEFAULT_BLOCK_SIZE) as writer:
+                    writer.write(0, memoryview(body))
+                blocks.stored((key.relative_dir, 0), footprint(len(body)), ahead=False)
+                summaries.append(CallSummary(workspace_id, sid, None, None, "inbound"))
+            calls.add(workspace_id, summaries)
+            blocks.flush()
+            meta.flush()
+            print(f"  cache grown to {start + len(summaries)} calls"
+                  f" ({time.time() - started:.0f} s)", flush=True)  # fmt: skip
+    finally:
+        blocks.close()
+        calls.close()
+        meta.close()
+
+
+def live_seconds(
+    emu: EmulatorProc, workdir: Workdir, cache: Path, workspace_id: str, sid: str
+) -> float:
+    """Seconds from `amigofs mount` started (the page cache dropped first) until a stat
+    of the call's metadata.json and an `ls` of the root answer."""
+    forget_kernel_caches("3")
+    mountpoint = workdir.new("mnt")
+    started = time.monotonic()
+    with amigofs_mount(emu, mountpoint, cache, workdir.new("log") / "mount.log",
+                       "--workspace", workspace_id, "--cache-size", REMOUNT_CACHE_SIZE) as mnt:  # fmt: skip
+        (mnt.path / workspace_id / sid / "metadata.json").stat()
+        os.listdir(mnt.path)
+        return time.monotonic() - started
+
+
+def remount_cached(
+    workdir: Workdir, counts: list[int], runs: int, latency: float
+) -> dict[str, float | None]:
+    """A remount with each of `counts` calls cached, against a mount of an empty cache
+    (median of `runs` each, alternating)."""
+    with running_emulator(API_KEY, log_path=workdir.path / "remount-emulator.log", workspaces=1,
+                          calls_per_workspace=1_000, latency=latency,
+                          max_duration=30.0) as emu:  # fmt: skip
+        workspace_id = first_workspace(emu)
+        cache = workdir.new("cache")
+        sids = seed_cache(emu, workdir, workspace_id, cache)
+        figures: dict[str, float | None] = {}
+        grown = 0
+        fresh: list[float] = []
+        for count in sorted(counts):
+            grow_cache(cache, workspace_id, sids[0], grown, max(grown, count - len(sids)))
+            grown = max(grown, count - len(sids))
+            cached = []
+            for _ in range(runs):
+                fresh.append(live_seconds(emu, workdir, workdir.new("empty-cache"),
+                                          workspace_id, sids[-1]))  # fmt: skip
+                cached.append(live_seconds(emu, workdir, cache, workspace_id, sids[-1]))
+            live = statistics.median(cached)
+            figures[f"remount_{count}_live_s"] = live
+            figures[f"remount_{count}_over_fresh"] = live / statistics.median(fresh)
+            figures[f"remount_{count}_du_mib"] = du_bytes(cache) / (1 << 20)
+            print(f"{count} calls cached: live in {live:.3f} s"
+                  f" (fresh: {statistics.median(fresh):.3f} s)", flush=True)  # fmt: skip
+        figures["fresh_mount_live_s"] = statistics.median(fresh)
+    return figures
+
+
 def one_run(workdir: Workdir, sizes: Sizes, latency: float) -> dict[str, float | None]:
     calls = sizes.calls
     log = workdir.path / "emulator.log"
@@ -403,7 +533,15 @@ def main() -> None:
     parser.add_argument("--cache-size", default="4G")
     parser.add_argument("--quick", action="store_true", help=f"small sizes: {QUICK}")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument(
+        "--remount-cached",
+        metavar="N[,N...]",
+        help="only: a remount with N calls cached (e.g. 10000,100000,1000000)",
+    )
     args = parser.parse_args()
+    if args.remount_cached:
+        remount_main(args)
+        return
     sizes = QUICK if args.quick else Sizes(
         args.calls, args.walk_calls, args.find_calls, args.cache_size
     )  # fmt: skip
@@ -428,6 +566,24 @@ def main() -> None:
     for key, value in medians.items():
         print(f"{key:28} {'none' if value is None else f'{value:10.2f}'}")
     print(f"written to {out}")
+
+
+def remount_main(args: argparse.Namespace) -> None:
+    """--remount-cached: that figure alone, its runs inside (the cache is grown once)."""
+    counts = [int(n) for n in args.remount_cached.split(",")]
+    workdir = Workdir()
+    try:
+        figures = remount_cached(workdir, counts, args.runs, args.latency)
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        args.out.mkdir(parents=True, exist_ok=True)
+        out = args.out / f"remount-{stamp}.json"
+        out.write_text(json.dumps({"counts": counts, "runs": args.runs, "latency": args.latency,
+                                   "figures": figures}, indent=2))  # fmt: skip
+        for key, value in figures.items():
+            print(f"{key:28} {'none' if value is None else f'{value:10.3f}'}")
+        print(f"written to {out}; removing the scratch cache (a million files take minutes)")
+    finally:
+        workdir.cleanup()
 
 
 def median_of(values: list[float | None]) -> float | None:

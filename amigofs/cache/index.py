@@ -13,6 +13,9 @@ waits on the writer. A file that is damaged, of another format, or not this user
 is set aside and rebuilt from the API: the index is a cache, never served wrong. A
 full disk, or a lock another process holds past LOCK_WAIT (an `sqlite3` shell in a
 transaction), moves it into memory for the rest of the mount, with one warning.
+Opening reads what does not grow with the calls indexed (the file's length and header,
+its format); every page is checked after, in a thread, and damage found there has
+the next mount rebuild it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from amigofs.api.models import CallSummary, from_time_ns, sane_duration, storable_ns
+from amigofs.cache.meta import is_damage
 from amigofs.policy.listing import PageRecord
 
 log = logging.getLogger(__name__)
@@ -37,6 +41,11 @@ T = TypeVar("T")
 
 FORMAT = "amigofs-index 1"
 NAME = "index.sqlite"
+# Beside the index: a mark that the check of an earlier mount found it damaged.
+DAMAGED_SUFFIX = ".damaged"
+# How long after the mount starts its pages are checked: once it is live (a remount
+# with a million calls cached is live within 2 s, issue 21).
+CHECK_DELAY = 10.0
 # How long a write waits on a lock another process holds on the index (an `sqlite3`
 # shell in a transaction, a backup tool) before the index moves to memory.
 LOCK_WAIT = 5.0
@@ -172,12 +181,17 @@ class CallIndex:
         self._write_lock = threading.Lock()
         self._in_memory = False
         self._ws_rows: dict[str, int] = {}
+        self._check_stop = threading.Event()  # set: the check in a thread is not wanted
 
     # --- start and stop (blocking) ------------------------------------------------
 
     def open(self) -> None:
-        """Opens the index, or sets a bad one aside and starts a new one."""
+        """Opens the index, or sets a bad one aside and starts a new one. What opening
+        reads does not grow with the calls indexed: the file's length, its header and its
+        format row; its pages are checked after, in a thread (`check_in_background`)."""
         try:
+            if os.path.lexists(self._damage_mark):
+                raise ValueError(f"an earlier mount found it damaged ({self._damage_mark})")
             self._connect()
             self._check()
         except (sqlite3.Error, ValueError, OSError) as exc:
@@ -189,7 +203,7 @@ class CallIndex:
                 "call index %s is unusable (%s); rebuilding it from the API", self.path, exc
             )
             self.close()
-            for suffix in ("", "-wal", "-shm"):
+            for suffix in ("", "-wal", "-shm", DAMAGED_SUFFIX):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(f"{self.path}{suffix}")
             self._connect()
@@ -234,11 +248,53 @@ class CallIndex:
             writer.execute("INSERT INTO format VALUES (?)", (FORMAT,))
         elif found != [FORMAT]:
             raise ValueError(f"format {found!r}, not {FORMAT!r}")
-        result = writer.execute("PRAGMA quick_check").fetchone()
-        if result is None or result[0] != "ok":
-            raise ValueError(f"quick_check: {result}")
+
+    @property
+    def _damage_mark(self) -> str:
+        return f"{self.path}{DAMAGED_SUFFIX}"
+
+    def check_in_background(self, delay: float = CHECK_DELAY) -> threading.Thread | None:
+        """Checks every page of the index (SQLite's quick_check), `delay` seconds from
+        now, in a thread with a connection of its own, while the mount serves: it reads
+        the whole file, seconds at a million calls, which a mount must not wait for at
+        start, nor share the disk with while it starts. Damage found is said once, and
+        the next mount sets the index aside and rebuilds it from the API; meanwhile a
+        read that meets a damaged page fails (SQLite checks each page it reads). The
+        thread, for tests to join; None for an index in memory."""
+        if self._in_memory:
+            return None
+        path, mark = str(self.path), self._damage_mark
+        stop = self._check_stop = threading.Event()
+
+        def check() -> None:
+            if stop.wait(delay):
+                return  # closed before its turn
+            try:
+                with contextlib.closing(
+                    sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True)
+                ) as conn:
+                    result = conn.execute("PRAGMA quick_check").fetchone()
+            except sqlite3.Error as exc:
+                if not is_damage(exc):
+                    log.debug("call index %s: not checked: %s", path, exc)
+                    return
+                result = (str(exc),)
+            if result is not None and result[0] == "ok":
+                return
+            log.warning(
+                "call index %s is damaged (%s); it is rebuilt from the API at the next mount",
+                path,
+                None if result is None else result[0],
+            )
+            with contextlib.suppress(OSError):
+                os.close(os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+
+        thread = threading.Thread(target=check, name="amigofs-index-check", daemon=True)
+        thread.start()
+        return thread
 
     def close(self) -> None:
+        self._check_stop.set()
         for name in ("_reader", "_writer"):
             conn = getattr(self, name)
             if conn is not None:
@@ -562,13 +618,17 @@ def lists_calls_of(cache_dir: Path, workspace_ids: Iterable[str]) -> bool:
     try:
         conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
         try:
-            found = conn.execute(
-                "SELECT 1 FROM calls JOIN workspaces ON calls.ws = workspaces.id "
-                f"WHERE lower(workspaces.workspace_id) IN ({marks}) LIMIT 1",
-                wanted,
-            ).fetchone()
+            # The workspaces' rows first, then one call of each by the (ws, id) index:
+            # joined in one query, SQLite read every call of the index.
+            rows = conn.execute(
+                f"SELECT id FROM workspaces WHERE lower(workspace_id) IN ({marks})", wanted
+            ).fetchall()
+            found = any(
+                conn.execute("SELECT 1 FROM calls WHERE ws = ? LIMIT 1", row).fetchone()
+                for row in rows
+            )
         finally:
             conn.close()
     except sqlite3.Error:
         return False  # unreadable: a mount would rebuild it from the API, not serve it
-    return found is not None
+    return found

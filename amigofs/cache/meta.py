@@ -145,7 +145,7 @@ def _decode(name: str, digest: object, body: object) -> object:
     return document
 
 
-def _damage(exc: sqlite3.Error) -> bool:
+def is_damage(exc: sqlite3.Error) -> bool:
     """Whether SQLite found the file damaged or not a database (not a lock, a full disk,
     an I/O error: those say nothing wrong of the file)."""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -250,7 +250,10 @@ class MetaStore:
             conn.execute("INSERT INTO format VALUES (?)", (FORMAT,))
         elif found != [FORMAT]:
             raise _Damaged(f"format {found!r}, not {FORMAT!r}")
-        low, high = conn.execute("SELECT min(id), max(id) FROM documents").fetchone()
+        # Two queries: SQLite finds min() or max() alone at one end of the ids, but
+        # both in one query by reading every row (a million at a million records).
+        (low,) = conn.execute("SELECT min(id) FROM documents").fetchone()
+        (high,) = conn.execute("SELECT max(id) FROM documents").fetchone()
         self._oldest_id = int(low or 1)
         self._next_id = int(high or 0) + 1
 
@@ -348,7 +351,7 @@ class MetaStore:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
         self._writes = 0
-        if not _damage(exc):
+        if not is_damage(exc):
             message = f"metadata cache {self.path}: cannot {doing}: {exc}"
             if message != self._warned:
                 log.warning("%s", message)

@@ -210,6 +210,8 @@ async def serve(settings: Settings, api_key: ApiKey) -> None:
             raise MountRefused(str(exc)) from None
     index = CallIndex(cache_dir)
     await trio.to_thread.run_sync(index.open)
+    # Its pages are checked while the mount serves: not a start that grows with the calls.
+    index.check_in_background()
     worker = FetchWorker(worker_config(client_settings, cache_dir), api_key)
     async with AsyncExitStack() as stack:
         client = await stack.enter_async_context(PlatformClient(client_settings, api_key))
