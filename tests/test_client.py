@@ -366,6 +366,31 @@ async def test_not_configured_is_reported_after_a_few_tries(emu: EmulatorProc) -
     }
 
 
+async def test_a_passing_503_is_retried_not_taken_for_not_configured(emu: EmulatorProc) -> None:
+    # "Service temporarily unavailable" says what it is: retried as any 5xx, not
+    # reported as "not configured" after three in a row (under 15% faults, three 503s
+    # in a row failed an rsync now and then).
+    rec = readable_recordings(emu)[0]
+    policy = RetryPolicy(base_delay=0.05)
+    emu.control(fault_rate=1.0, fault_kinds=["503"])
+    got = []
+    with trio.fail_after(20):
+        async with client_for(emu, retry=policy) as client, trio.open_nursery() as nursery:
+
+            async def metadata() -> None:
+                got.append(await client.recording_metadata(rec.workspace_id, rec.call_sid))
+
+            nursery.start_soon(metadata)
+            # The emulator is another process: its count is polled (within fail_after).
+            for _ in itertools.count():
+                stats = await trio.to_thread.run_sync(emu.stats)
+                if stats["faults"].get("503", 0) > policy.unavailable_attempts:
+                    break
+                await trio.sleep(0.01)
+            await trio.to_thread.run_sync(lambda: emu.control(fault_rate=0.0))
+    assert [m.call_sid for m in got] == [rec.call_sid]
+
+
 # --- the bytes ----------------------------------------------------------------------------------
 
 

@@ -61,7 +61,11 @@ def check_status(op: str, path: str, resp: httpx.Response, document: object) -> 
             )
         else:
             error = errors.ServerError(f"{said}: service unavailable", status=503)
-        raise Retryable(error, wait=retry_after(resp) or 0.0, unavailable=True)
+        # One that says what else it is (an overload, "temporarily unavailable") passes:
+        # retried as any 5xx. One that says nothing may be "not configured", which
+        # persists: reported after a few (RetryPolicy.unavailable_attempts).
+        unavailable = not detail or isinstance(error, errors.NotConfigured)
+        raise Retryable(error, wait=retry_after(resp) or 0.0, unavailable=unavailable)
     if 500 <= status <= 599:
         raise Retryable(errors.ServerError(f"{said}: server error", status=status))
     if status == 416:
