@@ -123,6 +123,14 @@ class ThreadResult:
         return self._result
 
 
+def proc_status_mib(pid: int, field: str) -> float:
+    """A size field of /proc/PID/status in MiB (VmRSS: now; VmHWM: the peak)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field} for {pid}")
+
+
 def request_log(emulator: EmulatorProc) -> list[dict[str, Any]]:
     log: list[dict[str, Any]] = emulator.stats()["log"]
     return log

@@ -15,7 +15,7 @@ import pytest
 from amigofs.daemon.mount_table import is_mounted
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import mounted, public_tempdir, unmount_guards, wait_until
-from tests.reliability import ThreadResult
+from tests.reliability import ThreadResult, proc_status_mib
 
 pytestmark = pytest.mark.mount
 
@@ -69,10 +69,7 @@ def ls_until_complete(workspace: Path) -> list[str]:
 
 
 def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
+    return proc_status_mib(pid, "VmHWM")
 
 
 def test_ls_of_100000_calls_behind_a_latency_lists_every_call_once() -> None:

@@ -18,6 +18,7 @@ import pytest
 from amigofs.emulator.data import METADATA_FILENAME
 from tests.emulator_proc import running_emulator
 from tests.mounting import mounted, wait_until
+from tests.reliability import proc_status_mib
 
 CALLS = 100_000
 # Calls whose records are loaded (one metadata request each): more than the records the
@@ -33,10 +34,7 @@ LISTING_DEADLINE = 120
 
 
 def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
+    return proc_status_mib(pid, "VmRSS")
 
 
 def _kernel_forgets() -> None:

@@ -21,7 +21,13 @@ import pytest
 from amigofs.emulator.data import Recording
 from tests.emulator_proc import EmulatorProc, running_emulator
 from tests.mounting import mounted
-from tests.reliability import downloads_landed, fetched_bytes, request_log, stored_size
+from tests.reliability import (
+    downloads_landed,
+    fetched_bytes,
+    request_log,
+    stored_name,
+    stored_size,
+)
 
 KiB, MiB = 1 << 10, 1 << 20
 DEADLINE = 60.0
@@ -58,8 +64,7 @@ def _fetched_between(
 ) -> list[tuple[int, int]]:
     """The ranges of the call's stored file the emulator was asked for that reach into
     [start, stop) (stored offsets)."""
-    stored = recording.outbound_filename if name == "outbound.wav" else recording.inbound_filename
-    suffix = f"/{recording.call_sid}/download/{stored}"
+    suffix = f"/{recording.call_sid}/download/{stored_name(recording, name)}"
     asked = []
     for entry in request_log(emulator):
         if not str(entry.get("path")).endswith(suffix):
