@@ -19,10 +19,11 @@ workspace also says whether the key may still see it (`WorkspaceAccess`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -174,6 +175,19 @@ class _Link:
         self.siblings = siblings
 
 
+@contextlib.contextmanager
+def _unless_ahead_of_need(optional: bool, workspace_id: str, call_sid: str) -> Iterator[None]:
+    """Links asked ahead of need (`optional`, policy.links_ahead): their failure is
+    none of the record's (its sizes, its metadata.json), only of its first read, which
+    asks again; else it is the caller's."""
+    try:
+        yield
+    except api.AmigoError as exc:
+        if not optional:
+            raise
+        log.debug("%s/%s: links ahead of need: %s", workspace_id, call_sid, exc)
+
+
 def _made_unlinked(file: PresentedFile) -> bool:
     """Whether a stored file's presented file was made from its record's metadata
     alone (no link to read it by): a mono file without its stored file, or call.wav
@@ -291,12 +305,8 @@ class RecordingSource:
             if record.linked:
                 await self._confirm_empty(record)
             elif links:
-                try:
+                with _unless_ahead_of_need(optional, workspace_id, call_sid):
                     await self.link(record)
-                except api.AmigoError as exc:
-                    if not optional:
-                        raise
-                    log.debug("%s/%s: links ahead of need: %s", workspace_id, call_sid, exc)
             return record
         found: RecordingUrls | None
         async with self._limit:
@@ -322,13 +332,10 @@ class RecordingSource:
     async def _urls(self, workspace_id: str, call_sid: str, optional: bool) -> RecordingUrls | None:
         """The call's links; `optional`: asked ahead of need, None if refused or
         broken (the first read asks again, and fails then if it must)."""
-        try:
-            return await self._client.recording_urls(workspace_id, call_sid)
-        except api.AmigoError as exc:
-            if not optional:
-                raise
-            log.debug("%s/%s: links ahead of need: %s", workspace_id, call_sid, exc)
-            return None
+        urls = None
+        with _unless_ahead_of_need(optional, workspace_id, call_sid):
+            urls = await self._client.recording_urls(workspace_id, call_sid)
+        return urls
 
     async def link(self, record: CallRecord) -> None:
         """Gives a record built from its metadata alone its download links (one
